@@ -1,0 +1,9 @@
+//! The graph IR, its builder, cost counter and rewrite passes.
+
+mod build;
+mod cost;
+mod ir;
+
+pub use build::{build, conv_geometry, GraphError, MAX_INPUT_SIDE};
+pub use cost::Cost;
+pub use ir::*;
