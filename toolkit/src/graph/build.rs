@@ -36,7 +36,7 @@ pub fn build(spec: &ModelSpec, h: usize, w: usize) -> Result<Graph, GraphError> 
     let mut b = Builder {
         g: Graph { nodes: vec![], params: vec![], output: 0 },
         padding: o.padding,
-        eps: o.bn_eps,
+        eps: o.bn_eps as f32,
         act: match o.activation {
             Activation::Silu => ActKind::Silu,
             Activation::Relu6 => ActKind::Relu6,
@@ -52,7 +52,7 @@ pub fn build(spec: &ModelSpec, h: usize, w: usize) -> Result<Graph, GraphError> 
     b.scope = Scope::Head;
     let x = b.conv_bn(x, "head", spec.head_ch, 1, 1, 1, true);
     let x = b.node("head.pool", Op::GlobalAvgPool, vec![x], Shape::new(spec.head_ch, 1, 1));
-    let x = b.node("head.dropout", Op::Dropout { rate: spec.dropout }, vec![x], Shape::new(spec.head_ch, 1, 1));
+    let x = b.node("head.dropout", Op::Dropout { rate: spec.dropout as f32 }, vec![x], Shape::new(spec.head_ch, 1, 1));
     let weight = b.param("classifier.weight", vec![o.num_classes, spec.head_ch], Role::LinearWeight);
     let bias = b.param("classifier.bias", vec![o.num_classes], Role::Bias);
     let lin = Linear { in_features: spec.head_ch, out_features: o.num_classes, weight, bias };

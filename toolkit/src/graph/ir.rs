@@ -113,6 +113,16 @@ pub enum Op {
 }
 
 impl Op {
+    /// The parameter slots this op reads.
+    pub fn params(&self) -> Vec<ParamId> {
+        match self {
+            Op::Conv(c) => std::iter::once(c.weight).chain(c.bias).collect(),
+            Op::BatchNorm(b) => vec![b.weight, b.bias, b.mean, b.var],
+            Op::Linear(l) => vec![l.weight, l.bias],
+            _ => vec![],
+        }
+    }
+
     pub fn kind_name(&self) -> &'static str {
         match self {
             Op::Input => "input",

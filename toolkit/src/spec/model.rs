@@ -23,7 +23,7 @@ pub struct ModelSpec {
     /// Resolved rows: scaled channels/repeats, the kind after Fused-MBConv placement, the SE rule applied.
     pub stages: Vec<StageRow>,
     pub head_ch: usize,
-    pub dropout: f32,
+    pub dropout: f64,
     pub train_size: usize,
     pub eval_size: usize,
 }
@@ -126,7 +126,7 @@ impl ModelSpec {
                     mid_ch: in_ch * st.expand,
                     se_ch: st.se_ratio.map(|r| ((in_ch as f32 * r) as usize).max(1)),
                     residual: stride == 1 && in_ch == st.out_ch,
-                    survival: 1.0 - self.options.drop_path * global as f32 / total as f32,
+                    survival: (1.0 - self.options.drop_path * global as f64 / total as f64) as f32,
                 })
             }
         }
@@ -237,7 +237,7 @@ mod tests {
             ModelOptions { num_classes: 0, ..Default::default() },
             ModelOptions { drop_path: 1.0, ..Default::default() },
             ModelOptions { width: Some(0.0), ..Default::default() },
-            ModelOptions { bn_eps: f32::NAN, ..Default::default() },
+            ModelOptions { bn_eps: f64::NAN, ..Default::default() },
             ModelOptions { fused_stages: FusedStages::First(8), ..Default::default() },
         ] {
             assert!(ModelSpec::from_name("b0", o).is_err());

@@ -67,9 +67,8 @@ impl fmt::Display for Padding {
     }
 }
 
-/// Which stages use Fused-MBConv.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
+/// Which stages use Fused-MBConv. Serialized as its CLI text (`official`, `none`, `3`, `0,1,3`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Default)]
 pub enum FusedStages {
     /// As the variant's table says.
     #[default]
@@ -107,6 +106,18 @@ impl FusedStages {
             ))),
             None => Ok(()),
         }
+    }
+}
+
+impl Serialize for FusedStages {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for FusedStages {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -165,11 +176,11 @@ pub struct ModelOptions {
     /// Image channels (3 for RGB; 1 lets a grayscale model skip channel replication).
     pub in_channels: usize,
     /// Classifier dropout rate; `None` = the variant's.
-    pub dropout: Option<f32>,
+    pub dropout: Option<f64>,
     /// Stochastic-depth rate for the last block (survival 1 - rate, ramped linearly over blocks).
-    pub drop_path: f32,
+    pub drop_path: f64,
     pub padding: Padding,
-    pub bn_eps: f32,
+    pub bn_eps: f64,
     /// Width/depth coefficients replacing the variant's own (custom sizes).
     pub width: Option<f64>,
     pub depth: Option<f64>,

@@ -14,7 +14,7 @@ pub struct Variant {
     pub train_size: usize,
     pub eval_size: usize,
     /// Classifier dropout of the official config.
-    pub dropout: f32,
+    pub dropout: f64,
     /// Final RandAugment magnitude of the official config (0 = the legacy AutoAugment pipeline, B0–B3).
     pub randaug: f32,
     /// Final mixup = cutmix alpha of the official config.

@@ -13,7 +13,7 @@ pub fn round_filters(filters: usize, width: f64) -> usize {
 }
 
 /// `round_repeats`: `int(math.ceil(depth * repeats))`, in the same f64 arithmetic as the official
-/// code and timm, so quirks such as 10 × 1.1 = 11.000000000000002 → 12 match them exactly.
+/// code and timm, so float quirks such as 25 × 2.2 = 55.00000000000001 → 56 match them exactly.
 pub fn round_repeats(repeats: usize, depth: f64) -> usize {
     ((repeats as f64 * depth).ceil() as usize).max(1)
 }
@@ -46,7 +46,9 @@ mod tests {
     fn repeats_are_ceiled() {
         assert_eq!(round_repeats(1, 1.1), 2);
         assert_eq!(round_repeats(8, 1.1), 9);
-        assert_eq!(round_repeats(10, 1.1), 12); // float quirk shared with Python's math.ceil
+        assert_eq!(round_repeats(10, 1.1), 11);
+        // 25 × 2.2 = 55.00000000000001 in f64: Python's math.ceil gives 56, and so do we.
+        assert_eq!(round_repeats(25, 2.2), 56);
         assert_eq!(round_repeats(8, 1.4), 12);
         assert_eq!(round_repeats(3, 1.0), 3);
         assert_eq!(round_repeats(5, 0.1), 1);

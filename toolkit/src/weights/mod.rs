@@ -1,5 +1,10 @@
 //! Weights: the in-memory store, our checkpoint format, and importers for peer layouts.
 
+mod checkpoint;
+mod file;
+pub mod import;
 mod store;
 
+pub use checkpoint::{Checkpoint, CheckpointError, ModelConfig, Source, FILE_IN_DIR, FORMAT, FORMAT_VERSION};
+pub use file::{write_f32 as write_safetensors, FileError, StoredTensor, TensorFile};
 pub use store::{Weights, WeightsError};

@@ -1,0 +1,60 @@
+//! The `effv2-edge` command line: flags parsed by clap, validated, then handed to the library.
+
+mod import;
+mod inspect;
+mod list;
+mod model_args;
+// ENGINE-PENDING mod predict;
+// ENGINE-PENDING mod run;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "effv2-edge", version, about = "EfficientNetV2 from training to edge deployment")]
+pub struct Cli {
+    /// Worker threads for the CPU engine (default: all cores)
+    #[arg(long, global = true)]
+    pub threads: Option<usize>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Every variant with params, MACs and train/eval sizes
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// The stage table, params and MACs of a model
+    Inspect(inspect::InspectArgs),
+    /// Convert a timm / torchvision state dict into an effv2-edge checkpoint
+    Import(import::ImportArgs),
+    // ENGINE-PENDING Run/Predict
+}
+
+pub fn run(cli: Cli) -> Result<()> {
+    if let Some(n) = cli.threads {
+        anyhow::ensure!(n >= 1, "--threads must be at least 1");
+        rayon::ThreadPoolBuilder::new().num_threads(n).build_global()?;
+    }
+    match &cli.command {
+        Command::List { json } => list::run(*json),
+        Command::Inspect(a) => inspect::run(a),
+        Command::Import(a) => import::run(a),
+    }
+}
+
+/// 7139704 -> "7,139,704".
+pub fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::with_capacity(s.len() + s.len() / 3);
+    for (i, ch) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    out
+}

@@ -1,0 +1,75 @@
+//! The model-shaping flags shared by `inspect`, `import` and later `build`/`train`.
+
+use clap::Args;
+
+use effv2_edge::spec::{Activation, FusedStages, ModelOptions, Padding};
+
+#[derive(Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// Variant: efficientnetv2-b0..b3, -s, -m, -l, -xl (or just b0, s, …)
+    #[arg(long)]
+    pub model: String,
+    /// Fused-MBConv placement: official, none, all, N (first N stages) or a list like 0,1,3
+    #[arg(long)]
+    pub fused_stages: Option<FusedStages>,
+    /// Width coefficient replacing the variant's (custom sizes)
+    #[arg(long)]
+    pub width: Option<f64>,
+    /// Depth coefficient replacing the variant's (custom sizes)
+    #[arg(long)]
+    pub depth: Option<f64>,
+    #[arg(long)]
+    pub num_classes: Option<usize>,
+    /// Input image channels (3 = RGB, 1 = grayscale)
+    #[arg(long)]
+    pub in_channels: Option<usize>,
+    /// silu (official) or relu6 (EfficientNet-Lite style, int8-friendly)
+    #[arg(long)]
+    pub activation: Option<Activation>,
+    /// Remove squeeze-excite everywhere (EfficientNet-Lite style)
+    #[arg(long)]
+    pub no_se: bool,
+    /// Put SE on Fused-MBConv blocks too
+    #[arg(long)]
+    pub se_on_fused: bool,
+    /// tf-same (official) or symmetric
+    #[arg(long)]
+    pub padding: Option<Padding>,
+    #[arg(long)]
+    pub bn_eps: Option<f64>,
+    /// Classifier dropout (default: the variant's)
+    #[arg(long)]
+    pub dropout: Option<f64>,
+    /// Stochastic-depth rate of the last block
+    #[arg(long)]
+    pub drop_path: Option<f64>,
+}
+
+impl ModelArgs {
+    /// `base` with every flag the user gave applied on top.
+    pub fn options(&self, base: ModelOptions) -> ModelOptions {
+        ModelOptions {
+            num_classes: self.num_classes.unwrap_or(base.num_classes),
+            in_channels: self.in_channels.unwrap_or(base.in_channels),
+            dropout: self.dropout.or(base.dropout),
+            drop_path: self.drop_path.unwrap_or(base.drop_path),
+            padding: self.padding.unwrap_or(base.padding),
+            bn_eps: self.bn_eps.unwrap_or(base.bn_eps),
+            width: self.width.or(base.width),
+            depth: self.depth.or(base.depth),
+            activation: self.activation.unwrap_or(base.activation),
+            se: base.se && !self.no_se,
+            fused_stages: self.fused_stages.clone().unwrap_or(base.fused_stages),
+            se_on_fused: base.se_on_fused || self.se_on_fused,
+        }
+    }
+}
+
+/// `224` or `256x192` (height x width).
+pub fn parse_size(s: &str) -> Result<(usize, usize), String> {
+    let bad = || format!("bad image size {s:?}: expected N or HxW");
+    match s.split_once(['x', 'X']) {
+        Some((h, w)) => Ok((h.trim().parse().map_err(|_| bad())?, w.trim().parse().map_err(|_| bad())?)),
+        None => s.trim().parse().map(|n| (n, n)).map_err(|_| bad()),
+    }
+}
