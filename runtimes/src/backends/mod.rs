@@ -1,0 +1,45 @@
+//! Backend registry: which backend runs which target, and whether it is compiled in.
+
+use std::path::Path;
+
+use crate::manifest::{Manifest, Target};
+use crate::{OpenOptions, Runtime, RuntimeError};
+
+#[cfg(feature = "tract")]
+mod tract;
+
+#[derive(Clone, Debug)]
+pub struct BackendInfo {
+    pub name: &'static str,
+    pub target: Target,
+    /// Compiled into this build (its cargo feature is on).
+    pub compiled: bool,
+}
+
+pub fn backends() -> Vec<BackendInfo> {
+    vec![BackendInfo { name: "tract", target: Target::Cpu, compiled: cfg!(feature = "tract") }]
+}
+
+pub(crate) fn open(dir: &Path, manifest: Manifest, opts: &OpenOptions) -> Result<Box<dyn Runtime>, RuntimeError> {
+    match manifest.target {
+        #[cfg(feature = "tract")]
+        Target::Cpu => Ok(Box::new(tract::TractRuntime::open(dir, manifest, opts)?)),
+        #[cfg(not(feature = "tract"))]
+        Target::Cpu => {
+            let _ = (dir, opts);
+            Err(not_compiled("tract", "tract"))
+        }
+        t => Err(RuntimeError::Unavailable {
+            backend: t.to_string(),
+            why: format!("no backend for {t} artifacts is implemented in this version of effv2-runtime"),
+        }),
+    }
+}
+
+#[allow(dead_code)]
+fn not_compiled(backend: &str, feature: &str) -> RuntimeError {
+    RuntimeError::Unavailable {
+        backend: backend.into(),
+        why: format!("not compiled in; rebuild effv2-runtime with the `{feature}` cargo feature"),
+    }
+}

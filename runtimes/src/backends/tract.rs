@@ -1,0 +1,70 @@
+//! CPU backend: the artifact's ONNX through tract, input shape fixed (so tract picks its
+//! specialised depthwise kernels) and an optional multi-threaded executor.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use tract_onnx::prelude::*;
+
+use crate::manifest::Manifest;
+use crate::{check_input, OpenOptions, Runtime, RuntimeError};
+
+pub struct TractRuntime {
+    manifest: Manifest,
+    plan: Arc<TypedSimplePlan>,
+    shape: [usize; 4],
+    threads: usize,
+}
+
+fn err(e: impl std::fmt::Display) -> RuntimeError {
+    RuntimeError::Backend { backend: "tract".into(), why: format!("{e:#}") }
+}
+
+impl TractRuntime {
+    pub fn open(dir: &Path, manifest: Manifest, opts: &OpenOptions) -> Result<Self, RuntimeError> {
+        let file = manifest.file("model").expect("verified manifest has a model");
+        let path = Manifest::path_of(dir, file);
+        let [_, c, h, w] = <[usize; 4]>::try_from(manifest.input.shape.as_slice()).expect("verified 4-D input");
+        let n = opts.batch.unwrap_or(manifest.input.shape[0]).max(1);
+        let threads = opts.threads.unwrap_or(1).max(1);
+        let model = tract_onnx::onnx()
+            .model_for_path(&path)
+            .map_err(err)?
+            .with_input_fact(0, f32::fact([n, c, h, w]).into())
+            .map_err(err)?
+            .into_optimized()
+            .map_err(err)?;
+        let mut options = RunOptions::default();
+        if threads > 1 {
+            options.executor = Some(tract_linalg::multithread::Executor::multithread(threads));
+        }
+        let plan = model.into_runnable_with_options(&options).map_err(err)?;
+        Ok(TractRuntime { manifest, plan, shape: [n, c, h, w], threads })
+    }
+}
+
+impl Runtime for TractRuntime {
+    fn backend(&self) -> &str {
+        "tract"
+    }
+
+    fn device(&self) -> String {
+        format!("cpu {}, {} thread{}", std::env::consts::ARCH, self.threads, if self.threads == 1 { "" } else { "s" })
+    }
+
+    fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    fn input_shape(&self) -> [usize; 4] {
+        self.shape
+    }
+
+    fn run(&mut self, input: &[f32]) -> Result<Vec<f32>, RuntimeError> {
+        check_input(input, self.shape)?;
+        let t = Tensor::from_shape(&self.shape, input).map_err(err)?;
+        let out = self.plan.run(tvec!(t.into())).map_err(err)?;
+        let logits = out[0].to_plain_array_view::<f32>().map_err(err)?;
+        Ok(logits.iter().copied().collect())
+    }
+}
