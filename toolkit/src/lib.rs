@@ -3,6 +3,7 @@
 //! Data flows one way: [`spec`] (variant tables, options) → [`graph`] (the one IR) → [`weights`]
 //! (checkpoints, peer imports) → engines, quantizer and artifact writers.
 
+pub mod engine;
 pub mod graph;
 pub mod imaging;
 pub mod io;

@@ -180,3 +180,95 @@ fn map_params(op: &Op, mut f: impl FnMut(ParamId) -> Result<ParamId, FoldError>)
         other => other.clone(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{naive, CpuEngine};
+    use crate::graph::build;
+    use crate::spec::{ModelOptions, ModelSpec};
+
+    fn small_b0() -> Graph {
+        let o = ModelOptions { width: Some(0.25), depth: Some(0.25), num_classes: 10, ..Default::default() };
+        build(&ModelSpec::from_name("b0", o).unwrap(), 32, 32).unwrap()
+    }
+
+    #[test]
+    fn folds_every_bn_and_keeps_the_function() {
+        let g = small_b0();
+        let w = naive::random_weights(&g, 11);
+        let (f, fw) = fold_batchnorm(&g, &w).unwrap();
+        fw.check(&f).unwrap();
+        assert!(f.nodes.iter().all(|n| !matches!(n.op, Op::BatchNorm(_))));
+        let bns = g.nodes.iter().filter(|n| matches!(n.op, Op::BatchNorm(_))).count();
+        assert_eq!(f.nodes.len(), g.nodes.len() - bns);
+        assert!(f.params.iter().all(|p| !p.name.contains(".bn.")));
+        for n in &f.nodes {
+            if let Op::Conv(c) = &n.op {
+                let bias = &f.params[c.bias.expect("every conv has a bias after folding")];
+                assert_eq!(bias.role, Role::Bias);
+                assert!(bias.name == format!("{}.bias", n.name), "{} for {}", bias.name, n.name);
+            }
+            assert!(n.inputs.iter().all(|&v| f.nodes[v].shape.c > 0));
+        }
+        assert_eq!(f.output_shape(), g.output_shape());
+        let x = naive::Rng::new(12).tensor(vec![2, 3, 32, 32], -1.0, 1.0);
+        let want = naive::run(&g, &w, &x).unwrap();
+        let rel = |t: &Tensor| t.max_abs_diff(&want).unwrap() / want.max_abs();
+        // The fold alone (f64 reference on both sides): only the f32 rounding of folded weights.
+        assert!(rel(&naive::run(&f, &fw, &x).unwrap()) < 1e-6);
+        // The fast engine on the folded graph.
+        assert!(rel(&CpuEngine::new(&g, &w).unwrap().run(&x).unwrap()) < 1e-5);
+    }
+
+    /// input → conv (bias) → bn → act, with the conv also read by `extra_reader` when set.
+    fn tiny(extra_reader: bool) -> (Graph, Weights) {
+        let node = |name: &str, op, inputs: Vec<usize>| Node { name: name.into(), op, inputs, shape: Shape::new(2, 3, 3), scope: Scope::Stem };
+        let p = |name: &str, shape: Vec<usize>, role| Param { name: name.into(), shape, role };
+        let conv = Conv { in_ch: 2, out_ch: 2, kernel: 1, stride: 1, groups: 1, pads: Pads::default(), weight: 0, bias: Some(1) };
+        let bn = BatchNorm { ch: 2, eps: 1e-3, weight: 2, bias: 3, mean: 4, var: 5 };
+        let mut nodes = vec![node("in", Op::Input, vec![]), node("c", Op::Conv(conv), vec![0]), node("c.bn", Op::BatchNorm(bn), vec![1])];
+        nodes.push(node("a", Op::Act(ActKind::Relu6), vec![2]));
+        if extra_reader {
+            nodes.push(node("sum", Op::Add, vec![1, 3]));
+        }
+        let params = vec![
+            p("c.w", vec![2, 2, 1, 1], Role::ConvWeight),
+            p("c.b", vec![2], Role::Bias),
+            p("bn.g", vec![2], Role::BnWeight),
+            p("bn.b", vec![2], Role::BnBias),
+            p("bn.m", vec![2], Role::BnMean),
+            p("bn.v", vec![2], Role::BnVar),
+        ];
+        let g = Graph { output: nodes.len() - 1, nodes, params };
+        let w = naive::random_weights(&g, 4);
+        (g, w)
+    }
+
+    #[test]
+    fn an_existing_bias_is_folded_under_its_own_name() {
+        let (g, w) = tiny(false);
+        let (f, fw) = fold_batchnorm(&g, &w).unwrap();
+        let names: Vec<&str> = f.params.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["c.w", "c.b"]);
+        assert_eq!(f.nodes.iter().map(|n| n.name.as_str()).collect::<Vec<_>>(), ["in", "c", "a"]);
+        assert_eq!((f.output, f.nodes[2].inputs.as_slice()), (2, &[1][..]));
+        let x = naive::Rng::new(1).tensor(vec![1, 2, 3, 3], -1.0, 1.0);
+        let (a, b) = (naive::run(&g, &w, &x).unwrap(), naive::run(&f, &fw, &x).unwrap());
+        assert!(a.max_abs_diff(&b).unwrap() <= 1e-6 * a.max_abs());
+    }
+
+    #[test]
+    fn a_bn_that_cannot_fold_is_an_error_naming_it() {
+        let (g, w) = tiny(true);
+        let err = fold_batchnorm(&g, &w).unwrap_err();
+        assert!(matches!(&err, FoldError::Unfoldable { node, .. } if node == "c.bn"), "{err}");
+        let (mut g, mut w) = tiny(false);
+        g.nodes[2].inputs = vec![0]; // BN straight on the input
+        assert!(matches!(fold_batchnorm(&g, &w), Err(FoldError::Unfoldable { node, .. }) if node == "c.bn"));
+        g.nodes[2].inputs = vec![1];
+        w.insert("bn.v", Tensor::new(vec![2], vec![-1.0, 1.0]).unwrap());
+        let err = fold_batchnorm(&g, &w).unwrap_err().to_string();
+        assert!(err.contains("c.bn") && err.contains("channel 0"), "{err}");
+    }
+}

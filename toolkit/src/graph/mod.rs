@@ -2,8 +2,10 @@
 
 mod build;
 mod cost;
+mod fold;
 mod ir;
 
 pub use build::{build, conv_geometry, GraphError, MAX_INPUT_SIDE};
 pub use cost::Cost;
+pub use fold::*;
 pub use ir::*;
