@@ -7,6 +7,7 @@ pub mod engine;
 pub mod graph;
 pub mod imaging;
 pub mod io;
+pub mod rng;
 pub mod spec;
 pub mod tensor;
 pub mod weights;

@@ -3,8 +3,10 @@
 mod checkpoint;
 mod file;
 pub mod import;
+mod init;
 mod store;
 
 pub use checkpoint::{Checkpoint, CheckpointError, ModelConfig, Source, FILE_IN_DIR, FORMAT, FORMAT_VERSION};
 pub use file::{write_f32 as write_safetensors, FileError, StoredTensor, TensorFile};
+pub use init::init_weights;
 pub use store::{Weights, WeightsError};

@@ -1,0 +1,103 @@
+//! `--target cpu` artifacts: written through our ONNX writer, run by tract via effv2-runtime,
+//! equal to the CPU reference engine; bad artifacts fail with clear errors.
+
+use std::path::Path;
+
+use effv2_edge::engine::CpuEngine;
+use effv2_edge::rng::Rng;
+use effv2_edge::spec::{FusedStages, ModelOptions};
+use effv2_edge::Tensor;
+use effv2_runtime::{open, OpenOptions, Target};
+use effv2_targets::cpu::{build_cpu, CpuBuild};
+use effv2_targets::source::ModelSource;
+
+fn random_input(shape: [usize; 4], seed: u64) -> Vec<f32> {
+    let mut r = Rng::new(seed);
+    (0..shape.iter().product()).map(|_| r.normal() as f32).collect()
+}
+
+fn rel_err(a: &[f32], b: &[f32]) -> f32 {
+    let max_b = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max) / max_b
+}
+
+/// Build, open with tract, and compare with the reference engine on the same input.
+fn check(model: &str, options: ModelOptions, size: usize, batch: usize, dir: &Path) -> f32 {
+    let source = ModelSource::Fresh { model: model.into(), options, seed: 3 };
+    let m = source.load().unwrap();
+    let manifest = build_cpu(&m, &CpuBuild { image_size: Some(size), batch }, dir).unwrap();
+    assert_eq!(manifest.input.shape, vec![batch, 3, size, size]);
+    let mut rt = open(dir, &OpenOptions { expect_target: Some(Target::Cpu), ..Default::default() }).unwrap();
+    let shape = rt.input_shape();
+    let x = random_input(shape, 11);
+    let got = rt.run(&x).unwrap();
+    let graph = m.graph(Some(size)).unwrap();
+    let want = CpuEngine::new(&graph, &m.weights).unwrap().run(&Tensor::new(shape.to_vec(), x).unwrap()).unwrap();
+    rel_err(&got, want.data())
+}
+
+#[test]
+fn tract_runs_our_onnx_like_the_reference_engine() {
+    let dir = tempfile::tempdir().unwrap();
+    let small = |fused: &str| ModelOptions {
+        width: Some(0.5),
+        depth: Some(0.5),
+        num_classes: 10,
+        fused_stages: fused.parse::<FusedStages>().unwrap(),
+        ..Default::default()
+    };
+    for fused in ["official", "none", "0,1,3", "all"] {
+        let e = check("efficientnetv2-b0", small(fused), 64, 2, &dir.path().join(fused));
+        println!("b0/2 fused {fused}: rel err {e:.2e}");
+        assert!(e < 1e-4, "{fused}: {e}");
+    }
+    let relu = ModelOptions { activation: effv2_edge::spec::Activation::Relu6, se: false, padding: effv2_edge::spec::Padding::Symmetric, ..small("2") };
+    let e = check("efficientnetv2-s", relu, 67, 1, &dir.path().join("lite"));
+    assert!(e < 1e-4, "relu6/no-se: {e}");
+}
+
+#[test]
+fn full_size_b0_and_s_match() {
+    let dir = tempfile::tempdir().unwrap();
+    for (model, size, fused) in [("efficientnetv2-b0", 224, "official"), ("efficientnetv2-b0", 224, "6"), ("efficientnetv2-s", 384, "official"), ("efficientnetv2-s", 160, "none")] {
+        let o = ModelOptions { fused_stages: fused.parse().unwrap(), ..Default::default() };
+        let e = check(model, o, size, 1, &dir.path().join(format!("{model}-{fused}")));
+        println!("{model}@{size} fused {fused}: rel err {e:.2e}");
+        assert!(e < 1e-4, "{model} {fused}: {e}");
+    }
+}
+
+#[test]
+fn bad_artifacts_fail_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let art = dir.path().join("a");
+    let o = ModelOptions { width: Some(0.25), depth: Some(0.25), num_classes: 4, ..Default::default() };
+    let m = ModelSource::Fresh { model: "b0".into(), options: o, seed: 1 }.load().unwrap();
+    build_cpu(&m, &CpuBuild { image_size: Some(32), batch: 1 }, &art).unwrap();
+    let err = |o: &OpenOptions| open(&art, o).err().map(|e| e.to_string()).unwrap_or_default();
+
+    assert!(err(&OpenOptions { expect_target: Some(Target::Coral), ..Default::default() }).contains("target cpu, not coral"));
+    let mut rt = open(&art, &OpenOptions::default()).unwrap();
+    assert!(rt.run(&[0.0; 10]).unwrap_err().to_string().contains("input has 10 values"));
+    drop(rt);
+
+    // An altered model file.
+    let model = art.join("model.onnx");
+    let mut bytes = std::fs::read(&model).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&model, &bytes).unwrap();
+    assert!(err(&OpenOptions::default()).contains("checksum mismatch"));
+    std::fs::remove_file(&model).unwrap();
+    assert!(err(&OpenOptions::default()).contains("cannot be read"));
+    std::fs::write(art.join("manifest.json"), b"{").unwrap();
+    assert!(err(&OpenOptions::default()).contains("invalid manifest"));
+    assert!(open(dir.path(), &OpenOptions::default()).err().unwrap().to_string().contains("is this an artifact directory"));
+
+    // A directory that is not an artifact is never replaced.
+    let other = dir.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    std::fs::write(other.join("keep.txt"), b"mine").unwrap();
+    assert!(build_cpu(&m, &CpuBuild { image_size: Some(32), batch: 1 }, &other).is_err());
+    assert_eq!(std::fs::read(other.join("keep.txt")).unwrap(), b"mine");
+}
