@@ -4,8 +4,8 @@ mod import;
 mod inspect;
 mod list;
 mod model_args;
-// ENGINE-PENDING mod predict;
-// ENGINE-PENDING mod run;
+mod predict;
+mod run;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -31,7 +31,10 @@ pub enum Command {
     Inspect(inspect::InspectArgs),
     /// Convert a timm / torchvision state dict into an effv2-edge checkpoint
     Import(import::ImportArgs),
-    // ENGINE-PENDING Run/Predict
+    /// Run a checkpoint on a float32 NCHW .npy batch, write the logits as .npy
+    Run(run::RunArgs),
+    /// Classify PNG/JPEG images with a checkpoint
+    Predict(predict::PredictArgs),
 }
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -43,6 +46,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::List { json } => list::run(*json),
         Command::Inspect(a) => inspect::run(a),
         Command::Import(a) => import::run(a),
+        Command::Run(a) => run::run(a),
+        Command::Predict(a) => predict::run(a),
     }
 }
 
