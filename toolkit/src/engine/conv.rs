@@ -1,12 +1,14 @@
 //! Regular k×k convolution (groups = 1) on NHWC: im2col over blocks of output pixels, then GEMM
 //! against weights packed `[k·k·Cin, Cout]`, then the fused epilogue while the block is in cache.
 
-use gemm::Parallelism;
 use rayon::prelude::*;
 
 use super::elementwise::Epilogue;
-use super::matmul::{matmul, split_rows};
+use super::matmul::{matmul, matmul_epilogue, prefers_column_panels};
 use crate::graph::Pads;
+
+/// Values per im2col block (256 KiB): one block's patches stay in L2 while its GEMM reads them.
+const PATCH_BLOCK: usize = 1 << 16;
 
 /// Spatial geometry of one conv, shared by the im2col and depthwise kernels.
 #[derive(Clone, Debug)]
@@ -71,19 +73,19 @@ impl Im2col {
         let g = &self.geo;
         let (cout, kk) = (self.cout, g.k * g.k * g.in_c);
         let rows = batch * g.out_h * g.out_w;
-        let (per, par) = split_rows(rows, kk, cout);
-        if let Parallelism::Rayon(_) = par {
-            // Few rows (late stages): one block threaded inside gemm, epilogue spread likewise.
+        // Patches for a block of output rows at a time, so the im2col buffer stays cache-sized;
+        // blocks of at least 64 rows, so the weights are not re-read for a handful of rows each.
+        let per = (PATCH_BLOCK / kk.max(1)).max(64);
+        if per >= rows || prefers_column_panels(rows, kk, cout) {
             let mut patch = vec![0.0; rows * kk];
             self.fill_patches(x, 0, &mut patch);
-            matmul(out, &patch, &self.w, rows, kk, cout, par);
-            return epi.apply_par(out, residual);
+            return matmul_epilogue(out, &patch, &self.w, rows, kk, epi, residual);
         }
         out.par_chunks_mut(per * cout).enumerate().for_each_init(Vec::new, |patch, (bi, o)| {
             let (r0, nr) = (bi * per, o.len() / cout);
             patch.resize(nr * kk, 0.0);
             self.fill_patches(x, r0, &mut patch[..nr * kk]);
-            matmul(o, &patch[..nr * kk], &self.w, nr, kk, cout, par);
+            matmul(o, &patch[..nr * kk], &self.w, nr, kk, cout, 0);
             epi.apply(o, residual.map(|r| &r[r0 * cout..r0 * cout + o.len()]));
         });
     }

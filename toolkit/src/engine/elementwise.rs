@@ -7,8 +7,6 @@ use crate::graph::ActKind;
 
 /// Elements per rayon task for plain elementwise passes.
 const PAR_CHUNK: usize = 1 << 15;
-/// Elements per rayon task for a parallel epilogue (SiLU costs ~1 ns per element).
-const EPI_CHUNK: usize = 1 << 13;
 
 /// `exp(x)` to about 1 ulp (Cephes `expf`: x = n·ln2 + r, a degree-7 polynomial in r, times 2^n),
 /// written with plain arithmetic and bit casts so loops over it vectorise, unlike libm's `expf`.
@@ -35,10 +33,16 @@ pub(super) fn exp(x: f32) -> f32 {
 /// FMA input (SE gates of saturated channels feed the next GEMM).
 const SIGMOID_FLUSH_BELOW: f32 = -40.0;
 
+/// `1 + e^-x`, the exponent capped so that dividing by it never gives a subnormal (the capped
+/// range is flushed to 0 by the callers anyway).
+#[inline(always)]
+fn one_plus_exp_neg(x: f32) -> f32 {
+    1.0 + exp((-x).min(-SIGMOID_FLUSH_BELOW))
+}
+
 #[inline(always)]
 pub(super) fn sigmoid(x: f32) -> f32 {
-    // Capping exp's argument keeps 1/(1+e) normal; the flushed range is overwritten below anyway.
-    let s = 1.0 / (1.0 + exp((-x).min(-SIGMOID_FLUSH_BELOW)));
+    let s = 1.0 / one_plus_exp_neg(x);
     if x < SIGMOID_FLUSH_BELOW {
         0.0
     } else {
@@ -49,7 +53,14 @@ pub(super) fn sigmoid(x: f32) -> f32 {
 #[inline(always)]
 fn act(kind: ActKind, v: f32) -> f32 {
     match kind {
-        ActKind::Silu => v * sigmoid(v),
+        ActKind::Silu => {
+            let s = v / one_plus_exp_neg(v);
+            if v < SIGMOID_FLUSH_BELOW {
+                0.0
+            } else {
+                s
+            }
+        }
         ActKind::Relu6 => v.clamp(0.0, 6.0),
         ActKind::Sigmoid => sigmoid(v),
     }
@@ -87,17 +98,6 @@ impl Epilogue {
         }
         if let Some(res) = residual {
             out.iter_mut().zip(res).for_each(|(v, r)| *v += r);
-        }
-    }
-}
-
-impl Epilogue {
-    /// [`Self::apply`] spread over the rayon pool, for outputs produced as one block.
-    pub fn apply_par(&self, out: &mut [f32], residual: Option<&[f32]>) {
-        let len = (EPI_CHUNK / self.bias.len().max(1)).max(1) * self.bias.len();
-        match residual {
-            Some(r) => out.par_chunks_mut(len).zip(r.par_chunks(len)).for_each(|(o, r)| self.apply(o, Some(r))),
-            None => out.par_chunks_mut(len).for_each(|o| self.apply(o, None)),
         }
     }
 }
