@@ -4,7 +4,10 @@ use std::path::PathBuf;
 
 use effv2_edge::graph::{build, Graph, GraphError};
 use effv2_edge::spec::{variant, ModelOptions, ModelSpec, Preprocess, SpecError};
-use effv2_edge::weights::{init_weights, Checkpoint, CheckpointError, Weights};
+use effv2_edge::engine::EngineError;
+use effv2_edge::rng::Rng;
+use effv2_edge::weights::{calibrate_batchnorm, init_weights, Checkpoint, CheckpointError, Weights};
+use effv2_edge::Tensor;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
@@ -14,11 +17,14 @@ pub enum SourceError {
     Spec(#[from] SpecError),
     #[error(transparent)]
     Graph(#[from] GraphError),
+    #[error("calibrating fresh BN statistics: {0}")]
+    Calibrate(#[from] EngineError),
 }
 
 pub enum ModelSource {
     Checkpoint(PathBuf),
-    /// A variant with options and freshly initialised weights (architecture benchmarking).
+    /// A variant with options and freshly initialised weights (architecture benchmarking). BN
+    /// statistics are calibrated on random images so activations stay O(1) like a trained net's.
     Fresh { model: String, options: ModelOptions, seed: u64 },
 }
 
@@ -31,7 +37,14 @@ pub struct LoadedModel {
 }
 
 impl ModelSource {
+    /// Load; fresh weights get BN statistics calibrated at the eval size.
     pub fn load(&self) -> Result<LoadedModel, SourceError> {
+        self.load_for_size(None)
+    }
+
+    /// Load; fresh weights get BN statistics calibrated at `size` (default: the eval size), the
+    /// size the artifact will run at.
+    pub fn load_for_size(&self, size: Option<usize>) -> Result<LoadedModel, SourceError> {
         match self {
             ModelSource::Checkpoint(p) => {
                 let ck = Checkpoint::load(p)?;
@@ -41,7 +54,14 @@ impl ModelSource {
             ModelSource::Fresh { model, options, seed } => {
                 let v = variant(model)?;
                 let spec = ModelSpec::new(&v, options.clone())?;
-                let weights = init_weights(&build(&spec, 32, 32)?, *seed);
+                let s = size.unwrap_or(v.eval_size);
+                let graph = build(&spec, s, s)?;
+                let fresh = init_weights(&graph, *seed);
+                let mut rng = Rng::new(seed.wrapping_add(1));
+                let n = 2 * spec.options.in_channels * s * s;
+                let images = Tensor::new(vec![2, spec.options.in_channels, s, s], (0..n).map(|_| rng.normal() as f32).collect())
+                    .expect("sized above");
+                let weights = calibrate_batchnorm(&graph, &fresh, &images)?;
                 let mut preprocess = v.preprocess.clone();
                 preprocess.mean.resize(spec.options.in_channels, 0.5);
                 preprocess.std.resize(spec.options.in_channels, 0.5);

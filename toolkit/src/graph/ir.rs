@@ -123,6 +123,16 @@ impl Op {
         }
     }
 
+    /// Mutable access to the parameter slots, in the order of [`Op::params`].
+    pub fn params_mut(&mut self) -> Vec<&mut ParamId> {
+        match self {
+            Op::Conv(c) => std::iter::once(&mut c.weight).chain(c.bias.as_mut()).collect(),
+            Op::BatchNorm(b) => vec![&mut b.weight, &mut b.bias, &mut b.mean, &mut b.var],
+            Op::Linear(l) => vec![&mut l.weight, &mut l.bias],
+            _ => vec![],
+        }
+    }
+
     pub fn kind_name(&self) -> &'static str {
         match self {
             Op::Input => "input",

@@ -4,8 +4,10 @@ mod build;
 mod cost;
 mod fold;
 mod ir;
+mod subgraph;
 
 pub use build::{build, conv_geometry, GraphError, MAX_INPUT_SIDE};
 pub use cost::Cost;
 pub use fold::*;
 pub use ir::*;
+pub use subgraph::CutError;
