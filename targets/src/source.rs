@@ -7,7 +7,6 @@ use effv2_edge::spec::{variant, ModelOptions, ModelSpec, Preprocess, SpecError};
 use effv2_edge::engine::EngineError;
 use effv2_edge::rng::Rng;
 use effv2_edge::weights::{calibrate_batchnorm, init_weights, Checkpoint, CheckpointError, Weights};
-use effv2_edge::Tensor;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
@@ -57,10 +56,7 @@ impl ModelSource {
                 let s = size.unwrap_or(v.eval_size);
                 let graph = build(&spec, s, s)?;
                 let fresh = init_weights(&graph, *seed);
-                let mut rng = Rng::new(seed.wrapping_add(1));
-                let n = 2 * spec.options.in_channels * s * s;
-                let images = Tensor::new(vec![2, spec.options.in_channels, s, s], (0..n).map(|_| rng.normal() as f32).collect())
-                    .expect("sized above");
+                let images = Rng::new(seed.wrapping_add(1)).normal_tensor(vec![2, spec.options.in_channels, s, s]);
                 let weights = calibrate_batchnorm(&graph, &fresh, &images)?;
                 let mut preprocess = v.preprocess.clone();
                 preprocess.mean.resize(spec.options.in_channels, 0.5);

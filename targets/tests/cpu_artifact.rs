@@ -34,10 +34,6 @@ fn onnxruntime(dir: &Path, x: &Tensor) -> Vec<f32> {
     npy::read_f32(&yo).unwrap().into_data()
 }
 
-fn random_input(shape: [usize; 4], seed: u64) -> Vec<f32> {
-    let mut r = Rng::new(seed);
-    (0..shape.iter().product()).map(|_| r.normal() as f32).collect()
-}
 
 fn rel_err(a: &[f32], b: &[f32]) -> f32 {
     let max_b = b.iter().fold(0f32, |m, v| m.max(v.abs()));
@@ -55,7 +51,7 @@ fn check(model: &str, options: ModelOptions, size: usize, batch: usize, dir: &Pa
     let m = source.load_for_size(Some(size)).unwrap();
     let graph = m.graph(Some(size)).unwrap();
     let shape = [batch, 3, size, size];
-    let x = Tensor::new(shape.to_vec(), random_input(shape, 11)).unwrap();
+    let x = Rng::new(11).normal_tensor(shape.to_vec());
     let m = LoadedModel { weights: calibrate_batchnorm(&graph, &m.weights, &x).unwrap(), ..m };
     let manifest = build_cpu(&m, &CpuBuild { image_size: Some(size), batch }, dir).unwrap();
     assert_eq!(manifest.input.shape, shape.to_vec());

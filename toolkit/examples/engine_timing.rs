@@ -2,7 +2,8 @@
 //! `cargo run --release -p effv2-edge --example engine_timing [-- --profile]`
 //! (RAYON_NUM_THREADS sets the thread count.)
 
-use effv2_edge::engine::naive::{random_weights, Rng};
+use effv2_edge::engine::naive::random_weights;
+use effv2_edge::rng::Rng;
 use effv2_edge::engine::CpuEngine;
 use effv2_edge::graph::build;
 use effv2_edge::spec::{ModelOptions, ModelSpec};
@@ -12,7 +13,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let spec = ModelSpec::from_name("efficientnetv2-b0", ModelOptions::default())?;
     let graph = build(&spec, 224, 224)?;
     let engine = CpuEngine::new(&graph, &random_weights(&graph, 1))?;
-    let x = Rng::new(2).tensor(vec![1, 3, 224, 224], -2.0, 2.0);
+    let x = Rng::new(2).uniform_tensor(vec![1, 3, 224, 224], -2.0, 2.0);
     for _ in 0..3 {
         engine.run(&x)?;
     }

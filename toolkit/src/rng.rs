@@ -1,6 +1,8 @@
 //! A small deterministic RNG (xoshiro256** seeded by SplitMix64): weight init, augmentation and
 //! tests reproduce bit for bit across machines and runs.
 
+use crate::tensor::Tensor;
+
 #[derive(Clone, Debug)]
 pub struct Rng {
     s: [u64; 4],
@@ -44,6 +46,18 @@ impl Rng {
     /// Uniform integer in [0, n); n > 0.
     pub fn below(&mut self, n: usize) -> usize {
         (self.uniform() * n as f64) as usize % n.max(1)
+    }
+
+    /// A tensor of uniform `[lo, hi)` values.
+    pub fn uniform_tensor(&mut self, shape: Vec<usize>, lo: f32, hi: f32) -> Tensor {
+        let data = (0..shape.iter().product()).map(|_| self.range(lo as f64, hi as f64) as f32).collect();
+        Tensor::new(shape, data).expect("sized from the shape")
+    }
+
+    /// A tensor of standard-normal values.
+    pub fn normal_tensor(&mut self, shape: Vec<usize>) -> Tensor {
+        let data = (0..shape.iter().product()).map(|_| self.normal() as f32).collect();
+        Tensor::new(shape, data).expect("sized from the shape")
     }
 
     /// Standard normal (Box–Muller).

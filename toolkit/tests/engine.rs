@@ -1,7 +1,8 @@
 //! The CPU engine against the naive f64 reference: every fast conv path on a table of geometries,
 //! whole networks in several configurations, and the error paths.
 
-use effv2_edge::engine::naive::{self, Rng};
+use effv2_edge::engine::naive;
+use effv2_edge::rng::Rng;
 use effv2_edge::engine::{CpuEngine, EngineError};
 use effv2_edge::graph::*;
 use effv2_edge::spec::{Activation, FusedStages, ModelOptions, ModelSpec, Padding};
@@ -19,7 +20,7 @@ fn assert_close(got: &Tensor, want: &Tensor, what: &str) {
 fn check_against_naive(g: &Graph, batch: usize, seed: u64, what: &str) -> CpuEngine {
     let w = naive::random_weights(g, seed);
     let s = g.input_shape();
-    let x = Rng::new(seed + 1).tensor(vec![batch, s.c, s.h, s.w], -1.0, 1.0);
+    let x = Rng::new(seed + 1).uniform_tensor(vec![batch, s.c, s.h, s.w], -1.0, 1.0);
     let engine = CpuEngine::new(g, &w).unwrap_or_else(|e| panic!("{what}: {e}"));
     let want = naive::run(g, &w, &x).unwrap();
     // One thread and several take different blockings (row blocks vs one gemm-threaded block).
@@ -173,7 +174,7 @@ fn full_b0_runs_at_224() {
     let spec = ModelSpec::from_name("efficientnetv2-b0", ModelOptions::default()).unwrap();
     let g = build(&spec, 224, 224).unwrap();
     let engine = CpuEngine::new(&g, &naive::random_weights(&g, 1)).unwrap();
-    let x = Rng::new(2).tensor(vec![1, 3, 224, 224], -2.0, 2.0);
+    let x = Rng::new(2).uniform_tensor(vec![1, 3, 224, 224], -2.0, 2.0);
     let y = engine.run(&x).unwrap();
     assert_eq!(y.shape(), [1, 1000]);
     assert!(y.data().iter().all(|v| v.is_finite()));

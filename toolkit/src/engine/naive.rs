@@ -1,9 +1,10 @@
 //! The slow reference path the engine is tested against: a direct NCHW conv and a whole-graph
-//! interpreter, both in f64 with BN applied unfolded; plus deterministic random weights and inputs
-//! for tests and timing. Not for production use: it trusts the graph's structure.
+//! interpreter, both in f64 with BN applied unfolded; plus deterministic random weights for tests
+//! and timing. Not for production use: it trusts the graph's structure.
 
 use super::EngineError;
 use crate::graph::{ActKind, Conv, Graph, Op, Role, Shape};
+use crate::rng::Rng;
 use crate::tensor::Tensor;
 use crate::weights::Weights;
 
@@ -81,36 +82,6 @@ fn act(k: ActKind, x: f64) -> f64 {
     }
 }
 
-/// SplitMix64: a tiny deterministic generator for synthetic weights and inputs.
-#[derive(Clone, Debug)]
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Rng(seed)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `[lo, hi)`.
-    pub fn uniform(&mut self, lo: f32, hi: f32) -> f32 {
-        let u = (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32;
-        lo + (hi - lo) * u
-    }
-
-    /// A tensor of uniform `[lo, hi)` values.
-    pub fn tensor(&mut self, shape: Vec<usize>, lo: f32, hi: f32) -> Tensor {
-        let data = (0..shape.iter().product()).map(|_| self.uniform(lo, hi)).collect();
-        Tensor::new(shape, data).unwrap_or_else(|_| Tensor::zeros(vec![0]))
-    }
-}
-
 /// Random weights for every parameter of `graph`, scaled so activations stay O(1) through a deep
 /// network (He-uniform convs, BN statistics near identity with positive variances).
 pub fn random_weights(graph: &Graph, seed: u64) -> Weights {
@@ -123,7 +94,7 @@ pub fn random_weights(graph: &Graph, seed: u64) -> Weights {
             Role::Bias | Role::BnBias | Role::BnMean => (-0.1, 0.1),
             Role::BnWeight | Role::BnVar => (0.5, 1.5),
         };
-        w.insert(p.name.clone(), rng.tensor(p.shape.clone(), lo, hi));
+        w.insert(p.name.clone(), rng.uniform_tensor(p.shape.clone(), lo, hi));
     }
     w
 }

@@ -212,7 +212,7 @@ mod tests {
             assert!(n.inputs.iter().all(|&v| f.nodes[v].shape.c > 0));
         }
         assert_eq!(f.output_shape(), g.output_shape());
-        let x = naive::Rng::new(12).tensor(vec![2, 3, 32, 32], -1.0, 1.0);
+        let x = crate::rng::Rng::new(12).uniform_tensor(vec![2, 3, 32, 32], -1.0, 1.0);
         let want = naive::run(&g, &w, &x).unwrap();
         let rel = |t: &Tensor| t.max_abs_diff(&want).unwrap() / want.max_abs();
         // The fold alone (f64 reference on both sides): only the f32 rounding of folded weights.
@@ -253,7 +253,7 @@ mod tests {
         assert_eq!(names, ["c.w", "c.b"]);
         assert_eq!(f.nodes.iter().map(|n| n.name.as_str()).collect::<Vec<_>>(), ["in", "c", "a"]);
         assert_eq!((f.output, f.nodes[2].inputs.as_slice()), (2, &[1][..]));
-        let x = naive::Rng::new(1).tensor(vec![1, 2, 3, 3], -1.0, 1.0);
+        let x = crate::rng::Rng::new(1).uniform_tensor(vec![1, 2, 3, 3], -1.0, 1.0);
         let (a, b) = (naive::run(&g, &w, &x).unwrap(), naive::run(&f, &fw, &x).unwrap());
         assert!(a.max_abs_diff(&b).unwrap() <= 1e-6 * a.max_abs());
     }

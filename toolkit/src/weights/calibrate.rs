@@ -92,8 +92,7 @@ mod tests {
         let spec = ModelSpec::from_name("b0", ModelOptions { width: Some(0.5), depth: Some(0.5), ..Default::default() }).unwrap();
         let g = build(&spec, 64, 64).unwrap();
         let w0 = init_weights(&g, 5);
-        let mut r = Rng::new(1);
-        let x = Tensor::new(vec![2, 3, 64, 64], (0..2 * 3 * 64 * 64).map(|_| r.normal() as f32).collect()).unwrap();
+        let x = Rng::new(1).normal_tensor(vec![2, 3, 64, 64]);
         let w = calibrate_batchnorm(&g, &w0, &x).unwrap();
         // Re-measuring a calibrated BN's input gives back its stored statistics.
         let cuts = cut_points(&g);
