@@ -1,5 +1,6 @@
 //! The `effv2-edge` command line: flags parsed by clap, validated, then handed to the library.
 
+mod bench;
 mod import;
 mod inspect;
 mod list;
@@ -35,6 +36,8 @@ pub enum Command {
     Run(run::RunArgs),
     /// Classify PNG/JPEG images with a checkpoint
     Predict(predict::PredictArgs),
+    /// Latency of an artifact on this machine, or the Fused-MBConv placement sweep (same as effv2-bench)
+    Bench(bench::BenchArgs),
 }
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -48,6 +51,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Import(a) => import::run(a),
         Command::Run(a) => run::run(a),
         Command::Predict(a) => predict::run(a),
+        Command::Bench(a) => bench::run(a),
     }
 }
 

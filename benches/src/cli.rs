@@ -1,0 +1,156 @@
+//! Command-line types shared by `effv2-bench` and `effv2-edge bench`, and the code they run.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use effv2_runtime::Target;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::measure::{describe, measure_artifact, MeasureOptions};
+use crate::report;
+use crate::sweep::{run_sweep, SweepOptions};
+use crate::BenchError;
+
+/// The standalone binary's command line.
+#[derive(Parser, Debug)]
+#[command(name = "effv2-bench", version, about = "Latency of effv2-edge artifacts on this device, and the Fused-MBConv placement sweep")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: BenchCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Measure one artifact directory (any target this build's runtime supports)
+    Run(RunArgs),
+    /// Build every Fused-MBConv placement of a model, measure each, write report.{json,md,svg}
+    Sweep(SweepArgs),
+}
+
+/// Timing flags shared by `run` and `sweep`.
+#[derive(Args, Debug, Clone)]
+pub struct TimingArgs {
+    /// Untimed iterations after the first (cold) run
+    #[arg(long, default_value_t = 10)]
+    pub warmup: usize,
+    /// Timed iterations
+    #[arg(long, default_value_t = 50)]
+    pub iters: usize,
+    /// Backend worker threads (default 1)
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Seed of the fixed random input
+    #[arg(long, default_value_t = 0)]
+    pub input_seed: u64,
+}
+
+impl TimingArgs {
+    fn options(&self, batch: Option<usize>) -> MeasureOptions {
+        MeasureOptions { warmup: self.warmup, iters: self.iters, threads: self.threads, batch, seed: self.input_seed }
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Artifact directory (model + manifest.json, from `effv2-edge build`)
+    #[arg(long)]
+    pub artifact: PathBuf,
+    #[command(flatten)]
+    pub timing: TimingArgs,
+    /// Batch to run (default: the artifact's)
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// Print one JSON object on stdout instead of text
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct SweepArgs {
+    /// cpu (ONNX through tract); coral and jetson come next
+    #[arg(long)]
+    pub target: Target,
+    /// Variant: efficientnetv2-b0..b3, -s, -m, -l, -xl (or just b0, s, …)
+    #[arg(long)]
+    pub model: String,
+    /// Placements: A..=B or A..B (first k stages fused, for each k), or a ;-separated list of
+    /// --fused-stages specs like "none;3;0,1,3" [default: 0..=number of stages]
+    #[arg(long)]
+    pub fused_stages: Option<String>,
+    /// Input size (default: the variant's eval size)
+    #[arg(long)]
+    pub image_size: Option<usize>,
+    /// Width coefficient replacing the variant's (smaller test models)
+    #[arg(long)]
+    pub width: Option<f64>,
+    /// Depth coefficient replacing the variant's
+    #[arg(long)]
+    pub depth: Option<f64>,
+    #[arg(long)]
+    pub num_classes: Option<usize>,
+    #[command(flatten)]
+    pub timing: TimingArgs,
+    /// Static batch of each artifact
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+    /// Seed of the fresh weights
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Keep REPORT_DIR/artifacts/ (deleted after measuring by default)
+    #[arg(long)]
+    pub keep_artifacts: bool,
+    /// Report directory
+    #[arg(short, long, value_name = "REPORT_DIR")]
+    pub output: PathBuf,
+}
+
+/// Run a parsed bench command; results go to stdout, progress to stderr.
+pub fn execute(cmd: &BenchCommand) -> Result<(), BenchError> {
+    match cmd {
+        BenchCommand::Run(a) => run(a),
+        BenchCommand::Sweep(a) => sweep(a),
+    }
+}
+
+fn run(a: &RunArgs) -> Result<(), BenchError> {
+    let r = measure_artifact(&a.artifact, &a.timing.options(a.batch))?;
+    let text = if a.json { serde_json::to_string(&r).expect("reports serialize") } else { describe(&r) };
+    print_line(&text)
+}
+
+fn sweep(a: &SweepArgs) -> Result<(), BenchError> {
+    let o = SweepOptions {
+        target: a.target,
+        model: a.model.clone(),
+        placements: a.fused_stages.clone(),
+        image_size: a.image_size,
+        width: a.width,
+        depth: a.depth,
+        num_classes: a.num_classes,
+        batch: a.batch,
+        measure: a.timing.options(None),
+        seed: a.seed,
+        out_dir: a.output.clone(),
+        keep_artifacts: a.keep_artifacts,
+    };
+    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {elapsed:>4} {bar:24} {pos}/{len} placements {msg}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    let r = run_sweep(&o, &bar);
+    bar.finish_and_clear(); // also on error, so the message is not glued to a stale bar
+    let r = r?;
+    let mut text = report::markdown(&r);
+    text.push_str(&format!("\nwrote {} (report.json, report.md, report.svg)", a.output.display()));
+    print_line(&text)
+}
+
+/// stdout write that reports a closed pipe as an error instead of panicking like println!.
+fn print_line(text: &str) -> Result<(), BenchError> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{text}").and_then(|_| out.flush()).map_err(|source| BenchError::Io { path: "<stdout>".into(), source })
+}
