@@ -1,6 +1,7 @@
 //! The `effv2-edge` command line: flags parsed by clap, validated, then handed to the library.
 
 mod bench;
+mod build;
 mod import;
 mod inspect;
 mod list;
@@ -32,6 +33,8 @@ pub enum Command {
     Inspect(inspect::InspectArgs),
     /// Convert a timm / torchvision state dict into an effv2-edge checkpoint
     Import(import::ImportArgs),
+    /// Build a deployable artifact for a target (cpu: ONNX + manifest)
+    Build(build::BuildArgs),
     /// Run a checkpoint on a float32 NCHW .npy batch, write the logits as .npy
     Run(run::RunArgs),
     /// Classify PNG/JPEG images with a checkpoint
@@ -49,6 +52,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::List { json } => list::run(*json),
         Command::Inspect(a) => inspect::run(a),
         Command::Import(a) => import::run(a),
+        Command::Build(a) => build::run(a),
         Command::Run(a) => run::run(a),
         Command::Predict(a) => predict::run(a),
         Command::Bench(a) => bench::run(a),
