@@ -34,16 +34,24 @@ impl BufPool {
     }
 }
 
-/// Runs every step; returns the output value's NHWC buffer. `times` gets each step's seconds.
+/// Called with each value a step writes (and the input), as `(value, NHWC batch buffer)`.
+pub(super) type Observer<'a> = &'a mut dyn FnMut(ValueId, &[f32]);
+
+/// Runs every step; returns the output value's NHWC buffer. `times` gets each step's seconds;
+/// `observe` sees every value as soon as it is written, before any later step can reuse it.
 pub(super) fn execute(
     plan: &Plan,
     input: Vec<f32>,
     batch: usize,
     pool: &mut BufPool,
     mut times: Option<&mut Vec<f64>>,
+    mut observe: Option<Observer<'_>>,
 ) -> Result<Vec<f32>, EngineError> {
     let mut vals: Vec<Option<Vec<f32>>> = vec![None; plan.shapes.len()];
     let mut left = plan.uses.clone();
+    if let Some(f) = observe.as_deref_mut() {
+        f(0, &input);
+    }
     vals[0] = Some(input);
     for step in &plan.steps {
         let t0 = Instant::now();
@@ -85,6 +93,9 @@ pub(super) fn execute(
         };
         if out.len() != numel {
             return Err(EngineError::Internal(format!("step {:?} wrote {} values, expected {numel}", step.name, out.len())));
+        }
+        if let Some(f) = observe.as_deref_mut() {
+            f(step.out, &out);
         }
         vals[step.out] = Some(out);
         for v in step.inputs().into_iter().chain((plan.uses[step.out] == 0).then_some(step.out)) {

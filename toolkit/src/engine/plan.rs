@@ -65,7 +65,9 @@ pub(super) struct Plan {
     pub output: ValueId,
 }
 
-pub(super) fn build(g: &Graph, w: &Weights) -> Result<Plan, EngineError> {
+/// `fuse`: fold each conv's sole-reader activation and residual add into its epilogue. Off, every
+/// graph value is materialised by a step of its own (what calibration observers need to see).
+pub(super) fn build(g: &Graph, w: &Weights, fuse: bool) -> Result<Plan, EngineError> {
     check_graph(g)?;
     let n = g.nodes.len();
     // Identity ops (inference dropout / drop-path) forward their input's value.
@@ -82,7 +84,7 @@ pub(super) fn build(g: &Graph, w: &Weights) -> Result<Plan, EngineError> {
     let output = canon[g.output];
     // The one node that reads `v`, if nothing else (the graph output included) does.
     let sole_reader = |v: ValueId| match readers[v].as_slice() {
-        &[r] if v != output => Some(r),
+        &[r] if fuse && v != output => Some(r),
         _ => None,
     };
     let mut ready = vec![false; n];
