@@ -4,6 +4,8 @@ use std::io::Write as _;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use effv2_edge::cli_args::ShapeArgs;
+use effv2_edge::spec::ModelOptions;
 use effv2_runtime::Target;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -81,14 +83,9 @@ pub struct SweepArgs {
     /// Input size (default: the variant's eval size)
     #[arg(long)]
     pub image_size: Option<usize>,
-    /// Width coefficient replacing the variant's (smaller test models)
-    #[arg(long)]
-    pub width: Option<f64>,
-    /// Depth coefficient replacing the variant's
-    #[arg(long)]
-    pub depth: Option<f64>,
-    #[arg(long)]
-    pub num_classes: Option<usize>,
+    /// Model options shared by every placement (width, depth, activation, SE, …)
+    #[command(flatten)]
+    pub shape: ShapeArgs,
     #[command(flatten)]
     pub timing: TimingArgs,
     /// Static batch of each artifact
@@ -125,9 +122,7 @@ fn sweep(a: &SweepArgs) -> Result<(), BenchError> {
         model: a.model.clone(),
         placements: a.fused_stages.clone(),
         image_size: a.image_size,
-        width: a.width,
-        depth: a.depth,
-        num_classes: a.num_classes,
+        options: a.shape.apply(ModelOptions::default()),
         batch: a.batch,
         measure: a.timing.options(None),
         seed: a.seed,

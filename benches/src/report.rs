@@ -48,17 +48,19 @@ pub fn markdown(r: &SweepReport) -> String {
         "- runtime: {} on {}; batch {}, {}, {} warm-up + {} timed iterations, {} percentiles",
         r.backend, r.device, s.batch, s.precision, s.warmup, s.iters, s.percentile_method
     );
+    let o = &s.options;
     let mut shape = String::new();
-    if let Some(w) = s.width {
+    if let Some(w) = o.width {
         let _ = write!(shape, ", width {w}");
     }
-    if let Some(d) = s.depth {
+    if let Some(d) = o.depth {
         let _ = write!(shape, ", depth {d}");
     }
+    let _ = write!(shape, ", {} activation, SE {}, {} padding", o.activation, if o.se { "on" } else { "off" }, o.padding);
     let _ = writeln!(
         out,
         "- model: {} @{}×{}, {} classes{shape}, fresh weights (seed {}); official placement {}",
-        s.model, s.image_size, s.image_size, s.num_classes, s.weight_seed, r.official_stages
+        s.model, s.image_size, s.image_size, o.num_classes, s.weight_seed, r.official_stages
     );
     let _ = writeln!(out, "- date: {}; effv2-bench {}; sweep took {:.0} s", r.date_utc, r.bench_version, r.wall_s);
     let _ = writeln!(
@@ -180,9 +182,7 @@ mod write_tests {
                 model: "efficientnetv2-b0".into(),
                 placements: "0..=1".into(),
                 image_size: 224,
-                width: None,
-                depth: None,
-                num_classes: 1000,
+                options: effv2_edge::spec::ModelOptions::default(),
                 batch: 1,
                 threads: 1,
                 warmup: 5,

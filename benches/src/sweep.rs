@@ -73,9 +73,8 @@ pub struct SweepOptions {
     /// Placement list (see [`parse_placements`]); None: every k = 0..=stages.
     pub placements: Option<String>,
     pub image_size: Option<usize>,
-    pub width: Option<f64>,
-    pub depth: Option<f64>,
-    pub num_classes: Option<usize>,
+    /// Model options shared by every placement (their `fused_stages` is ignored).
+    pub options: ModelOptions,
     /// Static batch written into each artifact and run.
     pub batch: usize,
     pub measure: MeasureOptions,
@@ -92,9 +91,8 @@ pub struct Settings {
     pub model: String,
     pub placements: String,
     pub image_size: usize,
-    pub width: Option<f64>,
-    pub depth: Option<f64>,
-    pub num_classes: usize,
+    /// Options shared by every placement (fused_stages: the official one).
+    pub options: ModelOptions,
     pub batch: usize,
     pub threads: usize,
     pub warmup: usize,
@@ -164,13 +162,7 @@ pub fn run_sweep(o: &SweepOptions, progress: &ProgressBar) -> Result<SweepReport
     let spec = o.placements.clone().unwrap_or_else(|| format!("0..={num_stages}"));
     let mut placements: Vec<(FusedStages, bool)> = parse_placements(&spec, num_stages)?.into_iter().map(|p| (p, false)).collect();
 
-    let defaults = ModelOptions::default();
-    let base = ModelOptions {
-        width: o.width.or(defaults.width),
-        depth: o.depth.or(defaults.depth),
-        num_classes: o.num_classes.unwrap_or(defaults.num_classes),
-        ..defaults
-    };
+    let base = ModelOptions { fused_stages: FusedStages::Official, ..o.options.clone() };
     // Check the model options (and every mask) before building anything.
     let official_stages = stage_mask(&v, &base, &FusedStages::Official)?;
     let mut masks = placements.iter().map(|(p, _)| stage_mask(&v, &base, p)).collect::<Result<Vec<_>, _>>()?;
@@ -239,9 +231,7 @@ pub fn run_sweep(o: &SweepOptions, progress: &ProgressBar) -> Result<SweepReport
             model: v.name.to_string(),
             placements: spec,
             image_size,
-            width: o.width,
-            depth: o.depth,
-            num_classes: base.num_classes,
+            options: base.clone(),
             batch: o.batch,
             threads: o.measure.threads.unwrap_or(1),
             warmup: o.measure.warmup,

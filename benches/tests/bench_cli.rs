@@ -47,7 +47,8 @@ fn sweep_writes_consistent_reports_and_removes_artifacts() {
     assert_eq!(rows[2]["p50_vs_official"].as_f64(), Some(1.0));
     assert_eq!(rows[0]["stages"], "MMMMMM");
     assert_eq!(json["settings"]["image_size"], 64);
-    assert_eq!(json["settings"]["num_classes"], 10);
+    assert_eq!(json["settings"]["options"]["num_classes"], 10);
+    assert_eq!(json["settings"]["options"]["width"], 0.25);
     assert_eq!(json["backend"], "tract");
     assert!(json["machine"]["logical_cores"].as_u64().unwrap() >= 1);
 

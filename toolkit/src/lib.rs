@@ -3,6 +3,8 @@
 //! Data flows one way: [`spec`] (variant tables, options) → [`graph`] (the one IR) → [`weights`]
 //! (checkpoints, peer imports) → engines, quantizer and artifact writers.
 
+#[cfg(feature = "cli")]
+pub mod cli_args;
 pub mod engine;
 pub mod graph;
 pub mod imaging;

@@ -5,12 +5,12 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 use clap::Args;
 
-use effv2_edge::spec::ModelOptions;
+use effv2_edge::spec::{FusedStages, ModelOptions};
 use effv2_runtime::Target;
 use effv2_targets::cpu::{build_cpu, CpuBuild};
 use effv2_targets::source::ModelSource;
 
-use super::model_args::ModelArgs;
+use effv2_edge::cli_args::ShapeArgs;
 
 #[derive(Args, Debug)]
 pub struct BuildArgs {
@@ -20,9 +20,14 @@ pub struct BuildArgs {
     /// Build from this checkpoint...
     #[arg(long, conflicts_with = "model")]
     pub checkpoint: Option<PathBuf>,
-    /// ...or from a variant with freshly initialised weights (architecture benchmarking)
+    /// ...or from a variant with freshly initialised, BN-calibrated weights (architecture benchmarking)
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Fused-MBConv placement of --model: official, none, all, N (first N stages) or a list like 0,1,3
+    #[arg(long, requires = "model")]
+    pub fused_stages: Option<FusedStages>,
     #[command(flatten)]
-    pub model: Option<ModelArgs>,
+    pub shape: ShapeArgs,
     /// Input size (default: the checkpoint's / variant's eval size)
     #[arg(long)]
     pub image_size: Option<usize>,
@@ -40,7 +45,11 @@ pub struct BuildArgs {
 pub fn run(a: &BuildArgs) -> Result<()> {
     let source = match (&a.checkpoint, &a.model) {
         (Some(c), _) => ModelSource::Checkpoint(c.clone()),
-        (None, Some(m)) => ModelSource::Fresh { model: m.model.clone(), options: m.options(ModelOptions::default()), seed: a.seed },
+        (None, Some(m)) => ModelSource::Fresh {
+            model: m.clone(),
+            options: a.shape.apply_with_placement(ModelOptions::default(), a.fused_stages.as_ref()),
+            seed: a.seed,
+        },
         (None, None) => bail!("give --checkpoint CKPT or --model NAME"),
     };
     if a.batch == 0 {

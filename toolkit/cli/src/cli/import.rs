@@ -8,7 +8,7 @@ use clap::Args;
 use effv2_edge::spec::{variant, Interpolation, ModelOptions, ModelSpec};
 use effv2_edge::weights::import::{import, Layout, IMAGENET_LABELS};
 
-use super::model_args::ModelArgs;
+use effv2_edge::cli_args::ModelArgs;
 
 #[derive(Args, Debug)]
 pub struct ImportArgs {

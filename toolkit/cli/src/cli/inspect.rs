@@ -7,7 +7,7 @@ use serde_json::json;
 use effv2_edge::graph::{build, Scope};
 use effv2_edge::spec::{BlockKind, ModelOptions, ModelSpec};
 
-use super::model_args::{parse_size, ModelArgs};
+use effv2_edge::cli_args::{parse_size, ModelArgs};
 
 #[derive(Args, Debug)]
 pub struct InspectArgs {

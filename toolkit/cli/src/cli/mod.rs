@@ -5,7 +5,6 @@ mod build;
 mod import;
 mod inspect;
 mod list;
-mod model_args;
 mod predict;
 mod run;
 

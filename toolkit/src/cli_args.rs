@@ -1,9 +1,12 @@
-//! The model-shaping flags shared by `inspect`, `import` and later `build`/`train`.
+//! clap flags for model options, shared by every binary that shapes a model (`effv2-edge
+//! inspect/import/build/train`, `effv2-bench sweep`), so they spell and mean the same everywhere.
+//! Behind the `cli` feature: apps embedding the library don't pull clap.
 
 use clap::Args;
 
-use effv2_edge::spec::{Activation, FusedStages, ModelOptions, Padding};
+use crate::spec::{Activation, FusedStages, ModelOptions, Padding};
 
+/// A variant, its Fused-MBConv placement and its options.
 #[derive(Args, Debug, Clone)]
 pub struct ModelArgs {
     /// Variant: efficientnetv2-b0..b3, -s, -m, -l, -xl (or just b0, s, …)
@@ -12,6 +15,20 @@ pub struct ModelArgs {
     /// Fused-MBConv placement: official, none, all, N (first N stages) or a list like 0,1,3
     #[arg(long)]
     pub fused_stages: Option<FusedStages>,
+    #[command(flatten)]
+    pub shape: ShapeArgs,
+}
+
+impl ModelArgs {
+    /// `base` with every flag the user gave applied on top.
+    pub fn options(&self, base: ModelOptions) -> ModelOptions {
+        self.shape.apply_with_placement(base, self.fused_stages.as_ref())
+    }
+}
+
+/// Every model option except the variant and the Fused-MBConv placement.
+#[derive(Args, Debug, Clone, Default)]
+pub struct ShapeArgs {
     /// Width coefficient replacing the variant's (custom sizes)
     #[arg(long)]
     pub width: Option<f64>,
@@ -45,9 +62,18 @@ pub struct ModelArgs {
     pub drop_path: Option<f64>,
 }
 
-impl ModelArgs {
-    /// `base` with every flag the user gave applied on top.
-    pub fn options(&self, base: ModelOptions) -> ModelOptions {
+impl ShapeArgs {
+    /// [`ShapeArgs::apply`], then the placement when one was given.
+    pub fn apply_with_placement(&self, base: ModelOptions, fused: Option<&FusedStages>) -> ModelOptions {
+        let o = self.apply(base);
+        match fused {
+            Some(f) => ModelOptions { fused_stages: f.clone(), ..o },
+            None => o,
+        }
+    }
+
+    /// `base` with every flag the user gave applied on top (the placement is left as it is).
+    pub fn apply(&self, base: ModelOptions) -> ModelOptions {
         ModelOptions {
             num_classes: self.num_classes.unwrap_or(base.num_classes),
             in_channels: self.in_channels.unwrap_or(base.in_channels),
@@ -59,7 +85,7 @@ impl ModelArgs {
             depth: self.depth.or(base.depth),
             activation: self.activation.unwrap_or(base.activation),
             se: base.se && !self.no_se,
-            fused_stages: self.fused_stages.clone().unwrap_or(base.fused_stages),
+            fused_stages: base.fused_stages,
             se_on_fused: base.se_on_fused || self.se_on_fused,
         }
     }

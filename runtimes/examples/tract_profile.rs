@@ -1,0 +1,43 @@
+//! Where tract spends its time on an artifact's ONNX: per-op-type totals over a few runs.
+//!
+//!     cargo run --release -p effv2-runtime --example tract_profile -- DIR/model.onnx 1,3,224,224 [iters]
+//!
+//! Used to find which graph forms tract runs fastest (see README, "CPU target").
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use tract_onnx::prelude::*;
+
+fn main() -> TractResult<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let shape: Vec<usize> = args[2].split(',').map(|d| d.parse().unwrap()).collect();
+    let iters: usize = args.get(3).map(|s| s.parse().unwrap()).unwrap_or(20);
+    let model = tract_onnx::onnx().model_for_path(&args[1])?.with_input_fact(0, f32::fact(&shape).into())?.into_optimized()?;
+    let plan = model.into_runnable()?;
+    let x: Tensor = Tensor::zero::<f32>(&shape)?;
+    let mut totals: BTreeMap<String, (f64, usize)> = BTreeMap::new();
+    let mut state = plan.spawn()?;
+    for i in 0..iters + 3 {
+        let warm = i < 3;
+        state.run_plan_with_eval(tvec!(x.clone().into()), |ctx, st, node, input| {
+            let t = Instant::now();
+            let r = tract_core::plan::eval(ctx, st, node, input);
+            if !warm {
+                let e = totals.entry(node.op().name().to_string()).or_default();
+                e.0 += t.elapsed().as_secs_f64();
+                e.1 += 1;
+            }
+            r
+        })?;
+    }
+    let mut rows: Vec<_> = totals.into_iter().collect();
+    rows.sort_by(|a, b| b.1 .0.total_cmp(&a.1 .0));
+    let all: f64 = rows.iter().map(|r| r.1 .0).sum();
+    println!("{:<28} {:>9} {:>7} {:>6}", "op", "ms/run", "share", "nodes");
+    for (op, (s, n)) in rows {
+        println!("{:<28} {:>9.3} {:>6.1}% {:>6}", op, s * 1e3 / iters as f64, 100.0 * s / all, n / iters);
+    }
+    println!("{:<28} {:>9.3}", "total", all * 1e3 / iters as f64);
+    Ok(())
+}
