@@ -5,3 +5,4 @@ pub mod artifact;
 pub mod cpu;
 pub mod onnx;
 pub mod source;
+pub mod tflite;

@@ -130,17 +130,26 @@ pub(crate) struct View<'a> {
 }
 
 impl View<'_> {
+    /// The int8 values, exactly as many as the shape says (kernels index by shape).
     pub fn i8s(&self) -> Result<&[i8], String> {
-        match (self.buf, &self.t.data) {
-            (Some(Buf::I8(v)), _) => Ok(v),
-            (None, Some(ConstData::I8(v))) => Ok(v),
-            _ => Err(format!("tensor {:?} is not an int8 value here", self.t.name)),
-        }
+        let v = match (self.buf, &self.t.data) {
+            (Some(Buf::I8(v)), _) => v,
+            (None, Some(ConstData::I8(v))) => v,
+            _ => return Err(format!("tensor {:?} is not an int8 value here", self.t.name)),
+        };
+        self.sized(v)
     }
     pub fn i32s(&self) -> Result<&[i32], String> {
         match &self.t.data {
-            Some(ConstData::I32(v)) => Ok(v),
+            Some(ConstData::I32(v)) => self.sized(v),
             _ => Err(format!("tensor {:?} is not an int32 constant", self.t.name)),
+        }
+    }
+    fn sized<'v, T>(&self, v: &'v [T]) -> Result<&'v [T], String> {
+        if v.len() == self.t.numel() {
+            Ok(v)
+        } else {
+            Err(format!("tensor {:?} holds {} values for shape {:?}", self.t.name, v.len(), self.t.shape))
         }
     }
     pub fn params(&self) -> Result<QParams, String> {
