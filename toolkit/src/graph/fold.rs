@@ -32,7 +32,7 @@ pub(crate) fn fold_checked(graph: &Graph, weights: &Weights) -> Result<(Graph, W
         if let Some(&bad) = node.inputs.iter().find(|&&v| v >= i) {
             return Err(malformed(node, format!("reads value {bad}, which is not computed before it")));
         }
-        if let Some(p) = param_ids(&node.op).into_iter().find(|&p| p >= graph.params.len()) {
+        if let Some(p) = node.op.params().into_iter().find(|&p| p >= graph.params.len()) {
             return Err(malformed(node, format!("names parameter #{p}, but the graph has {}", graph.params.len())));
         }
     }
@@ -66,7 +66,7 @@ fn pair_up(graph: &Graph) -> Result<Vec<Option<(usize, &BatchNorm)>>, FoldError>
     let uses = graph.use_counts();
     let mut param_readers = vec![0usize; graph.params.len()];
     for n in &graph.nodes {
-        for p in param_ids(&n.op) {
+        for p in n.op.params() {
             param_readers[p] += 1;
         }
     }
@@ -159,26 +159,13 @@ impl Rewrite<'_> {
     }
 }
 
-/// Parameter ids an op reads.
-fn param_ids(op: &Op) -> Vec<ParamId> {
-    match op {
-        Op::Conv(c) => std::iter::once(c.weight).chain(c.bias).collect(),
-        Op::BatchNorm(b) => vec![b.weight, b.bias, b.mean, b.var],
-        Op::Linear(l) => vec![l.weight, l.bias],
-        _ => vec![],
-    }
-}
-
 /// The op with each parameter id replaced by `f(id)`.
 fn map_params(op: &Op, mut f: impl FnMut(ParamId) -> Result<ParamId, FoldError>) -> Result<Op, FoldError> {
-    Ok(match op {
-        Op::Conv(c) => Op::Conv(Conv { weight: f(c.weight)?, bias: c.bias.map(&mut f).transpose()?, ..c.clone() }),
-        Op::BatchNorm(b) => {
-            Op::BatchNorm(BatchNorm { weight: f(b.weight)?, bias: f(b.bias)?, mean: f(b.mean)?, var: f(b.var)?, ..b.clone() })
-        }
-        Op::Linear(l) => Op::Linear(Linear { weight: f(l.weight)?, bias: f(l.bias)?, ..l.clone() }),
-        other => other.clone(),
-    })
+    let mut op = op.clone();
+    for p in op.params_mut() {
+        *p = f(*p)?;
+    }
+    Ok(op)
 }
 
 #[cfg(test)]
