@@ -5,4 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup-python.sh
 export EFFV2_PYTHON="$PWD/.venv-ci/bin/python"
+./scripts/setup-data.sh
 cargo test --workspace --locked "$@"
