@@ -2,11 +2,13 @@
 
 mod bench;
 mod build;
+mod eval;
 mod import;
 mod inspect;
 mod list;
 mod predict;
 mod run;
+mod train;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -40,6 +42,10 @@ pub enum Command {
     Predict(predict::PredictArgs),
     /// Latency of an artifact on this machine, or the Fused-MBConv placement sweep (same as effv2-bench)
     Bench(bench::BenchArgs),
+    /// Train a model (CPU engine) on fashion-mnist or an ImageFolder directory, with progressive learning
+    Train(Box<train::TrainArgs>),
+    /// Top-1/top-5 accuracy of a checkpoint on a dataset's test split
+    Eval(eval::EvalArgs),
 }
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -55,6 +61,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Run(a) => run::run(a),
         Command::Predict(a) => predict::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Train(a) => train::run(a),
+        Command::Eval(a) => eval::run(a),
     }
 }
 

@@ -150,3 +150,11 @@ fn to_nchw(x: &[f32], s: Shape) -> Vec<f32> {
     }
     y
 }
+
+impl CpuTrainer {
+    /// The engine a [`crate::run::TrainConfig`] asks for (the factory `train`/`resume` take).
+    pub fn for_run(graph: &Graph, weights: &Weights, cfg: &crate::run::TrainConfig) -> Result<Self, TrainError> {
+        let config = TrainerConfig { optimizer: cfg.optimizer, weight_decay: cfg.weight_decay, ema: cfg.ema_decay.is_some() };
+        Self::new(graph, weights, config)
+    }
+}

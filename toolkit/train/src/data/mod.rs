@@ -48,6 +48,16 @@ impl Dataset {
         self.labels.is_empty()
     }
 
+    /// The first `n` samples.
+    pub fn take(mut self, n: usize) -> Self {
+        match &mut self.samples {
+            Samples::Memory(v) => v.truncate(n),
+            Samples::Files(v) => v.truncate(n),
+        }
+        self.labels.truncate(n);
+        self
+    }
+
     /// Sample `i` as an 8-bit image.
     pub fn image(&self, i: usize) -> Result<Img, TrainError> {
         match &self.samples {

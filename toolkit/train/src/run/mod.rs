@@ -1,1 +1,87 @@
-//! The training loop.
+//! The training loop: stages, epochs, steps, evaluation, checkpoints and metrics, driving any
+//! [`TrainEngine`]. Everything random comes from the config's seed by (epoch, step, batch), so
+//! `--resume` after a kill replays the identical schedule from the last completed epoch.
+
+pub mod checkpoint;
+mod eval;
+mod fit;
+pub mod metrics;
+
+use serde::{Deserialize, Serialize};
+
+use effv2_edge::spec::{CropMode, Interpolation, ModelOptions, ModelSpec, Preprocess};
+use effv2_edge::weights::{ModelConfig, FORMAT_VERSION};
+
+use crate::data::AugmentConfig;
+use crate::optim::Optimizer;
+use crate::progressive::Progressive;
+use crate::schedule::Decay;
+use crate::TrainError;
+
+pub use eval::{evaluate, EvalResult};
+pub use fit::{resume, train, Event, Summary};
+
+/// Everything that decides a run; saved with every checkpoint so a resume needs only the directory.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    pub variant: String,
+    pub options: ModelOptions,
+    /// `fashion-mnist` or an ImageFolder directory.
+    pub data: String,
+    /// Use only the first N training / test samples (smoke runs and tests).
+    pub train_limit: Option<usize>,
+    pub test_limit: Option<usize>,
+    pub epochs: usize,
+    pub batch: usize,
+    pub optimizer: Optimizer,
+    pub lr: f64,
+    pub warmup_epochs: f64,
+    pub decay: Decay,
+    pub weight_decay: f32,
+    pub label_smoothing: f32,
+    /// EMA decay (TF warm-up rule applied); `None` keeps no EMA.
+    pub ema_decay: Option<f32>,
+    pub progressive: Progressive,
+    pub eval_size: usize,
+    pub augment: AugmentConfig,
+    pub seed: u64,
+    pub workers: usize,
+}
+
+impl TrainConfig {
+    pub fn validate(&self) -> Result<(), TrainError> {
+        let bad = |m: &str| Err(TrainError::Config(m.to_string()));
+        self.progressive.validate()?;
+        if self.epochs == 0 || self.batch == 0 {
+            return bad("--epochs and --batch-size must be at least 1");
+        }
+        if !(self.lr > 0.0 && self.lr.is_finite()) {
+            return bad("--lr must be a positive number");
+        }
+        if !(0.0..1.0).contains(&self.label_smoothing) || !(self.weight_decay >= 0.0) {
+            return bad("--label-smoothing must be in [0, 1) and --weight-decay >= 0");
+        }
+        if self.ema_decay.is_some_and(|d| !(0.0..1.0).contains(&d)) {
+            return bad("--ema-decay must be in [0, 1)");
+        }
+        if self.eval_size == 0 || self.augment.mean.len() != self.options.in_channels || self.augment.std.iter().any(|s| *s == 0.0) {
+            return bad("eval size must be positive and mean/std need one non-zero value per input channel");
+        }
+        ModelSpec::from_name(&self.variant, self.options.clone()).map_err(|e| TrainError::Config(e.to_string()))?;
+        Ok(())
+    }
+
+    /// The checkpoint config: the model, eval preprocessing (whole image resized, as in training's
+    /// eval) and class names.
+    pub fn model_config(&self, labels: Vec<String>) -> ModelConfig {
+        let preprocess = Preprocess {
+            mean: self.augment.mean.clone(),
+            std: self.augment.std.clone(),
+            interpolation: Interpolation::Bilinear,
+            size: self.eval_size,
+            crop_pct: 1.0,
+            crop: CropMode::Squash,
+        };
+        ModelConfig { format_version: FORMAT_VERSION, variant: self.variant.clone(), options: self.options.clone(), preprocess, labels: Some(labels), source: None }
+    }
+}
