@@ -62,14 +62,40 @@ impl fmt::Display for Precision {
     }
 }
 
-/// A named tensor at the artifact boundary.
+/// A named tensor at the artifact boundary: the model file's own input or output.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TensorSpec {
     pub name: String,
     pub shape: Vec<usize>,
-    /// "NCHW" for images, "NC" for logits.
+    /// "NCHW" (float ONNX) or "NHWC" (int8 TFLite) for images, "NC" for logits.
     pub layout: String,
+    /// "float32", "int8" or "uint8".
     pub dtype: String,
+}
+
+/// Affine parameters of an integer tensor: real = scale · (q − zero_point).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct QuantParams {
+    /// "int8" or "uint8".
+    pub dtype: String,
+    pub scale: f32,
+    pub zero_point: i32,
+}
+
+/// How a quantized artifact's integers relate to real values, and how its ranges were chosen.
+/// To feed it: preprocess as [`Manifest::preprocess`] says (normalised float), then
+/// q = clamp(round(x / scale) + zero_point) in the input dtype's range.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Quantization {
+    pub input: QuantParams,
+    pub output: QuantParams,
+    /// Activation range method, e.g. "percentile 99.99".
+    pub method: String,
+    /// Calibration data as the build was told ("synthetic", a folder, "fashion-mnist").
+    pub calibration: String,
+    pub calibration_images: usize,
+    /// True when calibration used random images, not real data: accuracy is not representative.
+    pub synthetic_calibration: bool,
 }
 
 /// What the model is (informational; backends read only the files).
@@ -111,6 +137,10 @@ pub struct Manifest {
     /// Free-form notes for people (e.g. the trtexec command for a Jetson artifact).
     #[serde(default)]
     pub notes: Vec<String>,
+    /// Integer I/O parameters and calibration of quantized artifacts (absent for float ones and
+    /// in manifests written before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantization: Option<Quantization>,
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
@@ -186,4 +216,39 @@ fn verify_file(dir: &Path, f: &FileEntry) -> Result<(), RuntimeError> {
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest_json(quantization: Option<&str>) -> String {
+        let q = quantization.map(|q| format!(",\n\"quantization\": {q}")).unwrap_or_default();
+        format!(
+            r#"{{"format": "{FORMAT}", "format_version": 1, "toolkit_version": "0.1.0", "target": "coral", "precision": "int8",
+               "model": {{"variant": "efficientnetv2-b0", "fused_stages": "official", "params": 1, "macs": 1, "options": {{}}}},
+               "input": {{"name": "input", "shape": [1, 224, 224, 3], "layout": "NHWC", "dtype": "int8"}},
+               "output": {{"name": "logits", "shape": [1, 10], "layout": "NC", "dtype": "int8"}},
+               "preprocess": {{"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "interpolation": "bicubic", "size": 224,
+                               "crop_pct": 1.0, "crop": "center"}},
+               "num_classes": 10, "files": []{q}}}"#
+        )
+    }
+
+    /// Manifests written before `quantization` existed still load; new ones round-trip it.
+    #[test]
+    fn quantization_is_optional_and_round_trips() {
+        let old: Manifest = serde_json::from_str(&manifest_json(None)).unwrap();
+        assert_eq!(old.quantization, None);
+        assert!(!serde_json::to_string(&old).unwrap().contains("quantization"));
+        let q = r#"{"input": {"dtype": "int8", "scale": 0.0186, "zero_point": -14},
+                    "output": {"dtype": "int8", "scale": 0.1, "zero_point": 3},
+                    "method": "percentile 99.99", "calibration": "synthetic", "calibration_images": 8,
+                    "synthetic_calibration": true}"#;
+        let new: Manifest = serde_json::from_str(&manifest_json(Some(q))).unwrap();
+        let got = new.quantization.clone().unwrap();
+        assert_eq!((got.input.zero_point, got.output.dtype.as_str(), got.synthetic_calibration), (-14, "int8", true));
+        let again: Manifest = serde_json::from_str(&serde_json::to_string(&new).unwrap()).unwrap();
+        assert_eq!(again, new);
+    }
 }

@@ -71,6 +71,7 @@ pub fn manifest_for(m: ManifestInput, files: &[ArtifactFile]) -> Manifest {
             .map(|f| FileEntry { path: f.path.clone(), role: f.role.clone(), bytes: f.bytes.len() as u64, sha256: sha256_hex(&f.bytes) })
             .collect(),
         notes: m.notes,
+        quantization: None,
     }
 }
 
