@@ -1,20 +1,22 @@
-//! `effv2-edge build --target cpu`: a deployable artifact directory.
+//! `effv2-edge build --target cpu|coral`: a deployable artifact directory.
 
 use std::path::PathBuf;
 
 use anyhow::{bail, Result};
-use clap::Args;
+use clap::{Args, ValueEnum};
 
+use effv2_edge::cli_args::ShapeArgs;
 use effv2_edge::spec::{FusedStages, ModelOptions};
 use effv2_runtime::Target;
+use effv2_targets::coral::calib::CalibSource;
+use effv2_targets::coral::compiler::CompilerChoice;
+use effv2_targets::coral::{build_coral, CoralBuild, CoralOutcome, IoType, RangeMethod};
 use effv2_targets::cpu::{build_cpu, CpuBuild};
 use effv2_targets::source::ModelSource;
 
-use effv2_edge::cli_args::ShapeArgs;
-
 #[derive(Args, Debug)]
 pub struct BuildArgs {
-    /// cpu (ONNX for tract/onnxruntime); coral and jetson come next
+    /// cpu (fp32 ONNX for tract/onnxruntime) or coral (int8 TFLite for the Edge TPU + report)
     #[arg(long)]
     pub target: Target,
     /// Build from this checkpoint...
@@ -31,15 +33,46 @@ pub struct BuildArgs {
     /// Input size (default: the checkpoint's / variant's eval size)
     #[arg(long)]
     pub image_size: Option<usize>,
-    /// Static batch size written into the artifact
+    /// Static batch size written into the artifact (cpu; coral is batch 1)
     #[arg(long, default_value_t = 1)]
     pub batch: usize,
-    /// Seed for fresh weights
+    /// Seed for fresh weights (and synthetic calibration images)
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// coral: calibration images — a folder of PNG/JPEG (recursive), fashion-mnist, or synthetic
+    #[arg(long, value_name = "SRC")]
+    pub calib: Option<String>,
+    /// coral: number of calibration images
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    pub calib_images: usize,
+    /// coral: how activation ranges are chosen (percentile = 99.99th)
+    #[arg(long, value_enum, default_value_t = CalibMethod::Percentile)]
+    pub calib_method: CalibMethod,
+    /// coral: model input/output integer type
+    #[arg(long, value_enum, default_value_t = IoArg::Int8)]
+    pub io: IoArg,
+    /// coral: edgetpu_compiler to run (default: from PATH, when there is one)
+    #[arg(long, value_name = "PATH")]
+    pub edgetpu_compiler: Option<PathBuf>,
+    /// coral: do not run edgetpu_compiler even when it is on PATH
+    #[arg(long, conflicts_with = "edgetpu_compiler")]
+    pub no_compile: bool,
     /// Output artifact directory (replaced atomically if it holds a previous artifact)
     #[arg(short, long)]
     pub output: PathBuf,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum CalibMethod {
+    Minmax,
+    Percentile,
+    Mse,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum IoArg {
+    Int8,
+    Uint8,
 }
 
 pub fn run(a: &BuildArgs) -> Result<()> {
@@ -55,19 +88,95 @@ pub fn run(a: &BuildArgs) -> Result<()> {
     if a.batch == 0 {
         bail!("--batch must be at least 1");
     }
-    let model = source.load_for_size(a.image_size)?;
-    let manifest = match a.target {
-        Target::Cpu => build_cpu(&model, &CpuBuild { image_size: a.image_size, batch: a.batch }, &a.output)?,
-        t => bail!("--target {t} is not implemented yet in this version (cpu is)"),
+    let coral = match a.target {
+        Target::Cpu => {
+            if a.calib.is_some() || a.edgetpu_compiler.is_some() || a.no_compile {
+                bail!("--calib, --edgetpu-compiler and --no-compile are for --target coral (cpu builds are fp32)");
+            }
+            None
+        }
+        Target::Coral => Some(coral_options(a)?),
+        t => bail!("--target {t} is not implemented yet in this version (cpu and coral are)"),
     };
-    eprintln!(
-        "built {} ({} fused stages, {}x{}) for {} -> {}",
-        manifest.model.variant,
-        manifest.model.fused_stages,
-        manifest.input.shape[2],
-        manifest.input.shape[3],
-        manifest.target,
-        a.output.display()
-    );
+    let model = source.load_for_size(a.image_size)?;
+    let Some(opts) = coral else {
+        let manifest = build_cpu(&model, &CpuBuild { image_size: a.image_size, batch: a.batch }, &a.output)?;
+        eprintln!(
+            "built {} ({} fused stages, {}x{}) for {} -> {}",
+            manifest.model.variant,
+            manifest.model.fused_stages,
+            manifest.input.shape[2],
+            manifest.input.shape[3],
+            manifest.target,
+            a.output.display()
+        );
+        return Ok(());
+    };
+    let outcome = build_coral(&model, &opts, &a.output)?;
+    eprintln!("{}", coral_summary(&outcome, &a.output));
     Ok(())
+}
+
+fn coral_options(a: &BuildArgs) -> Result<CoralBuild> {
+    let Some(calib) = &a.calib else {
+        bail!("--target coral needs --calib SRC: a folder of PNG/JPEG images, fashion-mnist, or synthetic");
+    };
+    if a.batch != 1 {
+        bail!("--target coral builds batch 1 (the Edge TPU maps only batch-1 tensors); drop --batch");
+    }
+    let mut o = CoralBuild::new(calib.parse::<CalibSource>()?);
+    o.image_size = a.image_size;
+    o.calib_images = a.calib_images;
+    o.method = match a.calib_method {
+        CalibMethod::Minmax => RangeMethod::MinMax,
+        CalibMethod::Percentile => RangeMethod::Percentile(99.99),
+        CalibMethod::Mse => RangeMethod::Mse,
+    };
+    o.io = match a.io {
+        IoArg::Int8 => IoType::Int8,
+        IoArg::Uint8 => IoType::UInt8,
+    };
+    o.compiler = match (&a.edgetpu_compiler, a.no_compile) {
+        (Some(p), _) => CompilerChoice::Path(p.clone()),
+        (None, true) => CompilerChoice::Off,
+        (None, false) => CompilerChoice::Auto,
+    };
+    o.seed = a.seed;
+    Ok(o)
+}
+
+/// What a coral build made, for the terminal.
+fn coral_summary(o: &CoralOutcome, dir: &std::path::Path) -> String {
+    let r = &o.report;
+    let p = &r.parameters;
+    let mut lines = vec![
+        format!(
+            "built {} ({} fused stages `{}`, {}x{}) for coral (int8, {} I/O) -> {}",
+            r.model.variant,
+            r.model.fused_stages,
+            r.model.stages,
+            r.model.image_size,
+            r.model.image_size,
+            r.tflite.input.dtype,
+            dir.display()
+        ),
+        format!("  Edge TPU ops: {} of {} mapped{}", r.partition.on_edgetpu, r.partition.ops, match &r.partition.first_cpu_op {
+            Some(f) => format!("; CPU from op #{} {} ({}): {}", f.index, f.op, f.node, f.why.join("; ")),
+            None => String::new(),
+        }),
+        format!(
+            "  parameters: {:.2} MiB vs {:.2} MiB on-chip cache{}",
+            p.total_bytes as f64 / 1048576.0,
+            p.cache_bytes as f64 / 1048576.0,
+            if p.fits_on_chip { " (fits)".to_string() } else { format!(" ({:.2} MiB streamed per inference)", p.streamed_bytes as f64 / 1048576.0) }
+        ),
+        format!("  predicted latency (USB Accelerator, cost model): {:.2} ms; measured: no device", r.latency.predicted.total_ms),
+        format!("  calibration: {} ({} images, {})", r.calibration.info.source, r.calibration.info.images, r.calibration.method),
+        format!("  edgetpu_compiler: {}", r.compiler.summary),
+        format!("  report: {}", dir.join("edgetpu_report.md").display()),
+    ];
+    if r.calibration.info.synthetic {
+        lines.push(format!("  warning: {}", r.calibration.info.note));
+    }
+    lines.join("\n")
 }
