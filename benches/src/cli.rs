@@ -9,7 +9,10 @@ use effv2_edge::spec::ModelOptions;
 use effv2_runtime::Target;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use crate::coral::{run_coral_sweep, CoralSweepOptions};
+use crate::coral_report;
 use crate::measure::{describe, measure_artifact, MeasureOptions};
+use effv2_targets::coral::calib::CalibSource;
 use crate::report;
 use crate::sweep::{run_sweep, SweepOptions};
 use crate::BenchError;
@@ -23,6 +26,7 @@ pub struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
+#[allow(clippy::large_enum_variant)] // parsed once per process: size does not matter
 pub enum BenchCommand {
     /// Measure one artifact directory (any target this build's runtime supports)
     Run(RunArgs),
@@ -70,7 +74,7 @@ pub struct RunArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct SweepArgs {
-    /// cpu (ONNX through tract); coral and jetson come next
+    /// cpu (ONNX through tract, measured) or coral (int8 Edge TPU: mapping, footprint, predicted latency)
     #[arg(long)]
     pub target: Target,
     /// Variant: efficientnetv2-b0..b3, -s, -m, -l, -xl (or just b0, s, …)
@@ -94,6 +98,12 @@ pub struct SweepArgs {
     /// Seed of the fresh weights
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// coral: calibration images — a folder of PNG/JPEG, fashion-mnist, or synthetic [default: synthetic]
+    #[arg(long, value_name = "SRC")]
+    pub calib: Option<String>,
+    /// coral: calibration images per placement
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    pub calib_images: usize,
     /// Keep REPORT_DIR/artifacts/ (deleted after measuring by default)
     #[arg(long)]
     pub keep_artifacts: bool,
@@ -117,6 +127,9 @@ fn run(a: &RunArgs) -> Result<(), BenchError> {
 }
 
 fn sweep(a: &SweepArgs) -> Result<(), BenchError> {
+    if a.target != Target::Coral && a.calib.is_some() {
+        return Err(BenchError::Args("--calib is for --target coral".into()));
+    }
     let o = SweepOptions {
         target: a.target,
         model: a.model.clone(),
@@ -136,6 +149,26 @@ fn sweep(a: &SweepArgs) -> Result<(), BenchError> {
             .progress_chars("=> "),
     );
     bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    if a.target == Target::Coral {
+        let calib = a.calib.as_deref().unwrap_or("synthetic").parse::<CalibSource>().map_err(|e| BenchError::Args(e.to_string()))?;
+        let co = CoralSweepOptions {
+            model: o.model,
+            placements: o.placements,
+            image_size: o.image_size,
+            options: o.options,
+            calib,
+            calib_images: a.calib_images,
+            seed: o.seed,
+            measure: o.measure,
+            out_dir: o.out_dir,
+            keep_artifacts: o.keep_artifacts,
+        };
+        let r = run_coral_sweep(&co, &bar);
+        bar.finish_and_clear();
+        let mut text = coral_report::markdown(&r?);
+        text.push_str(&format!("\nwrote {} (report.json, report.md, report.svg)", a.output.display()));
+        return print_line(&text);
+    }
     let r = run_sweep(&o, &bar);
     bar.finish_and_clear(); // also on error, so the message is not glued to a stale bar
     let r = r?;

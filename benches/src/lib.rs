@@ -5,6 +5,8 @@
 //! [`cli::execute`], so they run the same code.
 
 pub mod cli;
+pub mod coral;
+pub mod coral_report;
 pub mod machine;
 pub mod measure;
 pub mod report;
@@ -24,6 +26,8 @@ pub enum BenchError {
     #[error(transparent)]
     Source(#[from] effv2_targets::source::SourceError),
     #[error(transparent)]
+    Coral(#[from] effv2_targets::coral::CoralError),
+    #[error(transparent)]
     Spec(#[from] effv2_edge::spec::SpecError),
     #[error(transparent)]
     Graph(#[from] effv2_edge::graph::GraphError),
@@ -31,7 +35,7 @@ pub enum BenchError {
     Placement { spec: String, why: String },
     #[error("{0}")]
     Args(String),
-    #[error("--target {0} is not implemented yet in this version (cpu is)")]
+    #[error("--target {0} is not implemented yet in this version (cpu and coral are)")]
     TargetNotImplemented(effv2_runtime::Target),
     #[error("{backend} returned {got} values for a [{batch}, {classes}] output{extra}")]
     BadOutput { backend: String, got: usize, batch: usize, classes: usize, extra: String },

@@ -18,6 +18,18 @@ pub struct Plot {
     pub params_m: Vec<f64>,
     /// Placements that build the official network (drawn emphasised).
     pub official: Vec<bool>,
+    /// Legend and right-axis texts; empty = the CPU sweep's ("p50 latency", "p90 latency",
+    /// "parameters", "parameters (millions)").
+    pub line_label: String,
+    pub dashed_label: String,
+    pub bar_label: String,
+    pub right_axis: String,
+    /// A dashed horizontal reference on the right axis (value, label): the Edge TPU's cache.
+    pub bar_limit: Option<(f64, String)>,
+}
+
+fn or<'a>(s: &'a str, default: &'a str) -> &'a str {
+    if s.is_empty() { default } else { s }
 }
 
 const W: f64 = 860.0;
@@ -51,6 +63,7 @@ pub fn sweep_plot(r: &SweepReport) -> String {
         p90_ms: r.rows.iter().map(|row| row.latency_ms.p90).collect(),
         params_m: r.rows.iter().map(|row| row.params as f64 / 1e6).collect(),
         official: r.rows.iter().map(|row| row.official).collect(),
+        ..Plot::default()
     })
 }
 
@@ -60,7 +73,8 @@ pub fn render(p: &Plot) -> String {
     let finite_max = |v: &[f64]| v.iter().copied().filter(|x| x.is_finite()).fold(0.0, f64::max);
     let (lat_step, intervals) = nice_axis(finite_max(&p.p50_ms).max(finite_max(&p.p90_ms)));
     // The right axis reuses the left one's gridlines: same number of intervals, its own step.
-    let par_step = nice_ceil(finite_max(&p.params_m) / intervals as f64);
+    let limit = p.bar_limit.as_ref().map(|l| l.0).filter(|v| v.is_finite()).unwrap_or(0.0);
+    let par_step = nice_ceil(finite_max(&p.params_m).max(limit) / intervals as f64);
     let lat_top = lat_step * intervals as f64;
     let par_top = par_step * intervals as f64;
     let slot = (X1 - X0) / n.max(1) as f64;
@@ -76,7 +90,7 @@ pub fn render(p: &Plot) -> String {
     let _ = writeln!(s, r#"<rect width="{W}" height="{H}" fill="white"/>"#);
     let _ = writeln!(s, r#"<text x="{}" y="34" text-anchor="middle" font-size="18" font-weight="bold">{}</text>"#, W / 2.0, esc(&p.title));
     let _ = writeln!(s, r#"<text x="{}" y="56" text-anchor="middle" font-size="12" fill="{MUTED}">{}</text>"#, W / 2.0, esc(&p.subtitle));
-    legend(&mut s);
+    legend(&mut s, p);
 
     // Gridlines and both axes' tick labels.
     let lat_dec = decimals(lat_step);
@@ -111,6 +125,11 @@ pub fn render(p: &Plot) -> String {
             esc(&p.labels[i])
         );
     }
+    if let Some((v, label)) = p.bar_limit.as_ref().filter(|l| l.0.is_finite()) {
+        let y = y_par(*v);
+        let _ = writeln!(s, r#"<line x1="{X0}" y1="{y:.1}" x2="{X1}" y2="{y:.1}" stroke="{MUTED}" stroke-width="1.4" stroke-dasharray="3 3"/>"#);
+        let _ = writeln!(s, r#"<text x="{}" y="{:.1}" text-anchor="end" font-size="11" fill="{MUTED}"{HALO}>{}</text>"#, X1 - 6.0, y - 5.0, esc(label));
+    }
     s.push_str("</g>\n");
 
     // Axes on top of the bars.
@@ -127,9 +146,10 @@ pub fn render(p: &Plot) -> String {
         let r = if official { 6.5 } else { 4.5 };
         let _ = writeln!(
             s,
-            r#"<circle cx="{:.1}" cy="{y:.1}" r="{r}" fill="{BLUE}" stroke="white" stroke-width="1.5"><title>{}: p50 {v:.2} ms</title></circle>"#,
+            r#"<circle cx="{:.1}" cy="{y:.1}" r="{r}" fill="{BLUE}" stroke="white" stroke-width="1.5"><title>{}: {} {v:.2} ms</title></circle>"#,
             cx(i),
-            esc(&p.labels[i])
+            esc(&p.labels[i]),
+            esc(or(&p.line_label, "p50"))
         );
         let weight = if official { r#" font-weight="bold""# } else { "" };
         let _ = writeln!(
@@ -169,21 +189,22 @@ pub fn render(p: &Plot) -> String {
     );
     let _ = writeln!(
         s,
-        r#"<text transform="translate({} {mid_y}) rotate(90)" text-anchor="middle" font-size="14" fill="{MUTED}">parameters (millions)</text>"#,
-        W - 24.0
+        r#"<text transform="translate({} {mid_y}) rotate(90)" text-anchor="middle" font-size="14" fill="{MUTED}">{}</text>"#,
+        W - 24.0,
+        esc(or(&p.right_axis, "parameters (millions)"))
     );
     s.push_str("</svg>\n");
     s
 }
 
-fn legend(s: &mut String) {
+fn legend(s: &mut String, p: &Plot) {
     let y = 84.0;
-    let items: [(&str, &str); 3] = [
-        ("p50 latency (left axis)", "p50"),
-        ("p90 latency (left axis)", "p90"),
-        ("parameters (right axis)", "params"),
-    ];
-    let mut x = W / 2.0 - 300.0;
+    let mut items: Vec<(String, &str)> = vec![(format!("{} (left axis)", or(&p.line_label, "p50 latency")), "p50")];
+    if p.p90_ms.iter().any(|v| v.is_finite()) || p.p50_ms.is_empty() {
+        items.push((format!("{} (left axis)", or(&p.dashed_label, "p90 latency")), "p90"));
+    }
+    items.push((format!("{} (right axis)", or(&p.bar_label, "parameters")), "params"));
+    let mut x = W / 2.0 - 105.0 * items.len() as f64;
     s.push_str("<g font-size=\"12\">\n");
     for (text, kind) in items {
         match kind {
@@ -202,7 +223,7 @@ fn legend(s: &mut String) {
                 let _ = writeln!(s, r#"<rect x="{}" y="{}" width="16" height="12" fill="{BAR}" rx="2"/>"#, x + 6.0, y - 6.0);
             }
         }
-        let _ = writeln!(s, r#"<text x="{}" y="{}">{}</text>"#, x + 36.0, y + 4.0, esc(text));
+        let _ = writeln!(s, r#"<text x="{}" y="{}">{}</text>"#, x + 36.0, y + 4.0, esc(&text));
         x += 210.0;
     }
     s.push_str("</g>\n");
@@ -336,6 +357,7 @@ mod tests {
             p90_ms: vec![30.0, 31.0, 30.5, 29.9, 35.2, 50.0, 66.0, f64::NAN],
             params_m: vec![7.1, 7.1, 7.2, 7.1, 8.6, 14.5, 33.0, 7.3],
             official: vec![false, false, false, true, false, false, false, false],
+            ..Plot::default()
         }
     }
 

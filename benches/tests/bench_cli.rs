@@ -115,7 +115,10 @@ fn bad_inputs_fail_cleanly() {
         a.extend_from_slice(extra);
         bench(&a)
     };
-    assert_clean_failure(&sweep(&["--target", "coral"]), "not implemented yet");
+    assert_clean_failure(&sweep(&["--target", "coral", "--calib-images", "0"]), "--calib-images must be at least 1");
+    assert_clean_failure(&sweep(&["--target", "coral", "--calib", "imagenet"]), "not a directory of images");
+    assert_clean_failure(&sweep(&["--target", "coral", "--fused-stages", "0..=7"]), "6 stages");
+    assert_clean_failure(&sweep(&["--target", "cpu", "--calib", "synthetic"]), "--calib is for --target coral");
     assert_clean_failure(&sweep(&["--target", "jetson"]), "not implemented yet");
     assert_clean_failure(&sweep(&["--target", "tpu"]), "unknown target");
     assert_clean_failure(&sweep(&["--target", "cpu", "--fused-stages", "0..=7"]), "6 stages");
