@@ -73,7 +73,7 @@ fn drop_path_drops_whole_samples() {
     let kept = y.chunks(8).filter(|s| s.iter().all(|v| *v == 2.0)).count();
     assert!(y.chunks(8).all(|s| s.iter().all(|v| *v == 0.0) || s.iter().all(|v| *v == 2.0)));
     assert!((20..44).contains(&kept), "{kept}");
-    assert_eq!(t.forward(&vec![1.0; 8], 1, Mode::Eval, 9).unwrap(), vec![1.0; 8]);
+    assert_eq!(t.forward(&[1.0; 8], 1, Mode::Eval, 9).unwrap(), vec![1.0; 8]);
 }
 
 /// Class = which quadrant of a 16×16 image holds a bright blob.

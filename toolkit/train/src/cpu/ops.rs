@@ -103,6 +103,7 @@ pub fn linear_forward(x: &[f32], w: &[f32], b: &[f32], fin: usize, fout: usize, 
     y.chunks_exact_mut(fout).for_each(|r| r.iter_mut().zip(b).for_each(|(v, b)| *v += b));
 }
 
+#[allow(clippy::too_many_arguments)]
 pub fn linear_backward(x: &[f32], w: &[f32], dy: &[f32], fin: usize, fout: usize, dx: &mut [f32], dw: &mut [f32], db: &mut [f32]) {
     let n = x.len() / fin;
     gemm(dw, Mat::new(dy, n, fout).t(), Mat::new(x, n, fin), false);

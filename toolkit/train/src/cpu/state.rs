@@ -19,7 +19,7 @@ impl CpuTrainer {
         w
     }
 
-    fn from_weights(&self, w: &Weights) -> Result<Vec<Vec<f32>>, TrainError> {
+    fn buffers_of(&self, w: &Weights) -> Result<Vec<Vec<f32>>, TrainError> {
         w.check(&self.graph)?;
         self.graph.params.iter().map(|p| Ok(w.get(&p.name)?.data().to_vec())).collect()
     }
@@ -101,9 +101,9 @@ impl TrainEngine for CpuTrainer {
     }
 
     fn load_state(&mut self, weights: &Weights, ema: Option<&Weights>, slots: &[(String, Tensor)]) -> Result<(), TrainError> {
-        let params = self.from_weights(weights)?;
+        let params = self.buffers_of(weights)?;
         let shadow = match (ema, self.config.ema) {
-            (Some(e), true) => Some(self.from_weights(e)?),
+            (Some(e), true) => Some(self.buffers_of(e)?),
             (None, true) => Some(params.clone()),
             (_, false) => None,
         };

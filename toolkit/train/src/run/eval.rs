@@ -14,6 +14,7 @@ pub struct EvalResult {
 }
 
 /// The engine must already hold a graph for `size`.
+#[allow(clippy::too_many_arguments)]
 pub fn evaluate(engine: &mut dyn TrainEngine, data: &Arc<Dataset>, size: usize, channels: usize, mean: &[f32], std: &[f32], batch: usize, workers: usize) -> Result<EvalResult, TrainError> {
     let classes = data.classes.len();
     let augment = AugmentConfig { min_area: 1.0, flip: false, randaug_layers: 0, mean: mean.to_vec(), std: std.to_vec() };

@@ -55,7 +55,8 @@ pub fn svg(records: &[EpochMetrics]) -> String {
     let mut s = format!(r#"<svg xmlns="http://www.w3.org/2000/svg" width="{}" height="{}" font-family="sans-serif" font-size="11">"#, 2.0 * w, h);
     s.push_str(r#"<rect width="100%" height="100%" fill="white"/>"#);
     let n = records.len().max(2) as f64;
-    let panels: [(&str, Vec<(&str, &str, Vec<f64>)>); 2] = [
+    type Series<'a> = Vec<(&'a str, &'a str, Vec<f64>)>;
+    let panels: [(&str, Series); 2] = [
         ("training loss", vec![("loss", "#d62728", records.iter().map(|r| r.train_loss).collect())]),
         (
             "top-1 accuracy",
@@ -84,4 +85,39 @@ pub fn svg(records: &[EpochMetrics]) -> String {
     }
     s.push_str("</svg>\n");
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(epoch: usize, loss: f64) -> EpochMetrics {
+        EpochMetrics {
+            epoch,
+            stage: 0,
+            size: 32,
+            randaug: 0.0,
+            mixup: 0.0,
+            dropout: 0.2,
+            lr: 0.01,
+            train_loss: loss,
+            train_top1: 0.5,
+            test_top1: 0.6,
+            test_top5: 0.9,
+            images_per_sec: 100.0,
+            epoch_seconds: 1.0,
+            train_seconds: epoch as f64,
+        }
+    }
+
+    #[test]
+    fn resumed_runs_drop_redone_epochs_and_plot_every_series() {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), &[rec(1, 2.0), rec(2, 1.5), rec(3, f64::NAN)]).unwrap();
+        let kept = read(&d.path().join("metrics.jsonl"), 2);
+        assert_eq!(kept.iter().map(|r| r.epoch).collect::<Vec<_>>(), vec![1, 2]);
+        let svg = std::fs::read_to_string(d.path().join("curves.svg")).unwrap();
+        assert!(svg.starts_with("<svg") && svg.matches("<polyline").count() == 3 && svg.trim_end().ends_with("</svg>"));
+        assert!(read(&d.path().join("missing.jsonl"), 5).is_empty());
+    }
 }

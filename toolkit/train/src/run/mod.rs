@@ -58,13 +58,13 @@ impl TrainConfig {
         if !(self.lr > 0.0 && self.lr.is_finite()) {
             return bad("--lr must be a positive number");
         }
-        if !(0.0..1.0).contains(&self.label_smoothing) || !(self.weight_decay >= 0.0) {
+        if !(0.0..1.0).contains(&self.label_smoothing) || self.weight_decay.is_nan() || self.weight_decay < 0.0 {
             return bad("--label-smoothing must be in [0, 1) and --weight-decay >= 0");
         }
         if self.ema_decay.is_some_and(|d| !(0.0..1.0).contains(&d)) {
             return bad("--ema-decay must be in [0, 1)");
         }
-        if self.eval_size == 0 || self.augment.mean.len() != self.options.in_channels || self.augment.std.iter().any(|s| *s == 0.0) {
+        if self.eval_size == 0 || self.augment.mean.len() != self.options.in_channels || self.augment.std.contains(&0.0) {
             return bad("eval size must be positive and mean/std need one non-zero value per input channel");
         }
         ModelSpec::from_name(&self.variant, self.options.clone()).map_err(|e| TrainError::Config(e.to_string()))?;
