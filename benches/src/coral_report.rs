@@ -119,10 +119,10 @@ pub fn markdown(r: &CoralSweepReport) -> String {
 
 fn plot(r: &CoralSweepReport) -> String {
     let s = &r.settings;
-    let variant = format!("{} SE {}", s.options.activation, if s.options.se { "on" } else { "off" });
+    let variant = format!("{}, SE {}", s.options.activation, if s.options.se { "on" } else { "off" });
     render(&Plot {
-        title: format!("{} @{} ({variant}): Edge TPU prediction vs Fused-MBConv placement", s.model, s.image_size),
-        subtitle: format!("coral int8, cost model fitted to Coral's published latencies · {} · {}", r.device, r.date_utc),
+        title: format!("{} @{} ({variant}) on the Edge TPU", s.model, s.image_size),
+        subtitle: format!("int8; latency predicted by the cost model fitted to Coral's published latencies · {} · {}", r.device, r.date_utc),
         x_label: "Fused-MBConv stages (k = first k stages fused)".into(),
         labels: r.rows.iter().map(|row| row.fused_stages.clone()).collect(),
         p50_ms: r.rows.iter().map(|row| row.predicted.total_ms).collect(),
