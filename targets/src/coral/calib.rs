@@ -118,7 +118,8 @@ pub fn load_calibration(src: &CalibSource, n: usize, pre: &Preprocess, channels:
                 return Err(CalibError::NoImages { dir: dir.clone(), skipped });
             }
             let picked = spread(files.len(), n);
-            let images = picked.iter().map(|&i| Ok(imaging::preprocess(&imaging::load(&files[i])?, pre, channels)?)).collect::<Result<Vec<_>, CalibError>>()?;
+            let load = |i: usize| Ok(imaging::preprocess(&imaging::load(&files[i])?, pre, channels)?);
+            let images = picked.iter().map(|&i| load(i)).collect::<Result<Vec<_>, CalibError>>()?;
             let note = format!("{} of the {} PNG/JPEG files under the folder, evenly spaced in sorted order", picked.len(), files.len());
             (images, info("folder", dir.display().to_string(), picked.len(), false, &note))
         }
@@ -179,15 +180,16 @@ fn is_image(p: &Path) -> bool {
     matches!(ext.as_deref(), Some("png" | "jpg" | "jpeg"))
 }
 
-/// `[C, H, W]` images into `[≤BATCH, C, H, W]` batches.
+/// `[C, H, W]` images into `[≤BATCH, C, H, W]` batches (each image is freed once copied).
 fn batch(images: Vec<Tensor>, c: usize, s: usize) -> Vec<Tensor> {
-    images
-        .chunks(BATCH)
-        .map(|chunk| {
-            let data: Vec<f32> = chunk.iter().flat_map(|t| t.data().iter().copied()).collect();
-            Tensor::new(vec![chunk.len(), c, s, s], data).expect("images are [c, s, s]")
-        })
-        .collect()
+    let mut out = vec![];
+    let mut it = images.into_iter().peekable();
+    while it.peek().is_some() {
+        let chunk: Vec<Tensor> = it.by_ref().take(BATCH).collect();
+        let data: Vec<f32> = chunk.iter().flat_map(|t| t.data().iter().copied()).collect();
+        out.push(Tensor::new(vec![chunk.len(), c, s, s], data).expect("images are [c, s, s]"));
+    }
+    out
 }
 
 #[cfg(test)]

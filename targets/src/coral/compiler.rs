@@ -5,7 +5,6 @@
 //! and ultralytics/yolov7 exports; the parser is lenient: unknown lines are ignored.
 
 use std::io::Read;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -38,11 +37,19 @@ impl CompilerChoice {
 
 /// The first executable file called `name` in PATH.
 pub fn find_on_path(name: &str) -> Option<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(name))
-        .find(|p| p.metadata().map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false))
+    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.metadata().map(|m| m.is_file() && executable(&m)).unwrap_or(false))
+}
+
+#[cfg(unix)]
+fn executable(m: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    m.permissions().mode() & 0o111 != 0
+}
+
+#[cfg(not(unix))]
+fn executable(_: &std::fs::Metadata) -> bool {
+    true
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -74,18 +81,13 @@ pub fn run_compiler(exe: &Path, model: &[u8], model_file: &str, dir: &Path, time
     if let Err(e) = std::fs::create_dir_all(dir).and_then(|_| std::fs::write(&input, model)) {
         return fail(format!("{}: {e}", input.display()));
     }
+    let mut cmd = Command::new(exe);
+    cmd.arg("-s").arg("-o").arg(dir).arg(&input).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     // Its own process group, so a timeout stops the compiler's children too (they would
     // otherwise hold the output pipes open).
-    let child = Command::new(exe)
-        .arg("-s")
-        .arg("-o")
-        .arg(dir)
-        .arg(&input)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .spawn();
+    #[cfg(unix)]
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    let child = cmd.spawn();
     let mut child = match child {
         Ok(c) => c,
         Err(e) => return fail(e.to_string()),
@@ -107,7 +109,8 @@ pub fn run_compiler(exe: &Path, model: &[u8], model_file: &str, dir: &Path, time
         match child.try_wait() {
             Ok(Some(status)) => break Ok(status),
             Ok(None) if start.elapsed() >= timeout => {
-                // SAFETY: kill(2) on the process group we created for this child.
+                // SAFETY: kill(2) on the process group created for this child above.
+                #[cfg(unix)]
                 unsafe {
                     libc::kill(-(child.id() as i32), libc::SIGKILL);
                 }
