@@ -310,3 +310,45 @@ fn fashion_mnist_calibration_when_installed() {
     }
     let _ = RangeMethod::MinMax;
 }
+
+/// An op the Edge TPU cannot run puts it and everything after it on the CPU (the compiler's
+/// single-subgraph rule); the report and the prediction follow.
+#[test]
+fn an_unmappable_op_sends_the_rest_to_the_cpu() {
+    use effv2_targets::coral::analysis::analyze;
+    use effv2_targets::coral::compiler::CompilerChoice as C;
+    use effv2_targets::coral::cost::FITTED;
+    use effv2_targets::coral::report::CalibSummary;
+    use effv2_targets::coral::{make_report, ReportInput};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let out = build_coral(&small_model(3), &opts(CalibSource::Synthetic), &tmp.path().join("a")).unwrap();
+    let mut q = out.qmodel.clone();
+    let all = analyze(&q);
+    let k = q.ops.iter().position(|o| o.kind == OpKind::Add).unwrap();
+    // A non-8-bit activation: the compiler maps only int8/uint8 tensors.
+    let t = q.ops[k].outputs[0];
+    q.tensors[t].dtype = effv2_quantize::DType::Int32;
+    let ops = analyze(&q);
+    assert_eq!(ops.iter().position(|s| !s.on_edgetpu), Some(k));
+    assert!(ops[k].why_not[0].contains("Int32"), "{:?}", ops[k].why_not);
+    // The op reading that tensor is refused for the same reason; every later op for the partition.
+    assert!(ops[k + 1..].iter().all(|s| !s.on_edgetpu && !s.why_not.is_empty()));
+    assert!(ops[k + 1..].iter().any(|s| s.why_not[0].contains("More than one subgraph is not supported")));
+    let r = make_report(ReportInput {
+        model: out.report.model.clone(),
+        q: &q,
+        ops,
+        tflite_bytes: 0,
+        calib: CalibSummary { info: out.report.calibration.info.clone(), method: "minmax".into() },
+        cost_model: FITTED,
+        compiler: None,
+        compiler_choice: &C::Off,
+    });
+    assert_eq!((r.partition.on_edgetpu, r.partition.on_cpu, r.partition.edgetpu_subgraphs), (k, all.len() - k, 1));
+    assert_eq!(r.partition.first_cpu_op.as_ref().unwrap().index, k);
+    assert_eq!(r.latency.predicted.cpu_ops, all.len() - k);
+    assert!(r.latency.predicted.total_ms < out.report.latency.predicted.total_ms);
+    let md = effv2_targets::coral::markdown(&r);
+    assert!(md.contains(&format!("first CPU op: #{k} ADD")) && md.contains("plus host CPU time"), "{md}");
+}
