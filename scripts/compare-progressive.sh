@@ -15,7 +15,7 @@ BIN=./target/release/effv2-edge
 OUT=${OUT:-runs/compare-progressive-e${EPOCHS}-s${SEED}}
 rm -rf "$OUT"
 mkdir -p "$OUT"
-COMMON=(--model b0 --width 0.5 --depth 0.5 --epochs "$EPOCHS" --seed "$SEED" --lr-decay cosine
+COMMON=(--model b0 --width 0.5 --depth 0.5 --fused-stages all --epochs "$EPOCHS" --seed "$SEED" --lr-decay cosine
   --max-size 32 --randaug-max 6 --mixup-max 0.2 --cutmix-max 0.2 "$@")
 run() {
   local name=$1; shift
