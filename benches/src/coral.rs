@@ -208,10 +208,12 @@ pub fn run_coral_sweep(o: &CoralSweepOptions, progress: &ProgressBar) -> Result<
     Ok(report)
 }
 
-/// Time the artifact when a runtime can open it; "no device" when none can.
+/// Time the artifact when a runtime runs it on an Edge TPU; "no device" otherwise (a CPU
+/// fallback's latency is not the Edge TPU's, so it is not reported as measured).
 fn measure(dir: &Path, m: &MeasureOptions) -> Result<Measured, BenchError> {
     match measure_artifact(dir, m) {
-        Ok(r) => Ok(Measured { status: format!("{} on {}", r.backend, r.device), latency_ms: Some(r.latency_ms) }),
+        Ok(r) if r.on_accelerator => Ok(Measured { status: format!("{} on {}", r.backend, r.device), latency_ms: Some(r.latency_ms) }),
+        Ok(r) => Ok(Measured { status: format!("no device ({} ran it on {})", r.backend, r.device), latency_ms: None }),
         Err(BenchError::Runtime(RuntimeError::Unavailable { backend, why })) => {
             Ok(Measured { status: format!("no device (effv2-runtime: {backend}: {why})"), latency_ms: None })
         }

@@ -72,6 +72,8 @@ pub struct RunReport {
     pub artifact: ArtifactInfo,
     pub backend: String,
     pub device: String,
+    /// On the target's accelerator (the Edge TPU), not a CPU or a CPU fallback.
+    pub on_accelerator: bool,
     pub machine: Machine,
     /// [N, C, H, W] actually run.
     pub input_shape: [usize; 4],
@@ -145,6 +147,7 @@ pub fn measure_runtime(rt: &mut dyn Runtime, dir: &Path, load_s: f64, opts: &Mea
         },
         backend: rt.backend().to_string(),
         device: rt.device(),
+        on_accelerator: rt.on_accelerator(),
         machine: Machine::detect(),
         input_shape: shape,
         batch,

@@ -12,6 +12,9 @@ mod backends;
 use std::path::{Path, PathBuf};
 
 pub use backends::{backends, BackendInfo};
+/// Environment variables naming libtensorflowlite_c and libedgetpu (else the standard names).
+#[cfg(feature = "edgetpu")]
+pub use backends::{EDGETPU_ENV, TFLITE_ENV};
 pub use manifest::{Manifest, Precision, Target};
 
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +48,11 @@ pub trait Runtime: Send {
     fn backend(&self) -> &str;
     /// Where it runs, e.g. "cpu x86_64, 2 threads".
     fn device(&self) -> String;
+    /// True when the model runs on the target's accelerator (the Edge TPU for coral), false on
+    /// a CPU — including a backend's CPU fallback, which `device()` explains.
+    fn on_accelerator(&self) -> bool {
+        false
+    }
     /// The verified manifest of the artifact.
     fn manifest(&self) -> &Manifest;
     /// Input shape this runtime was prepared for: [N, C, H, W].
@@ -65,7 +73,7 @@ pub fn open(dir: &Path, opts: &OpenOptions) -> Result<Box<dyn Runtime>, RuntimeE
 }
 
 /// Shared input check for backends.
-#[cfg_attr(not(feature = "tract"), allow(dead_code))]
+#[cfg_attr(not(any(feature = "tract", feature = "edgetpu")), allow(dead_code))]
 pub(crate) fn check_input(input: &[f32], shape: [usize; 4]) -> Result<(), RuntimeError> {
     let want = shape.iter().product();
     if input.len() != want {

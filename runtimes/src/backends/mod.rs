@@ -5,8 +5,13 @@ use std::path::Path;
 use crate::manifest::{Manifest, Target};
 use crate::{OpenOptions, Runtime, RuntimeError};
 
+#[cfg(feature = "edgetpu")]
+mod edgetpu;
 #[cfg(feature = "tract")]
 mod tract;
+
+#[cfg(feature = "edgetpu")]
+pub use edgetpu::{EDGETPU_ENV, TFLITE_ENV};
 
 #[derive(Clone, Debug)]
 pub struct BackendInfo {
@@ -17,7 +22,10 @@ pub struct BackendInfo {
 }
 
 pub fn backends() -> Vec<BackendInfo> {
-    vec![BackendInfo { name: "tract", target: Target::Cpu, compiled: cfg!(feature = "tract") }]
+    vec![
+        BackendInfo { name: "tract", target: Target::Cpu, compiled: cfg!(feature = "tract") },
+        BackendInfo { name: "edgetpu", target: Target::Coral, compiled: cfg!(feature = "edgetpu") },
+    ]
 }
 
 pub(crate) fn open(dir: &Path, manifest: Manifest, opts: &OpenOptions) -> Result<Box<dyn Runtime>, RuntimeError> {
@@ -29,6 +37,10 @@ pub(crate) fn open(dir: &Path, manifest: Manifest, opts: &OpenOptions) -> Result
             let _ = (dir, opts);
             Err(not_compiled("tract", "tract"))
         }
+        #[cfg(feature = "edgetpu")]
+        Target::Coral => Ok(Box::new(edgetpu::EdgeTpuRuntime::open(dir, manifest, opts)?)),
+        #[cfg(not(feature = "edgetpu"))]
+        Target::Coral => Err(not_compiled("edgetpu", "edgetpu")),
         t => Err(RuntimeError::Unavailable {
             backend: t.to_string(),
             why: format!("no backend for {t} artifacts is implemented in this version of effv2-runtime"),

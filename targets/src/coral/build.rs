@@ -27,8 +27,8 @@ pub const COMPILER_OUTPUT_FILE: &str = "edgetpu_compiler_output.txt";
 pub const REPORT_JSON: &str = "edgetpu_report.json";
 pub const REPORT_MD: &str = "edgetpu_report.md";
 
-pub const MEASURED_NO_DEVICE: &str = "no device: effv2-runtime has no Edge TPU backend yet and no Edge TPU is attached \
-    to this machine; the latency above is predicted, not measured";
+pub const MEASURED_NO_DEVICE: &str = "no device: a build measures nothing; the latency above is predicted. Measure it \
+    with `effv2-bench run --artifact DIR` on a machine with an Edge TPU (effv2-runtime's edgetpu backend)";
 pub const ACCURACY: &str = "The cost model's constants are fitted to Coral's published USB Accelerator latencies \
     (MobileNet V1 0.25@128 and 1.0@224, EfficientNet-EdgeTPU-S and -L) and predict the held-out MobileNet V2 and \
     EfficientNet-EdgeTPU-M within 10%; every published network is within 25% (docs/coral/cost_model.md). No published \
