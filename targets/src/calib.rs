@@ -1,4 +1,4 @@
-//! Calibration images for int8 quantization: a folder of PNG/JPEG files (searched recursively),
+//! Calibration images for int8 quantization (every int8 target: coral, cpu --precision int8): a folder of PNG/JPEG files (searched recursively),
 //! Fashion-MNIST's training split, or random normal images — each preprocessed exactly as the
 //! model's own preprocessing says, into `[N, C, H, W]` float batches.
 
@@ -9,6 +9,7 @@ use effv2_edge::imaging::{self, ImageError};
 use effv2_edge::rng::Rng;
 use effv2_edge::spec::Preprocess;
 use effv2_edge::Tensor;
+use effv2_quantize::RangeMethod;
 use serde::Serialize;
 
 /// Images per calibration batch.
@@ -138,6 +139,15 @@ pub fn load_calibration(src: &CalibSource, n: usize, pre: &Preprocess, channels:
         }
     };
     Ok(CalibSet { batches: batch(images, channels, pre.size), info })
+}
+
+/// "percentile 99.99", "minmax", "mse": how manifests and reports name a range method.
+pub fn method_name(m: RangeMethod) -> String {
+    match m {
+        RangeMethod::MinMax => "minmax".into(),
+        RangeMethod::Percentile(p) => format!("percentile {p}"),
+        RangeMethod::Mse => "mse".into(),
+    }
 }
 
 fn info(kind: &str, source: String, images: usize, synthetic: bool, note: &str) -> CalibInfo {

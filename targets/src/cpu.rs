@@ -1,11 +1,15 @@
-//! `--target cpu`: an fp32 ONNX model (BN folded, static shape) for tract or onnxruntime.
+//! `--target cpu`: an fp32 ONNX model (BN folded, static shape) for tract or onnxruntime, or with
+//! `--precision int8` a QOperator int8 ONNX calibrated like the coral target (same quantizer, same
+//! parameters), still with float input and logits.
 
 use std::path::Path;
 
-use effv2_runtime::manifest::{Manifest, Precision, Target};
+use effv2_quantize::{quantize, IoType, QModel, QuantizeError, QuantizeOptions, RangeMethod};
+use effv2_runtime::manifest::{Manifest, Precision, QuantParams, Quantization, Target};
 
 use crate::artifact::{manifest_for, write_artifact, ArtifactError, ArtifactFile, ManifestInput};
-use crate::onnx::{write_onnx, OnnxError, OnnxOptions, INPUT, OUTPUT};
+use crate::calib::{load_calibration, method_name, CalibError, CalibSource};
+use crate::onnx::{write_int8_onnx, write_onnx, OnnxError, OnnxOptions, INPUT, OUTPUT};
 use crate::source::{LoadedModel, SourceError};
 
 pub const MODEL_FILE: &str = "model.onnx";
@@ -20,6 +24,10 @@ pub enum BuildError {
     Onnx(#[from] OnnxError),
     #[error(transparent)]
     Artifact(#[from] ArtifactError),
+    #[error(transparent)]
+    Calib(#[from] CalibError),
+    #[error(transparent)]
+    Quantize(#[from] QuantizeError),
 }
 
 #[derive(Clone, Debug, Default)]
@@ -28,18 +36,38 @@ pub struct CpuBuild {
     pub batch: usize,
 }
 
-pub fn build_cpu(model: &LoadedModel, opts: &CpuBuild, out: &Path) -> Result<Manifest, BuildError> {
-    let graph = model.graph(opts.image_size)?;
-    let batch = opts.batch.max(1);
-    let onnx_opts = OnnxOptions {
+/// Calibration of an int8 cpu build (the coral target's sources and methods).
+#[derive(Clone, Debug)]
+pub struct CpuInt8 {
+    pub calib: CalibSource,
+    pub calib_images: usize,
+    pub method: RangeMethod,
+    /// Seed of synthetic calibration images.
+    pub seed: u64,
+}
+
+impl CpuInt8 {
+    pub fn new(calib: CalibSource) -> Self {
+        CpuInt8 { calib, calib_images: 100, method: RangeMethod::Percentile(99.99), seed: 0 }
+    }
+}
+
+fn onnx_options(model: &LoadedModel, batch: usize) -> OnnxOptions {
+    OnnxOptions {
         batch,
         metadata: vec![
             ("effv2.variant".into(), model.spec.variant.clone()),
             ("effv2.fused_stages".into(), model.spec.options.fused_stages.to_string()),
         ],
         ..OnnxOptions::default()
-    };
-    let bytes = write_onnx(&graph, &model.weights, &onnx_opts)?;
+    }
+}
+
+/// fp32 artifact.
+pub fn build_cpu(model: &LoadedModel, opts: &CpuBuild, out: &Path) -> Result<Manifest, BuildError> {
+    let graph = model.graph(opts.image_size)?;
+    let batch = opts.batch.max(1);
+    let bytes = write_onnx(&graph, &model.weights, &onnx_options(model, batch))?;
     let files = vec![ArtifactFile { path: MODEL_FILE.into(), role: "model".into(), bytes }];
     let mut preprocess = model.preprocess.clone();
     preprocess.size = graph.input_shape().h;
@@ -60,4 +88,65 @@ pub fn build_cpu(model: &LoadedModel, opts: &CpuBuild, out: &Path) -> Result<Man
     );
     write_artifact(out, &files, &manifest)?;
     Ok(manifest)
+}
+
+/// An int8 cpu build: the manifest and the int8 model the ONNX was written from (for checks
+/// against the int8 reference executor).
+pub struct CpuInt8Outcome {
+    pub manifest: Manifest,
+    pub qmodel: QModel,
+}
+
+/// int8 artifact: calibrate on `q.calib`, quantize (TFLite's int8 scheme), write QOperator ONNX.
+pub fn build_cpu_int8(model: &LoadedModel, opts: &CpuBuild, q: &CpuInt8, out: &Path) -> Result<CpuInt8Outcome, BuildError> {
+    let graph = model.graph(opts.image_size)?;
+    let batch = opts.batch.max(1);
+    let shape = graph.input_shape();
+    let mut preprocess = model.preprocess.clone();
+    preprocess.size = shape.h;
+    let calib = load_calibration(&q.calib, q.calib_images, &preprocess, shape.c, q.seed)?;
+    let qmodel = quantize(&graph, &model.weights, &calib.batches, &QuantizeOptions { method: q.method, io: IoType::Int8 })?;
+    let mut onnx_opts = onnx_options(model, batch);
+    onnx_opts.metadata.push(("effv2.precision".into(), "int8".into()));
+    let bytes = write_int8_onnx(&qmodel, &onnx_opts)?;
+    let files = vec![ArtifactFile { path: MODEL_FILE.into(), role: "model".into(), bytes }];
+    let mut notes = vec![
+        "int8 QOperator ONNX: QLinearConv for every convolution (per-channel int8 weights, int32 bias), \
+         DequantizeLinear -> Add/Mul/Sigmoid/GlobalAveragePool -> QuantizeLinear around the rest; input is preprocessed \
+         float32 NCHW (quantized inside with `quantization.input`), output float logits. Runs with effv2-runtime (tract) \
+         or onnxruntime."
+            .into(),
+    ];
+    if calib.info.synthetic {
+        notes.push(calib.info.note.clone());
+    }
+    let mut manifest = manifest_for(
+        ManifestInput {
+            spec: &model.spec,
+            graph: &graph,
+            batch,
+            target: Target::Cpu,
+            precision: Precision::Int8,
+            preprocess,
+            labels: model.labels.clone(),
+            input_name: INPUT,
+            output_name: OUTPUT,
+            notes,
+        },
+        &files,
+    );
+    let qp = |t: &effv2_quantize::QTensor| {
+        let p = t.params().ok_or_else(|| QuantizeError::Internal(format!("I/O tensor {:?} has no per-tensor parameters", t.name)))?;
+        Ok::<_, BuildError>(QuantParams { dtype: "int8".into(), scale: p.scale, zero_point: p.zero_point })
+    };
+    manifest.quantization = Some(Quantization {
+        input: qp(qmodel.input_tensor())?,
+        output: qp(qmodel.output_tensor())?,
+        method: method_name(q.method),
+        calibration: q.calib.to_string(),
+        calibration_images: calib.info.images,
+        synthetic_calibration: calib.info.synthetic,
+    });
+    write_artifact(out, &files, &manifest)?;
+    Ok(CpuInt8Outcome { manifest, qmodel })
 }

@@ -10,7 +10,8 @@ use effv2_quantize::{quantize, IoType, QModel, QuantizeOptions, RangeMethod};
 use effv2_runtime::manifest::{Manifest, Precision, QuantParams, Quantization, Target, TensorSpec};
 
 use super::analysis::{analyze, OpClass, OpStat};
-use super::calib::{load_calibration, CalibSource};
+use crate::calib::{load_calibration, CalibSource};
+pub use crate::calib::method_name;
 use super::compiler::{parse_compiler_log, run_compiler, CompilerChoice, CompilerRun, CompilerStatus};
 use super::cost::{CostModel, FITTED};
 use super::report::*;
@@ -71,14 +72,6 @@ pub struct CoralOutcome {
     pub qmodel: QModel,
 }
 
-/// "percentile 99.99", "minmax", "mse".
-pub fn method_name(m: RangeMethod) -> String {
-    match m {
-        RangeMethod::MinMax => "minmax".into(),
-        RangeMethod::Percentile(p) => format!("percentile {p}"),
-        RangeMethod::Mse => "mse".into(),
-    }
-}
 
 /// Stage kinds: `FFFMMM`.
 pub fn stage_mask(spec: &ModelSpec) -> String {

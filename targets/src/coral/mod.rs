@@ -5,7 +5,6 @@
 
 pub mod analysis;
 mod build;
-pub mod calib;
 pub mod compiler;
 pub mod cost;
 pub mod reference;
@@ -14,6 +13,8 @@ mod report_md;
 pub mod validate;
 
 pub use build::*;
+/// Calibration sources live in [`crate::calib`] (shared with the cpu int8 build); kept here by path.
+pub use crate::calib;
 pub use report_md::markdown;
 /// Re-exported so callers (the CLI, the bench) need no direct dependency on effv2-quantize.
 pub use effv2_quantize::{IoType, RangeMethod};
@@ -29,7 +30,7 @@ use crate::tflite::TfliteError;
 #[derive(Debug, thiserror::Error)]
 pub enum CoralError {
     #[error(transparent)]
-    Calib(#[from] calib::CalibError),
+    Calib(#[from] crate::calib::CalibError),
     #[error(transparent)]
     Source(#[from] SourceError),
     #[error(transparent)]

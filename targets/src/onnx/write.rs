@@ -10,7 +10,7 @@ use super::proto::*;
 pub const INPUT: &str = "input";
 pub const OUTPUT: &str = "logits";
 pub const OPSET: i64 = 13;
-const IR_VERSION: i64 = 8;
+pub(super) const IR_VERSION: i64 = 8;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OnnxError {
@@ -173,7 +173,7 @@ impl GraphBuilder {
     }
 }
 
-fn value_info(name: &str, dims: &[i64]) -> ValueInfoProto {
+pub(super) fn value_info(name: &str, dims: &[i64]) -> ValueInfoProto {
     ValueInfoProto {
         name: name.into(),
         r#type: Some(TypeProto {
@@ -185,11 +185,11 @@ fn value_info(name: &str, dims: &[i64]) -> ValueInfoProto {
     }
 }
 
-fn ints(name: &str, v: &[i64]) -> AttributeProto {
+pub(super) fn ints(name: &str, v: &[i64]) -> AttributeProto {
     AttributeProto { name: name.into(), r#type: attribute_type::INTS, ints: v.to_vec(), ..Default::default() }
 }
 
-fn int(name: &str, v: i64) -> AttributeProto {
+pub(super) fn int(name: &str, v: i64) -> AttributeProto {
     AttributeProto { name: name.into(), r#type: attribute_type::INT, i: Some(v), ..Default::default() }
 }
 

@@ -65,5 +65,32 @@ fn bad_calibration_input_fails_cleanly() {
     }
     // Calibration flags are refused for the fp32 cpu target.
     let r = effv2(&["build", "--target", "cpu", "--model", "b0", "--calib", "synthetic", "-o", o], tmp.path());
-    assert!(!r.status.success() && text(&r).contains("for --target coral"), "{}", text(&r));
+    assert!(!r.status.success() && text(&r).contains("add --precision int8"), "{}", text(&r));
+    for (args, needle) in [
+        (vec!["build", "--target", "cpu", "--precision", "int8", "--model", "b0", "-o", o], "--precision int8 needs --calib SRC"),
+        (vec!["build", "--target", "coral", "--precision", "fp32", "--model", "b0", "--calib", "synthetic", "-o", o], "int8 only"),
+    ] {
+        let r = effv2(&args, tmp.path());
+        assert!(!r.status.success() && !text(&r).contains("panicked") && text(&r).contains(needle), "{args:?}: {}", text(&r));
+        assert!(!out.exists());
+    }
+}
+
+/// `--target cpu --precision int8`: a QOperator ONNX with the calibration in its manifest.
+#[test]
+fn cpu_int8_build_writes_an_int8_onnx_artifact() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("art");
+    let mut args = SMALL.to_vec();
+    args[2] = "cpu";
+    args.extend(["--precision", "int8", "--calib", "synthetic", "--calib-images", "4", "--batch", "2", "-o", out.to_str().unwrap()]);
+    let o = effv2(&args, tmp.path());
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(t.contains("for cpu (int8)") && t.contains("calibration: synthetic (4 images"), "{t}");
+    let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!((m["target"].as_str(), m["precision"].as_str(), m["input"]["dtype"].as_str()), (Some("cpu"), Some("int8"), Some("float32")));
+    assert_eq!(m["input"]["shape"][0], 2);
+    let onnx = std::fs::read(out.join("model.onnx")).unwrap();
+    assert!(onnx.windows(11).any(|w| w == b"QLinearConv"), "no QLinearConv in model.onnx");
 }

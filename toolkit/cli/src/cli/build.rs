@@ -1,4 +1,4 @@
-//! `effv2-edge build --target cpu|coral`: a deployable artifact directory.
+//! `effv2-edge build --target cpu|coral [--precision fp32|int8]`: a deployable artifact directory.
 
 use std::path::PathBuf;
 
@@ -8,10 +8,10 @@ use clap::{Args, ValueEnum};
 use effv2_edge::cli_args::ShapeArgs;
 use effv2_edge::spec::{FusedStages, ModelOptions};
 use effv2_runtime::Target;
-use effv2_targets::coral::calib::CalibSource;
+use effv2_targets::calib::CalibSource;
 use effv2_targets::coral::compiler::CompilerChoice;
 use effv2_targets::coral::{build_coral, CoralBuild, CoralOutcome, IoType, RangeMethod};
-use effv2_targets::cpu::{build_cpu, CpuBuild};
+use effv2_targets::cpu::{build_cpu, build_cpu_int8, CpuBuild, CpuInt8};
 use effv2_targets::source::ModelSource;
 
 #[derive(Args, Debug)]
@@ -19,6 +19,9 @@ pub struct BuildArgs {
     /// cpu (fp32 ONNX for tract/onnxruntime) or coral (int8 TFLite for the Edge TPU + report)
     #[arg(long)]
     pub target: Target,
+    /// cpu: fp32 ONNX, or int8 (QOperator ONNX calibrated like coral; needs --calib). coral is always int8
+    #[arg(long, value_enum)]
+    pub precision: Option<PrecisionArg>,
     /// Build from this checkpoint...
     #[arg(long, conflicts_with = "model")]
     pub checkpoint: Option<PathBuf>,
@@ -39,13 +42,13 @@ pub struct BuildArgs {
     /// Seed for fresh weights (and synthetic calibration images)
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// coral: calibration images — a folder of PNG/JPEG (recursive), fashion-mnist, or synthetic
+    /// int8 (coral, cpu --precision int8): calibration images — a folder of PNG/JPEG (recursive), fashion-mnist, or synthetic
     #[arg(long, value_name = "SRC")]
     pub calib: Option<String>,
-    /// coral: number of calibration images
+    /// int8: number of calibration images
     #[arg(long, value_name = "N", default_value_t = 100)]
     pub calib_images: usize,
-    /// coral: how activation ranges are chosen (percentile = 99.99th)
+    /// int8: how activation ranges are chosen (percentile = 99.99th)
     #[arg(long, value_enum, default_value_t = CalibMethod::Percentile)]
     pub calib_method: CalibMethod,
     /// coral: model input/output integer type
@@ -69,6 +72,12 @@ pub enum CalibMethod {
     Mse,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PrecisionArg {
+    Fp32,
+    Int8,
+}
+
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum IoArg {
     Int8,
@@ -88,28 +97,48 @@ pub fn run(a: &BuildArgs) -> Result<()> {
     if a.batch == 0 {
         bail!("--batch must be at least 1");
     }
-    let coral = match a.target {
-        Target::Cpu => {
-            if a.calib.is_some() || a.edgetpu_compiler.is_some() || a.no_compile {
-                bail!("--calib, --edgetpu-compiler and --no-compile are for --target coral (cpu builds are fp32)");
+    let precision = a.precision.unwrap_or(if a.target == Target::Coral { PrecisionArg::Int8 } else { PrecisionArg::Fp32 });
+    let coral = match (a.target, precision) {
+        (Target::Cpu, precision) => {
+            if a.edgetpu_compiler.is_some() || a.no_compile {
+                bail!("--edgetpu-compiler and --no-compile are for --target coral");
+            }
+            if precision == PrecisionArg::Fp32 && a.calib.is_some() {
+                bail!("--calib is for int8 builds: add --precision int8 (cpu builds are fp32 by default)");
             }
             None
         }
-        Target::Coral => Some(coral_options(a)?),
-        t => bail!("--target {t} is not implemented yet in this version (cpu and coral are)"),
+        (Target::Coral, PrecisionArg::Int8) => Some(coral_options(a)?),
+        (Target::Coral, PrecisionArg::Fp32) => bail!("--target coral is int8 only (the Edge TPU runs integer models); drop --precision fp32"),
+        (t, _) => bail!("--target {t} is not implemented yet in this version (cpu and coral are)"),
+    };
+    let cpu_int8 = match (&coral, precision) {
+        (None, PrecisionArg::Int8) => Some(cpu_int8_options(a)?),
+        _ => None,
     };
     let model = source.load_for_size(a.image_size)?;
     let Some(opts) = coral else {
-        let manifest = build_cpu(&model, &CpuBuild { image_size: a.image_size, batch: a.batch }, &a.output)?;
+        let build = CpuBuild { image_size: a.image_size, batch: a.batch };
+        let manifest = match &cpu_int8 {
+            Some(q) => build_cpu_int8(&model, &build, q, &a.output)?.manifest,
+            None => build_cpu(&model, &build, &a.output)?,
+        };
         eprintln!(
-            "built {} ({} fused stages, {}x{}) for {} -> {}",
+            "built {} ({} fused stages, {}x{}) for {} ({}) -> {}",
             manifest.model.variant,
             manifest.model.fused_stages,
             manifest.input.shape[2],
             manifest.input.shape[3],
             manifest.target,
+            manifest.precision,
             a.output.display()
         );
+        if let Some(q) = &manifest.quantization {
+            eprintln!("  calibration: {} ({} images, {})", q.calibration, q.calibration_images, q.method);
+            if q.synthetic_calibration {
+                eprintln!("  warning: calibrated on synthetic images; ranges of real data may differ");
+            }
+        }
         return Ok(());
     };
     let outcome = build_coral(&model, &opts, &a.output)?;
@@ -117,21 +146,40 @@ pub fn run(a: &BuildArgs) -> Result<()> {
     Ok(())
 }
 
-fn coral_options(a: &BuildArgs) -> Result<CoralBuild> {
+/// `--calib` parsed; an int8 build of `what` needs one.
+fn calib_source(a: &BuildArgs, what: &str) -> Result<CalibSource> {
     let Some(calib) = &a.calib else {
-        bail!("--target coral needs --calib SRC: a folder of PNG/JPEG images, fashion-mnist, or synthetic");
+        bail!("{what} needs --calib SRC: a folder of PNG/JPEG images, fashion-mnist, or synthetic");
     };
-    if a.batch != 1 {
-        bail!("--target coral builds batch 1 (the Edge TPU maps only batch-1 tensors); drop --batch");
+    if a.calib_images == 0 {
+        bail!("--calib-images must be at least 1");
     }
-    let mut o = CoralBuild::new(calib.parse::<CalibSource>()?);
-    o.image_size = a.image_size;
-    o.calib_images = a.calib_images;
-    o.method = match a.calib_method {
+    Ok(calib.parse::<CalibSource>()?)
+}
+
+fn range_method(m: CalibMethod) -> RangeMethod {
+    match m {
         CalibMethod::Minmax => RangeMethod::MinMax,
         CalibMethod::Percentile => RangeMethod::Percentile(99.99),
         CalibMethod::Mse => RangeMethod::Mse,
-    };
+    }
+}
+
+fn cpu_int8_options(a: &BuildArgs) -> Result<CpuInt8> {
+    let mut q = CpuInt8::new(calib_source(a, "--target cpu --precision int8")?);
+    (q.calib_images, q.method, q.seed) = (a.calib_images, range_method(a.calib_method), a.seed);
+    Ok(q)
+}
+
+fn coral_options(a: &BuildArgs) -> Result<CoralBuild> {
+    let calib = calib_source(a, "--target coral")?;
+    if a.batch != 1 {
+        bail!("--target coral builds batch 1 (the Edge TPU maps only batch-1 tensors); drop --batch");
+    }
+    let mut o = CoralBuild::new(calib);
+    o.image_size = a.image_size;
+    o.calib_images = a.calib_images;
+    o.method = range_method(a.calib_method);
     o.io = match a.io {
         IoArg::Int8 => IoType::Int8,
         IoArg::Uint8 => IoType::UInt8,
