@@ -76,6 +76,28 @@ fn sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run() {
     let last: serde_json::Value = serde_json::from_str(std::fs::read_to_string(killed.join("metrics.jsonl")).unwrap().lines().last().unwrap()).unwrap();
     assert!((last["test_top1"].as_f64().unwrap() - t1).abs() < 0.02, "training-time eval {last} vs eval {t1}");
     assert!(std::fs::read_to_string(killed.join("curves.svg")).unwrap().starts_with("<svg"));
+
+    // The checkpoint built into fp32 and int8 cpu artifacts, evaluated through the runtime (tract)
+    // at a static batch that does not divide 256: fp32 as the engine scores it; int8 well above
+    // chance (this 3-epoch network's logits are nearly tied, so int8 rounding moves its accuracy by
+    // several points either way; trained networks: docs/int8-accuracy.md).
+    let art_top1 = |precision: &str| {
+        let art = tmp.path().join(format!("art-{precision}"));
+        let mut build = bin();
+        build.args(["build", "--target", "cpu", "--batch", "24", "--precision", precision, "--checkpoint"]).arg(killed.join("last")).arg("-o").arg(&art);
+        if precision == "int8" {
+            build.args(["--calib", "fashion-mnist", "--calib-images", "64"]);
+        }
+        ok(build.output().unwrap());
+        let o = ok(bin().args(["eval", "--artifact"]).arg(&art).args(["--limit", "256", "--json"]).output().unwrap());
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(v["images"], 256, "{v}");
+        v["top1"].as_f64().unwrap()
+    };
+    let fp32 = art_top1("fp32");
+    assert!((fp32 - t1).abs() <= 1.0 / 256.0 + 1e-9, "fp32 artifact {fp32} vs checkpoint {t1}");
+    let int8 = art_top1("int8");
+    assert!(int8 > 0.3, "int8 artifact {int8} (fp32 {t1}; chance 0.1)");
 }
 
 #[test]

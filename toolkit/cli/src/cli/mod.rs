@@ -44,7 +44,7 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Train a model (CPU engine) on fashion-mnist or an ImageFolder directory, with progressive learning
     Train(Box<train::TrainArgs>),
-    /// Top-1/top-5 accuracy of a checkpoint on a dataset's test split
+    /// Top-1/top-5 accuracy of a checkpoint or a built artifact on a dataset's test split
     Eval(eval::EvalArgs),
 }
 
