@@ -4,8 +4,10 @@
     ./scripts/setup-python.sh && cargo build --release -p effv2-cli -p effv2-bench
     .venv-ci/bin/python scripts/bench_cpu_vs_ort.py [--model efficientnetv2-b0] [--size 224]
         [--timm-python .venv-peers/bin/python]   # also time timm's own ONNX export of the same variant
+        [--precision fp32,int8,int8-qlinear]      # int8 = `build --precision int8` (QDQ convs), int8-qlinear = QLinearConv
 
-Prints a Markdown table of p50 latencies and tract/onnxruntime ratios. Each (runtime, file, threads) cell is
+Prints a Markdown table of p50 latencies and tract/onnxruntime ratios, then int8 vs fp32 per runtime.
+The int8 file is calibrated on synthetic images (fresh weights: latency does not depend on the values). Each (runtime, file, threads) cell is
 measured by its own process with the same warm-up and iteration counts, interleaved (A B A B ...) for
 `--rounds` rounds, and the median of the rounds' p50s is reported, so machine drift hits both sides alike.
 """
@@ -75,34 +77,53 @@ def main():
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--iters", type=int, default=50)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--precision", default="fp32,int8,int8-qlinear", help="comma list of fp32, int8, int8-qlinear")
     ap.add_argument("--timm-python", help="a Python with torch+timm: also time timm's ONNX export")
     a = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="effv2-cpu-bench-")
     files = []
-    ours = os.path.join(tmp, "ours")
-    subprocess.run([os.path.join(BIN, "effv2-edge"), "build", "--target", "cpu", "--model", a.model,
-                    "--image-size", str(a.size), "-o", ours], check=True, capture_output=True)
-    files.append(("effv2-edge build (BN folded, pads in Conv, SiLU = x·sigmoid(x))", ours))
+    precisions = a.precision.split(",")
+    for p in precisions:
+        if p not in ("fp32", "int8", "int8-qlinear"):
+            raise SystemExit(f"--precision: unknown {p!r} (fp32, int8, int8-qlinear)")
+        ours = os.path.join(tmp, f"ours-{p}")
+        extra = [] if p == "fp32" else ["--precision", "int8", "--calib", "synthetic", "--calib-images", "8",
+                                         "--int8-onnx", "qlinear" if p == "int8-qlinear" else "qdq"]
+        subprocess.run([os.path.join(BIN, "effv2-edge"), "build", "--target", "cpu", "--model", a.model,
+                        "--image-size", str(a.size), *extra, "-o", ours], check=True, capture_output=True)
+        label = {"fp32": "effv2-edge build (BN folded, pads in Conv, SiLU = x·sigmoid(x))",
+                 "int8": "--precision int8 (default `--int8-onnx qdq`: DQ → Conv → Q)",
+                 "int8-qlinear": "--precision int8 --int8-onnx qlinear (QLinearConv)"}[p]
+        files.append((label, ours, p))
     if a.timm_python:
         timm_name = "tf_" + a.model.replace("-", "_")
         onnx = os.path.join(tmp, "timm.onnx")
         subprocess.run([a.timm_python, "-c", TIMM_EXPORT, timm_name, str(a.size), onnx], check=True, capture_output=True)
         art = os.path.join(tmp, "timm")
         wrap_as_artifact(onnx, art, a.size, 1000)
-        files.append((f"timm {timm_name} torch.onnx.export (opset 17)", art))
+        files.append((f"timm {timm_name} torch.onnx.export (opset 17)", art, "timm"))
     threads = [int(t) for t in a.threads.split(",")]
-    print(f"{a.model} @{a.size}, batch 1, fp32; p50 ms, median of {a.rounds} interleaved rounds "
+    print(f"{a.model} @{a.size}, batch 1; p50 ms, median of {a.rounds} interleaved rounds "
           f"({a.warmup} warm-up + {a.iters} timed runs each)\n")
     print("| ONNX file | threads | tract | onnxruntime | tract / onnxruntime |")
     print("|---|---:|---:|---:|---:|")
-    for label, art in files:
+    p50 = {}
+    for label, art, kind in files:
         for t in threads:
             tr, ort = [], []
             for _ in range(a.rounds):
                 tr.append(tract_p50(art, t, a))
                 ort.append(ort_p50(os.path.join(art, "model.onnx"), t, a))
             tm, om = statistics.median(tr), statistics.median(ort)
+            p50[kind, t] = (tm, om)
             print(f"| {label} | {t} | {tm:.2f} | {om:.2f} | {tm / om:.2f}× |", flush=True)
+    if "fp32" in precisions:
+        print("\n| file | threads | int8 / fp32, tract | int8 / fp32, onnxruntime | int8 tract / int8 onnxruntime |")
+        print("|---|---:|---:|---:|---:|")
+        for p in precisions[1:] if precisions[0] == "fp32" else [q for q in precisions if q != "fp32"]:
+            for t in threads:
+                (f_tr, f_ort), (i_tr, i_ort) = p50["fp32", t], p50[p, t]
+                print(f"| {p} | {t} | {i_tr / f_tr:.2f}× | {i_ort / f_ort:.2f}× | {i_tr / i_ort:.2f}× |")
 
 
 if __name__ == "__main__":

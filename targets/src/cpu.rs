@@ -9,7 +9,7 @@ use effv2_runtime::manifest::{Manifest, Precision, QuantParams, Quantization, Ta
 
 use crate::artifact::{manifest_for, write_artifact, ArtifactError, ArtifactFile, ManifestInput};
 use crate::calib::{load_calibration, method_name, CalibError, CalibSource};
-use crate::onnx::{write_int8_onnx, write_onnx, OnnxError, OnnxOptions, INPUT, OUTPUT};
+use crate::onnx::{write_int8_onnx, write_onnx, Int8Form, OnnxError, OnnxOptions, INPUT, OUTPUT};
 use crate::source::{LoadedModel, SourceError};
 
 pub const MODEL_FILE: &str = "model.onnx";
@@ -44,11 +44,13 @@ pub struct CpuInt8 {
     pub method: RangeMethod,
     /// Seed of synthetic calibration images.
     pub seed: u64,
+    /// How convolutions are written (QLinearConv, or QDQ around a float Conv).
+    pub form: Int8Form,
 }
 
 impl CpuInt8 {
     pub fn new(calib: CalibSource) -> Self {
-        CpuInt8 { calib, calib_images: 100, method: RangeMethod::Percentile(99.99), seed: 0 }
+        CpuInt8 { calib, calib_images: 100, method: RangeMethod::Percentile(99.99), seed: 0, form: Int8Form::default() }
     }
 }
 
@@ -108,15 +110,19 @@ pub fn build_cpu_int8(model: &LoadedModel, opts: &CpuBuild, q: &CpuInt8, out: &P
     let qmodel = quantize(&graph, &model.weights, &calib.batches, &QuantizeOptions { method: q.method, io: IoType::Int8 })?;
     let mut onnx_opts = onnx_options(model, batch);
     onnx_opts.metadata.push(("effv2.precision".into(), "int8".into()));
-    let bytes = write_int8_onnx(&qmodel, &onnx_opts)?;
+    onnx_opts.metadata.push(("effv2.int8_form".into(), q.form.to_string()));
+    let bytes = write_int8_onnx(&qmodel, &onnx_opts, q.form)?;
     let files = vec![ArtifactFile { path: MODEL_FILE.into(), role: "model".into(), bytes }];
-    let mut notes = vec![
-        "int8 QOperator ONNX: QLinearConv for every convolution (per-channel int8 weights, int32 bias), \
+    let convs = match q.form {
+        Int8Form::QLinear => "QLinearConv for every convolution",
+        Int8Form::Qdq => "DequantizeLinear -> Conv -> QuantizeLinear for every convolution (onnxruntime fuses it into QLinearConv)",
+    };
+    let mut notes = vec![format!(
+        "int8 ONNX ({form}): {convs}, per-channel int8 weights, int32 bias, uint8 activations (TFLite's int8 values + 128); \
          DequantizeLinear -> Add/Mul/Sigmoid/GlobalAveragePool -> QuantizeLinear around the rest; input is preprocessed \
-         float32 NCHW (quantized inside with `quantization.input`), output float logits. Runs with effv2-runtime (tract) \
-         or onnxruntime."
-            .into(),
-    ];
+         float32 NCHW (quantized inside the model), output float logits. Runs with effv2-runtime (tract) or onnxruntime.",
+        form = q.form
+    )];
     if calib.info.synthetic {
         notes.push(calib.info.note.clone());
     }

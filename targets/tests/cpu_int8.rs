@@ -16,7 +16,7 @@ use effv2_runtime::manifest::Precision;
 use effv2_runtime::{open, OpenOptions, Target};
 use effv2_targets::calib::CalibSource;
 use effv2_targets::cpu::{build_cpu_int8, CpuBuild, CpuInt8};
-use effv2_targets::onnx::{write_int8_onnx, OnnxOptions};
+use effv2_targets::onnx::{write_int8_onnx, Int8Form, OnnxOptions};
 use effv2_targets::source::{LoadedModel, ModelSource};
 
 fn peer_python() -> PathBuf {
@@ -64,7 +64,7 @@ struct Agreement {
     n: usize,
 }
 
-fn check(options: ModelOptions, size: usize, n: usize, dir: &Path) -> Agreement {
+fn check(options: ModelOptions, size: usize, n: usize, dir: &Path, form: Int8Form) -> Agreement {
     let source = ModelSource::Fresh { model: "efficientnetv2-b0".into(), options, seed: 3 };
     let m = source.load_for_size(Some(size)).unwrap();
     let graph = m.graph(Some(size)).unwrap();
@@ -75,7 +75,7 @@ fn check(options: ModelOptions, size: usize, n: usize, dir: &Path) -> Agreement 
     let x = Tensor::new(vec![n, 3, size, size], images).unwrap();
     let m = LoadedModel { weights: calibrate_batchnorm(&graph, &m.weights, &x).unwrap(), ..m };
     let mut q = CpuInt8::new(CalibSource::Synthetic);
-    (q.calib_images, q.seed) = (n, 5);
+    (q.calib_images, q.seed, q.form) = (n, 5, form);
     let out = build_cpu_int8(&m, &CpuBuild { image_size: Some(size), batch: n }, &q, dir).unwrap();
     assert_eq!((out.manifest.target, out.manifest.precision), (Target::Cpu, Precision::Int8));
     assert_eq!(out.manifest.input.dtype, "float32");
@@ -103,7 +103,7 @@ fn check(options: ModelOptions, size: usize, n: usize, dir: &Path) -> Agreement 
 /// element-wise ops (Add, Mul, GlobalAveragePool) in f32 between DequantizeLinear/QuantizeLinear
 /// where TFLite (our reference) uses integer kernels with their own rounding; each op is within one
 /// step (next test) and the differences add up through the residual chain of an untrained network.
-/// So: the two runtimes agree closely with each other; both are nearer the int8 reference than the
+/// So: the two runtimes agree closely with each other (within a step on average); both are nearer the int8 reference than the
 /// f32 network is; and top-1 stays with the f32 network's as often as the reference's does.
 #[test]
 fn int8_onnx_runs_in_tract_and_onnxruntime_like_the_int8_reference() {
@@ -115,13 +115,15 @@ fn int8_onnx_runs_in_tract_and_onnxruntime_like_the_int8_reference() {
         ("all", small("all"), 64),
         ("relu6-nose-symmetric", ModelOptions { activation: Activation::Relu6, se: false, padding: Padding::Symmetric, ..small("2") }, 66),
     ];
-    for (name, o, size) in cases {
-        let a = check(o, size, 32, &dir.path().join(name));
+    for ((name, o, size), form) in cases.into_iter().flat_map(|c| [Int8Form::QLinear, Int8Form::Qdq].map(|f| (c.clone(), f))) {
+        let a = check(o, size, 32, &dir.path().join(format!("{name}-{form}")), form);
+        let name = format!("{name} {form}");
         println!(
             "{name}: mean |Δ| in output steps: tract-ref {:.2}, ort-ref {:.2}, tract-ort {:.2} (max {:.0}), f32-ref {:.2}; top-1 = f32 engine: ref {}/{n}, tract {}/{n}, ort {}/{n}",
             a.tract_ref, a.ort_ref, a.tract_ort, a.tract_ort_max, a.f32_ref, a.top1[0], a.top1[1], a.top1[2], n = a.n
         );
-        assert!(a.tract_ort <= 0.5, "{name}: tract and onnxruntime differ by {:.2} steps on average", a.tract_ort);
+        // QDQ in tract accumulates convolutions in f32 (not i32): its own roundings, ~0.4-0.7 steps.
+        assert!(a.tract_ort <= 1.0, "{name}: tract and onnxruntime differ by {:.2} steps on average", a.tract_ort);
         assert!(a.tract_ref < 0.8 * a.f32_ref && a.ort_ref < 0.8 * a.f32_ref, "{name}: int8 ONNX is not nearer the int8 reference than f32 is");
         for (who, k) in [("tract", a.top1[1]), ("onnxruntime", a.top1[2])] {
             assert!(k * 4 >= a.n * 3 && k + 3 >= a.top1[0], "{name}: {who} keeps the f32 top-1 on {k}/{} (reference {})", a.n, a.top1[0]);
@@ -132,7 +134,7 @@ fn int8_onnx_runs_in_tract_and_onnxruntime_like_the_int8_reference() {
 /// Every single-input op of `q` as its own model (a PAD with the conv that reads it), fed the
 /// reference executor's integers for its input; per op type: (max |Δ| in output steps, fraction
 /// of values differing) for tract and onnxruntime.
-fn per_op(q: &QModel, x: &Tensor, dir: &Path) -> BTreeMap<&'static str, [(f32, f32); 2]> {
+fn per_op(q: &QModel, x: &Tensor, dir: &Path, form: Int8Form) -> BTreeMap<&'static str, [(f32, f32); 2]> {
     let traced = q.execute_traced(&q.quantize_input(x).unwrap()[0]).unwrap();
     let ints = |t: TensorId| traced[t].as_ref().unwrap().to_i32();
     let mut cases = vec![];
@@ -145,7 +147,7 @@ fn per_op(q: &QModel, x: &Tensor, dir: &Path) -> BTreeMap<&'static str, [(f32, f
         let sub = QModel { tensors: q.tensors.clone(), input: ops[0].inputs[0], output: op.outputs[0], ops };
         let d = dir.join(format!("op{k}"));
         std::fs::create_dir_all(&d).unwrap();
-        std::fs::write(d.join("model.onnx"), write_int8_onnx(&sub, &OnnxOptions::default()).unwrap()).unwrap();
+        std::fs::write(d.join("model.onnx"), write_int8_onnx(&sub, &OnnxOptions::default(), form).unwrap()).unwrap();
         // The input's real values, NCHW: QuantizeLinear gives back exactly these integers.
         let t = sub.input_tensor();
         let (h, w, c) = (t.shape[1], t.shape[2], t.shape[3]);
@@ -200,7 +202,9 @@ fn every_op_matches_tflite_integer_arithmetic_within_one_step() {
         q.calib_images = 4;
         let out = build_cpu_int8(&m, &CpuBuild { image_size: Some(size), batch: 1 }, &q, &dir.path().join(name)).unwrap();
         let x = Rng::new(5).normal_tensor(vec![1, 3, size, size]);
-        let stats = per_op(&out.qmodel, &x, &dir.path().join(format!("{name}-ops")));
+        for form in [Int8Form::QLinear, Int8Form::Qdq] {
+        let stats = per_op(&out.qmodel, &x, &dir.path().join(format!("{name}-{form}-ops")), form);
+        let name = format!("{name} {form}");
         assert!(stats.contains_key("CONV_2D") && stats.contains_key("DEPTHWISE_CONV_2D") && stats.contains_key("MEAN"), "{name}: {:?}", stats.keys());
         for (op, [t, o]) in stats {
             println!("{name} {op}: tract max {:.2} steps, {:.2}% differ; onnxruntime max {:.2}, {:.2}% differ", t.0, t.1 * 100.0, o.0, o.1 * 100.0);
@@ -210,6 +214,7 @@ fn every_op_matches_tflite_integer_arithmetic_within_one_step() {
                 let limit = if op == "MEAN" { 0.25 } else { 0.01 };
                 assert!(frac <= limit, "{name} {op}: {who} differs on {:.2}% of values", frac * 100.0);
             }
+        }
         }
     }
 }

@@ -5,5 +5,5 @@ mod int8;
 pub mod proto;
 mod write;
 
-pub use int8::write_int8_onnx;
+pub use int8::{write_int8_onnx, Int8Form};
 pub use write::{write_onnx, OnnxError, OnnxOptions, SiluForm, INPUT, OPSET, OUTPUT};

@@ -91,6 +91,14 @@ fn cpu_int8_build_writes_an_int8_onnx_artifact() {
     let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
     assert_eq!((m["target"].as_str(), m["precision"].as_str(), m["input"]["dtype"].as_str()), (Some("cpu"), Some("int8"), Some("float32")));
     assert_eq!(m["input"]["shape"][0], 2);
-    let onnx = std::fs::read(out.join("model.onnx")).unwrap();
-    assert!(onnx.windows(11).any(|w| w == b"QLinearConv"), "no QLinearConv in model.onnx");
+    let has = |path: &Path, op: &[u8]| std::fs::read(path.join("model.onnx")).unwrap().windows(op.len()).any(|w| w == op);
+    // Default form: QDQ around float Conv.
+    assert!(has(&out, b"DequantizeLinear") && !has(&out, b"QLinearConv"));
+    args.extend(["--int8-onnx", "qlinear"]);
+    let o = effv2(&args, tmp.path());
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(has(&out, b"QLinearConv"), "no QLinearConv in model.onnx");
+    *args.last_mut().unwrap() = "qint4";
+    let o = effv2(&args, tmp.path());
+    assert!(!o.status.success() && text(&o).contains("unknown int8 ONNX form"), "{}", text(&o));
 }

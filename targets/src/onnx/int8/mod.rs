@@ -23,10 +23,43 @@ use super::write::{int, ints, value_info, IR_VERSION};
 use super::{OnnxError, OnnxOptions, INPUT, OPSET, OUTPUT};
 use layout::{hwc_to_c1hw, ohwi_to_oihw, onnx_pads, relu6_is_saturation, Pads};
 
-/// Serialize the int8 model `q` (batch 1, NHWC, TFLite layouts) as a QOperator ONNX model with a
-/// static batch of `opts.batch`.
-pub fn write_int8_onnx(q: &QModel, opts: &OnnxOptions) -> Result<Vec<u8>, OnnxError> {
-    let mut w = Writer { q, nodes: vec![], inits: vec![], value: vec![None; q.tensors.len()], padded: vec![None; q.tensors.len()], used: HashSet::new(), qparams: vec![None; q.tensors.len()] };
+/// How convolutions are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Int8Form {
+    /// `QLinearConv`: integer convolution in every runtime.
+    #[default]
+    QLinear,
+    /// `DequantizeLinear(x), DequantizeLinear(int8 weights, per channel), DequantizeLinear(int32
+    /// bias) → Conv → QuantizeLinear`: onnxruntime fuses it back into QLinearConv; tract folds the
+    /// weight dequantization at load time and runs its f32 convolution (its integer convolution is
+    /// unfused and slow), rounding to the same int8 grid at every tensor.
+    Qdq,
+}
+
+impl std::str::FromStr for Int8Form {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "qlinear" => Ok(Int8Form::QLinear),
+            "qdq" => Ok(Int8Form::Qdq),
+            _ => Err(format!("unknown int8 ONNX form {s:?} (qlinear, qdq)")),
+        }
+    }
+}
+
+impl std::fmt::Display for Int8Form {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Int8Form::QLinear => "qlinear",
+            Int8Form::Qdq => "qdq",
+        })
+    }
+}
+
+/// Serialize the int8 model `q` (batch 1, NHWC, TFLite layouts) as int8 ONNX with a static batch
+/// of `opts.batch`, convolutions in `form`.
+pub fn write_int8_onnx(q: &QModel, opts: &OnnxOptions, form: Int8Form) -> Result<Vec<u8>, OnnxError> {
+    let mut w = Writer { q, form, nodes: vec![], inits: vec![], value: vec![None; q.tensors.len()], padded: vec![None; q.tensors.len()], used: HashSet::new(), qparams: vec![None; q.tensors.len()] };
     // The graph's own input and output names are taken.
     w.used.extend([INPUT.to_string(), OUTPUT.to_string()]);
     let n = opts.batch.max(1) as i64;
@@ -81,6 +114,7 @@ fn hwc(q: &QModel, t: TensorId, what: &str) -> Result<(usize, usize, usize), Onn
 
 struct Writer<'a> {
     q: &'a QModel,
+    form: Int8Form,
     nodes: Vec<NodeProto>,
     inits: Vec<TensorProto>,
     /// The ONNX name of each int8 tensor's value (NCHW).
@@ -128,10 +162,14 @@ impl Writer<'_> {
         let p = self.params(t)?;
         let name = self.q.tensors[t].name.clone();
         let s = self.init(&format!("{name}.scale"), vec![], data_type::FLOAT, p.scale.to_le_bytes().to_vec());
-        let (dt, zp) = match self.q.tensors[t].dtype {
-            DType::UInt8 => (data_type::UINT8, p.zero_point.clamp(0, 255) as u8),
-            _ => (data_type::INT8, p.zero_point.clamp(-128, 127) as i8 as u8),
+        // Activations travel as uint8 (int8 value + 128, zero point + 128: the same real values
+        // and the same requantization): x86 integer kernels (onnxruntime's, tract's) are built for
+        // u8 activations × i8 weights, and run s8 × s8 on a slow path.
+        let zp = match self.q.tensors[t].dtype {
+            DType::UInt8 => p.zero_point.clamp(0, 255) as u8,
+            _ => (p.zero_point.clamp(-128, 127) + 128) as u8,
         };
+        let dt = data_type::UINT8;
         let z = self.init(&format!("{name}.zero_point"), vec![], dt, vec![zp]);
         self.qparams[t] = Some((s.clone(), z.clone()));
         Ok((s, z))
@@ -259,7 +297,6 @@ impl Writer<'_> {
         let ws = self.init(&format!("{base}.scale"), vec![o as i64], data_type::FLOAT, scales.iter().flat_map(|s| s.to_le_bytes()).collect());
         let wz = self.init(&format!("{base}.zero_point"), vec![o as i64], data_type::INT8, vec![0; o]);
         let bname = self.init(&b.name.clone(), vec![o as i64], data_type::INT32, bias.iter().flat_map(|v| v.to_le_bytes()).collect());
-        let (ys, yz) = self.qparams(out)?;
         let attrs = vec![
             ints("kernel_shape", &[k as i64, k as i64]),
             ints("strides", &[stride as i64, stride as i64]),
@@ -267,11 +304,31 @@ impl Writer<'_> {
             ints("dilations", &[1, 1]),
             int("group", group as i64),
         ];
-        let inputs = vec![xv, xs, xz, wname, ws, wz, ys, yz, bname];
         let clamp = act == FusedAct::Relu6 && !relu6_is_saturation(self.params(out)?);
         let out_name = self.q.tensors[out].name.clone();
-        let v = self.unique(&if clamp { format!("{out_name}.conv") } else { out_name });
-        self.node("QLinearConv", &v.clone(), inputs, &v, attrs);
+        let v = match self.form {
+            Int8Form::QLinear => {
+                let (ys, yz) = self.qparams(out)?;
+                let inputs = vec![xv, xs, xz, wname, ws, wz, ys, yz, bname];
+                let v = self.unique(&if clamp { format!("{out_name}.conv") } else { out_name });
+                self.node("QLinearConv", &v.clone(), inputs, &v, attrs);
+                v
+            }
+            Int8Form::Qdq => {
+                // Bias scale = input scale × weight scale, zero point 0: what TFLite's int32 bias means.
+                let x_scale = self.params(x)?.scale;
+                let bs = self.init(&format!("{}.scale", b.name), vec![o as i64], data_type::FLOAT, scales.iter().flat_map(|s| (x_scale * s).to_le_bytes()).collect());
+                let bz = self.init(&format!("{}.zero_point", b.name), vec![o as i64], data_type::INT32, vec![0; 4 * o]);
+                let xf = self.dequantize(x, &op.node)?;
+                let wf = self.unique(&format!("{wname}.float"));
+                self.node("DequantizeLinear", &wf.clone(), vec![wname, ws, wz], &wf, vec![int("axis", 0)]);
+                let bf = self.unique(&format!("{bname}.float"));
+                self.node("DequantizeLinear", &bf.clone(), vec![bname, bs, bz], &bf, vec![int("axis", 0)]);
+                let yf = self.unique(&format!("{out_name}.float"));
+                self.node("Conv", &yf.clone(), vec![xf, wf, bf], &yf, attrs);
+                self.quantize(yf, out)?
+            }
+        };
         self.value[out] = Some(v);
         if clamp {
             // ReLU6's range is not the output's int8 range: clamp in real values, like TFLite's

@@ -12,6 +12,7 @@ use effv2_targets::calib::CalibSource;
 use effv2_targets::coral::compiler::CompilerChoice;
 use effv2_targets::coral::{build_coral, CoralBuild, CoralOutcome, IoType, RangeMethod};
 use effv2_targets::cpu::{build_cpu, build_cpu_int8, CpuBuild, CpuInt8};
+use effv2_targets::onnx::Int8Form;
 use effv2_targets::source::ModelSource;
 
 #[derive(Args, Debug)]
@@ -51,6 +52,10 @@ pub struct BuildArgs {
     /// int8: how activation ranges are chosen (percentile = 99.99th)
     #[arg(long, value_enum, default_value_t = CalibMethod::Percentile)]
     pub calib_method: CalibMethod,
+    /// cpu --precision int8: convolutions as qlinear (QLinearConv) or qdq (DequantizeLinear -> Conv -> QuantizeLinear:
+    /// onnxruntime fuses it back to integer kernels, tract runs float convolutions on the int8 grid)
+    #[arg(long, value_name = "FORM", default_value_t = Int8Form::Qdq)]
+    pub int8_onnx: Int8Form,
     /// coral: model input/output integer type
     #[arg(long, value_enum, default_value_t = IoArg::Int8)]
     pub io: IoArg,
@@ -167,7 +172,7 @@ fn range_method(m: CalibMethod) -> RangeMethod {
 
 fn cpu_int8_options(a: &BuildArgs) -> Result<CpuInt8> {
     let mut q = CpuInt8::new(calib_source(a, "--target cpu --precision int8")?);
-    (q.calib_images, q.method, q.seed) = (a.calib_images, range_method(a.calib_method), a.seed);
+    (q.calib_images, q.method, q.seed, q.form) = (a.calib_images, range_method(a.calib_method), a.seed, a.int8_onnx);
     Ok(q)
 }
 
