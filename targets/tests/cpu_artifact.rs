@@ -1,38 +1,18 @@
 //! `--target cpu` artifacts: written through our ONNX writer, run by tract via effv2-runtime,
 //! equal to the CPU reference engine; bad artifacts fail with clear errors.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod peers;
+
+use std::path::Path;
 
 use effv2_edge::engine::CpuEngine;
-use effv2_edge::io::npy;
 use effv2_edge::weights::calibrate_batchnorm;
 use effv2_edge::rng::Rng;
 use effv2_edge::spec::{FusedStages, ModelOptions};
-use effv2_edge::Tensor;
 use effv2_runtime::{open, OpenOptions, Target};
 use effv2_targets::cpu::{build_cpu, CpuBuild};
 use effv2_targets::source::{LoadedModel, ModelSource};
 
-/// The Python with onnxruntime that scripts/test.sh prepares (`EFFV2_PYTHON`, else `.venv-ci`).
-fn peer_python() -> PathBuf {
-    if let Some(p) = std::env::var_os("EFFV2_PYTHON") {
-        return p.into();
-    }
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv-ci/bin/python");
-    assert!(venv.exists(), "onnxruntime peer missing: run ./scripts/setup-python.sh (./scripts/test.sh does)");
-    venv
-}
-
-/// Logits from onnxruntime (1 thread) for `model.onnx` in `dir` on `x`.
-fn onnxruntime(dir: &Path, x: &Tensor) -> Vec<f32> {
-    let (xi, yo) = (dir.join("ort_in.npy"), dir.join("ort_out.npy"));
-    npy::write_f32(&xi, x).unwrap();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/py/ort_run.py");
-    let out = Command::new(peer_python()).arg(script).arg(dir.join("model.onnx")).arg(&xi).arg(&yo).output().unwrap();
-    assert!(out.status.success(), "onnxruntime failed: {}", String::from_utf8_lossy(&out.stderr));
-    npy::read_f32(&yo).unwrap().into_data()
-}
 
 
 fn rel_err(a: &[f32], b: &[f32]) -> f32 {
@@ -58,7 +38,7 @@ fn check(model: &str, options: ModelOptions, size: usize, batch: usize, dir: &Pa
     let mut rt = open(dir, &OpenOptions { expect_target: Some(Target::Cpu), ..Default::default() }).unwrap();
     assert_eq!(rt.input_shape(), shape);
     let tract = rt.run(x.data()).unwrap();
-    let ort = onnxruntime(dir, &x);
+    let ort = peers::onnxruntime(dir, &x);
     let want = CpuEngine::new(&graph, &m.weights).unwrap().run(&x).unwrap();
     (rel_err(&tract, want.data()), rel_err(&ort, want.data()))
 }

@@ -1,8 +1,10 @@
 //! `--target cpu --precision int8`: the QOperator ONNX runs in tract (through effv2-runtime) and
 //! in onnxruntime, close to our int8 reference executor and agreeing with the f32 engine's top-1.
 
+mod peers;
+
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use effv2_edge::engine::CpuEngine;
@@ -19,23 +21,6 @@ use effv2_targets::cpu::{build_cpu_int8, CpuBuild, CpuInt8};
 use effv2_targets::onnx::{write_int8_onnx, Int8Form, OnnxOptions};
 use effv2_targets::source::{LoadedModel, ModelSource};
 
-fn peer_python() -> PathBuf {
-    if let Some(p) = std::env::var_os("EFFV2_PYTHON") {
-        return p.into();
-    }
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv-ci/bin/python");
-    assert!(venv.exists(), "onnxruntime peer missing: run ./scripts/setup-python.sh (./scripts/test.sh does)");
-    venv
-}
-
-fn onnxruntime(dir: &Path, x: &Tensor) -> Vec<f32> {
-    let (xi, yo) = (dir.join("ort_in.npy"), dir.join("ort_out.npy"));
-    npy::write_f32(&xi, x).unwrap();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/py/ort_run.py");
-    let out = Command::new(peer_python()).arg(script).arg(dir.join("model.onnx")).arg(&xi).arg(&yo).output().unwrap();
-    assert!(out.status.success(), "onnxruntime failed: {}", String::from_utf8_lossy(&out.stderr));
-    npy::read_f32(&yo).unwrap().into_data()
-}
 
 fn argmax(v: &[f32]) -> usize {
     v.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i).unwrap()
@@ -82,7 +67,7 @@ fn check(options: ModelOptions, size: usize, n: usize, dir: &Path, form: Int8For
     assert!(out.manifest.quantization.as_ref().is_some_and(|q| q.synthetic_calibration && q.calibration_images == n));
     let mut rt = open(dir, &OpenOptions { expect_target: Some(Target::Cpu), ..Default::default() }).unwrap();
     let tract = rt.run(x.data()).unwrap();
-    let ort = onnxruntime(dir, &x);
+    let ort = peers::onnxruntime(dir, &x);
     let reference = out.qmodel.run_f32(&x).unwrap().into_data();
     let f32_logits = CpuEngine::new(&graph, &m.weights).unwrap().run(&x).unwrap().into_data();
     let step = out.qmodel.output_tensor().params().unwrap().scale;
@@ -159,8 +144,7 @@ fn per_op(q: &QModel, x: &Tensor, dir: &Path, form: Int8Form) -> BTreeMap<&'stat
     }
     let list: String = cases.iter().map(|(_, d, _, _)| format!("{} {} {}\n", d.join("model.onnx").display(), d.join("in.npy").display(), d.join("out.npy").display())).collect();
     std::fs::write(dir.join("list.txt"), list).unwrap();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/py/ort_run_many.py");
-    let o = Command::new(peer_python()).arg(script).arg(dir.join("list.txt")).output().unwrap();
+    let o = Command::new(peers::python()).arg(peers::script("ort_run_many.py")).arg(dir.join("list.txt")).output().unwrap();
     assert!(o.status.success(), "onnxruntime failed: {}", String::from_utf8_lossy(&o.stderr));
     let mut stats: BTreeMap<&'static str, [(f32, f32); 2]> = BTreeMap::new();
     for (name, d, xin, sub) in &cases {

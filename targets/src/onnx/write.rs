@@ -10,7 +10,7 @@ use super::proto::*;
 pub const INPUT: &str = "input";
 pub const OUTPUT: &str = "logits";
 pub const OPSET: i64 = 13;
-pub(super) const IR_VERSION: i64 = 8;
+const IR_VERSION: i64 = 8;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OnnxError {
@@ -134,6 +134,11 @@ pub fn write_onnx(graph: &Graph, weights: &Weights, opts: &OnnxOptions) -> Resul
         output: vec![value_info(OUTPUT, &[n, out_shape.c as i64])],
         value_info: vec![],
     };
+    Ok(encode_model(graph_proto, opts))
+}
+
+/// The serialized opset-13 model around `graph`, with `opts.metadata`.
+pub(super) fn encode_model(graph: GraphProto, opts: &OnnxOptions) -> Vec<u8> {
     let model = ModelProto {
         ir_version: IR_VERSION,
         opset_import: vec![OperatorSetIdProto { domain: String::new(), version: OPSET }],
@@ -142,10 +147,10 @@ pub fn write_onnx(graph: &Graph, weights: &Weights, opts: &OnnxOptions) -> Resul
         domain: String::new(),
         model_version: 1,
         doc_string: String::new(),
-        graph: Some(graph_proto),
+        graph: Some(graph),
         metadata_props: opts.metadata.iter().map(|(k, v)| StringStringEntryProto { key: k.clone(), value: v.clone() }).collect(),
     };
-    Ok(model.encode_to_vec())
+    model.encode_to_vec()
 }
 
 struct GraphBuilder {

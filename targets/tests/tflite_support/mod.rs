@@ -2,7 +2,7 @@
 //! interpreter (scripts/py/tflite_run.py in the `.venv-ci` that scripts/setup-python.sh makes).
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use effv2_edge::graph::Graph;
@@ -13,15 +13,9 @@ use effv2_edge::Tensor;
 use effv2_quantize::{Buf, Calibration};
 use effv2_targets::source::ModelSource;
 
-/// The Python with ai-edge-litert (`EFFV2_PYTHON`, else `<repo>/.venv-ci`).
-pub fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("EFFV2_PYTHON") {
-        return p.into();
-    }
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv-ci/bin/python");
-    assert!(venv.exists(), "LiteRT peer missing: run ./scripts/setup-python.sh (./scripts/test.sh does)");
-    venv
-}
+#[path = "../peers/mod.rs"]
+mod peers;
+pub use peers::python;
 
 /// Minimal `.npy` (v1) of int8 or uint8 samples, shaped `[N, ...per]`.
 pub fn encode_npy(samples: &[Buf], per: &[usize]) -> Vec<u8> {

@@ -16,11 +16,10 @@ mod layout;
 use std::collections::HashSet;
 
 use effv2_quantize::{ConstData, DType, FusedAct, OpKind, QModel, QOp, QParams, Quant, TensorId};
-use prost::Message;
 
 use super::proto::*;
-use super::write::{int, ints, value_info, IR_VERSION};
-use super::{OnnxError, OnnxOptions, INPUT, OPSET, OUTPUT};
+use super::write::{encode_model, int, ints, value_info};
+use super::{OnnxError, OnnxOptions, INPUT, OUTPUT};
 use layout::{hwc_to_c1hw, ohwi_to_oihw, onnx_pads, relu6_is_saturation, Pads};
 
 /// How convolutions are written.
@@ -86,18 +85,7 @@ pub fn write_int8_onnx(q: &QModel, opts: &OnnxOptions, form: Int8Form) -> Result
         output: vec![value_info(OUTPUT, &out_dims)],
         value_info: vec![],
     };
-    let model = ModelProto {
-        ir_version: IR_VERSION,
-        opset_import: vec![OperatorSetIdProto { domain: String::new(), version: OPSET }],
-        producer_name: "effv2-edge".into(),
-        producer_version: env!("CARGO_PKG_VERSION").into(),
-        domain: String::new(),
-        model_version: 1,
-        doc_string: String::new(),
-        graph: Some(graph),
-        metadata_props: opts.metadata.iter().map(|(k, v)| StringStringEntryProto { key: k.clone(), value: v.clone() }).collect(),
-    };
-    Ok(model.encode_to_vec())
+    Ok(encode_model(graph, opts))
 }
 
 fn unsupported(node: &str, op: &str, why: impl Into<String>) -> OnnxError {
