@@ -28,6 +28,8 @@ pub enum BuildError {
     Calib(#[from] CalibError),
     #[error(transparent)]
     Quantize(#[from] QuantizeError),
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 #[derive(Clone, Debug, Default)]
@@ -67,6 +69,19 @@ fn onnx_options(model: &LoadedModel, batch: usize) -> OnnxOptions {
 
 /// fp32 artifact.
 pub fn build_cpu(model: &LoadedModel, opts: &CpuBuild, out: &Path) -> Result<Manifest, BuildError> {
+    let notes = vec!["Runs with effv2-runtime (tract) or any ONNX runtime; input is preprocessed float32 NCHW.".into()];
+    build_fp32_onnx(model, opts, Target::Cpu, Precision::Fp32, |_| notes, out)
+}
+
+/// An artifact around the fp32 ONNX model (`model.onnx`) for `target`; `notes` sees the batch.
+pub(crate) fn build_fp32_onnx(
+    model: &LoadedModel,
+    opts: &CpuBuild,
+    target: Target,
+    precision: Precision,
+    notes: impl FnOnce(usize) -> Vec<String>,
+    out: &Path,
+) -> Result<Manifest, BuildError> {
     let graph = model.graph(opts.image_size)?;
     let batch = opts.batch.max(1);
     let bytes = write_onnx(&graph, &model.weights, &onnx_options(model, batch))?;
@@ -78,13 +93,13 @@ pub fn build_cpu(model: &LoadedModel, opts: &CpuBuild, out: &Path) -> Result<Man
             spec: &model.spec,
             graph: &graph,
             batch,
-            target: Target::Cpu,
-            precision: Precision::Fp32,
+            target,
+            precision,
             preprocess,
             labels: model.labels.clone(),
             input_name: INPUT,
             output_name: OUTPUT,
-            notes: vec!["Runs with effv2-runtime (tract) or any ONNX runtime; input is preprocessed float32 NCHW.".into()],
+            notes: notes(batch),
         },
         &files,
     );

@@ -41,9 +41,11 @@ pub(crate) fn open(dir: &Path, manifest: Manifest, opts: &OpenOptions) -> Result
         Target::Coral => Ok(Box::new(edgetpu::EdgeTpuRuntime::open(dir, manifest, opts)?)),
         #[cfg(not(feature = "edgetpu"))]
         Target::Coral => Err(not_compiled("edgetpu", "edgetpu")),
-        t => Err(RuntimeError::Unavailable {
-            backend: t.to_string(),
-            why: format!("no backend for {t} artifacts is implemented in this version of effv2-runtime"),
+        Target::Jetson => Err(RuntimeError::Unavailable {
+            backend: "cuda".into(),
+            why: "no CUDA backend in this version of effv2-runtime: build a TensorRT engine from the artifact's model.onnx on the \
+                  Jetson with the trtexec commands in its manifest notes, or run model.onnx with any ONNX runtime"
+                .into(),
         }),
     }
 }

@@ -12,15 +12,17 @@ use effv2_targets::calib::CalibSource;
 use effv2_targets::coral::compiler::CompilerChoice;
 use effv2_targets::coral::{build_coral, CoralBuild, CoralOutcome, IoType, RangeMethod};
 use effv2_targets::cpu::{build_cpu, build_cpu_int8, CpuBuild, CpuInt8};
+use effv2_targets::jetson::build_jetson;
 use effv2_targets::onnx::Int8Form;
+use effv2_runtime::manifest::Precision;
 use effv2_targets::source::ModelSource;
 
 #[derive(Args, Debug)]
 pub struct BuildArgs {
-    /// cpu (fp32 ONNX for tract/onnxruntime) or coral (int8 TFLite for the Edge TPU + report)
+    /// cpu (ONNX for tract/onnxruntime), coral (int8 TFLite for the Edge TPU + report) or jetson (ONNX + trtexec commands for TensorRT)
     #[arg(long)]
     pub target: Target,
-    /// cpu: fp32 ONNX, or int8 (QOperator ONNX calibrated like coral; needs --calib). coral is always int8
+    /// cpu: fp32 (default) or int8 (calibrated like coral; needs --calib). coral: int8 only. jetson: fp16 (default) or fp32 TensorRT engine
     #[arg(long, value_enum)]
     pub precision: Option<PrecisionArg>,
     /// Build from this checkpoint...
@@ -80,7 +82,15 @@ pub enum CalibMethod {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum PrecisionArg {
     Fp32,
+    Fp16,
     Int8,
+}
+
+/// What `run` builds.
+enum Plan {
+    Cpu(Option<CpuInt8>),
+    Coral(Box<CoralBuild>),
+    Jetson(Precision),
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -102,52 +112,60 @@ pub fn run(a: &BuildArgs) -> Result<()> {
     if a.batch == 0 {
         bail!("--batch must be at least 1");
     }
-    let precision = a.precision.unwrap_or(if a.target == Target::Coral { PrecisionArg::Int8 } else { PrecisionArg::Fp32 });
-    let coral = match (a.target, precision) {
-        (Target::Cpu, precision) => {
-            if a.edgetpu_compiler.is_some() || a.no_compile {
-                bail!("--edgetpu-compiler and --no-compile are for --target coral");
-            }
-            if precision == PrecisionArg::Fp32 && a.calib.is_some() {
-                bail!("--calib is for int8 builds: add --precision int8 (cpu builds are fp32 by default)");
-            }
-            None
-        }
-        (Target::Coral, PrecisionArg::Int8) => Some(coral_options(a)?),
-        (Target::Coral, PrecisionArg::Fp32) => bail!("--target coral is int8 only (the Edge TPU runs integer models); drop --precision fp32"),
-        (t, _) => bail!("--target {t} is not implemented yet in this version (cpu and coral are)"),
+    let precision = a.precision.unwrap_or(match a.target {
+        Target::Coral => PrecisionArg::Int8,
+        Target::Jetson => PrecisionArg::Fp16,
+        Target::Cpu => PrecisionArg::Fp32,
+    });
+    if a.target != Target::Coral && (a.edgetpu_compiler.is_some() || a.no_compile) {
+        bail!("--edgetpu-compiler and --no-compile are for --target coral");
+    }
+    let plan = match (a.target, precision) {
+        (Target::Cpu, PrecisionArg::Fp32) => Plan::Cpu(None),
+        (Target::Cpu, PrecisionArg::Int8) => Plan::Cpu(Some(cpu_int8_options(a)?)),
+        (Target::Cpu, PrecisionArg::Fp16) => bail!("--target cpu builds fp32 or int8 (tract and onnxruntime run fp16 no faster on CPUs)"),
+        (Target::Coral, PrecisionArg::Int8) => Plan::Coral(Box::new(coral_options(a)?)),
+        (Target::Coral, _) => bail!("--target coral is int8 only (the Edge TPU runs integer models); drop --precision"),
+        (Target::Jetson, PrecisionArg::Fp16) => Plan::Jetson(Precision::Fp16),
+        (Target::Jetson, PrecisionArg::Fp32) => Plan::Jetson(Precision::Fp32),
+        (Target::Jetson, PrecisionArg::Int8) => Plan::Jetson(Precision::Int8),
     };
-    let cpu_int8 = match (&coral, precision) {
-        (None, PrecisionArg::Int8) => Some(cpu_int8_options(a)?),
-        _ => None,
-    };
+    if precision != PrecisionArg::Int8 && a.calib.is_some() {
+        bail!("--calib is for int8 builds: add --precision int8 (cpu builds are fp32 by default)");
+    }
     let model = source.load_for_size(a.image_size)?;
-    let Some(opts) = coral else {
-        let build = CpuBuild { image_size: a.image_size, batch: a.batch };
-        let manifest = match &cpu_int8 {
-            Some(q) => build_cpu_int8(&model, &build, q, &a.output)?.manifest,
-            None => build_cpu(&model, &build, &a.output)?,
-        };
-        eprintln!(
-            "built {} ({} fused stages, {}x{}) for {} ({}) -> {}",
-            manifest.model.variant,
-            manifest.model.fused_stages,
-            manifest.input.shape[2],
-            manifest.input.shape[3],
-            manifest.target,
-            manifest.precision,
-            a.output.display()
-        );
-        if let Some(q) = &manifest.quantization {
-            eprintln!("  calibration: {} ({} images, {})", q.calibration, q.calibration_images, q.method);
-            if q.synthetic_calibration {
-                eprintln!("  warning: calibrated on synthetic images; ranges of real data may differ");
-            }
+    let build = CpuBuild { image_size: a.image_size, batch: a.batch };
+    let manifest = match plan {
+        Plan::Cpu(Some(q)) => build_cpu_int8(&model, &build, &q, &a.output)?.manifest,
+        Plan::Cpu(None) => build_cpu(&model, &build, &a.output)?,
+        Plan::Jetson(p) => build_jetson(&model, &build, p, &a.output)?,
+        Plan::Coral(opts) => {
+            let outcome = build_coral(&model, &opts, &a.output)?;
+            eprintln!("{}", coral_summary(&outcome, &a.output));
+            return Ok(());
         }
-        return Ok(());
     };
-    let outcome = build_coral(&model, &opts, &a.output)?;
-    eprintln!("{}", coral_summary(&outcome, &a.output));
+    eprintln!(
+        "built {} ({} fused stages, {}x{}) for {} ({}) -> {}",
+        manifest.model.variant,
+        manifest.model.fused_stages,
+        manifest.input.shape[2],
+        manifest.input.shape[3],
+        manifest.target,
+        manifest.precision,
+        a.output.display()
+    );
+    if let Some(q) = &manifest.quantization {
+        eprintln!("  calibration: {} ({} images, {})", q.calibration, q.calibration_images, q.method);
+        if q.synthetic_calibration {
+            eprintln!("  warning: calibrated on synthetic images; ranges of real data may differ");
+        }
+    }
+    if manifest.target == Target::Jetson {
+        for n in &manifest.notes {
+            eprintln!("  {n}");
+        }
+    }
     Ok(())
 }
 

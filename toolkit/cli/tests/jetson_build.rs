@@ -1,0 +1,60 @@
+//! `effv2-edge build --target jetson`: model.onnx + a manifest with the trtexec commands; the
+//! runtime says plainly that it has no CUDA backend yet; unsupported precisions fail cleanly.
+
+use std::process::{Command, Output};
+
+fn effv2(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_effv2-edge")).args(args).output().expect("binary runs")
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+const SMALL: &[&str] = &["build", "--target", "jetson", "--model", "b0", "--width", "0.25", "--depth", "0.25", "--num-classes", "10", "--image-size", "64"];
+
+#[test]
+fn jetson_build_writes_onnx_and_trtexec_commands() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("art");
+    let o = out.to_str().unwrap();
+    let mut args = SMALL.to_vec();
+    args.extend(["--batch", "4", "-o", o]);
+    let r = effv2(&args);
+    let t = text(&r);
+    assert!(r.status.success(), "{t}");
+    assert!(t.contains("for jetson (fp16)") && t.contains("trtexec --onnx=model.onnx --fp16 --shapes=input:4x3x64x64"), "{t}");
+    let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!((m["target"].as_str(), m["precision"].as_str()), (Some("jetson"), Some("fp16")));
+    assert!(m["notes"].as_array().unwrap().iter().any(|n| n.as_str().unwrap().starts_with("trtexec --loadEngine=model_fp16.plan")));
+    assert!(out.join("model.onnx").is_file());
+
+    // The same ONNX as the cpu target's (one writer).
+    let cpu = tmp.path().join("cpu");
+    let mut args = SMALL.to_vec();
+    args[2] = "cpu";
+    args.extend(["--batch", "4", "-o", cpu.to_str().unwrap()]);
+    assert!(effv2(&args).status.success());
+    assert_eq!(std::fs::read(cpu.join("model.onnx")).unwrap(), std::fs::read(out.join("model.onnx")).unwrap());
+
+    // No CUDA runtime yet: a clear error pointing at trtexec, no panic.
+    let r = effv2(&["eval", "--artifact", o, "--limit", "1"]);
+    let t = text(&r);
+    assert!(!r.status.success() && !t.contains("panicked") && t.contains("no CUDA backend") && t.contains("trtexec"), "{t}");
+}
+
+#[test]
+fn unsupported_jetson_precisions_fail_cleanly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("art");
+    for (extra, needle) in [(vec!["--precision", "int8", "--calib", "synthetic"], "TensorRT int8"), (vec!["--no-compile"], "for --target coral")] {
+        let mut args = SMALL.to_vec();
+        args.extend(extra);
+        args.extend(["-o", out.to_str().unwrap()]);
+        let r = effv2(&args);
+        assert!(!r.status.success() && !text(&r).contains("panicked") && text(&r).contains(needle), "{args:?}: {}", text(&r));
+        assert!(!out.exists());
+    }
+    let r = effv2(&["build", "--target", "cpu", "--precision", "fp16", "--model", "b0", "-o", out.to_str().unwrap()]);
+    assert!(!r.status.success() && text(&r).contains("fp32 or int8"), "{}", text(&r));
+}
