@@ -113,4 +113,11 @@ fn bad_runs_fail_cleanly() {
     check(run(&["--min-size", "64", "--max-size", "32", "--stages", "2", "-o", tmp.path().join("r").to_str().unwrap()]), "sizes");
     check(bin().args(["train", "--resume"]).arg(tmp.path()).output().unwrap(), "no checkpoint to resume");
     check(bin().args(["eval", "--checkpoint"]).arg(tmp.path().join("none")).output().unwrap(), "none");
+    if have_data() {
+        // A diverging run stops on the first non-finite loss with a clear message.
+        let nan = tmp.path().join("nan");
+        let args = ["--epochs", "1", "--train-limit", "512", "--test-limit", "64", "--batch-size", "64", "--lr", "1e30", "--threads", "1", "-o"];
+        check(bin().args(["train", "--model", "b0", "--width", "0.25", "--depth", "0.25"]).args(args).arg(&nan).output().unwrap(), "loss became");
+        assert!(!nan.join("last").exists(), "no checkpoint from a diverged epoch");
+    }
 }
