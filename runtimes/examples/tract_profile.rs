@@ -11,8 +11,12 @@ use tract_onnx::prelude::*;
 
 fn main() -> TractResult<()> {
     let args: Vec<String> = std::env::args().collect();
-    let shape: Vec<usize> = args[2].split(',').map(|d| d.parse().unwrap()).collect();
-    let iters: usize = args.get(3).map(|s| s.parse().unwrap()).unwrap_or(20);
+    if args.len() < 3 {
+        eprintln!("usage: tract_profile MODEL.onnx N,C,H,W [ITERS]");
+        std::process::exit(2);
+    }
+    let shape: Vec<usize> = args[2].split(',').map(|d| d.parse()).collect::<Result<_, _>>().map_err(|e| TractError::msg(format!("shape {:?}: {e}", args[2])))?;
+    let iters: usize = args.get(3).map(|s| s.parse()).transpose()?.unwrap_or(20);
     let model = tract_onnx::onnx().model_for_path(&args[1])?.with_input_fact(0, f32::fact(&shape).into())?.into_optimized()?;
     let plan = model.into_runnable()?;
     let x: Tensor = Tensor::zero::<f32>(&shape)?;
