@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use effv2_edge::spec::{variant, FusedStages, ModelOptions};
+use effv2_edge::spec::ModelOptions;
 use effv2_runtime::RuntimeError;
 use effv2_targets::coral::calib::CalibSource;
 use effv2_targets::coral::cost::{CostModel, Prediction, FITTED};
@@ -19,7 +19,7 @@ use serde::Serialize;
 use crate::machine::Machine;
 use crate::measure::{measure_artifact, MeasureOptions};
 use crate::stats::Summary;
-use crate::sweep::{parse_placements, stage_mask};
+use crate::sweep::{dir_name, plan_sweep, SweepPlan};
 use crate::{io_err, BenchError};
 
 #[derive(Clone, Debug)]
@@ -107,18 +107,8 @@ pub fn run_coral_sweep(o: &CoralSweepOptions, progress: &ProgressBar) -> Result<
     if o.calib_images == 0 {
         return Err(BenchError::Args("--calib-images must be at least 1".into()));
     }
-    let v = variant(&o.model)?;
-    let num_stages = v.table.len();
-    let spec = o.placements.clone().unwrap_or_else(|| format!("0..={num_stages}"));
-    let mut placements: Vec<(FusedStages, bool)> = parse_placements(&spec, num_stages)?.into_iter().map(|p| (p, false)).collect();
-    let base = ModelOptions { fused_stages: FusedStages::Official, ..o.options.clone() };
-    let official_stages = stage_mask(&v, &base, &FusedStages::Official)?;
-    let mut masks = placements.iter().map(|(p, _)| stage_mask(&v, &base, p)).collect::<Result<Vec<_>, _>>()?;
-    if !masks.contains(&official_stages) {
-        placements.push((FusedStages::Official, true));
-        masks.push(official_stages.clone());
-    }
-    let image_size = o.image_size.unwrap_or(v.preprocess.size);
+    let SweepPlan { variant: v, spec, base, official_stages, placements, image_size } =
+        plan_sweep(&o.model, &o.options, o.placements.as_deref(), o.image_size)?;
     let artifacts = o.out_dir.join("artifacts");
     std::fs::create_dir_all(&artifacts).map_err(io_err(&artifacts))?;
     progress.set_length(placements.len() as u64);
@@ -129,9 +119,9 @@ pub fn run_coral_sweep(o: &CoralSweepOptions, progress: &ProgressBar) -> Result<
     build.seed = o.seed;
     let mut rows = Vec::with_capacity(placements.len());
     let mut synthetic = false;
-    for (i, ((fs, baseline_only), mask)) in placements.iter().zip(&masks).enumerate() {
+    for (i, (fs, baseline_only, mask)) in placements.iter().enumerate() {
         let label = fs.to_string();
-        let dir = artifacts.join(format!("{i:02}-{}", label.replace(|c: char| !c.is_ascii_alphanumeric(), "-")));
+        let dir = artifacts.join(format!("{i:02}-{}", dir_name(&label)));
         progress.set_message(format!("{label} {mask} building"));
         let options = ModelOptions { fused_stages: fs.clone(), ..base.clone() };
         let model = ModelSource::Fresh { model: o.model.clone(), options, seed: o.seed }.load_for_size(Some(image_size))?;

@@ -7,7 +7,7 @@ use std::path::Path;
 use effv2_edge::io::atomic::write_atomic;
 
 use crate::coral::CoralSweepReport;
-use crate::report::{thousands, JSON_FILE, MD_FILE, SVG_FILE};
+use crate::report::{table_label, thousands, JSON_FILE, MD_FILE, SVG_FILE};
 use crate::svg::{render, Plot};
 use crate::{io_err, BenchError};
 
@@ -75,11 +75,7 @@ pub fn markdown(r: &CoralSweepReport) -> String {
     );
     out.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---|\n");
     for row in &r.rows {
-        let mut label = row.fused_stages.clone();
-        if row.baseline_only {
-            label.push_str(" (baseline)");
-        }
-        let (b, e) = if row.official { ("**", "**") } else { ("", "") };
+        let (label, b) = table_label(&row.fused_stages, row.baseline_only, row.official);
         let p = &row.predicted;
         let measured = match &row.measured.latency_ms {
             Some(l) => format!("p50 {:.2} ms", l.p50),
@@ -87,7 +83,7 @@ pub fn markdown(r: &CoralSweepReport) -> String {
         };
         let _ = writeln!(
             out,
-            "| {b}{label}{e} | `{}` | {} | {:.3} | {}/{} | {} | {:.2}{} | {:.2} | {b}{:.2}{e} | {:.2} / {:.2} / {:.2} / {:.2}{} | {:.2}× | {measured} |",
+            "| {b}{label}{b} | `{}` | {} | {:.3} | {}/{} | {} | {:.2}{} | {:.2} | {b}{:.2}{b} | {:.2} / {:.2} / {:.2} / {:.2}{} | {:.2}× | {measured} |",
             row.stages,
             thousands(row.params),
             row.macs as f64 / 1e9,

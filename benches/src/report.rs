@@ -26,6 +26,13 @@ pub fn write_all(r: &SweepReport, dir: &Path) -> Result<(), BenchError> {
     Ok(())
 }
 
+/// A sweep row's first table cell ("3", "official (baseline)") and the Markdown emphasis of
+/// the official network's row ("**", else "").
+pub(crate) fn table_label(fused_stages: &str, baseline_only: bool, official: bool) -> (String, &'static str) {
+    let label = if baseline_only { format!("{fused_stages} (baseline)") } else { fused_stages.to_string() };
+    (label, if official { "**" } else { "" })
+}
+
 /// The Markdown report: what was measured where, then the table.
 pub fn markdown(r: &SweepReport) -> String {
     let s = &r.settings;
@@ -70,14 +77,10 @@ pub fn markdown(r: &SweepReport) -> String {
     out.push_str("| fused stages | stages | params | GMACs | p50 ms | p90 ms | images/s | ms / GMAC | p50 vs official |\n");
     out.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|\n");
     for row in &r.rows {
-        let mut label = row.label();
-        if row.baseline_only {
-            label.push_str(" (baseline)");
-        }
-        let (b, e) = if row.official { ("**", "**") } else { ("", "") };
+        let (label, b) = table_label(&row.label(), row.baseline_only, row.official);
         let _ = writeln!(
             out,
-            "| {b}{label}{e} | `{}` | {} | {:.3} | {b}{:.2}{e} | {:.2} | {:.1} | {:.2} | {:.2}× |",
+            "| {b}{label}{b} | `{}` | {} | {:.3} | {b}{:.2}{b} | {:.2} | {:.1} | {:.2} | {:.2}× |",
             row.stages,
             thousands(row.params),
             row.macs as f64 / 1e9,

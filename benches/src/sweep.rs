@@ -66,6 +66,39 @@ pub fn stage_mask(v: &Variant, base: &ModelOptions, fs: &FusedStages) -> Result<
     Ok(spec.stages.iter().map(|s| if s.kind == BlockKind::FusedMbConv { 'F' } else { 'M' }).collect())
 }
 
+/// What a sweep (cpu or coral) builds, resolved and checked before anything is built.
+pub struct SweepPlan {
+    pub variant: Variant,
+    /// The placement list as given, or `0..=stages`.
+    pub spec: String,
+    /// The model options with the official placement; each row swaps in its own.
+    pub base: ModelOptions,
+    /// Stage mask of the official placement.
+    pub official_stages: String,
+    /// (placement, added only as the baseline, its stage mask); the official placement is
+    /// appended as a baseline when no listed placement builds the same network.
+    pub placements: Vec<(FusedStages, bool, String)>,
+    pub image_size: usize,
+}
+
+pub fn plan_sweep(model: &str, options: &ModelOptions, placements: Option<&str>, image_size: Option<usize>) -> Result<SweepPlan, BenchError> {
+    let v = variant(model)?;
+    let num_stages = v.table.len();
+    let spec = placements.map(str::to_string).unwrap_or_else(|| format!("0..={num_stages}"));
+    let base = ModelOptions { fused_stages: FusedStages::Official, ..options.clone() };
+    // Check the model options (and every mask) before building anything.
+    let official_stages = stage_mask(&v, &base, &FusedStages::Official)?;
+    let mut planned = parse_placements(&spec, num_stages)?
+        .into_iter()
+        .map(|p| stage_mask(&v, &base, &p).map(|mask| (p, false, mask)))
+        .collect::<Result<Vec<_>, _>>()?;
+    if !planned.iter().any(|(_, _, mask)| *mask == official_stages) {
+        planned.push((FusedStages::Official, true, official_stages.clone()));
+    }
+    let image_size = image_size.unwrap_or(v.preprocess.size);
+    Ok(SweepPlan { variant: v, spec, base, official_stages, placements: planned, image_size })
+}
+
 #[derive(Clone, Debug)]
 pub struct SweepOptions {
     pub target: Target,
@@ -157,27 +190,15 @@ pub fn run_sweep(o: &SweepOptions, progress: &ProgressBar) -> Result<SweepReport
     if o.batch == 0 {
         return Err(BenchError::Args("--batch must be at least 1".into()));
     }
-    let v = variant(&o.model)?;
-    let num_stages = v.table.len();
-    let spec = o.placements.clone().unwrap_or_else(|| format!("0..={num_stages}"));
-    let mut placements: Vec<(FusedStages, bool)> = parse_placements(&spec, num_stages)?.into_iter().map(|p| (p, false)).collect();
-
-    let base = ModelOptions { fused_stages: FusedStages::Official, ..o.options.clone() };
-    // Check the model options (and every mask) before building anything.
-    let official_stages = stage_mask(&v, &base, &FusedStages::Official)?;
-    let mut masks = placements.iter().map(|(p, _)| stage_mask(&v, &base, p)).collect::<Result<Vec<_>, _>>()?;
-    if !masks.contains(&official_stages) {
-        placements.push((FusedStages::Official, true));
-        masks.push(official_stages.clone());
-    }
-    let image_size = o.image_size.unwrap_or(v.preprocess.size);
+    let SweepPlan { variant: v, spec, base, official_stages, placements, image_size } =
+        plan_sweep(&o.model, &o.options, o.placements.as_deref(), o.image_size)?;
 
     let artifacts = o.out_dir.join("artifacts");
     std::fs::create_dir_all(&artifacts).map_err(io_err(&artifacts))?;
     progress.set_length(placements.len() as u64);
     let mut rows = Vec::with_capacity(placements.len());
     let mut runtime = (String::new(), String::new());
-    for (i, ((fs, baseline_only), mask)) in placements.iter().zip(&masks).enumerate() {
+    for (i, (fs, baseline_only, mask)) in placements.iter().enumerate() {
         let label = fs.to_string();
         let dir = artifacts.join(format!("{i:02}-{}", dir_name(&label)));
         progress.set_message(format!("{label} {mask} building"));
@@ -260,7 +281,7 @@ fn build_one(o: &SweepOptions, base: &ModelOptions, fs: &FusedStages, size: usiz
 }
 
 /// "0,1,3" → "0-1-3", "3," → "3-": a file-name-safe form of a placement label.
-fn dir_name(label: &str) -> String {
+pub(crate) fn dir_name(label: &str) -> String {
     label.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect()
 }
 
