@@ -10,6 +10,7 @@ use effv2_edge::rng::Rng;
 use effv2_edge::spec::Preprocess;
 use effv2_edge::Tensor;
 use effv2_quantize::RangeMethod;
+use effv2_runtime::manifest::{QuantParams, Quantization};
 use serde::Serialize;
 
 /// Images per calibration batch.
@@ -139,6 +140,18 @@ pub fn load_calibration(src: &CalibSource, n: usize, pre: &Preprocess, channels:
         }
     };
     Ok(CalibSet { batches: batch(images, channels, pre.size), info })
+}
+
+/// The manifest's record of an int8 build: its I/O parameters and how they were calibrated.
+pub fn quantization_record(input: QuantParams, output: QuantParams, method: RangeMethod, src: &CalibSource, info: &CalibInfo) -> Quantization {
+    Quantization {
+        input,
+        output,
+        method: method_name(method),
+        calibration: src.to_string(),
+        calibration_images: info.images,
+        synthetic_calibration: info.synthetic,
+    }
 }
 
 /// "percentile 99.99", "minmax", "mse": how manifests and reports name a range method.

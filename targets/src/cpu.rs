@@ -5,10 +5,10 @@
 use std::path::Path;
 
 use effv2_quantize::{quantize, IoType, QModel, QuantizeError, QuantizeOptions, RangeMethod};
-use effv2_runtime::manifest::{Manifest, Precision, QuantParams, Quantization, Target};
+use effv2_runtime::manifest::{Manifest, Precision, QuantParams, Target};
 
 use crate::artifact::{manifest_for, write_artifact, ArtifactError, ArtifactFile, ManifestInput};
-use crate::calib::{load_calibration, method_name, CalibError, CalibSource};
+use crate::calib::{load_calibration, quantization_record, CalibError, CalibSource};
 use crate::onnx::{write_int8_onnx, write_onnx, Int8Form, OnnxError, OnnxOptions, INPUT, OUTPUT};
 use crate::source::{LoadedModel, SourceError};
 
@@ -73,21 +73,23 @@ pub fn build_cpu(model: &LoadedModel, opts: &CpuBuild, out: &Path) -> Result<Man
     build_fp32_onnx(model, opts, Target::Cpu, Precision::Fp32, |_| notes, out)
 }
 
-/// An artifact around the fp32 ONNX model (`model.onnx`) for `target`; `notes` sees the batch.
+/// An artifact around the fp32 ONNX model (`model.onnx`) for `target`; `notes` gets the input
+/// shape `[N, C, H, W]`.
 pub(crate) fn build_fp32_onnx(
     model: &LoadedModel,
     opts: &CpuBuild,
     target: Target,
     precision: Precision,
-    notes: impl FnOnce(usize) -> Vec<String>,
+    notes: impl FnOnce([usize; 4]) -> Vec<String>,
     out: &Path,
 ) -> Result<Manifest, BuildError> {
     let graph = model.graph(opts.image_size)?;
     let batch = opts.batch.max(1);
     let bytes = write_onnx(&graph, &model.weights, &onnx_options(model, batch))?;
     let files = vec![ArtifactFile { path: MODEL_FILE.into(), role: "model".into(), bytes }];
+    let shape = graph.input_shape();
     let mut preprocess = model.preprocess.clone();
-    preprocess.size = graph.input_shape().h;
+    preprocess.size = shape.h;
     let manifest = manifest_for(
         ManifestInput {
             spec: &model.spec,
@@ -99,7 +101,7 @@ pub(crate) fn build_fp32_onnx(
             labels: model.labels.clone(),
             input_name: INPUT,
             output_name: OUTPUT,
-            notes: notes(batch),
+            notes: notes([batch, shape.c, shape.h, shape.w]),
         },
         &files,
     );
@@ -160,14 +162,7 @@ pub fn build_cpu_int8(model: &LoadedModel, opts: &CpuBuild, q: &CpuInt8, out: &P
         let p = t.params().ok_or_else(|| QuantizeError::Internal(format!("I/O tensor {:?} has no per-tensor parameters", t.name)))?;
         Ok::<_, BuildError>(QuantParams { dtype: "int8".into(), scale: p.scale, zero_point: p.zero_point })
     };
-    manifest.quantization = Some(Quantization {
-        input: qp(qmodel.input_tensor())?,
-        output: qp(qmodel.output_tensor())?,
-        method: method_name(q.method),
-        calibration: q.calib.to_string(),
-        calibration_images: calib.info.images,
-        synthetic_calibration: calib.info.synthetic,
-    });
+    manifest.quantization = Some(quantization_record(qp(qmodel.input_tensor())?, qp(qmodel.output_tensor())?, q.method, &q.calib, &calib.info));
     write_artifact(out, &files, &manifest)?;
     Ok(CpuInt8Outcome { manifest, qmodel })
 }

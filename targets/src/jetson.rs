@@ -36,13 +36,12 @@ pub fn build_jetson(model: &LoadedModel, opts: &CpuBuild, precision: Precision, 
              use fp16 (default) or fp32"
         )));
     }
-    let shape = model.graph(opts.image_size)?.input_shape();
-    let notes = |batch| {
+    let notes = |[batch, c, size, _]: [usize; 4]| {
         let mut n = vec![format!(
             "model.onnx is fp32 (BN folded, static shape); build the {precision} TensorRT engine on the Jetson itself (engines are tied \
              to the GPU and the TensorRT version), then time it:"
         )];
-        n.extend(trtexec_commands(precision, batch, shape.c, shape.h));
+        n.extend(trtexec_commands(precision, batch, c, size));
         n.push("effv2-runtime has no CUDA backend for jetson artifacts yet (issue #6); model.onnx also runs on any ONNX runtime.".into());
         n
     };

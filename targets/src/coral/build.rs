@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use effv2_edge::spec::{BlockKind, ModelSpec};
 use effv2_quantize::{quantize, IoType, QModel, QuantizeOptions, RangeMethod};
-use effv2_runtime::manifest::{Manifest, Precision, QuantParams, Quantization, Target, TensorSpec};
+use effv2_runtime::manifest::{Manifest, Precision, QuantParams, Target, TensorSpec};
 
 use super::analysis::{analyze, OpClass, OpStat};
-use crate::calib::{load_calibration, CalibSource};
+use crate::calib::{load_calibration, quantization_record, CalibSource};
 pub use crate::calib::method_name;
 use super::compiler::{parse_compiler_log, run_compiler, CompilerChoice, CompilerRun, CompilerStatus};
 use super::cost::{CostModel, FITTED};
@@ -157,14 +157,7 @@ pub fn build_coral(model: &LoadedModel, o: &CoralBuild, out: &Path) -> Result<Co
     manifest.input = TensorSpec { name: i.name.clone(), shape: i.shape.clone(), layout: "NHWC".into(), dtype: i.dtype.clone() };
     manifest.output = TensorSpec { name: out_t.name.clone(), shape: out_t.shape.clone(), layout: "NC".into(), dtype: out_t.dtype.clone() };
     let qp = |s: &IoSummary| QuantParams { dtype: s.dtype.clone(), scale: s.scale, zero_point: s.zero_point };
-    manifest.quantization = Some(Quantization {
-        input: qp(i),
-        output: qp(out_t),
-        method: method_name(o.method),
-        calibration: o.calib.to_string(),
-        calibration_images: calib.info.images,
-        synthetic_calibration: calib.info.synthetic,
-    });
+    manifest.quantization = Some(quantization_record(qp(i), qp(out_t), o.method, &o.calib, &calib.info));
     write_artifact(out, &files, &manifest)?;
     Ok(CoralOutcome { manifest, report, qmodel: q })
 }
