@@ -6,4 +6,6 @@ cd "$(dirname "$0")/.."
 ./scripts/setup-python.sh
 export EFFV2_PYTHON="$PWD/.venv-ci/bin/python"
 ./scripts/setup-data.sh
+# No incremental cache: CI builds once, and the cache doubles the disk a build needs.
+export CARGO_INCREMENTAL=0
 cargo test --workspace --locked "$@"
