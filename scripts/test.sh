@@ -5,6 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup-python.sh
 export EFFV2_PYTHON="$PWD/.venv-ci/bin/python"
+# NVRTC from PyPI: the CUDA engine's kernels are compiled by the real compiler (no GPU needed).
+NVRTC_LIB=$("$EFFV2_PYTHON" -c 'import nvidia.cu13, os; print(os.path.join(nvidia.cu13.__path__[0], "lib"))')
+export LD_LIBRARY_PATH="$NVRTC_LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export EFFV2_REQUIRE_NVRTC=1
 ./scripts/setup-data.sh
 # No incremental cache: CI builds once, and the cache doubles the disk a build needs.
 export CARGO_INCREMENTAL=0

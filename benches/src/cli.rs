@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 use effv2_edge::cli_args::ShapeArgs;
 use effv2_edge::spec::ModelOptions;
-use effv2_runtime::Target;
+use effv2_runtime::{Precision, Target};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::coral::{run_coral_sweep, CoralSweepOptions};
@@ -74,9 +74,13 @@ pub struct RunArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct SweepArgs {
-    /// cpu (ONNX through tract, measured) or coral (int8 Edge TPU: mapping, footprint, predicted latency)
+    /// cpu (ONNX through tract, measured), jetson (our CUDA engine on this machine's GPU, measured) or
+    /// coral (int8 Edge TPU: mapping, footprint, predicted latency)
     #[arg(long)]
     pub target: Target,
+    /// jetson: fp16 or fp32 [default: fp16]; cpu runs fp32
+    #[arg(long, value_parser = parse_precision)]
+    pub precision: Option<Precision>,
     /// Variant: efficientnetv2-b0..b3, -s, -m, -l, -xl (or just b0, s, …)
     #[arg(long)]
     pub model: String,
@@ -112,6 +116,14 @@ pub struct SweepArgs {
     pub output: PathBuf,
 }
 
+fn parse_precision(s: &str) -> Result<Precision, String> {
+    match s {
+        "fp32" => Ok(Precision::Fp32),
+        "fp16" => Ok(Precision::Fp16),
+        _ => Err(format!("{s:?}: sweeps run fp32 or fp16")),
+    }
+}
+
 /// Run a parsed bench command; results go to stdout, progress to stderr.
 pub fn execute(cmd: &BenchCommand) -> Result<(), BenchError> {
     match cmd {
@@ -130,8 +142,10 @@ fn sweep(a: &SweepArgs) -> Result<(), BenchError> {
     if a.target != Target::Coral && a.calib.is_some() {
         return Err(BenchError::Args("--calib is for --target coral".into()));
     }
+    let precision = a.precision.unwrap_or(if a.target == Target::Jetson { Precision::Fp16 } else { Precision::Fp32 });
     let o = SweepOptions {
         target: a.target,
+        precision,
         model: a.model.clone(),
         placements: a.fused_stages.clone(),
         image_size: a.image_size,

@@ -35,7 +35,7 @@ pub enum BenchError {
     Placement { spec: String, why: String },
     #[error("{0}")]
     Args(String),
-    #[error("--target {0} is not implemented yet in this version (cpu and coral are)")]
+    #[error("--target {0} is not implemented yet in this version (cpu, jetson and coral are)")]
     TargetNotImplemented(effv2_runtime::Target),
     #[error("{backend} returned {got} values for a [{batch}, {classes}] output{extra}")]
     BadOutput { backend: String, got: usize, batch: usize, classes: usize, extra: String },

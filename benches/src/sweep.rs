@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use effv2_edge::spec::{variant, BlockKind, FusedStages, ModelOptions, ModelSpec, Variant};
-use effv2_runtime::Target;
+use effv2_runtime::{Precision, Target};
 use effv2_targets::cpu::{build_cpu, CpuBuild};
+use effv2_targets::jetson::build_jetson;
 use effv2_targets::source::ModelSource;
 use indicatif::ProgressBar;
 use serde::Serialize;
@@ -101,7 +102,10 @@ pub fn plan_sweep(model: &str, options: &ModelOptions, placements: Option<&str>,
 
 #[derive(Clone, Debug)]
 pub struct SweepOptions {
+    /// cpu (fp32 ONNX through tract) or jetson (the CUDA engine on any CUDA GPU).
     pub target: Target,
+    /// fp32 for cpu; fp16 or fp32 for jetson.
+    pub precision: Precision,
     pub model: String,
     /// Placement list (see [`parse_placements`]); None: every k = 0..=stages.
     pub placements: Option<String>,
@@ -183,8 +187,10 @@ pub struct SweepReport {
 /// Run the sweep and write `report.json`, `report.md` and `report.svg` into `out_dir`.
 pub fn run_sweep(o: &SweepOptions, progress: &ProgressBar) -> Result<SweepReport, BenchError> {
     let started = Instant::now();
-    if o.target != Target::Cpu {
-        return Err(BenchError::TargetNotImplemented(o.target));
+    match (o.target, o.precision) {
+        (Target::Cpu, Precision::Fp32) | (Target::Jetson, Precision::Fp16 | Precision::Fp32) => {}
+        (Target::Coral, _) => return Err(BenchError::TargetNotImplemented(o.target)),
+        (t, p) => return Err(BenchError::Args(format!("--target {t} sweeps run at fp32 (cpu) or fp16/fp32 (jetson), not {p}"))),
     }
     o.measure.validate()?;
     if o.batch == 0 {
@@ -192,6 +198,10 @@ pub fn run_sweep(o: &SweepOptions, progress: &ProgressBar) -> Result<SweepReport
     }
     let SweepPlan { variant: v, spec, base, official_stages, placements, image_size } =
         plan_sweep(&o.model, &o.options, o.placements.as_deref(), o.image_size)?;
+    if o.target == Target::Jetson {
+        // Say so before building anything when this machine cannot run the CUDA engine.
+        cuda_ready()?;
+    }
 
     let artifacts = o.out_dir.join("artifacts");
     std::fs::create_dir_all(&artifacts).map_err(io_err(&artifacts))?;
@@ -259,7 +269,7 @@ pub fn run_sweep(o: &SweepOptions, progress: &ProgressBar) -> Result<SweepReport
             iters: o.measure.iters,
             weight_seed: o.seed,
             input_seed: o.measure.seed,
-            precision: "fp32".into(),
+            precision: o.precision.to_string(),
             percentile_method: PERCENTILE_METHOD.into(),
         },
         official_stages,
@@ -271,12 +281,26 @@ pub fn run_sweep(o: &SweepOptions, progress: &ProgressBar) -> Result<SweepReport
     Ok(report)
 }
 
+#[cfg(feature = "cuda")]
+fn cuda_ready() -> Result<(), BenchError> {
+    Ok(effv2_runtime::cuda::probe_libraries()?)
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_ready() -> Result<(), BenchError> {
+    Err(BenchError::Args("--target jetson needs effv2-bench built with the `cuda` feature".into()))
+}
+
 /// Build one placement's artifact into `dir`; returns (params, MACs per image) of its graph.
 fn build_one(o: &SweepOptions, base: &ModelOptions, fs: &FusedStages, size: usize, dir: &Path) -> Result<(u64, u64), BenchError> {
     let options = ModelOptions { fused_stages: fs.clone(), ..base.clone() };
     let model = ModelSource::Fresh { model: o.model.clone(), options, seed: o.seed }.load()?;
     let cost = model.graph(Some(size))?.cost();
-    build_cpu(&model, &CpuBuild { image_size: Some(size), batch: o.batch }, dir)?;
+    let opts = CpuBuild { image_size: Some(size), batch: o.batch };
+    match o.target {
+        Target::Jetson => build_jetson(&model, &opts, o.precision, dir)?,
+        _ => build_cpu(&model, &opts, dir)?,
+    };
     Ok((cost.params, cost.macs))
 }
 

@@ -119,7 +119,12 @@ fn bad_inputs_fail_cleanly() {
     assert_clean_failure(&sweep(&["--target", "coral", "--calib", "imagenet"]), "not a directory of images");
     assert_clean_failure(&sweep(&["--target", "coral", "--fused-stages", "0..=7"]), "6 stages");
     assert_clean_failure(&sweep(&["--target", "cpu", "--calib", "synthetic"]), "--calib is for --target coral");
-    assert_clean_failure(&sweep(&["--target", "jetson"]), "not implemented yet");
+    #[cfg(feature = "cuda")]
+    if effv2_runtime::cuda::probe_libraries().is_err() {
+        assert_clean_failure(&sweep(&["--target", "jetson"]), "no CUDA driver found");
+    }
+    assert_clean_failure(&sweep(&["--target", "jetson", "--precision", "int8"]), "sweeps run fp32 or fp16");
+    assert_clean_failure(&sweep(&["--target", "cpu", "--precision", "fp16"]), "fp32 (cpu)");
     assert_clean_failure(&sweep(&["--target", "tpu"]), "unknown target");
     assert_clean_failure(&sweep(&["--target", "cpu", "--fused-stages", "0..=7"]), "6 stages");
     assert_clean_failure(&sweep(&["--target", "cpu", "--fused-stages", "2..1"]), "empty range");

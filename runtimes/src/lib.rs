@@ -6,6 +6,7 @@
 //! missing, is a clear [`RuntimeError`], never a panic.
 
 pub mod manifest;
+pub mod plan;
 pub mod preprocess;
 mod backends;
 
@@ -15,6 +16,9 @@ pub use backends::{backends, BackendInfo};
 /// Environment variables naming libtensorflowlite_c and libedgetpu (else the standard names).
 #[cfg(feature = "edgetpu")]
 pub use backends::{EDGETPU_ENV, TFLITE_ENV};
+/// The CUDA backend's library probe, kernel compiler and graph switch (for tools and tests).
+#[cfg(feature = "cuda")]
+pub use backends::cuda;
 pub use manifest::{Manifest, Precision, Target};
 
 #[derive(Debug, thiserror::Error)]
@@ -73,7 +77,7 @@ pub fn open(dir: &Path, opts: &OpenOptions) -> Result<Box<dyn Runtime>, RuntimeE
 }
 
 /// Shared input check for backends.
-#[cfg_attr(not(any(feature = "tract", feature = "edgetpu")), allow(dead_code))]
+#[cfg_attr(not(any(feature = "tract", feature = "edgetpu", feature = "cuda")), allow(dead_code))]
 pub(crate) fn check_input(input: &[f32], shape: [usize; 4]) -> Result<(), RuntimeError> {
     let want = shape.iter().product();
     if input.len() != want {

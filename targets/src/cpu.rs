@@ -4,6 +4,8 @@
 
 use std::path::Path;
 
+use effv2_edge::graph::Graph;
+use effv2_edge::weights::Weights;
 use effv2_quantize::{quantize, IoType, QModel, QuantizeError, QuantizeOptions, RangeMethod};
 use effv2_runtime::manifest::{Manifest, Precision, QuantParams, Target};
 
@@ -28,6 +30,8 @@ pub enum BuildError {
     Calib(#[from] CalibError),
     #[error(transparent)]
     Quantize(#[from] QuantizeError),
+    #[error(transparent)]
+    Plan(#[from] crate::cuda_plan::PlanError),
     #[error("{0}")]
     Unsupported(String),
 }
@@ -70,23 +74,25 @@ fn onnx_options(model: &LoadedModel, batch: usize) -> OnnxOptions {
 /// fp32 artifact.
 pub fn build_cpu(model: &LoadedModel, opts: &CpuBuild, out: &Path) -> Result<Manifest, BuildError> {
     let notes = vec!["Runs with effv2-runtime (tract) or any ONNX runtime; input is preprocessed float32 NCHW.".into()];
-    build_fp32_onnx(model, opts, Target::Cpu, Precision::Fp32, |_| notes, out)
+    build_fp32_onnx(model, opts, Target::Cpu, Precision::Fp32, |_| notes, |_, _| Ok(vec![]), out)
 }
 
 /// An artifact around the fp32 ONNX model (`model.onnx`) for `target`; `notes` gets the input
-/// shape `[N, C, H, W]`.
+/// shape `[N, C, H, W]`, `extra_files` the graph and weights the ONNX was written from.
 pub(crate) fn build_fp32_onnx(
     model: &LoadedModel,
     opts: &CpuBuild,
     target: Target,
     precision: Precision,
     notes: impl FnOnce([usize; 4]) -> Vec<String>,
+    extra_files: impl FnOnce(&Graph, &Weights) -> Result<Vec<ArtifactFile>, BuildError>,
     out: &Path,
 ) -> Result<Manifest, BuildError> {
     let graph = model.graph(opts.image_size)?;
     let batch = opts.batch.max(1);
     let bytes = write_onnx(&graph, &model.weights, &onnx_options(model, batch))?;
-    let files = vec![ArtifactFile { path: MODEL_FILE.into(), role: "model".into(), bytes }];
+    let mut files = vec![ArtifactFile { path: MODEL_FILE.into(), role: "model".into(), bytes }];
+    files.extend(extra_files(&graph, &model.weights)?);
     let shape = graph.input_shape();
     let mut preprocess = model.preprocess.clone();
     preprocess.size = shape.h;

@@ -1,14 +1,18 @@
-//! `--target jetson`: the model for a Jetson GPU as TensorRT takes it — `model.onnx` (fp32, BN
-//! folded, static shape; TensorRT builds the fp16 engine from it on the device, where the engine
-//! must be built because plans are tied to the GPU and TensorRT version) and a manifest whose notes
-//! carry the exact `trtexec` commands. Our own CUDA runtime for these artifacts is issue #6's work;
-//! until then effv2-runtime says so when asked to open one.
+//! `--target jetson`: a Jetson (or any CUDA GPU) artifact in two forms from the same BN-folded graph:
+//! `plan.json` + `weights.bin` for effv2-runtime's CUDA engine (feature `cuda`), which runs it at
+//! the manifest's precision (fp16 or fp32), and `model.onnx` (fp32, static shape) for TensorRT,
+//! whose engine must be built on the device (plans are tied to the GPU and TensorRT version); the
+//! manifest's notes carry the exact `trtexec` commands.
 
 use std::path::Path;
 
 use effv2_runtime::manifest::{Manifest, Precision, Target};
 
+use effv2_runtime::plan::{PLAN_FILE, PLAN_ROLE, WEIGHTS_FILE, WEIGHTS_ROLE};
+
+use crate::artifact::ArtifactFile;
 use crate::cpu::{build_fp32_onnx, BuildError, CpuBuild, MODEL_FILE};
+use crate::cuda_plan::{cuda_plan, weights_bytes};
 use crate::onnx::INPUT;
 use crate::source::LoadedModel;
 
@@ -42,10 +46,21 @@ pub fn build_jetson(model: &LoadedModel, opts: &CpuBuild, precision: Precision, 
              to the GPU and the TensorRT version), then time it:"
         )];
         n.extend(trtexec_commands(precision, batch, c, size));
-        n.push("effv2-runtime has no CUDA backend for jetson artifacts yet (issue #6); model.onnx also runs on any ONNX runtime.".into());
+        n.push(format!(
+            "{PLAN_FILE} + {WEIGHTS_FILE} run on effv2-runtime's CUDA engine (feature `cuda`) at {precision}, e.g. \
+             `effv2-bench run --artifact DIR`; model.onnx also runs on any ONNX runtime."
+        ));
         n
     };
-    build_fp32_onnx(model, opts, Target::Jetson, precision, notes, out)
+    let plan_files = |graph: &effv2_edge::graph::Graph, weights: &effv2_edge::weights::Weights| {
+        let (plan, data) = cuda_plan(graph, weights)?;
+        let json = serde_json::to_vec_pretty(&plan).map_err(|e| BuildError::Unsupported(format!("serialising plan.json: {e}")))?;
+        Ok(vec![
+            ArtifactFile { path: PLAN_FILE.into(), role: PLAN_ROLE.into(), bytes: json },
+            ArtifactFile { path: WEIGHTS_FILE.into(), role: WEIGHTS_ROLE.into(), bytes: weights_bytes(&data) },
+        ])
+    };
+    build_fp32_onnx(model, opts, Target::Jetson, precision, notes, plan_files, out)
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ pub mod artifact;
 pub mod calib;
 pub mod coral;
 pub mod cpu;
+pub mod cuda_plan;
 pub mod jetson;
 pub mod onnx;
 pub mod source;

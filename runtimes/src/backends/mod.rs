@@ -5,6 +5,8 @@ use std::path::Path;
 use crate::manifest::{Manifest, Target};
 use crate::{OpenOptions, Runtime, RuntimeError};
 
+#[cfg(feature = "cuda")]
+pub mod cuda;
 #[cfg(feature = "edgetpu")]
 mod edgetpu;
 #[cfg(feature = "tract")]
@@ -25,6 +27,7 @@ pub fn backends() -> Vec<BackendInfo> {
     vec![
         BackendInfo { name: "tract", target: Target::Cpu, compiled: cfg!(feature = "tract") },
         BackendInfo { name: "edgetpu", target: Target::Coral, compiled: cfg!(feature = "edgetpu") },
+        BackendInfo { name: "cuda", target: Target::Jetson, compiled: cfg!(feature = "cuda") },
     ]
 }
 
@@ -41,12 +44,10 @@ pub(crate) fn open(dir: &Path, manifest: Manifest, opts: &OpenOptions) -> Result
         Target::Coral => Ok(Box::new(edgetpu::EdgeTpuRuntime::open(dir, manifest, opts)?)),
         #[cfg(not(feature = "edgetpu"))]
         Target::Coral => Err(not_compiled("edgetpu", "edgetpu")),
-        Target::Jetson => Err(RuntimeError::Unavailable {
-            backend: "cuda".into(),
-            why: "no CUDA backend in this version of effv2-runtime: build a TensorRT engine from the artifact's model.onnx on the \
-                  Jetson with the trtexec commands in its manifest notes, or run model.onnx with any ONNX runtime"
-                .into(),
-        }),
+        #[cfg(feature = "cuda")]
+        Target::Jetson => Ok(Box::new(cuda::CudaRuntime::open(dir, manifest, opts)?)),
+        #[cfg(not(feature = "cuda"))]
+        Target::Jetson => Err(not_compiled("cuda", "cuda")),
     }
 }
 

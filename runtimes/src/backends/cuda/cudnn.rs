@@ -1,0 +1,164 @@
+//! cuDNN convolutions on raw device pointers: the engine owns one activation arena, so operands
+//! are addresses inside it rather than typed slices. Descriptors are made once per conv at load.
+
+use cudarc::cudnn::result::{self as cr, CudnnError};
+use cudarc::cudnn::sys;
+use cudarc::driver::CudaStream;
+
+use std::ffi::c_void;
+use std::sync::Arc;
+
+pub struct Handle(pub sys::cudnnHandle_t);
+
+impl Handle {
+    pub fn new(stream: &Arc<CudaStream>) -> Result<Handle, CudnnError> {
+        let h = cr::create_handle()?;
+        let h = Handle(h);
+        unsafe { cr::set_stream(h.0, stream.cu_stream() as *mut _) }?;
+        Ok(h)
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        let _ = unsafe { cr::destroy_handle(self.0) };
+    }
+}
+
+/// Element type of the activations and weights.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DType {
+    F32,
+    F16,
+}
+
+impl DType {
+    pub fn bytes(self) -> usize {
+        match self {
+            DType::F32 => 4,
+            DType::F16 => 2,
+        }
+    }
+    fn cudnn(self) -> sys::cudnnDataType_t {
+        match self {
+            DType::F32 => sys::cudnnDataType_t::CUDNN_DATA_FLOAT,
+            DType::F16 => sys::cudnnDataType_t::CUDNN_DATA_HALF,
+        }
+    }
+}
+
+/// Shape facts of one conv: NHWC input `[n, c, h, w]`, OHWI filter, symmetric padding.
+#[derive(Clone, Copy, Debug)]
+pub struct ConvShape {
+    pub n: usize,
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub out_ch: usize,
+    pub oh: usize,
+    pub ow: usize,
+    pub kernel: usize,
+    pub stride: usize,
+    pub pad: [usize; 2],
+    pub groups: usize,
+}
+
+pub struct Conv {
+    x: sys::cudnnTensorDescriptor_t,
+    y: sys::cudnnTensorDescriptor_t,
+    w: sys::cudnnFilterDescriptor_t,
+    conv: sys::cudnnConvolutionDescriptor_t,
+    pub algo: sys::cudnnConvolutionFwdAlgo_t,
+    pub workspace: usize,
+}
+
+fn dim(v: usize) -> i32 {
+    v as i32
+}
+
+impl Conv {
+    /// Descriptors and the heuristically best algorithm that needs at most `max_workspace` bytes.
+    pub fn new(h: &Handle, s: ConvShape, dtype: DType, max_workspace: usize) -> Result<Conv, CudnnError> {
+        let nhwc = sys::cudnnTensorFormat_t::CUDNN_TENSOR_NHWC;
+        let conv = Conv {
+            x: cr::create_tensor_descriptor()?,
+            y: cr::create_tensor_descriptor()?,
+            w: cr::create_filter_descriptor()?,
+            conv: cr::create_convolution_descriptor()?,
+            algo: sys::cudnnConvolutionFwdAlgo_t::CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM,
+            workspace: 0,
+        };
+        let mut conv = conv;
+        unsafe {
+            cr::set_tensor4d_descriptor(conv.x, nhwc, dtype.cudnn(), [s.n, s.c, s.h, s.w].map(dim))?;
+            cr::set_tensor4d_descriptor(conv.y, nhwc, dtype.cudnn(), [s.n, s.out_ch, s.oh, s.ow].map(dim))?;
+            cr::set_filter4d_descriptor(conv.w, dtype.cudnn(), nhwc, [s.out_ch, s.c / s.groups, s.kernel, s.kernel].map(dim))?;
+            let st = dim(s.stride);
+            // Compute in f32 for both data types ("pseudo-half" for f16).
+            cr::set_convolution2d_descriptor(
+                conv.conv,
+                dim(s.pad[0]),
+                dim(s.pad[1]),
+                st,
+                st,
+                1,
+                1,
+                sys::cudnnConvolutionMode_t::CUDNN_CROSS_CORRELATION,
+                sys::cudnnDataType_t::CUDNN_DATA_FLOAT,
+            )?;
+            cr::set_convolution_group_count(conv.conv, dim(s.groups))?;
+            // f32 stays f32 (no TF32 rounding); f16 may use tensor cores.
+            let math = match dtype {
+                DType::F32 => sys::cudnnMathType_t::CUDNN_FMA_MATH,
+                DType::F16 => sys::cudnnMathType_t::CUDNN_TENSOR_OP_MATH,
+            };
+            cr::set_convolution_math_type(conv.conv, math)?;
+            const N: usize = 8;
+            let mut count = 0;
+            let mut perf = [std::mem::zeroed::<sys::cudnnConvolutionFwdAlgoPerf_t>(); N];
+            cr::get_convolution_forward_algorithm(h.0, conv.x, conv.w, conv.conv, conv.y, N as i32, &mut count, perf.as_mut_ptr())?;
+            let pick = perf[..count.max(0) as usize]
+                .iter()
+                .find(|p| p.status == sys::cudnnStatus_t::CUDNN_STATUS_SUCCESS && p.memory <= max_workspace)
+                .ok_or(CudnnError(sys::cudnnStatus_t::CUDNN_STATUS_NOT_SUPPORTED))?;
+            conv.algo = pick.algo;
+            conv.workspace = cr::get_convolution_forward_workspace_size(h.0, conv.x, conv.w, conv.conv, conv.y, conv.algo)?;
+        }
+        Ok(conv)
+    }
+
+    /// y = conv(x, w), into `y` (β = 0).
+    ///
+    /// # Safety
+    /// The pointers must address device buffers of this conv's shapes and data type, and
+    /// `workspace` at least `self.workspace` bytes.
+    pub unsafe fn launch(&self, h: &Handle, x: u64, w: u64, y: u64, workspace: u64, workspace_len: usize) -> Result<(), CudnnError> {
+        let (alpha, beta) = (1.0f32, 0.0f32);
+        cr::convolution_forward(
+            h.0,
+            &alpha as *const f32 as *const c_void,
+            self.x,
+            x as *const c_void,
+            self.w,
+            w as *const c_void,
+            self.conv,
+            self.algo,
+            workspace as *mut c_void,
+            workspace_len,
+            &beta as *const f32 as *const c_void,
+            self.y,
+            y as *mut c_void,
+        )
+    }
+}
+
+impl Drop for Conv {
+    fn drop(&mut self) {
+        unsafe {
+            let _ = cr::destroy_tensor_descriptor(self.x);
+            let _ = cr::destroy_tensor_descriptor(self.y);
+            let _ = cr::destroy_filter_descriptor(self.w);
+            let _ = cr::destroy_convolution_descriptor(self.conv);
+        }
+    }
+}

@@ -1,0 +1,120 @@
+// Element-wise and depthwise kernels of the CUDA backend, compiled by NVRTC at load time.
+// Activations are NHWC of type T: float, or (with EFFV2_HALF) IEEE half stored as 16-bit words and
+// converted with PTX cvt, so the source needs no CUDA headers. Math is always f32.
+// Every kernel is a grid-stride loop over its output elements; `total` counts them.
+
+#ifdef EFFV2_HALF
+typedef unsigned short T;
+__device__ __forceinline__ float ld(T v) { float f; asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(v)); return f; }
+__device__ __forceinline__ T st(float f) { T v; asm("cvt.rn.f16.f32 %0, %1;" : "=h"(v) : "f"(f)); return v; }
+#else
+typedef float T;
+__device__ __forceinline__ float ld(T v) { return v; }
+__device__ __forceinline__ T st(float f) { return f; }
+#endif
+
+#define GRID_STRIDE(i, total) \
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < (total); i += (long long)blockDim.x * gridDim.x)
+
+// Codes of effv2_runtime::plan::Act.
+__device__ __forceinline__ float act(float x, int kind) {
+    switch (kind) {
+        case 1: return x / (1.0f + __expf(-x));
+        case 2: return fminf(fmaxf(x, 0.0f), 6.0f);
+        case 3: return 1.0f / (1.0f + __expf(-x));
+        default: return x;
+    }
+}
+
+// float NCHW input -> T NHWC.
+extern "C" __global__ void nchw_to_nhwc(const float* x, T* y, long long total, int c, int hw) {
+    GRID_STRIDE(i, total) {
+        long long p = i / c;  // n * hw + pixel
+        int ch = (int)(i - p * c);
+        long long n = p / hw;
+        long long pix = p - n * hw;
+        y[i] = st(x[(n * c + ch) * hw + pix]);
+    }
+}
+
+// T [N, C] -> float logits.
+extern "C" __global__ void to_f32(const T* x, float* y, long long total) {
+    GRID_STRIDE(i, total) { y[i] = ld(x[i]); }
+}
+
+// In place: y = act(y + bias[c]).
+extern "C" __global__ void bias_act(T* y, const float* bias, long long total, int c, int kind) {
+    GRID_STRIDE(i, total) { y[i] = st(act(ld(y[i]) + bias[i % c], kind)); }
+}
+
+// y = act(x), for activations that do not follow a conv alone.
+extern "C" __global__ void act_only(const T* x, T* y, long long total, int kind) {
+    GRID_STRIDE(i, total) { y[i] = st(act(ld(x[i]), kind)); }
+}
+
+// Depthwise k x k conv with bias and activation. Weight [kh][kw][c]; pads top/left given, the
+// bottom/right ones follow from the output size (reads outside the input are zeros).
+extern "C" __global__ void depthwise(const T* x, const T* w, const float* bias, T* y, long long total,
+                                     int h, int wd, int c, int oh, int ow, int k, int stride, int pad_t,
+                                     int pad_l, int kind) {
+    GRID_STRIDE(i, total) {
+        int ch = (int)(i % c);
+        long long r = i / c;
+        int ox = (int)(r % ow);
+        r /= ow;
+        int oy = (int)(r % oh);
+        long long n = r / oh;
+        float acc = bias[ch];
+        int y0 = oy * stride - pad_t, x0 = ox * stride - pad_l;
+        for (int ky = 0; ky < k; ++ky) {
+            int iy = y0 + ky;
+            if (iy < 0 || iy >= h) continue;
+            for (int kx = 0; kx < k; ++kx) {
+                int ix = x0 + kx;
+                if (ix < 0 || ix >= wd) continue;
+                acc += ld(x[((n * h + iy) * wd + ix) * c + ch]) * ld(w[(ky * k + kx) * c + ch]);
+            }
+        }
+        y[i] = st(act(acc, kind));
+    }
+}
+
+// Mean over H and W: one thread per (n, c); neighbouring threads read neighbouring channels.
+extern "C" __global__ void pool(const T* x, T* y, long long total, int hw, int c) {
+    GRID_STRIDE(i, total) {
+        long long n = i / c;
+        int ch = (int)(i - n * c);
+        const T* p = x + n * hw * c + ch;
+        float s = 0.0f;
+        for (int j = 0; j < hw; ++j) s += ld(p[(long long)j * c]);
+        y[i] = st(s / (float)hw);
+    }
+}
+
+// y = x * gate[n, c] (the SE excitation).
+extern "C" __global__ void gate_mul(const T* x, const T* gate, T* y, long long total, int hw, int c) {
+    GRID_STRIDE(i, total) {
+        long long n = i / ((long long)hw * c);
+        y[i] = st(ld(x[i]) * ld(gate[n * c + i % c]));
+    }
+}
+
+extern "C" __global__ void add(const T* a, const T* b, T* y, long long total) {
+    GRID_STRIDE(i, total) { y[i] = st(ld(a[i]) + ld(b[i])); }
+}
+
+// Zero-pad NHWC x [N,h,w,c] into y [N,ph,pw,c] at offset (top, left), for convs whose padding
+// cuDNN cannot express (asymmetric "same" padding).
+extern "C" __global__ void pad(const T* x, T* y, long long total, int h, int wd, int c, int ph, int pw, int top,
+                               int left) {
+    GRID_STRIDE(i, total) {
+        int ch = (int)(i % c);
+        long long r = i / c;
+        int px = (int)(r % pw);
+        r /= pw;
+        int py = (int)(r % ph);
+        long long n = r / ph;
+        int iy = py - top, ix = px - left;
+        y[i] = (iy >= 0 && iy < h && ix >= 0 && ix < wd) ? x[((n * h + iy) * wd + ix) * c + ch] : st(0.0f);
+    }
+}

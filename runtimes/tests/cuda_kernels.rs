@@ -1,0 +1,25 @@
+//! The CUDA engine's kernels compile with the real NVRTC (no GPU or driver needed) for the data
+//! types and GPU generations we ship to: H100/H200 (sm_90) and Jetson Orin (sm_87).
+//! scripts/test.sh installs NVRTC from PyPI and sets EFFV2_REQUIRE_NVRTC=1, so CI cannot skip this.
+#![cfg(feature = "cuda")]
+
+use effv2_runtime::cuda::{compile_kernels, nvrtc_present, DType};
+
+#[test]
+fn kernels_compile_for_f32_and_f16_on_hopper_and_orin() {
+    if !nvrtc_present() {
+        assert!(std::env::var("EFFV2_REQUIRE_NVRTC").is_err(), "EFFV2_REQUIRE_NVRTC is set but libnvrtc cannot be loaded (LD_LIBRARY_PATH?)");
+        eprintln!("skipped: no libnvrtc on this machine");
+        return;
+    }
+    for dtype in [DType::F32, DType::F16] {
+        for arch in ["compute_90", "compute_87"] {
+            let ptx = compile_kernels(dtype, Some(arch.into())).unwrap_or_else(|e| panic!("{dtype:?} {arch}: {e}")).to_src();
+            for k in ["nchw_to_nhwc", "to_f32", "bias_act", "act_only", "depthwise", "pool", "gate_mul", "add", "pad"] {
+                assert!(ptx.contains(&format!(".entry {k}(")), "{dtype:?} {arch}: no entry {k}");
+            }
+            // Half builds convert through f16 registers; f32 builds never do.
+            assert_eq!(ptx.contains("cvt.f32.f16"), dtype == DType::F16, "{dtype:?} {arch}");
+        }
+    }
+}
