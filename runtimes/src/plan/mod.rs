@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 pub mod arena;
+pub mod launch;
 pub mod layout;
 
 /// Bumped on any change a reader of an older plan would misread.

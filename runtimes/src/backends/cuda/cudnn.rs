@@ -6,6 +6,8 @@ use cudarc::cudnn::sys;
 use cudarc::driver::CudaStream;
 
 use std::ffi::c_void;
+
+pub use crate::plan::launch::{ConvShape, DType};
 use std::sync::Arc;
 
 pub struct Handle(pub sys::cudnnHandle_t);
@@ -25,42 +27,11 @@ impl Drop for Handle {
     }
 }
 
-/// Element type of the activations and weights.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DType {
-    F32,
-    F16,
-}
-
-impl DType {
-    pub fn bytes(self) -> usize {
-        match self {
-            DType::F32 => 4,
-            DType::F16 => 2,
-        }
+fn cudnn_type(d: DType) -> sys::cudnnDataType_t {
+    match d {
+        DType::F32 => sys::cudnnDataType_t::CUDNN_DATA_FLOAT,
+        DType::F16 => sys::cudnnDataType_t::CUDNN_DATA_HALF,
     }
-    fn cudnn(self) -> sys::cudnnDataType_t {
-        match self {
-            DType::F32 => sys::cudnnDataType_t::CUDNN_DATA_FLOAT,
-            DType::F16 => sys::cudnnDataType_t::CUDNN_DATA_HALF,
-        }
-    }
-}
-
-/// Shape facts of one conv: NHWC input `[n, c, h, w]`, OHWI filter, symmetric padding.
-#[derive(Clone, Copy, Debug)]
-pub struct ConvShape {
-    pub n: usize,
-    pub c: usize,
-    pub h: usize,
-    pub w: usize,
-    pub out_ch: usize,
-    pub oh: usize,
-    pub ow: usize,
-    pub kernel: usize,
-    pub stride: usize,
-    pub pad: [usize; 2],
-    pub groups: usize,
 }
 
 pub struct Conv {
@@ -90,9 +61,9 @@ impl Conv {
         };
         let mut conv = conv;
         unsafe {
-            cr::set_tensor4d_descriptor(conv.x, nhwc, dtype.cudnn(), [s.n, s.c, s.h, s.w].map(dim))?;
-            cr::set_tensor4d_descriptor(conv.y, nhwc, dtype.cudnn(), [s.n, s.out_ch, s.oh, s.ow].map(dim))?;
-            cr::set_filter4d_descriptor(conv.w, dtype.cudnn(), nhwc, [s.out_ch, s.c / s.groups, s.kernel, s.kernel].map(dim))?;
+            cr::set_tensor4d_descriptor(conv.x, nhwc, cudnn_type(dtype), [s.n, s.c, s.h, s.w].map(dim))?;
+            cr::set_tensor4d_descriptor(conv.y, nhwc, cudnn_type(dtype), [s.n, s.out_ch, s.oh, s.ow].map(dim))?;
+            cr::set_filter4d_descriptor(conv.w, cudnn_type(dtype), nhwc, [s.out_ch, s.c / s.groups, s.kernel, s.kernel].map(dim))?;
             let st = dim(s.stride);
             // Compute in f32 for both data types ("pseudo-half" for f16).
             cr::set_convolution2d_descriptor(

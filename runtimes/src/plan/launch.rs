@@ -1,0 +1,186 @@
+//! A plan lowered to launches over raw addresses, with no GPU code: the static memory layout
+//! (activation arena, scratch, parameter bytes) and the ordered kernel/conv launches with their
+//! exact argument lists. The CUDA engine replays these on the device; tests replay them on the host
+//! with the same kernel source compiled as C++, so argument order and offsets are checked without a
+//! GPU.
+
+use super::arena::{plan_arena, Arena, ALIGN};
+use super::layout::{depthwise_to_hwc, oihw_to_ohwi};
+use super::{NetPlan, Step};
+
+/// Kernels of `kernels.cu`, by index.
+pub const KERNEL_NAMES: [&str; 9] = ["nchw_to_nhwc", "to_f32", "bias_act", "act_only", "depthwise", "pool", "gate_mul", "add", "pad"];
+/// Threads per block of every kernel launch.
+pub const BLOCK: u32 = 256;
+
+/// Element type of activations and weights (biases are always f32).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DType {
+    F32,
+    F16,
+}
+
+impl DType {
+    pub fn bytes(self) -> usize {
+        match self {
+            DType::F32 => 4,
+            DType::F16 => 2,
+        }
+    }
+}
+
+/// One kernel argument, passed by value like CUDA's kernel parameter array.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arg {
+    Ptr(u64),
+    I32(i32),
+    I64(i64),
+}
+
+/// A conv for cuDNN: NHWC input `[n, c, h, w]`, OHWI filter, symmetric padding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvShape {
+    pub n: usize,
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub out_ch: usize,
+    pub oh: usize,
+    pub ow: usize,
+    pub kernel: usize,
+    pub stride: usize,
+    pub pad: [usize; 2],
+    pub groups: usize,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum LaunchSpec {
+    /// `KERNEL_NAMES[f]` over `total` output elements.
+    Kernel { f: usize, total: usize, args: Vec<Arg> },
+    /// `y = conv(x, w)` (no bias; a `bias_act` launch follows).
+    Conv { shape: ConvShape, x: u64, w: u64, y: u64 },
+}
+
+/// Grid size of a kernel over `total` elements (the kernels stride over the rest).
+pub fn grid(total: usize) -> u32 {
+    total.div_ceil(BLOCK as usize).clamp(1, 1 << 20) as u32
+}
+
+fn is_depthwise(c: usize, out_ch: usize, groups: usize) -> bool {
+    groups > 1 && groups == c && out_ch == c
+}
+
+/// Where everything lives for one batch size and data type.
+pub struct Layout {
+    pub dtype: DType,
+    pub batch: usize,
+    pub shapes: Vec<[usize; 3]>,
+    pub arena: Arena,
+    /// Bytes of the activation arena, scratch included.
+    pub arena_bytes: usize,
+    /// Byte offset of the scratch block (padded copies for asymmetric-padding convs).
+    pub scratch_at: usize,
+    /// Repacked weights (dtype) and biases (f32), each block 256-byte aligned.
+    pub params: Vec<u8>,
+    /// Byte offsets of each step's (weight, bias) in `params` (convs only).
+    pub param_at: Vec<(usize, usize)>,
+    /// f32 elements of the NCHW input and of the logits.
+    pub input_len: usize,
+    pub output_len: usize,
+}
+
+fn push_block(bytes: &mut Vec<u8>, v: &[f32], dtype: DType) -> usize {
+    let at = bytes.len();
+    match dtype {
+        DType::F32 => bytes.extend(v.iter().flat_map(|x| x.to_le_bytes())),
+        DType::F16 => bytes.extend(v.iter().flat_map(|x| half::f16::from_f32(*x).to_le_bytes())),
+    }
+    bytes.resize(bytes.len().next_multiple_of(256), 0);
+    at
+}
+
+impl Layout {
+    pub fn new(plan: &NetPlan, weights: &[f32], batch: usize, dtype: DType) -> Result<Layout, String> {
+        let shapes = plan.shapes()?;
+        if weights.len() != plan.weights_len {
+            return Err(format!("{} weights for a plan of {}", weights.len(), plan.weights_len));
+        }
+        let sizes: Vec<usize> = shapes.iter().map(|s| batch * s.iter().product::<usize>()).collect();
+        let inputs: Vec<Vec<usize>> = plan.steps.iter().map(|s| s.inputs()).collect();
+        let arena = plan_arena(&sizes, &inputs, plan.output);
+        let mut scratch_len = 0;
+        let mut params = vec![];
+        let mut param_at = vec![(0, 0); plan.steps.len()];
+        for (i, s) in plan.steps.iter().enumerate() {
+            if let Step::Conv { x, out_ch, kernel, groups, pads: [t, l, b, r], weight, bias, .. } = *s {
+                let [c, h, w] = shapes[x];
+                if (t, l) != (b, r) && !is_depthwise(c, out_ch, groups) {
+                    scratch_len = scratch_len.max(batch * c * (h + t + b) * (w + l + r));
+                }
+                let g = plan.conv_geom(s, shapes[x])?;
+                let wt = &weights[weight..weight + g.weight_len];
+                let packed = if is_depthwise(c, out_ch, groups) { depthwise_to_hwc(wt, c, kernel) } else { oihw_to_ohwi(wt, out_ch, c / groups, kernel) };
+                param_at[i] = (push_block(&mut params, &packed, dtype), push_block(&mut params, &weights[bias..bias + out_ch], DType::F32));
+            }
+        }
+        let eb = dtype.bytes();
+        let scratch_at = arena.size * eb;
+        let arena_bytes = (arena.size + scratch_len.next_multiple_of(ALIGN)) * eb;
+        let [c0, h0, w0] = plan.input;
+        let output_len = batch * shapes[plan.output][0];
+        Ok(Layout { dtype, batch, shapes, arena, arena_bytes, scratch_at, params, param_at, input_len: batch * c0 * h0 * w0, output_len })
+    }
+
+    /// The launches of one forward pass, given the device (or host) addresses of the arena, the
+    /// parameters, the f32 input and the f32 output.
+    pub fn launches(&self, plan: &NetPlan, arena: u64, params: u64, input: u64, output: u64) -> Vec<LaunchSpec> {
+        let eb = self.dtype.bytes() as u64;
+        let at = |v: usize| arena + self.arena.offsets[v] as u64 * eb;
+        let scratch = arena + self.scratch_at as u64;
+        let size = |v: usize| self.batch * self.shapes[v].iter().product::<usize>();
+        let k = |name: &str| KERNEL_NAMES.iter().position(|n| *n == name).expect("known kernel");
+        let i32s = |v: &[usize]| v.iter().map(|&x| Arg::I32(x as i32)).collect::<Vec<_>>();
+        let [c0, h0, w0] = plan.input;
+        let mut out = vec![LaunchSpec::Kernel {
+            f: k("nchw_to_nhwc"),
+            total: size(0),
+            args: [vec![Arg::Ptr(input), Arg::Ptr(at(0)), Arg::I64(size(0) as i64)], i32s(&[c0, h0 * w0])].concat(),
+        }];
+        for (i, s) in plan.steps.iter().enumerate() {
+            let (y, total) = (at(i + 1), size(i + 1));
+            let tot = Arg::I64(total as i64);
+            let [c, h, w] = self.shapes[s.inputs()[0]];
+            let [oc, oh, ow] = self.shapes[i + 1];
+            let (kernel, args) = match *s {
+                Step::Conv { x, out_ch, kernel, stride, groups, pads: [t, l, b, r], act, .. } => {
+                    let (wp, bp) = (params + self.param_at[i].0 as u64, params + self.param_at[i].1 as u64);
+                    if is_depthwise(c, out_ch, groups) {
+                        let a = [vec![Arg::Ptr(at(x)), Arg::Ptr(wp), Arg::Ptr(bp), Arg::Ptr(y), tot], i32s(&[h, w, c, oh, ow, kernel, stride, t, l])];
+                        ("depthwise", [a.concat(), vec![Arg::I32(act.code())]].concat())
+                    } else {
+                        let mut shape = ConvShape { n: self.batch, c, h, w, out_ch, oh, ow, kernel, stride, pad: [t, l], groups };
+                        let mut src = at(x);
+                        if (t, l) != (b, r) {
+                            // cuDNN pads symmetrically: copy into scratch with the exact padding.
+                            let (ph, pw) = (h + t + b, w + l + r);
+                            let ptotal = self.batch * c * ph * pw;
+                            let args = [vec![Arg::Ptr(src), Arg::Ptr(scratch), Arg::I64(ptotal as i64)], i32s(&[h, w, c, ph, pw, t, l])].concat();
+                            out.push(LaunchSpec::Kernel { f: k("pad"), total: ptotal, args });
+                            (src, shape.h, shape.w, shape.pad) = (scratch, ph, pw, [0, 0]);
+                        }
+                        out.push(LaunchSpec::Conv { shape, x: src, w: wp, y });
+                        ("bias_act", vec![Arg::Ptr(y), Arg::Ptr(bp), tot, Arg::I32(oc as i32), Arg::I32(act.code())])
+                    }
+                }
+                Step::Act { x, act } => ("act_only", vec![Arg::Ptr(at(x)), Arg::Ptr(y), tot, Arg::I32(act.code())]),
+                Step::Pool { x } => ("pool", [vec![Arg::Ptr(at(x)), Arg::Ptr(y), tot], i32s(&[h * w, c])].concat()),
+                Step::Mul { x, gate } => ("gate_mul", [vec![Arg::Ptr(at(x)), Arg::Ptr(at(gate)), Arg::Ptr(y), tot], i32s(&[h * w, c])].concat()),
+                Step::Add { a, b } => ("add", vec![Arg::Ptr(at(a)), Arg::Ptr(at(b)), Arg::Ptr(y), tot]),
+            };
+            out.push(LaunchSpec::Kernel { f: k(kernel), total, args });
+        }
+        let total = self.output_len;
+        out.push(LaunchSpec::Kernel { f: k("to_f32"), total, args: vec![Arg::Ptr(at(plan.output)), Arg::Ptr(output), Arg::I64(total as i64)] });
+        out
+    }
+}
