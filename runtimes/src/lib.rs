@@ -63,6 +63,12 @@ pub trait Runtime: Send {
     fn input_shape(&self) -> [usize; 4];
     /// Run one batch (float32 NCHW, preprocessed) and return the logits, [N, classes] row-major.
     fn run(&mut self, input: &[f32]) -> Result<Vec<f32>, RuntimeError>;
+    /// GPU backends: run the network again on the batch already on the device, without the host
+    /// copies, and wait for it — for throughput comparable with frameworks that keep batches on
+    /// the GPU. `None` where a backend has no such split.
+    fn run_on_device(&mut self) -> Option<Result<(), RuntimeError>> {
+        None
+    }
 }
 
 /// Verify the artifact at `dir` and open it with the backend for its target.

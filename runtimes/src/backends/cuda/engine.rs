@@ -157,6 +157,16 @@ impl Engine {
         }
     }
 
+    /// The forward pass again on the input already on the device; waits for it.
+    pub fn rerun(&mut self) -> Result<(), String> {
+        self.ctx.bind_to_thread().map_err(|e| fail("binding the CUDA context", e))?;
+        match &self.graph {
+            Some(g) => g.launch().map_err(|e| fail("replaying the CUDA graph", e))?,
+            None => self.enqueue()?,
+        }
+        self.stream.synchronize().map_err(|e| fail("running the network", e))
+    }
+
     /// Logits for one batch of float32 NCHW input.
     pub fn run(&mut self, input: &[f32]) -> Result<Vec<f32>, String> {
         self.ctx.bind_to_thread().map_err(|e| fail("binding the CUDA context", e))?;

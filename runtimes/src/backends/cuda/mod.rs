@@ -120,4 +120,8 @@ impl Runtime for CudaRuntime {
         check_input(input, self.shape)?;
         self.engine.run(input).map_err(err)
     }
+
+    fn run_on_device(&mut self) -> Option<Result<(), RuntimeError>> {
+        Some(self.engine.rerun().map_err(err))
+    }
 }
