@@ -26,6 +26,19 @@ __device__ __forceinline__ float act(float x, int kind) {
     }
 }
 
+// Coordinates of element i of an NHWC tensor [N, h, w, c].
+struct Nhwc { long long n; int y, x, ch; };
+__device__ __forceinline__ Nhwc nhwc_at(long long i, int h, int w, int c) {
+    Nhwc p;
+    p.ch = (int)(i % c);
+    long long r = i / c;
+    p.x = (int)(r % w);
+    r /= w;
+    p.y = (int)(r % h);
+    p.n = r / h;
+    return p;
+}
+
 // float NCHW input -> T NHWC.
 extern "C" __global__ void nchw_to_nhwc(const float* x, T* y, long long total, int c, int hw) {
     GRID_STRIDE(i, total) {
@@ -58,12 +71,9 @@ extern "C" __global__ void depthwise(const T* x, const T* w, const float* bias, 
                                      int h, int wd, int c, int oh, int ow, int k, int stride, int pad_t,
                                      int pad_l, int kind) {
     GRID_STRIDE(i, total) {
-        int ch = (int)(i % c);
-        long long r = i / c;
-        int ox = (int)(r % ow);
-        r /= ow;
-        int oy = (int)(r % oh);
-        long long n = r / oh;
+        Nhwc o = nhwc_at(i, oh, ow, c);
+        int ch = o.ch, oy = o.y, ox = o.x;
+        long long n = o.n;
         float acc = bias[ch];
         int y0 = oy * stride - pad_t, x0 = ox * stride - pad_l;
         for (int ky = 0; ky < k; ++ky) {
@@ -108,13 +118,8 @@ extern "C" __global__ void add(const T* a, const T* b, T* y, long long total) {
 extern "C" __global__ void pad(const T* x, T* y, long long total, int h, int wd, int c, int ph, int pw, int top,
                                int left) {
     GRID_STRIDE(i, total) {
-        int ch = (int)(i % c);
-        long long r = i / c;
-        int px = (int)(r % pw);
-        r /= pw;
-        int py = (int)(r % ph);
-        long long n = r / ph;
-        int iy = py - top, ix = px - left;
-        y[i] = (iy >= 0 && iy < h && ix >= 0 && ix < wd) ? x[((n * h + iy) * wd + ix) * c + ch] : st(0.0f);
+        Nhwc p = nhwc_at(i, ph, pw, c);
+        int iy = p.y - top, ix = p.x - left;
+        y[i] = (iy >= 0 && iy < h && ix >= 0 && ix < wd) ? x[((p.n * h + iy) * wd + ix) * c + p.ch] : st(0.0f);
     }
 }
