@@ -38,7 +38,7 @@ pub enum Arg {
 }
 
 /// A conv for cuDNN: NHWC input `[n, c, h, w]`, OHWI filter, symmetric padding.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ConvShape {
     pub n: usize,
     pub c: usize,

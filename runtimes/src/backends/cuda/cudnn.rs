@@ -39,6 +39,7 @@ pub struct Conv {
     y: sys::cudnnTensorDescriptor_t,
     w: sys::cudnnFilterDescriptor_t,
     conv: sys::cudnnConvolutionDescriptor_t,
+    pub shape: ConvShape,
     pub algo: sys::cudnnConvolutionFwdAlgo_t,
     pub workspace: usize,
 }
@@ -56,6 +57,7 @@ impl Conv {
             y: cr::create_tensor_descriptor()?,
             w: cr::create_filter_descriptor()?,
             conv: cr::create_convolution_descriptor()?,
+            shape: s,
             algo: sys::cudnnConvolutionFwdAlgo_t::CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM,
             workspace: 0,
         };
@@ -96,6 +98,42 @@ impl Conv {
             conv.workspace = cr::get_convolution_forward_workspace_size(h.0, conv.x, conv.w, conv.conv, conv.y, conv.algo)?;
         }
         Ok(conv)
+    }
+
+    /// Time every algorithm on these buffers (cudnnFind…Ex, like PyTorch's cudnn.benchmark) and keep
+    /// the fastest that fits `workspace_len`; on any failure the heuristic choice stays.
+    ///
+    /// # Safety
+    /// As for [`Conv::launch`]; `y` is overwritten.
+    pub unsafe fn tune(&mut self, h: &Handle, x: u64, w: u64, y: u64, workspace: u64, workspace_len: usize) {
+        const N: usize = 8;
+        let mut count = 0;
+        let mut perf = [std::mem::zeroed::<sys::cudnnConvolutionFwdAlgoPerf_t>(); N];
+        let status = sys::cudnnFindConvolutionForwardAlgorithmEx(
+            h.0,
+            self.x,
+            x as *const c_void,
+            self.w,
+            w as *const c_void,
+            self.conv,
+            self.y,
+            y as *mut c_void,
+            N as i32,
+            &mut count,
+            perf.as_mut_ptr(),
+            workspace as *mut c_void,
+            workspace_len,
+        );
+        if status != sys::cudnnStatus_t::CUDNN_STATUS_SUCCESS {
+            return;
+        }
+        // Results come fastest first.
+        let best = perf[..count.max(0) as usize].iter().find(|p| p.status == sys::cudnnStatus_t::CUDNN_STATUS_SUCCESS && p.memory <= workspace_len);
+        if let Some(p) = best {
+            if let Ok(ws) = cr::get_convolution_forward_workspace_size(h.0, self.x, self.w, self.conv, self.y, p.algo) {
+                (self.algo, self.workspace) = (p.algo, ws);
+            }
+        }
     }
 
     /// y = conv(x, w), into `y` (β = 0).

@@ -15,6 +15,29 @@ use crate::plan::NetPlan;
 pub const KERNELS: &str = include_str!("kernels.cu");
 /// Largest cuDNN workspace an algorithm may ask for.
 const MAX_WORKSPACE: usize = 512 << 20;
+/// Workspace offered to algorithms while timing them (freed before the engine runs).
+const TUNE_WORKSPACE: usize = 256 << 20;
+
+/// Time cuDNN's algorithms for every conv on its own buffers (once per distinct shape) and keep the
+/// fastest; returns the workspace the chosen ones need. Overwrites activations (before any run).
+fn tune_convs(cudnn: &Handle, stream: &Arc<CudaStream>, launches: &mut [Launch]) -> Result<usize, String> {
+    let ws = stream.alloc_zeros::<u8>(TUNE_WORKSPACE).map_err(|e| fail("allocating the tuning workspace", e))?;
+    let ws_ptr = ptr(&ws, stream);
+    let mut chosen: std::collections::HashMap<cudnn::ConvShape, (cudarc::cudnn::sys::cudnnConvolutionFwdAlgo_t, usize)> = Default::default();
+    let mut need = 0;
+    for l in launches.iter_mut() {
+        if let Launch::Conv { conv, x, w, y } = l {
+            let (algo, len) = *chosen.entry(conv.shape).or_insert_with(|| {
+                unsafe { conv.tune(cudnn, *x, *w, *y, ws_ptr, TUNE_WORKSPACE) };
+                (conv.algo, conv.workspace)
+            });
+            (conv.algo, conv.workspace) = (algo, len);
+            need = need.max(len);
+        }
+    }
+    stream.synchronize().map_err(|e| fail("tuning convolutions", e))?;
+    Ok(need)
+}
 
 enum Launch {
     Kernel { f: usize, total: usize, args: Vec<Arg> },
@@ -65,7 +88,7 @@ fn ptr<T>(s: &CudaSlice<T>, stream: &CudaStream) -> u64 {
 }
 
 impl Engine {
-    pub fn new(ctx: Arc<CudaContext>, plan: &NetPlan, weights: &[f32], batch: usize, dtype: DType, use_graph: bool) -> Result<Engine, String> {
+    pub fn new(ctx: Arc<CudaContext>, plan: &NetPlan, weights: &[f32], batch: usize, dtype: DType, use_graph: bool, tune: bool) -> Result<Engine, String> {
         let layout = Layout::new(plan, weights, batch, dtype)?;
         let stream = ctx.new_stream().map_err(|e| fail("creating a stream", e))?;
         // One stream, launches in order: cudarc's per-buffer events would only cost time and
@@ -93,6 +116,9 @@ impl Engine {
                     Launch::Conv { conv, x, w, y }
                 }
             });
+        }
+        if tune {
+            workspace_len = tune_convs(&cudnn, &stream, &mut launches)?;
         }
         let ws = stream.alloc_zeros::<u8>(workspace_len.max(256)).map_err(|e| fail("allocating the cuDNN workspace", e))?;
         let workspace = (ptr(&ws, &stream), workspace_len);

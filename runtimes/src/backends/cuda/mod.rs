@@ -21,6 +21,8 @@ use crate::{check_input, OpenOptions, Runtime, RuntimeError};
 
 /// Set to `0` to launch kernels one by one instead of replaying a captured CUDA graph.
 pub const CUDA_GRAPH_ENV: &str = "EFFV2_CUDA_GRAPH";
+/// Set to `0` to keep cuDNN's heuristic algorithm choice instead of timing the candidates at load.
+pub const CUDNN_TUNE_ENV: &str = "EFFV2_CUDNN_TUNE";
 
 fn err(why: impl Into<String>) -> RuntimeError {
     RuntimeError::Backend { backend: "cuda".into(), why: why.into() }
@@ -87,8 +89,8 @@ impl CudaRuntime {
         let ctx = CudaContext::new(0).map_err(|e| unavailable(format!("no usable CUDA GPU ({e})")))?;
         let name = ctx.name().unwrap_or_else(|_| "unknown GPU".into());
         let (major, minor) = ctx.compute_capability().unwrap_or((0, 0));
-        let use_graph = std::env::var(CUDA_GRAPH_ENV).map_or(true, |v| v != "0");
-        let engine = Engine::new(ctx, &plan, &weights, n, dtype, use_graph).map_err(err)?;
+        let on = |var: &str| std::env::var(var).map_or(true, |v| v != "0");
+        let engine = Engine::new(ctx, &plan, &weights, n, dtype, on(CUDA_GRAPH_ENV), on(CUDNN_TUNE_ENV)).map_err(err)?;
         let mode = if engine.graph_captured { "CUDA graph" } else { "eager launches" };
         let device = format!("cuda {name} (sm_{major}{minor}), {}, {mode}", manifest.precision);
         Ok(CudaRuntime { manifest, engine, shape: [n, c, h, w], device })
