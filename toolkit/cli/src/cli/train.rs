@@ -39,8 +39,17 @@ pub enum Preset {
     OfficialL,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Device {
+    Cpu,
+    Cuda,
+}
+
 #[derive(Args, Debug)]
 pub struct TrainArgs {
+    /// Where to train: cpu (the CPU engine), or cuda (not implemented yet: said plainly, with what is missing)
+    #[arg(long, value_enum, default_value_t = Device::Cpu)]
+    pub device: Device,
     /// Variant: efficientnetv2-b0..b3, -s, -m, -l, -xl (or b0, s, …)
     #[arg(long, required_unless_present = "resume")]
     pub model: Option<String>,
@@ -226,6 +235,9 @@ fn config(a: &TrainArgs) -> Result<TrainConfig> {
 }
 
 pub fn run(a: &TrainArgs) -> Result<()> {
+    if a.device == Device::Cuda {
+        bail!("{}", cuda_training_unavailable());
+    }
     let bar = ProgressBar::new(0);
     bar.set_style(ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg}").expect("valid template").progress_chars("=> "));
     let mut on = |e: Event| match e {
@@ -275,4 +287,15 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         dir.display()
     );
     Ok(())
+}
+
+/// Why `--device cuda` cannot train here: the missing CUDA library first, else the missing engine.
+fn cuda_training_unavailable() -> String {
+    #[cfg(feature = "cuda")]
+    if let Err(e) = effv2_runtime::cuda::probe_libraries() {
+        return format!("--device cuda: {e}");
+    }
+    "--device cuda: GPU training is not implemented in this version (the CUDA engine runs inference only: \
+     `build --target jetson`, then `effv2-bench run`); train with --device cpu"
+        .into()
 }
