@@ -173,3 +173,18 @@ fn the_cuda_backend_equals_the_reference_engine_or_names_what_is_missing() {
         }
     }
 }
+
+#[test]
+fn the_arena_reuses_memory_on_a_real_network() {
+    // EfficientNetV2-S at 384, batch 128, fp16: the peer-comparison configuration.
+    let g = effv2_edge::graph::build(&effv2_edge::spec::ModelSpec::from_name("s", ModelOptions::default()).unwrap(), 384, 384).unwrap();
+    let w = effv2_edge::engine::naive::random_weights(&g, 1);
+    let (plan, weights) = cuda_plan(&g, &w).unwrap();
+    let layout = Layout::new(&plan, &weights, 128, DType::F16).unwrap();
+    let all_values: usize = layout.shapes.iter().map(|s| 128 * 2 * s.iter().product::<usize>()).sum();
+    let largest = layout.shapes.iter().map(|s| 128 * 2 * s.iter().product::<usize>()).max().unwrap();
+    let gib = |b: usize| b as f64 / (1u64 << 30) as f64;
+    println!("S@384 b128 fp16: arena {:.2} GiB (largest value {:.2} GiB, all values {:.1} GiB), params {:.0} MiB", gib(layout.arena_bytes), gib(largest), gib(all_values), layout.params.len() as f64 / (1 << 20) as f64);
+    assert!(layout.arena_bytes < all_values / 10, "{} of {}", layout.arena_bytes, all_values);
+    assert!(layout.arena_bytes >= 2 * largest);
+}

@@ -45,6 +45,8 @@ enum Launch {
 }
 
 pub struct Engine {
+    /// Device memory the engine holds: activations, parameters, workspace, input and output.
+    pub device_bytes: usize,
     pub graph_captured: bool,
     ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
@@ -122,7 +124,9 @@ impl Engine {
         }
         let ws = stream.alloc_zeros::<u8>(workspace_len.max(256)).map_err(|e| fail("allocating the cuDNN workspace", e))?;
         let workspace = (ptr(&ws, &stream), workspace_len);
+        let device_bytes = arena.len() + params.len() + ws.len() + 4 * (input.len() + output.len());
         let mut engine = Engine {
+            device_bytes,
             graph_captured: false,
             ctx,
             stream,

@@ -92,7 +92,8 @@ impl CudaRuntime {
         let on = |var: &str| std::env::var(var).map_or(true, |v| v != "0");
         let engine = Engine::new(ctx, &plan, &weights, n, dtype, on(CUDA_GRAPH_ENV), on(CUDNN_TUNE_ENV)).map_err(err)?;
         let mode = if engine.graph_captured { "CUDA graph" } else { "eager launches" };
-        let device = format!("cuda {name} (sm_{major}{minor}), {}, {mode}", manifest.precision);
+        let mib = engine.device_bytes as f64 / (1024.0 * 1024.0);
+        let device = format!("cuda {name} (sm_{major}{minor}), {}, {mode}, {mib:.0} MiB device memory", manifest.precision);
         Ok(CudaRuntime { manifest, engine, shape: [n, c, h, w], device })
     }
 }
