@@ -10,10 +10,13 @@ use effv2_runtime::manifest::{Manifest, Precision, Target};
 
 use effv2_runtime::plan::{PLAN_FILE, PLAN_ROLE, WEIGHTS_FILE, WEIGHTS_ROLE};
 
-use crate::artifact::ArtifactFile;
-use crate::cpu::{build_fp32_onnx, BuildError, CpuBuild, MODEL_FILE};
+use effv2_quantize::Calibration;
+
+use crate::artifact::{manifest_for, write_artifact, ArtifactFile, ManifestInput};
+use crate::calib::load_calibration;
+use crate::cpu::{build_fp32_onnx, BuildError, CpuBuild, CpuInt8, MODEL_FILE};
 use crate::cuda_plan::{cuda_plan, weights_bytes};
-use crate::onnx::INPUT;
+use crate::onnx::{write_onnx, OnnxOptions, INPUT, OUTPUT};
 use crate::source::LoadedModel;
 
 /// The engine file the notes' trtexec command writes next to the artifact.
@@ -21,9 +24,14 @@ pub fn engine_file(precision: Precision) -> String {
     format!("model_{precision}.plan")
 }
 
-/// `trtexec` lines: build the engine for `precision` (fp16 or fp32), then time it.
+/// `trtexec` lines: build the engine for `precision`, then time it. int8 is explicit (the QDQ nodes
+/// in the ONNX carry the scales); `--fp16` lets the layers left in float run in half precision.
 pub fn trtexec_commands(precision: Precision, batch: usize, c: usize, size: usize) -> Vec<String> {
-    let flag = if precision == Precision::Fp16 { " --fp16" } else { "" };
+    let flag = match precision {
+        Precision::Fp16 => " --fp16",
+        Precision::Int8 => " --int8 --fp16",
+        Precision::Fp32 => "",
+    };
     let shape = format!("{INPUT}:{batch}x{c}x{size}x{size}");
     let plan = engine_file(precision);
     vec![
@@ -35,10 +43,7 @@ pub fn trtexec_commands(precision: Precision, batch: usize, c: usize, size: usiz
 /// Jetson artifact at `precision` (fp16 or fp32: the precision the TensorRT engine is built at).
 pub fn build_jetson(model: &LoadedModel, opts: &CpuBuild, precision: Precision, out: &Path) -> Result<Manifest, BuildError> {
     if !matches!(precision, Precision::Fp16 | Precision::Fp32) {
-        return Err(BuildError::Unsupported(format!(
-            "--target jetson --precision {precision} is not supported yet: TensorRT int8 needs symmetric activations (zero point 0); \
-             use fp16 (default) or fp32"
-        )));
+        return Err(BuildError::Unsupported(format!("build_jetson builds fp16 or fp32, not {precision}; int8 is build_jetson_int8")));
     }
     let notes = |[batch, c, size, _]: [usize; 4]| {
         let mut n = vec![format!(
@@ -74,4 +79,52 @@ mod tests {
         assert!(c[1].starts_with("trtexec --loadEngine=model_fp16.plan --shapes=input:8x3x384x384"));
         assert!(!trtexec_commands(Precision::Fp32, 1, 3, 224)[0].contains("--fp16"));
     }
+}
+
+/// int8 jetson artifact for TensorRT: `model.onnx` with explicit quantization — every conv reads
+/// `DequantizeLinear(QuantizeLinear(x))` with a symmetric per-tensor scale (zero point 0, what
+/// TensorRT requires) calibrated on `q.calib`, and per-channel symmetric int8 weights. Our CUDA
+/// engine runs fp16/fp32 only, so there is no plan here.
+pub fn build_jetson_int8(model: &LoadedModel, opts: &CpuBuild, q: &CpuInt8, out: &Path) -> Result<Manifest, BuildError> {
+    let graph = model.graph(opts.image_size)?;
+    let batch = opts.batch.max(1);
+    let shape = graph.input_shape();
+    let mut preprocess = model.preprocess.clone();
+    preprocess.size = shape.h;
+    let calib = load_calibration(&q.calib, q.calib_images, &preprocess, shape.c, q.seed)?;
+    let ranges = Calibration::run(&graph, &model.weights, &calib.batches, q.method.needs_histogram())?.ranges(q.method)?;
+    let mut onnx_opts = OnnxOptions { batch, qdq_ranges: Some(ranges), ..OnnxOptions::default() };
+    onnx_opts.metadata.push(("effv2.precision".into(), "int8 (explicit QDQ, symmetric)".into()));
+    let bytes = write_onnx(&graph, &model.weights, &onnx_opts)?;
+    let files = vec![ArtifactFile { path: MODEL_FILE.into(), role: "model".into(), bytes }];
+    let mut notes = vec![format!(
+        "model.onnx is TensorRT explicit int8: QuantizeLinear -> DequantizeLinear (symmetric, zero point 0, {method} ranges over \
+         {n} {kind} images) before every convolution, per-channel int8 weights; the rest is float. Build the engine on the \
+         Jetson, then time it:",
+        method = crate::calib::method_name(q.method),
+        n = calib.info.images,
+        kind = calib.info.kind,
+    )];
+    notes.extend(trtexec_commands(Precision::Int8, batch, shape.c, shape.h));
+    notes.push("effv2-runtime's CUDA engine runs fp16/fp32 jetson artifacts; this one is for TensorRT (or onnxruntime).".into());
+    if calib.info.synthetic {
+        notes.push(calib.info.note.clone());
+    }
+    let manifest = manifest_for(
+        ManifestInput {
+            spec: &model.spec,
+            graph: &graph,
+            batch,
+            target: Target::Jetson,
+            precision: Precision::Int8,
+            preprocess,
+            labels: model.labels.clone(),
+            input_name: INPUT,
+            output_name: OUTPUT,
+            notes,
+        },
+        &files,
+    );
+    write_artifact(out, &files, &manifest)?;
+    Ok(manifest)
 }

@@ -34,11 +34,16 @@ pub struct OnnxOptions {
     pub silu: SiluForm,
     /// `key=value` pairs stored in the model's metadata_props.
     pub metadata: Vec<(String, String)>,
+    /// TensorRT-style explicit int8: calibrated real range of every value of the BN-folded graph
+    /// (indexed like its nodes). Each conv then reads `DequantizeLinear(QuantizeLinear(x))` with a
+    /// symmetric int8 scale (zero point 0) and per-channel symmetric int8 weights; the rest stays
+    /// float, for TensorRT to fuse.
+    pub qdq_ranges: Option<Vec<Option<(f32, f32)>>>,
 }
 
 impl Default for OnnxOptions {
     fn default() -> Self {
-        OnnxOptions { batch: 1, silu: SiluForm::SigmoidMul, metadata: vec![] }
+        OnnxOptions { batch: 1, silu: SiluForm::SigmoidMul, metadata: vec![], qdq_ranges: None }
     }
 }
 
@@ -46,6 +51,13 @@ impl Default for OnnxOptions {
 pub fn write_onnx(graph: &Graph, weights: &Weights, opts: &OnnxOptions) -> Result<Vec<u8>, OnnxError> {
     let (g, w) = fold_batchnorm(graph, weights)?;
     let mut b = GraphBuilder { nodes: vec![], initializers: vec![], names: vec![String::new(); g.nodes.len()] };
+    if let Some(r) = &opts.qdq_ranges {
+        if r.len() != g.nodes.len() {
+            return Err(OnnxError::Unsupported { node: "<graph>".into(), op: "QDQ".into(), why: format!("{} ranges for {} values", r.len(), g.nodes.len()) });
+        }
+    }
+    // Conv weights written as int8 + DequantizeLinear instead of float initializers.
+    let mut quantized_weights = std::collections::HashSet::new();
     let n = opts.batch as i64;
     let shape4 = |s: effv2_edge::graph::Shape| vec![n, s.c as i64, s.h as i64, s.w as i64];
     let mut input = None;
@@ -61,6 +73,18 @@ pub fn write_onnx(graph: &Graph, weights: &Weights, opts: &OnnxOptions) -> Resul
             }
             Op::Conv(c) => {
                 let mut inputs = vec![x(0), g.params[c.weight].name.clone()];
+                if let Some(ranges) = &opts.qdq_ranges {
+                    let v = node.inputs[0];
+                    let (lo, hi) = ranges[v].ok_or_else(|| OnnxError::Unsupported {
+                        node: node.name.clone(),
+                        op: "QDQ".into(),
+                        why: format!("no calibrated range for its input {:?}", g.nodes[v].name),
+                    })?;
+                    inputs[0] = b.qdq_activation(&x(0), &out, lo.abs().max(hi.abs()));
+                    let wp = &g.params[c.weight];
+                    inputs[1] = b.qdq_weight(&wp.name, w.get(&wp.name).expect("fold returns every weight"));
+                    quantized_weights.insert(c.weight);
+                }
                 inputs.extend(c.bias.map(|p| g.params[p].name.clone()));
                 let k = c.kernel as i64;
                 let p = c.pads;
@@ -115,7 +139,10 @@ pub fn write_onnx(graph: &Graph, weights: &Weights, opts: &OnnxOptions) -> Resul
             }
         }
     }
-    for p in &g.params {
+    for (id, p) in g.params.iter().enumerate() {
+        if quantized_weights.contains(&id) {
+            continue;
+        }
         let t = w.get(&p.name).expect("fold returns a weight for every param");
         b.initializers.push(TensorProto {
             dims: t.shape().iter().map(|&d| d as i64).collect(),
@@ -170,6 +197,44 @@ impl GraphBuilder {
             domain: String::new(),
             attribute,
         });
+    }
+
+    fn init(&mut self, name: String, dims: Vec<i64>, data_type: i32, raw_data: Vec<u8>) -> String {
+        self.initializers.push(TensorProto { dims, data_type, name: name.clone(), raw_data });
+        name
+    }
+
+    /// `DequantizeLinear(QuantizeLinear(x))`, symmetric int8 covering `[-amax, amax]`; returns the
+    /// dequantized value's name.
+    fn qdq_activation(&mut self, x: &str, consumer: &str, amax: f32) -> String {
+        let scale = if amax.is_finite() && amax > 0.0 { amax / 127.0 } else { 1e-8 };
+        let s = self.init(format!("{consumer}.x_scale"), vec![], data_type::FLOAT, scale.to_le_bytes().to_vec());
+        let z = self.init(format!("{consumer}.x_zero_point"), vec![], data_type::INT8, vec![0]);
+        let (q, dq) = (format!("{consumer}.x_q"), format!("{consumer}.x_dq"));
+        self.node("QuantizeLinear", &q, vec![x.into(), s.clone(), z.clone()], &q, vec![]);
+        self.node("DequantizeLinear", &dq, vec![q, s, z], &dq, vec![]);
+        dq
+    }
+
+    /// Per-output-channel symmetric int8 weight and its DequantizeLinear (axis 0), producing the
+    /// float weight under its own name.
+    fn qdq_weight(&mut self, name: &str, t: &effv2_edge::tensor::Tensor) -> String {
+        let o = t.shape()[0];
+        let per = t.numel() / o.max(1);
+        let mut scales = Vec::with_capacity(o);
+        let mut q = Vec::with_capacity(t.numel());
+        for ch in t.data().chunks(per) {
+            let amax = ch.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let s = if amax > 0.0 { amax / 127.0 } else { 1.0 };
+            scales.push(s);
+            q.extend(ch.iter().map(|v| (v / s).round().clamp(-127.0, 127.0) as i8 as u8));
+        }
+        let dims: Vec<i64> = t.shape().iter().map(|&d| d as i64).collect();
+        let qi = self.init(format!("{name}.int8"), dims, data_type::INT8, q);
+        let s = self.init(format!("{name}.scale"), vec![o as i64], data_type::FLOAT, scales.iter().flat_map(|v| v.to_le_bytes()).collect());
+        let z = self.init(format!("{name}.zero_point"), vec![o as i64], data_type::INT8, vec![0; o]);
+        self.node("DequantizeLinear", &format!("{name}.dq"), vec![qi, s, z], name, vec![int("axis", 0)]);
+        name.to_string()
     }
 
     fn scalar(&mut self, name: &str, v: f32) -> String {

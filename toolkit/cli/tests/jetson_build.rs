@@ -54,10 +54,27 @@ fn jetson_build_writes_onnx_and_trtexec_commands() {
 }
 
 #[test]
-fn unsupported_jetson_precisions_fail_cleanly() {
+fn jetson_int8_is_explicit_qdq_onnx_for_tensorrt() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("int8");
+    let mut args = SMALL.to_vec();
+    args.extend(["--precision", "int8", "--calib", "synthetic", "--calib-images", "8", "-o", out.to_str().unwrap()]);
+    let r = effv2(&args);
+    let t = text(&r);
+    assert!(r.status.success(), "{t}");
+    assert!(t.contains("for jetson (int8)") && t.contains("trtexec --onnx=model.onnx --int8 --fp16") && t.contains("SYNTHETIC"), "{t}");
+    assert!(out.join("model.onnx").is_file() && !out.join("plan.json").exists());
+    // Our CUDA engine runs fp16/fp32 only: said plainly, with or without a GPU.
+    let r = effv2(&["eval", "--artifact", out.to_str().unwrap(), "--limit", "1"]);
+    let t = text(&r);
+    assert!(!r.status.success() && !t.contains("panicked") && t.contains("runs fp32 and fp16 artifacts, not int8"), "{t}");
+}
+
+#[test]
+fn unsupported_jetson_options_fail_cleanly() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("art");
-    for (extra, needle) in [(vec!["--precision", "int8", "--calib", "synthetic"], "TensorRT int8"), (vec!["--no-compile"], "for --target coral")] {
+    for (extra, needle) in [(vec!["--precision", "int8"], "needs --calib SRC"), (vec!["--no-compile"], "for --target coral")] {
         let mut args = SMALL.to_vec();
         args.extend(extra);
         args.extend(["-o", out.to_str().unwrap()]);

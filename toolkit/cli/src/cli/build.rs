@@ -12,7 +12,7 @@ use effv2_targets::calib::CalibSource;
 use effv2_targets::coral::compiler::CompilerChoice;
 use effv2_targets::coral::{build_coral, CoralBuild, CoralOutcome, IoType, RangeMethod};
 use effv2_targets::cpu::{build_cpu, build_cpu_int8, CpuBuild, CpuInt8};
-use effv2_targets::jetson::build_jetson;
+use effv2_targets::jetson::{build_jetson, build_jetson_int8};
 use effv2_targets::onnx::Int8Form;
 use effv2_runtime::manifest::Precision;
 use effv2_targets::source::ModelSource;
@@ -91,6 +91,7 @@ enum Plan {
     Cpu(Option<CpuInt8>),
     Coral(Box<CoralBuild>),
     Jetson(Precision),
+    JetsonInt8(CpuInt8),
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -122,13 +123,15 @@ pub fn run(a: &BuildArgs) -> Result<()> {
     }
     let plan = match (a.target, precision) {
         (Target::Cpu, PrecisionArg::Fp32) => Plan::Cpu(None),
-        (Target::Cpu, PrecisionArg::Int8) => Plan::Cpu(Some(cpu_int8_options(a)?)),
+        (Target::Cpu, PrecisionArg::Int8) => Plan::Cpu(Some(cpu_int8_options(a, "--target cpu --precision int8")?)),
         (Target::Cpu, PrecisionArg::Fp16) => bail!("--target cpu builds fp32 or int8 (tract and onnxruntime run fp16 no faster on CPUs)"),
         (Target::Coral, PrecisionArg::Int8) => Plan::Coral(Box::new(coral_options(a)?)),
         (Target::Coral, _) => bail!("--target coral is int8 only (the Edge TPU runs integer models); drop --precision"),
         (Target::Jetson, PrecisionArg::Fp16) => Plan::Jetson(Precision::Fp16),
         (Target::Jetson, PrecisionArg::Fp32) => Plan::Jetson(Precision::Fp32),
-        (Target::Jetson, PrecisionArg::Int8) => Plan::Jetson(Precision::Int8),
+        (Target::Jetson, PrecisionArg::Int8) => {
+            Plan::JetsonInt8(cpu_int8_options(a, "--target jetson --precision int8")?)
+        }
     };
     if precision != PrecisionArg::Int8 && a.calib.is_some() {
         bail!("--calib is for int8 builds: add --precision int8 (cpu builds are fp32 by default)");
@@ -139,6 +142,7 @@ pub fn run(a: &BuildArgs) -> Result<()> {
         Plan::Cpu(Some(q)) => build_cpu_int8(&model, &build, &q, &a.output)?.manifest,
         Plan::Cpu(None) => build_cpu(&model, &build, &a.output)?,
         Plan::Jetson(p) => build_jetson(&model, &build, p, &a.output)?,
+        Plan::JetsonInt8(q) => build_jetson_int8(&model, &build, &q, &a.output)?,
         Plan::Coral(opts) => {
             let outcome = build_coral(&model, &opts, &a.output)?;
             eprintln!("{}", coral_summary(&outcome, &a.output));
@@ -188,8 +192,8 @@ fn range_method(m: CalibMethod) -> RangeMethod {
     }
 }
 
-fn cpu_int8_options(a: &BuildArgs) -> Result<CpuInt8> {
-    let mut q = CpuInt8::new(calib_source(a, "--target cpu --precision int8")?);
+fn cpu_int8_options(a: &BuildArgs, what: &str) -> Result<CpuInt8> {
+    let mut q = CpuInt8::new(calib_source(a, what)?);
     (q.calib_images, q.method, q.seed, q.form) = (a.calib_images, range_method(a.calib_method), a.seed, a.int8_onnx);
     Ok(q)
 }
