@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use effv2_edge::graph::Graph;
+use effv2_edge::spec::Preprocess;
 use effv2_edge::weights::Weights;
 use effv2_quantize::{quantize, IoType, QModel, QuantizeError, QuantizeOptions, RangeMethod};
 use effv2_runtime::manifest::{Manifest, Precision, QuantParams, Target};
@@ -71,6 +72,38 @@ fn onnx_options(model: &LoadedModel, batch: usize) -> OnnxOptions {
     }
 }
 
+/// The graph at the build size, the artifact's static batch, and preprocessing at that size.
+pub(crate) fn build_inputs(model: &LoadedModel, opts: &CpuBuild) -> Result<(Graph, usize, Preprocess), BuildError> {
+    let graph = model.graph(opts.image_size)?;
+    let mut preprocess = model.preprocess.clone();
+    preprocess.size = graph.input_shape().h;
+    Ok((graph, opts.batch.max(1), preprocess))
+}
+
+/// The manifest of an ONNX artifact (input `input`, output `logits`) built from `graph`.
+pub(crate) fn onnx_manifest(
+    model: &LoadedModel,
+    (graph, batch, preprocess): (&Graph, usize, Preprocess),
+    target: Target,
+    precision: Precision,
+    notes: Vec<String>,
+    files: &[ArtifactFile],
+) -> Manifest {
+    let input = ManifestInput {
+        spec: &model.spec,
+        graph,
+        batch,
+        target,
+        precision,
+        preprocess,
+        labels: model.labels.clone(),
+        input_name: INPUT,
+        output_name: OUTPUT,
+        notes,
+    };
+    manifest_for(input, files)
+}
+
 /// fp32 artifact.
 pub fn build_cpu(model: &LoadedModel, opts: &CpuBuild, out: &Path) -> Result<Manifest, BuildError> {
     let notes = vec!["Runs with effv2-runtime (tract) or any ONNX runtime; input is preprocessed float32 NCHW.".into()];
@@ -88,29 +121,13 @@ pub(crate) fn build_fp32_onnx(
     extra_files: impl FnOnce(&Graph, &Weights) -> Result<Vec<ArtifactFile>, BuildError>,
     out: &Path,
 ) -> Result<Manifest, BuildError> {
-    let graph = model.graph(opts.image_size)?;
-    let batch = opts.batch.max(1);
+    let (graph, batch, preprocess) = build_inputs(model, opts)?;
     let bytes = write_onnx(&graph, &model.weights, &onnx_options(model, batch))?;
     let mut files = vec![ArtifactFile { path: MODEL_FILE.into(), role: "model".into(), bytes }];
     files.extend(extra_files(&graph, &model.weights)?);
     let shape = graph.input_shape();
-    let mut preprocess = model.preprocess.clone();
-    preprocess.size = shape.h;
-    let manifest = manifest_for(
-        ManifestInput {
-            spec: &model.spec,
-            graph: &graph,
-            batch,
-            target,
-            precision,
-            preprocess,
-            labels: model.labels.clone(),
-            input_name: INPUT,
-            output_name: OUTPUT,
-            notes: notes([batch, shape.c, shape.h, shape.w]),
-        },
-        &files,
-    );
+    let notes = notes([batch, shape.c, shape.h, shape.w]);
+    let manifest = onnx_manifest(model, (&graph, batch, preprocess), target, precision, notes, &files);
     write_artifact(out, &files, &manifest)?;
     Ok(manifest)
 }
@@ -124,12 +141,8 @@ pub struct CpuInt8Outcome {
 
 /// int8 artifact: calibrate on `q.calib`, quantize (TFLite's int8 scheme), write QOperator ONNX.
 pub fn build_cpu_int8(model: &LoadedModel, opts: &CpuBuild, q: &CpuInt8, out: &Path) -> Result<CpuInt8Outcome, BuildError> {
-    let graph = model.graph(opts.image_size)?;
-    let batch = opts.batch.max(1);
-    let shape = graph.input_shape();
-    let mut preprocess = model.preprocess.clone();
-    preprocess.size = shape.h;
-    let calib = load_calibration(&q.calib, q.calib_images, &preprocess, shape.c, q.seed)?;
+    let (graph, batch, preprocess) = build_inputs(model, opts)?;
+    let calib = load_calibration(&q.calib, q.calib_images, &preprocess, graph.input_shape().c, q.seed)?;
     let qmodel = quantize(&graph, &model.weights, &calib.batches, &QuantizeOptions { method: q.method, io: IoType::Int8 })?;
     let mut onnx_opts = onnx_options(model, batch);
     onnx_opts.metadata.push(("effv2.precision".into(), "int8".into()));
@@ -149,21 +162,7 @@ pub fn build_cpu_int8(model: &LoadedModel, opts: &CpuBuild, q: &CpuInt8, out: &P
     if calib.info.synthetic {
         notes.push(calib.info.note.clone());
     }
-    let mut manifest = manifest_for(
-        ManifestInput {
-            spec: &model.spec,
-            graph: &graph,
-            batch,
-            target: Target::Cpu,
-            precision: Precision::Int8,
-            preprocess,
-            labels: model.labels.clone(),
-            input_name: INPUT,
-            output_name: OUTPUT,
-            notes,
-        },
-        &files,
-    );
+    let mut manifest = onnx_manifest(model, (&graph, batch, preprocess), Target::Cpu, Precision::Int8, notes, &files);
     let qp = |t: &effv2_quantize::QTensor| {
         let p = t.params().ok_or_else(|| QuantizeError::Internal(format!("I/O tensor {:?} has no per-tensor parameters", t.name)))?;
         Ok::<_, BuildError>(QuantParams { dtype: "int8".into(), scale: p.scale, zero_point: p.zero_point })

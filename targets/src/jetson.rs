@@ -12,11 +12,11 @@ use effv2_runtime::plan::{PLAN_FILE, PLAN_ROLE, WEIGHTS_FILE, WEIGHTS_ROLE};
 
 use effv2_quantize::Calibration;
 
-use crate::artifact::{manifest_for, write_artifact, ArtifactFile, ManifestInput};
+use crate::artifact::{write_artifact, ArtifactFile};
 use crate::calib::load_calibration;
-use crate::cpu::{build_fp32_onnx, BuildError, CpuBuild, CpuInt8, MODEL_FILE};
+use crate::cpu::{build_fp32_onnx, build_inputs, onnx_manifest, BuildError, CpuBuild, CpuInt8, MODEL_FILE};
 use crate::cuda_plan::{cuda_plan, weights_bytes};
-use crate::onnx::{write_onnx, OnnxOptions, INPUT, OUTPUT};
+use crate::onnx::{write_onnx, OnnxOptions, INPUT};
 use crate::source::LoadedModel;
 
 /// The engine file the notes' trtexec command writes next to the artifact.
@@ -86,11 +86,8 @@ mod tests {
 /// TensorRT requires) calibrated on `q.calib`, and per-channel symmetric int8 weights. Our CUDA
 /// engine runs fp16/fp32 only, so there is no plan here.
 pub fn build_jetson_int8(model: &LoadedModel, opts: &CpuBuild, q: &CpuInt8, out: &Path) -> Result<Manifest, BuildError> {
-    let graph = model.graph(opts.image_size)?;
-    let batch = opts.batch.max(1);
+    let (graph, batch, preprocess) = build_inputs(model, opts)?;
     let shape = graph.input_shape();
-    let mut preprocess = model.preprocess.clone();
-    preprocess.size = shape.h;
     let calib = load_calibration(&q.calib, q.calib_images, &preprocess, shape.c, q.seed)?;
     let ranges = Calibration::run(&graph, &model.weights, &calib.batches, q.method.needs_histogram())?.ranges(q.method)?;
     let mut onnx_opts = OnnxOptions { batch, qdq_ranges: Some(ranges), ..OnnxOptions::default() };
@@ -110,21 +107,7 @@ pub fn build_jetson_int8(model: &LoadedModel, opts: &CpuBuild, q: &CpuInt8, out:
     if calib.info.synthetic {
         notes.push(calib.info.note.clone());
     }
-    let manifest = manifest_for(
-        ManifestInput {
-            spec: &model.spec,
-            graph: &graph,
-            batch,
-            target: Target::Jetson,
-            precision: Precision::Int8,
-            preprocess,
-            labels: model.labels.clone(),
-            input_name: INPUT,
-            output_name: OUTPUT,
-            notes,
-        },
-        &files,
-    );
+    let manifest = onnx_manifest(model, (&graph, batch, preprocess), Target::Jetson, Precision::Int8, notes, &files);
     write_artifact(out, &files, &manifest)?;
     Ok(manifest)
 }
