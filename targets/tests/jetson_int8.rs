@@ -5,6 +5,8 @@
 mod peers;
 
 use effv2_edge::engine::CpuEngine;
+use effv2_edge::graph::Graph;
+use effv2_edge::Tensor;
 use effv2_edge::rng::Rng;
 use effv2_edge::spec::ModelOptions;
 use effv2_edge::weights::calibrate_batchnorm;
@@ -21,19 +23,27 @@ fn rel_err(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max) / max_b
 }
 
+const SIZE: usize = 48;
+
+/// A fresh b0 w0.5 with BN statistics calibrated on a batch of 4 normal images, its graph, and
+/// that batch.
+fn small_model() -> (LoadedModel, Graph, Tensor) {
+    let o = ModelOptions { width: Some(0.5), depth: Some(0.5), num_classes: 10, ..Default::default() };
+    let m = ModelSource::Fresh { model: "efficientnetv2-b0".into(), options: o, seed: 3 }.load_for_size(Some(SIZE)).unwrap();
+    let graph = m.graph(Some(SIZE)).unwrap();
+    let x = Rng::new(4).normal_tensor(vec![4, 3, SIZE, SIZE]);
+    let m = LoadedModel { weights: calibrate_batchnorm(&graph, &m.weights, &x).unwrap(), ..m };
+    (m, graph, x)
+}
+
 #[test]
 fn explicit_int8_onnx_has_the_structure_tensorrt_requires() {
-    let size = 48;
-    let o = ModelOptions { width: Some(0.5), depth: Some(0.5), num_classes: 10, ..Default::default() };
-    let m = ModelSource::Fresh { model: "efficientnetv2-b0".into(), options: o, seed: 3 }.load_for_size(Some(size)).unwrap();
-    let graph = m.graph(Some(size)).unwrap();
-    let x = Rng::new(4).normal_tensor(vec![4, 3, size, size]);
-    let m = LoadedModel { weights: calibrate_batchnorm(&graph, &m.weights, &x).unwrap(), ..m };
+    let (m, _, x) = small_model();
 
     let dir = tempfile::tempdir().unwrap();
     let mut q = CpuInt8::new(CalibSource::Synthetic);
     q.calib_images = 16;
-    let manifest = build_jetson_int8(&m, &CpuBuild { image_size: Some(size), batch: 4 }, &q, dir.path()).unwrap();
+    let manifest = build_jetson_int8(&m, &CpuBuild { image_size: Some(SIZE), batch: 4 }, &q, dir.path()).unwrap();
     assert_eq!(manifest.precision, Precision::Int8);
     assert!(manifest.notes.iter().any(|n| n.starts_with("trtexec --onnx=model.onnx --int8 --fp16")), "{:?}", manifest.notes);
 
@@ -63,12 +73,8 @@ fn explicit_int8_onnx_has_the_structure_tensorrt_requires() {
 #[test]
 fn explicit_int8_error_is_of_the_order_of_tflite_int8() {
     use effv2_targets::onnx::{write_onnx, OnnxOptions};
-    let size = 48;
-    let o = ModelOptions { width: Some(0.5), depth: Some(0.5), num_classes: 10, ..Default::default() };
-    let m = ModelSource::Fresh { model: "efficientnetv2-b0".into(), options: o, seed: 3 }.load_for_size(Some(size)).unwrap();
-    let graph = m.graph(Some(size)).unwrap();
-    let x = Rng::new(4).normal_tensor(vec![4, 3, size, size]);
-    let w = calibrate_batchnorm(&graph, &m.weights, &x).unwrap();
+    let (m, graph, x) = small_model();
+    let w = m.weights;
     let want = CpuEngine::new(&graph, &w).unwrap().run(&x).unwrap().into_data();
     let ranges = effv2_quantize::Calibration::run(&graph, &w, &[x.clone()], false).unwrap().ranges(effv2_quantize::RangeMethod::MinMax).unwrap();
     let dir = tempfile::tempdir().unwrap();

@@ -3,6 +3,7 @@
 
 use effv2_edge::graph::{fold_batchnorm, ActKind, Graph, Op};
 use effv2_edge::weights::Weights;
+use effv2_quantize::params::quantize_weights_per_channel;
 use prost::Message;
 
 use super::proto::*;
@@ -220,26 +221,17 @@ impl GraphBuilder {
     /// float weight under its own name.
     fn qdq_weight(&mut self, name: &str, t: &effv2_edge::tensor::Tensor) -> String {
         let o = t.shape()[0];
-        let per = t.numel() / o.max(1);
-        let mut scales = Vec::with_capacity(o);
-        let mut q = Vec::with_capacity(t.numel());
-        for ch in t.data().chunks(per) {
-            let amax = ch.iter().fold(0f32, |m, v| m.max(v.abs()));
-            let s = if amax > 0.0 { amax / 127.0 } else { 1.0 };
-            scales.push(s);
-            q.extend(ch.iter().map(|v| (v / s).round().clamp(-127.0, 127.0) as i8 as u8));
-        }
+        let q = quantize_weights_per_channel(t.data(), o);
         let dims: Vec<i64> = t.shape().iter().map(|&d| d as i64).collect();
-        let qi = self.init(format!("{name}.int8"), dims, data_type::INT8, q);
-        let s = self.init(format!("{name}.scale"), vec![o as i64], data_type::FLOAT, scales.iter().flat_map(|v| v.to_le_bytes()).collect());
+        let qi = self.init(format!("{name}.int8"), dims, data_type::INT8, q.values.iter().map(|&v| v as u8).collect());
+        let s = self.init(format!("{name}.scale"), vec![o as i64], data_type::FLOAT, q.scales.iter().flat_map(|v| v.to_le_bytes()).collect());
         let z = self.init(format!("{name}.zero_point"), vec![o as i64], data_type::INT8, vec![0; o]);
         self.node("DequantizeLinear", &format!("{name}.dq"), vec![qi, s, z], name, vec![int("axis", 0)]);
         name.to_string()
     }
 
     fn scalar(&mut self, name: &str, v: f32) -> String {
-        self.initializers.push(TensorProto { dims: vec![], data_type: data_type::FLOAT, name: name.into(), raw_data: v.to_le_bytes().to_vec() });
-        name.to_string()
+        self.init(name.into(), vec![], data_type::FLOAT, v.to_le_bytes().to_vec())
     }
 }
 

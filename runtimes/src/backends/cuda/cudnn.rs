@@ -14,8 +14,7 @@ pub struct Handle(pub sys::cudnnHandle_t);
 
 impl Handle {
     pub fn new(stream: &Arc<CudaStream>) -> Result<Handle, CudnnError> {
-        let h = cr::create_handle()?;
-        let h = Handle(h);
+        let h = Handle(cr::create_handle()?);
         unsafe { cr::set_stream(h.0, stream.cu_stream() as *mut _) }?;
         Ok(h)
     }
@@ -52,7 +51,7 @@ impl Conv {
     /// Descriptors and the heuristically best algorithm that needs at most `max_workspace` bytes.
     pub fn new(h: &Handle, s: ConvShape, dtype: DType, max_workspace: usize) -> Result<Conv, CudnnError> {
         let nhwc = sys::cudnnTensorFormat_t::CUDNN_TENSOR_NHWC;
-        let conv = Conv {
+        let mut conv = Conv {
             x: cr::create_tensor_descriptor()?,
             y: cr::create_tensor_descriptor()?,
             w: cr::create_filter_descriptor()?,
@@ -61,7 +60,6 @@ impl Conv {
             algo: sys::cudnnConvolutionFwdAlgo_t::CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM,
             workspace: 0,
         };
-        let mut conv = conv;
         unsafe {
             cr::set_tensor4d_descriptor(conv.x, nhwc, cudnn_type(dtype), [s.n, s.c, s.h, s.w].map(dim))?;
             cr::set_tensor4d_descriptor(conv.y, nhwc, cudnn_type(dtype), [s.n, s.out_ch, s.oh, s.ow].map(dim))?;

@@ -47,7 +47,6 @@ enum Launch {
 pub struct Engine {
     /// Device memory the engine holds: activations, parameters, workspace, input and output.
     pub device_bytes: usize,
-    pub graph_captured: bool,
     ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
     cudnn: Handle,
@@ -127,7 +126,6 @@ impl Engine {
         let device_bytes = arena.len() + params.len() + ws.len() + 4 * (input.len() + output.len());
         let mut engine = Engine {
             device_bytes,
-            graph_captured: false,
             ctx,
             stream,
             cudnn,
@@ -183,17 +181,26 @@ impl Engine {
         let graph = self.stream.end_capture(flags);
         if let (Ok(()), Ok(Some(g))) = (enqueued, graph) {
             self.graph = Some(g);
-            self.graph_captured = true;
+        }
+    }
+
+    /// Whether runs replay one captured CUDA graph (else the launches go one by one).
+    pub fn graph_captured(&self) -> bool {
+        self.graph.is_some()
+    }
+
+    /// Enqueue one forward pass on the input already on the device.
+    fn forward(&self) -> Result<(), String> {
+        match &self.graph {
+            Some(g) => g.launch().map_err(|e| fail("replaying the CUDA graph", e)),
+            None => self.enqueue(),
         }
     }
 
     /// The forward pass again on the input already on the device; waits for it.
     pub fn rerun(&mut self) -> Result<(), String> {
         self.ctx.bind_to_thread().map_err(|e| fail("binding the CUDA context", e))?;
-        match &self.graph {
-            Some(g) => g.launch().map_err(|e| fail("replaying the CUDA graph", e))?,
-            None => self.enqueue()?,
-        }
+        self.forward()?;
         self.stream.synchronize().map_err(|e| fail("running the network", e))
     }
 
@@ -201,10 +208,7 @@ impl Engine {
     pub fn run(&mut self, input: &[f32]) -> Result<Vec<f32>, String> {
         self.ctx.bind_to_thread().map_err(|e| fail("binding the CUDA context", e))?;
         self.stream.memcpy_htod(input, &mut self.input).map_err(|e| fail("copying the input", e))?;
-        match &self.graph {
-            Some(g) => g.launch().map_err(|e| fail("replaying the CUDA graph", e))?,
-            None => self.enqueue()?,
-        }
+        self.forward()?;
         let mut out = vec![0.0f32; self.output.len()];
         self.stream.memcpy_dtoh(&self.output, &mut out).map_err(|e| fail("copying the logits", e))?;
         self.stream.synchronize().map_err(|e| fail("running the network", e))?;

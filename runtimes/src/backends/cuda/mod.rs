@@ -37,7 +37,7 @@ fn unavailable(why: impl Into<String>) -> RuntimeError {
 pub fn probe_libraries() -> Result<(), RuntimeError> {
     let libs: [(&str, fn() -> bool, &str); 3] = [
         ("CUDA driver", || unsafe { cudarc::driver::sys::is_culib_present() }, "libcuda.so.1: no NVIDIA driver on this machine"),
-        ("NVRTC", || unsafe { cudarc::nvrtc::sys::is_culib_present() }, "libnvrtc.so: add the CUDA toolkit's lib folder to LD_LIBRARY_PATH"),
+        ("NVRTC", nvrtc_present, "libnvrtc.so: add the CUDA toolkit's lib folder to LD_LIBRARY_PATH"),
         ("cuDNN", || unsafe { cudarc::cudnn::sys::is_culib_present() }, "libcudnn.so.9: install cuDNN 9 or add its folder to LD_LIBRARY_PATH"),
     ];
     for (what, present, hint) in libs {
@@ -91,7 +91,7 @@ impl CudaRuntime {
         let (major, minor) = ctx.compute_capability().unwrap_or((0, 0));
         let on = |var: &str| std::env::var(var).map_or(true, |v| v != "0");
         let engine = Engine::new(ctx, &plan, &weights, n, dtype, on(CUDA_GRAPH_ENV), on(CUDNN_TUNE_ENV)).map_err(err)?;
-        let mode = if engine.graph_captured { "CUDA graph" } else { "eager launches" };
+        let mode = if engine.graph_captured() { "CUDA graph" } else { "eager launches" };
         let mib = engine.device_bytes as f64 / (1024.0 * 1024.0);
         let device = format!("cuda {name} (sm_{major}{minor}), {}, {mode}, {mib:.0} MiB device memory", manifest.precision);
         Ok(CudaRuntime { manifest, engine, shape: [n, c, h, w], device })
