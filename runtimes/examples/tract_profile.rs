@@ -1,6 +1,6 @@
 //! Where tract spends its time on an artifact's ONNX: per-op-type totals over a few runs.
 //!
-//!     cargo run --release -p effv2-runtime --example tract_profile -- DIR/model.onnx 1,3,224,224 [iters]
+//!     cargo run --release -p effv2-runtime --example tract_profile -- DIR/model.onnx 1,3,224,224 [iters [nodes]]
 //!
 //! Used to find which graph forms tract runs fastest (see README, "CPU target").
 
@@ -17,6 +17,10 @@ fn main() -> TractResult<()> {
     }
     let shape: Vec<usize> = args[2].split(',').map(|d| d.parse()).collect::<Result<_, _>>().map_err(|e| TractError::msg(format!("shape {:?}: {e}", args[2])))?;
     let iters: usize = args.get(3).map(|s| s.parse()).transpose()?.unwrap_or(20);
+    // `nodes` as 4th argument: one row per node with tract's own description (matmul kernel, m/k/n).
+    let per_node = args.get(4).is_some_and(|a| a == "nodes");
+    // Also links effv2-runtime's x86_64 depthwise kernels into tract's registry.
+    println!("channel-inner depthwise kernel: {}", effv2_runtime::tract_depthwise_kernel());
     let model = tract_onnx::onnx().model_for_path(&args[1])?.with_input_fact(0, f32::fact(&shape).into())?.into_optimized()?;
     let plan = model.into_runnable()?;
     let x: Tensor = Tensor::zero::<f32>(&shape)?;
@@ -28,7 +32,7 @@ fn main() -> TractResult<()> {
             let t = Instant::now();
             let r = tract_core::plan::eval(ctx, st, node, input);
             if !warm {
-                let e = totals.entry(node.op().name().to_string()).or_default();
+                let e = totals.entry(if per_node { format!("{} {} {:?}", node.op().name(), node.name, node.op().info().unwrap_or_default()) } else { node.op().name().to_string() }).or_default();
                 e.0 += t.elapsed().as_secs_f64();
                 e.1 += 1;
             }

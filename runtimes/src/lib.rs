@@ -16,6 +16,8 @@ pub use backends::{backends, BackendInfo};
 /// Environment variables naming libtensorflowlite_c and libedgetpu (else the standard names).
 #[cfg(feature = "edgetpu")]
 pub use backends::{EDGETPU_ENV, TFLITE_ENV};
+#[cfg(feature = "tract")]
+pub use backends::tract_depthwise_kernel;
 /// The CUDA backend's library probe, kernel compiler and graph switch (for tools and tests).
 #[cfg(feature = "cuda")]
 pub use backends::cuda;

@@ -14,6 +14,8 @@ mod tract;
 
 #[cfg(feature = "edgetpu")]
 pub use edgetpu::{EDGETPU_ENV, TFLITE_ENV};
+#[cfg(feature = "tract")]
+pub use tract::depthwise_kernel as tract_depthwise_kernel;
 
 #[derive(Clone, Debug)]
 pub struct BackendInfo {

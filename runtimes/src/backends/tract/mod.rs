@@ -7,6 +7,19 @@ use std::sync::Arc;
 use tract_onnx::prelude::*;
 
 use crate::manifest::Manifest;
+
+#[cfg(target_arch = "x86_64")]
+mod depthwise_c;
+
+/// Which channel-inner depthwise kernel tract runs here (x86_64: ours, filed in its registry).
+/// Anything using tract in this process gets it once this crate is linked.
+pub fn depthwise_kernel() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    let name = depthwise_c::active_kernel();
+    #[cfg(not(target_arch = "x86_64"))]
+    let name = tract_linalg::routines::depthwise_c_f32().map(|_| "tract's own");
+    name.unwrap_or("none (depthwise stays NCHW)")
+}
 use crate::{check_input, OpenOptions, Runtime, RuntimeError};
 
 pub struct TractRuntime {
@@ -49,7 +62,8 @@ impl Runtime for TractRuntime {
     }
 
     fn device(&self) -> String {
-        format!("cpu {}, {} thread{}", std::env::consts::ARCH, self.threads, if self.threads == 1 { "" } else { "s" })
+        let threads = format!("{} thread{}", self.threads, if self.threads == 1 { "" } else { "s" });
+        format!("cpu {}, {threads}, depthwise kernel {}", std::env::consts::ARCH, depthwise_kernel())
     }
 
     fn manifest(&self) -> &Manifest {
