@@ -117,3 +117,38 @@ fn bad_artifacts_fail_cleanly() {
     assert!(build_cpu(&m, &CpuBuild { image_size: Some(32), batch: 1 }, &other).is_err());
     assert_eq!(std::fs::read(other.join("keep.txt")).unwrap(), b"mine");
 }
+
+/// On x86_64 tract ships no channel-inner depthwise kernel; effv2-runtime files one in its routine
+/// registry, and tract's own `ChangeAxes` pass then runs every depthwise conv of the MBConv stages
+/// channel-last (input `[H, W, C]`) instead of W-inner NCHW, which is 5x faster on 14x14 / 7x7
+/// planes (README, "Speed"). This checks that the artifact's plan really takes that path.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn tract_runs_depthwise_channel_last_with_our_x86_kernel() {
+    use tract_onnx::prelude::*;
+    let kernel = effv2_runtime::tract_depthwise_kernel();
+    if !std::arch::is_x86_feature_detected!("fma") {
+        eprintln!("skipped: no FMA, so no channel-inner kernel ({kernel})");
+        return;
+    }
+    assert!(kernel.starts_with("effv2_x86_64_"), "tract runs {kernel}");
+    let dir = tempfile::tempdir().unwrap();
+    let source = ModelSource::Fresh { model: "efficientnetv2-b0".into(), options: ModelOptions::default(), seed: 1 };
+    build_cpu(&source.load_for_size(Some(224)).unwrap(), &CpuBuild { image_size: Some(224), batch: 1 }, dir.path()).unwrap();
+    let model = tract_onnx::onnx()
+        .model_for_path(dir.path().join("model.onnx"))
+        .unwrap()
+        .with_input_fact(0, f32::fact([1, 3, 224, 224]).into())
+        .unwrap()
+        .into_optimized()
+        .unwrap();
+    let depthwise: Vec<_> = model.nodes().iter().filter(|n| n.op().name() == "DepthWiseConv").collect();
+    // b0: 3 MBConv stages of 3 + 5 + 8 blocks, one depthwise conv each.
+    assert_eq!(depthwise.len(), 16);
+    for node in depthwise {
+        let input = model.outlet_fact(node.inputs[0]).unwrap().shape.as_concrete().unwrap().to_vec();
+        let weight = model.outlet_fact(node.inputs[1]).unwrap().shape.as_concrete().unwrap().to_vec();
+        let channels = *weight.last().unwrap();
+        assert_eq!(input.last(), Some(&channels), "{}: input {input:?} is not channel-last (weight {weight:?})", node.name);
+    }
+}
