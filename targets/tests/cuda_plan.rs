@@ -44,6 +44,7 @@ fn host_kernels(dir: &Path) -> libloading::Library {
     let out = std::process::Command::new("g++")
         .args(["-O2", "-shared", "-fPIC", "-std=c++17"])
         .arg(format!("-DKERNELS_CU=\"{}\"", cu.display()))
+        .arg(format!("-DHOST_SHIM=\"{}\"", Path::new(env!("CARGO_MANIFEST_DIR")).join("../runtimes/src/backends/cuda/host_shim.h").display()))
         .arg(&harness)
         .arg("-o")
         .arg(&lib)

@@ -1,28 +1,10 @@
-// The CUDA engine's kernels (kernels.cu, f32 build) compiled as C++ for the host: each kernel
-// runs over its whole grid, one thread at a time (the kernels use no shared memory or barriers,
-// so a sequential schedule computes what the GPU does). Entry points take CUDA's kernel parameter
-// array (pointers to each argument), exactly what the engine hands cuLaunchKernel.
-#include <cmath>
-
-struct Dim { unsigned x, y, z; };
-static Dim blockIdx, threadIdx, blockDim, gridDim;
-#define __global__
-#define __device__
-#define __forceinline__ inline
-#define __expf expf
-
+// The CUDA engine's kernels (kernels.cu, f32 build) compiled as C++ for the host (see
+// runtimes/src/backends/cuda/host_shim.h): each kernel runs over its whole grid, one thread at a
+// time. Entry points take CUDA's kernel parameter array (pointers to each argument), exactly what
+// the engine hands cuLaunchKernel.
+#include HOST_SHIM
 #include KERNELS_CU
 
-#define P(i, ty) (*(ty*)p[i])
-#define LOOP(call)                                              \
-    gridDim.x = g;                                              \
-    blockDim.x = b;                                             \
-    for (unsigned bi = 0; bi < g; ++bi)                         \
-        for (unsigned ti = 0; ti < b; ++ti) {                   \
-            blockIdx.x = bi;                                    \
-            threadIdx.x = ti;                                   \
-            call;                                               \
-        }
 #define I(i) P(i, int)
 #define L(i) P(i, long long)
 #define CT(i) P(i, const T*)

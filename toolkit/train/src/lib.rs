@@ -1,12 +1,13 @@
 //! effv2-train: training EfficientNetV2 graphs the paper's way.
 //!
 //! The loop ([`run`]) talks only to the [`TrainEngine`] trait; [`cpu::CpuTrainer`] implements it now
-//! (forward in train/eval mode, backward for every op of the graph IR, RMSProp/SGD, EMA) and a CUDA
-//! engine can implement it later. Around it: the loss ([`loss`]), optimizer maths ([`optim`]),
+//! (forward in train/eval mode, backward for every op of the graph IR, RMSProp/SGD, EMA); a CUDA
+//! engine will implement it too, and its own kernels (all but the cuDNN convolutions) are in [`cuda`]. Around it: the loss ([`loss`]), optimizer maths ([`optim`]),
 //! LR schedules ([`schedule`]), EMA ([`ema`]), data and augmentation ([`data`]) and progressive
 //! learning with adaptive regularization ([`progressive`]).
 
 pub mod cpu;
+pub mod cuda;
 pub mod data;
 pub mod ema;
 mod engine;

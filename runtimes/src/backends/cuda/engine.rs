@@ -73,12 +73,17 @@ pub fn compile_kernels(dtype: DType, arch: Option<String>) -> Result<cudarc::nvr
     if dtype == DType::F16 {
         options.push("-DEFFV2_HALF".to_string());
     }
+    compile_source(KERNELS, "effv2_kernels.cu", options, arch)
+}
+
+/// Any of our CUDA sources to PTX with NVRTC (the training engine's kernels go through here too).
+pub fn compile_source(src: &str, name: &str, mut options: Vec<String>, arch: Option<String>) -> Result<cudarc::nvrtc::Ptx, String> {
     if let Some(a) = arch {
         options.push(format!("--gpu-architecture={a}"));
     }
-    let opts = CompileOptions { options, name: Some("effv2_kernels.cu".into()), ..Default::default() };
-    compile_ptx_with_opts(KERNELS, opts).map_err(|e| match e {
-        cudarc::nvrtc::CompileError::CompileError { log, .. } => format!("NVRTC could not compile the kernels:\n{}", log.to_string_lossy()),
+    let opts = CompileOptions { options, name: Some(name.into()), ..Default::default() };
+    compile_ptx_with_opts(src, opts).map_err(|e| match e {
+        cudarc::nvrtc::CompileError::CompileError { log, .. } => format!("NVRTC could not compile {name}:\n{}", log.to_string_lossy()),
         e => fail("NVRTC", e),
     })
 }

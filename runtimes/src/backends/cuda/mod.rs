@@ -12,7 +12,7 @@ use std::path::Path;
 use cudarc::driver::CudaContext;
 
 pub use cudnn::DType;
-pub use engine::{compile_kernels, KERNELS};
+pub use engine::{compile_kernels, compile_source, KERNELS};
 use engine::Engine;
 
 use crate::manifest::{Manifest, Precision};

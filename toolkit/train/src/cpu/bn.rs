@@ -5,7 +5,7 @@
 use rayon::prelude::*;
 
 /// Rows per partial sum.
-const CHUNK_ROWS: usize = 256;
+pub const CHUNK_ROWS: usize = 256;
 
 /// PyTorch `momentum = 0.1`, i.e. TF/Keras decay 0.9 (the official `bn_momentum`).
 pub const RUNNING_MOMENTUM: f32 = 0.1;

@@ -3,12 +3,12 @@
 //! slots and EMA shadows held as flat f32 buffers indexed like the graph's params.
 
 mod backward;
-mod bn;
+pub mod bn;
 mod conv;
 mod depthwise;
 mod forward;
 pub mod gemm;
-mod ops;
+pub mod ops;
 mod state;
 
 use effv2_edge::graph::{Graph, Op, Shape};

@@ -1,0 +1,45 @@
+//! The CUDA training engine's own kernels (everything but the convolutions, which are cuDNN's):
+//! CUDA C compiled by NVRTC at run time, like the inference engine's (`effv2_runtime::cuda`).
+//! The engine that launches them is not written yet; the kernels are checked against this
+//! crate's CPU maths by running them as host C++ (`tests/cuda_train_kernels.rs`) and compiled
+//! with the real NVRTC in CI.
+
+/// Source of the kernels, one `extern "C"` entry point per name in [`TRAIN_KERNEL_NAMES`].
+pub const TRAIN_KERNELS: &str = include_str!("train_kernels.cu");
+
+pub const TRAIN_KERNEL_NAMES: [&str; 16] = [
+    "chan_partials",
+    "chan_finish",
+    "bn_finalize",
+    "bn_apply",
+    "bn_backward_dx",
+    "to_f32_grad",
+    "act_backward",
+    "pool_backward",
+    "gate_mul_backward_dx",
+    "gate_mul_backward_dgate",
+    "apply_mask",
+    "accumulate",
+    "softmax_xent",
+    "rmsprop_step",
+    "sgd_step",
+    "ema_update",
+];
+
+/// Rows per f64 partial sum of the per-channel reductions: the CPU engine's chunk, so both sum
+/// in the same order.
+pub const CHAN_CHUNK_ROWS: usize = crate::cpu::bn::CHUNK_ROWS;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_named_kernel_is_defined_once() {
+        for name in TRAIN_KERNEL_NAMES {
+            let def = format!("__global__ void {name}(");
+            assert_eq!(TRAIN_KERNELS.matches(&def).count(), 1, "{name}");
+        }
+        assert_eq!(TRAIN_KERNELS.matches("__global__ void").count(), TRAIN_KERNEL_NAMES.len());
+    }
+}

@@ -1,0 +1,215 @@
+// Training kernels of the CUDA engine (everything but the convolutions, which are cuDNN's forward,
+// backward-data and backward-filter): batch norm in training mode, activation / SE / mask
+// backwards, the loss, and the optimizer and EMA updates. f32 throughout (master weights, and
+// activations until mixed precision lands); NHWC activations, so a channel is the fastest index.
+//
+// No shared memory and no barriers: per-channel sums go through fixed chunks of rows into f64
+// partials, then one thread per channel adds the partials in order. That is deterministic
+// (independent of the launch shape), matches the CPU engine's chunked f64 sums, and lets the host
+// tests run every kernel as plain C++ (see the cuda host shim).
+// Every element-wise kernel is a grid-stride loop over `total` elements.
+
+#define GRID_STRIDE(i, total) \
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < (total); i += (long long)blockDim.x * gridDim.x)
+
+__device__ __forceinline__ float sigm(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+// ---- per-channel sums over rows of an NHWC tensor viewed as [rows, c] ----
+
+// part[k * c + ch] = Σ over rows [k·chunk, (k+1)·chunk) of term(row, ch), for every (k, ch):
+//   mode 0: a                      (Σx, Σdy)
+//   mode 1: (a − mean64)²              (variance around the f64 batch mean)
+//   mode 2: a · (b − mean) · invstd    (Σ dy·x̂ for the BN backward, with the saved f32 mean / invstd)
+// Unused pointers may be null. total = chunks · c threads.
+extern "C" __global__ void chan_partials(const float* a, const float* b, const double* mean64, const float* mean,
+                                         const float* invstd, double* part, long long rows, int c, int chunk,
+                                         int mode) {
+    long long chunks = (rows + chunk - 1) / chunk;
+    GRID_STRIDE(i, chunks * c) {
+        int ch = (int)(i % c);
+        long long k = i / c;
+        long long r1 = (k + 1) * chunk < rows ? (k + 1) * chunk : rows;
+        double s = 0.0;
+        for (long long r = k * chunk; r < r1; ++r) {
+            double v = a[r * c + ch];
+            if (mode == 1) { v -= mean64[ch]; v *= v; }
+            else if (mode == 2) v *= (double)((b[r * c + ch] - mean[ch]) * invstd[ch]);
+            s += v;
+        }
+        part[i] = s;
+    }
+}
+
+// out[ch] = scale · Σ_k part[k·c + ch], partials added in chunk order.
+extern "C" __global__ void chan_finish(const double* part, long long chunks, int c, double scale, double* out) {
+    GRID_STRIDE(ch, c) {
+        double s = 0.0;
+        for (long long k = 0; k < chunks; ++k) s += part[k * c + ch];
+        out[ch] = s * scale;
+    }
+}
+
+// ---- batch norm, training mode ----
+
+// From the batch mean and (biased) variance: the saved mean / invstd for apply and backward, and
+// the running statistics (unbiased variance, momentum 0.1 as PyTorch; TF's decay 0.9).
+extern "C" __global__ void bn_finalize(const double* mean64, const double* var64, float* mean, float* invstd,
+                                       float* running_mean, float* running_var, int c, long long rows, float eps,
+                                       float momentum) {
+    GRID_STRIDE(ch, c) {
+        double m = mean64[ch], v = var64[ch];
+        mean[ch] = (float)m;
+        invstd[ch] = (float)(1.0 / sqrt(v + (double)eps));
+        double unbias = rows > 1 ? (double)rows / (double)(rows - 1) : 1.0;
+        running_mean[ch] += momentum * ((float)m - running_mean[ch]);
+        running_var[ch] += momentum * ((float)(v * unbias) - running_var[ch]);
+    }
+}
+
+// y = x·(γ·invstd) + (β − mean·γ·invstd); also the eval mode, given the running statistics'
+// mean and invstd.
+extern "C" __global__ void bn_apply(const float* x, float* y, const float* mean, const float* invstd,
+                                    const float* gamma, const float* beta, long long total, int c) {
+    GRID_STRIDE(i, total) {
+        int ch = (int)(i % c);
+        float s = invstd[ch] * gamma[ch];
+        y[i] = x[i] * s + (beta[ch] - mean[ch] * s);
+    }
+}
+
+// dx = γ·invstd/N · (N·dy − Σdy − x̂·Σ(dy·x̂)), given sdy = Σdy and sdyx = Σdy·x̂ per channel
+// (which are also dβ and dγ).
+extern "C" __global__ void bn_backward_dx(const float* x, const float* dy, const float* mean, const float* invstd,
+                                          const float* gamma, const double* sdy, const double* sdyx, float* dx,
+                                          long long total, int c, long long rows) {
+    GRID_STRIDE(i, total) {
+        int ch = (int)(i % c);
+        float n = (float)rows;
+        float xhat = (x[i] - mean[ch]) * invstd[ch];
+        float k = gamma[ch] * invstd[ch] / n;
+        dx[i] = k * (n * dy[i] - (float)sdy[ch] - xhat * (float)sdyx[ch]);
+    }
+}
+
+// f64 per-channel sums to the f32 parameter gradients.
+extern "C" __global__ void to_f32_grad(const double* s, float* g, int c) {
+    GRID_STRIDE(ch, c) { g[ch] = (float)s[ch]; }
+}
+
+// ---- activations ----
+
+// Codes of effv2_edge::graph::ActKind as the engine numbers them: 1 SiLU, 2 ReLU6, 3 sigmoid.
+// dx from the op's input x and output y.
+extern "C" __global__ void act_backward(const float* x, const float* y, const float* dy, float* dx, long long total,
+                                        int kind) {
+    GRID_STRIDE(i, total) {
+        float d = dy[i];
+        if (kind == 1) {
+            float s = sigm(x[i]);
+            dx[i] = d * s * (1.0f + x[i] * (1.0f - s));
+        } else if (kind == 2) {
+            dx[i] = (x[i] > 0.0f && x[i] < 6.0f) ? d : 0.0f;
+        } else {
+            dx[i] = d * y[i] * (1.0f - y[i]);
+        }
+    }
+}
+
+// ---- squeeze-excitation ----
+
+// Global average pool backward: dx[n, p, ch] = dy[n, ch] / hw.
+extern "C" __global__ void pool_backward(const float* dy, float* dx, long long total, int hw, int c) {
+    GRID_STRIDE(i, total) {
+        long long n = i / ((long long)hw * c);
+        dx[i] = dy[n * c + i % c] / (float)hw;
+    }
+}
+
+// y = x · gate[n, ch] backward, part one: dx = dy · gate.
+extern "C" __global__ void gate_mul_backward_dx(const float* gate, const float* dy, float* dx, long long total, int hw,
+                                                int c) {
+    GRID_STRIDE(i, total) {
+        long long n = i / ((long long)hw * c);
+        dx[i] = dy[i] * gate[n * c + i % c];
+    }
+}
+
+// Part two: dgate[n, ch] = Σ_p dy·x over the sample's positions; one thread per (n, ch).
+extern "C" __global__ void gate_mul_backward_dgate(const float* x, const float* dy, float* dgate, long long batch,
+                                                   int hw, int c) {
+    GRID_STRIDE(i, batch * c) {
+        long long n = i / c;
+        int ch = (int)(i % c);
+        const float* xs = x + n * hw * c + ch;
+        const float* ds = dy + n * hw * c + ch;
+        float s = 0.0f;
+        for (int p = 0; p < hw; ++p) s += ds[(long long)p * c] * xs[(long long)p * c];
+        dgate[i] = s;
+    }
+}
+
+// ---- masks, gradient sums ----
+
+// y = x · mask[i / per]: dropout (per = 1) or drop-path (per = one sample); also its backward.
+extern "C" __global__ void apply_mask(const float* x, const float* mask, float* y, long long total, long long per) {
+    GRID_STRIDE(i, total) { y[i] = x[i] * mask[i / per]; }
+}
+
+// acc += g: a value read by two ops (a residual input) gets both gradients.
+extern "C" __global__ void accumulate(float* acc, const float* g, long long total) {
+    GRID_STRIDE(i, total) { acc[i] += g[i]; }
+}
+
+// ---- loss ----
+
+// Softmax cross-entropy against soft targets, one thread per row: row_loss[r] = −Σ t·log softmax(z),
+// dlogits = (softmax(z) − t) / batch. f64 with the max subtracted, as the CPU loss.
+extern "C" __global__ void softmax_xent(const float* logits, const float* targets, float* dlogits, double* row_loss,
+                                        long long batch, int classes) {
+    GRID_STRIDE(r, batch) {
+        const float* z = logits + r * classes;
+        const float* t = targets + r * classes;
+        double m = z[0];
+        for (int j = 1; j < classes; ++j) m = z[j] > m ? z[j] : m;
+        double s = 0.0;
+        for (int j = 0; j < classes; ++j) s += exp((double)z[j] - m);
+        double lse = m + log(s), loss = 0.0;
+        for (int j = 0; j < classes; ++j) {
+            double logp = (double)z[j] - lse;
+            loss -= (double)t[j] * logp;
+            dlogits[r * classes + j] = (float)((exp(logp) - (double)t[j]) / (double)batch);
+        }
+        row_loss[r] = loss;
+    }
+}
+
+// ---- optimizer and EMA (effv2_train::optim, ::ema) ----
+
+// TF1 RMSProp: ms ← ρ·ms + (1−ρ)·g², mom ← μ·mom + lr·g/√(ms + ε), w ← w − mom; g includes wd·w.
+extern "C" __global__ void rmsprop_step(float* w, const float* g, float* ms, float* mom, long long total, float lr,
+                                        float decay, float momentum, float eps, float wd) {
+    GRID_STRIDE(i, total) {
+        float gi = g[i] + wd * w[i];
+        float m = decay * ms[i] + (1.0f - decay) * gi * gi;
+        float v = momentum * mom[i] + lr * gi / sqrtf(m + eps);
+        ms[i] = m;
+        mom[i] = v;
+        w[i] -= v;
+    }
+}
+
+// Heavy-ball momentum (PyTorch SGD): buf ← μ·buf + g, w ← w − lr·(buf or g + μ·buf).
+extern "C" __global__ void sgd_step(float* w, const float* g, float* buf, long long total, float lr, float momentum,
+                                    int nesterov, float wd) {
+    GRID_STRIDE(i, total) {
+        float gi = g[i] + wd * w[i];
+        float b = momentum * buf[i] + gi;
+        buf[i] = b;
+        w[i] -= lr * (nesterov ? gi + momentum * b : b);
+    }
+}
+
+// shadow ← shadow − (1−decay)·(shadow − value).
+extern "C" __global__ void ema_update(float* shadow, const float* value, long long total, float decay) {
+    GRID_STRIDE(i, total) { shadow[i] -= (1.0f - decay) * (shadow[i] - value[i]); }
+}

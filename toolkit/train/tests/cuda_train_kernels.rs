@@ -1,0 +1,278 @@
+//! The CUDA training kernels (`effv2_train::cuda`): they compile with the real NVRTC for Hopper and
+//! Orin, and — run as host C++ (g++, one launch thread after another, see
+//! runtimes/src/backends/cuda/host_shim.h) over odd launch shapes — they compute what this crate's
+//! CPU engine and maths compute: batch norm forward/backward in training mode, activation, SE and
+//! mask backwards, the loss and its gradient, RMSProp, SGD and EMA.
+
+use std::path::Path;
+
+use effv2_edge::graph::ActKind;
+use effv2_edge::rng::Rng;
+use effv2_train::cpu::{bn, ops};
+use effv2_train::cuda::{CHAN_CHUNK_ROWS, TRAIN_KERNELS, TRAIN_KERNEL_NAMES};
+use effv2_train::optim::{self, Optimizer};
+use effv2_train::{ema, loss};
+use libloading::{Library, Symbol};
+
+#[test]
+fn train_kernels_compile_with_nvrtc_for_hopper_and_orin() {
+    use effv2_runtime::cuda::{compile_source, nvrtc_present};
+    if !nvrtc_present() {
+        assert!(std::env::var("EFFV2_REQUIRE_NVRTC").is_err(), "EFFV2_REQUIRE_NVRTC is set but libnvrtc cannot be loaded (LD_LIBRARY_PATH?)");
+        eprintln!("skipped: no libnvrtc on this machine");
+        return;
+    }
+    for arch in ["compute_90", "compute_87"] {
+        let ptx = compile_source(TRAIN_KERNELS, "effv2_train_kernels.cu", vec![], Some(arch.into())).unwrap_or_else(|e| panic!("{arch}: {e}")).to_src();
+        for k in TRAIN_KERNEL_NAMES {
+            assert!(ptx.contains(&format!(".entry {k}(")), "{arch}: no entry {k}");
+        }
+    }
+}
+
+/// The kernels as a host library, and a launcher that plays every thread of a launch.
+struct Host {
+    lib: Library,
+    _dir: tempfile::TempDir,
+}
+
+/// Odd launch shapes on purpose: every grid-stride loop must cover its range whatever the shape.
+const LAUNCH: (u32, u32) = (3, 7);
+
+impl Host {
+    fn new() -> Host {
+        let dir = tempfile::tempdir().unwrap();
+        let cu = dir.path().join("train_kernels.cu");
+        std::fs::write(&cu, TRAIN_KERNELS).unwrap();
+        let shim = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../runtimes/src/backends/cuda/host_shim.h");
+        let so = dir.path().join("libeffv2_train_kernels_host.so");
+        let out = std::process::Command::new("g++")
+            .args(["-O2", "-shared", "-fPIC", "-std=c++17", "-include"])
+            .arg(&shim)
+            .args(["-x", "c++"])
+            .arg(&cu)
+            .arg("-o")
+            .arg(&so)
+            .output()
+            .expect("g++ runs (Debian's g++ is on every machine of this project)");
+        assert!(out.status.success(), "g++: {}", String::from_utf8_lossy(&out.stderr));
+        Host { lib: unsafe { Library::new(&so) }.unwrap(), _dir: dir }
+    }
+
+    fn sym<T>(&self, name: &str) -> Symbol<'_, T> {
+        unsafe { self.lib.get(name.as_bytes()) }.unwrap_or_else(|e| panic!("{name}: {e}"))
+    }
+
+    /// Runs `call` once per thread of the launch, after telling the shim which thread it is.
+    fn launch(&self, call: impl Fn()) {
+        let set: Symbol<unsafe extern "C" fn(u32, u32, u32, u32)> = self.sym("effv2_host_thread");
+        let (g, b) = LAUNCH;
+        for bi in 0..g {
+            for ti in 0..b {
+                unsafe { set(bi, ti, b, g) };
+                call();
+            }
+        }
+    }
+}
+
+fn close(got: &[f32], want: &[f32], tol: f32, what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!((g - w).abs() <= tol * w.abs().max(1.0), "{what}[{i}]: {g} vs {w}");
+    }
+}
+
+fn randn(n: usize, seed: u64, scale: f32) -> Vec<f32> {
+    let mut r = Rng::new(seed);
+    (0..n).map(|_| r.normal() as f32 * scale).collect()
+}
+
+type Partials = unsafe extern "C" fn(*const f32, *const f32, *const f64, *const f32, *const f32, *mut f64, i64, i32, i32, i32);
+type Finish = unsafe extern "C" fn(*const f64, i64, i32, f64, *mut f64);
+
+/// Per-channel sums as the engine will run them: chunk partials, then one ordered sum each.
+#[allow(clippy::too_many_arguments)]
+fn chan_sum(h: &Host, a: &[f32], b: &[f32], mean64: &[f64], mean: &[f32], invstd: &[f32], c: usize, mode: i32, scale: f64) -> Vec<f64> {
+    let rows = a.len() / c;
+    let chunks = rows.div_ceil(CHAN_CHUNK_ROWS);
+    let mut part = vec![f64::NAN; chunks * c];
+    let mut out = vec![f64::NAN; c];
+    let p: Symbol<Partials> = h.sym("chan_partials");
+    let f: Symbol<Finish> = h.sym("chan_finish");
+    let ptr = |v: &[f32]| if v.is_empty() { std::ptr::null() } else { v.as_ptr() };
+    let m64 = if mean64.is_empty() { std::ptr::null() } else { mean64.as_ptr() };
+    let pp = part.as_mut_ptr();
+    h.launch(|| unsafe { p(a.as_ptr(), ptr(b), m64, ptr(mean), ptr(invstd), pp, rows as i64, c as i32, CHAN_CHUNK_ROWS as i32, mode) });
+    let op = out.as_mut_ptr();
+    h.launch(|| unsafe { f(part.as_ptr(), chunks as i64, c as i32, scale, op) });
+    out
+}
+
+#[test]
+fn batch_norm_training_forward_and_backward_equal_the_cpu_engine() {
+    let h = Host::new();
+    // 600 rows = two full chunks and a partial one; channels with an offset so the mean matters.
+    let (rows, c) = (600usize, 5usize);
+    let x: Vec<f32> = randn(rows * c, 1, 2.0).iter().enumerate().map(|(i, v)| v + (i % c) as f32).collect();
+    let dy = randn(rows * c, 2, 1.0);
+    let gamma = randn(c, 3, 1.0);
+    let beta = randn(c, 4, 1.0);
+    let p = bn::Params { gamma: &gamma, beta: &beta, eps: 1e-3 };
+    let (mut rm_cpu, mut rv_cpu) = (vec![0.5f32; c], vec![2.0f32; c]);
+    let mut y_cpu = vec![0.0; rows * c];
+    let saved = bn::forward_train(&p, &x, &mut y_cpu, &mut rm_cpu, &mut rv_cpu);
+
+    let mean64 = chan_sum(&h, &x, &[], &[], &[], &[], c, 0, 1.0 / rows as f64);
+    let var64 = chan_sum(&h, &x, &[], &mean64, &[], &[], c, 1, 1.0 / rows as f64);
+    let (mut mean, mut invstd) = (vec![0f32; c], vec![0f32; c]);
+    let (mut rm, mut rv) = (vec![0.5f32; c], vec![2.0f32; c]);
+    let fin: Symbol<unsafe extern "C" fn(*const f64, *const f64, *mut f32, *mut f32, *mut f32, *mut f32, i32, i64, f32, f32)> = h.sym("bn_finalize");
+    // One thread per channel updates its running statistics once: a single-thread launch.
+    let set: Symbol<unsafe extern "C" fn(u32, u32, u32, u32)> = h.sym("effv2_host_thread");
+    unsafe {
+        set(0, 0, 1, 1);
+        fin(mean64.as_ptr(), var64.as_ptr(), mean.as_mut_ptr(), invstd.as_mut_ptr(), rm.as_mut_ptr(), rv.as_mut_ptr(), c as i32, rows as i64, 1e-3, bn::RUNNING_MOMENTUM);
+    }
+    close(&mean, &saved.mean, 1e-6, "mean");
+    close(&invstd, &saved.invstd, 1e-6, "invstd");
+    close(&rm, &rm_cpu, 1e-6, "running mean");
+    close(&rv, &rv_cpu, 1e-6, "running var");
+    let mut y = vec![f32::NAN; rows * c];
+    let apply: Symbol<unsafe extern "C" fn(*const f32, *mut f32, *const f32, *const f32, *const f32, *const f32, i64, i32)> = h.sym("bn_apply");
+    let yp = y.as_mut_ptr();
+    h.launch(|| unsafe { apply(x.as_ptr(), yp, mean.as_ptr(), invstd.as_ptr(), gamma.as_ptr(), beta.as_ptr(), (rows * c) as i64, c as i32) });
+    close(&y, &y_cpu, 1e-5, "y");
+
+    let (mut dx_cpu, mut dg_cpu, mut db_cpu) = (vec![0.0; rows * c], vec![0.0; c], vec![0.0; c]);
+    bn::backward(&p, &saved, &x, &dy, &mut dx_cpu, &mut dg_cpu, &mut db_cpu);
+    let sdy = chan_sum(&h, &dy, &[], &[], &[], &[], c, 0, 1.0);
+    let sdyx = chan_sum(&h, &dy, &x, &[], &mean, &invstd, c, 2, 1.0);
+    let mut dx = vec![f32::NAN; rows * c];
+    let bwd: Symbol<unsafe extern "C" fn(*const f32, *const f32, *const f32, *const f32, *const f32, *const f64, *const f64, *mut f32, i64, i32, i64)> = h.sym("bn_backward_dx");
+    let dxp = dx.as_mut_ptr();
+    h.launch(|| unsafe { bwd(x.as_ptr(), dy.as_ptr(), mean.as_ptr(), invstd.as_ptr(), gamma.as_ptr(), sdy.as_ptr(), sdyx.as_ptr(), dxp, (rows * c) as i64, c as i32, rows as i64) });
+    let (mut dg, mut db) = (vec![f32::NAN; c], vec![f32::NAN; c]);
+    let to32: Symbol<unsafe extern "C" fn(*const f64, *mut f32, i32)> = h.sym("to_f32_grad");
+    let (dgp, dbp) = (dg.as_mut_ptr(), db.as_mut_ptr());
+    h.launch(|| unsafe { to32(sdyx.as_ptr(), dgp, c as i32) });
+    h.launch(|| unsafe { to32(sdy.as_ptr(), dbp, c as i32) });
+    close(&dg, &dg_cpu, 1e-5, "dgamma");
+    close(&db, &db_cpu, 1e-5, "dbeta");
+    close(&dx, &dx_cpu, 1e-4, "dx");
+}
+
+#[test]
+fn activation_se_and_mask_backwards_equal_the_cpu_ops() {
+    let h = Host::new();
+    let (n, hw, c) = (2usize, 9usize, 6usize);
+    let total = n * hw * c;
+    let x = randn(total, 5, 3.0);
+    let dy = randn(total, 6, 1.0);
+    let act: Symbol<unsafe extern "C" fn(*const f32, *const f32, *const f32, *mut f32, i64, i32)> = h.sym("act_backward");
+    for (kind, code) in [(ActKind::Silu, 1), (ActKind::Relu6, 2), (ActKind::Sigmoid, 3)] {
+        let mut y = vec![0.0; total];
+        ops::act_forward(kind, &x, &mut y);
+        let mut want = vec![0.0; total];
+        ops::act_backward(kind, &x, &y, &dy, &mut want);
+        let mut got = vec![f32::NAN; total];
+        let gp = got.as_mut_ptr();
+        h.launch(|| unsafe { act(x.as_ptr(), y.as_ptr(), dy.as_ptr(), gp, total as i64, code) });
+        close(&got, &want, 1e-6, &format!("{kind:?} backward"));
+    }
+
+    let dpool = randn(n * c, 7, 1.0);
+    let mut want = vec![0.0; total];
+    ops::pool_backward(&dpool, hw, c, &mut want);
+    let mut got = vec![f32::NAN; total];
+    let pool: Symbol<unsafe extern "C" fn(*const f32, *mut f32, i64, i32, i32)> = h.sym("pool_backward");
+    let gp = got.as_mut_ptr();
+    h.launch(|| unsafe { pool(dpool.as_ptr(), gp, total as i64, hw as i32, c as i32) });
+    close(&got, &want, 1e-7, "pool backward");
+
+    let gate = randn(n * c, 8, 1.0);
+    let (mut dx_want, mut dg_want) = (vec![0.0; total], vec![0.0; n * c]);
+    ops::mul_backward(&x, &gate, &dy, hw, c, &mut dx_want, &mut dg_want);
+    let (mut dx, mut dg) = (vec![f32::NAN; total], vec![f32::NAN; n * c]);
+    let gdx: Symbol<unsafe extern "C" fn(*const f32, *const f32, *mut f32, i64, i32, i32)> = h.sym("gate_mul_backward_dx");
+    let gdg: Symbol<unsafe extern "C" fn(*const f32, *const f32, *mut f32, i64, i32, i32)> = h.sym("gate_mul_backward_dgate");
+    let (dxp, dgp) = (dx.as_mut_ptr(), dg.as_mut_ptr());
+    h.launch(|| unsafe { gdx(gate.as_ptr(), dy.as_ptr(), dxp, total as i64, hw as i32, c as i32) });
+    h.launch(|| unsafe { gdg(x.as_ptr(), dy.as_ptr(), dgp, n as i64, hw as i32, c as i32) });
+    close(&dx, &dx_want, 1e-7, "gate dx");
+    close(&dg, &dg_want, 1e-6, "gate dgate");
+
+    // Drop-path: one factor per sample; then a residual's two gradients summed.
+    let mask = ops::drop_path_mask(n, 0.5, &mut Rng::new(9));
+    let mut want = vec![0.0; total];
+    ops::apply_mask(&x, &mask, hw * c, &mut want);
+    let mut got = vec![f32::NAN; total];
+    let am: Symbol<unsafe extern "C" fn(*const f32, *const f32, *mut f32, i64, i64)> = h.sym("apply_mask");
+    let gp = got.as_mut_ptr();
+    h.launch(|| unsafe { am(x.as_ptr(), mask.as_ptr(), gp, total as i64, (hw * c) as i64) });
+    close(&got, &want, 0.0, "drop-path mask");
+    let acc: Symbol<unsafe extern "C" fn(*mut f32, *const f32, i64)> = h.sym("accumulate");
+    let want: Vec<f32> = got.iter().zip(&dy).map(|(a, b)| a + b).collect();
+    h.launch(|| unsafe { acc(gp, dy.as_ptr(), total as i64) });
+    close(&got, &want, 0.0, "accumulate");
+}
+
+#[test]
+fn loss_optimizers_and_ema_equal_the_cpu_maths() {
+    let h = Host::new();
+    let (batch, classes) = (5usize, 7usize);
+    let logits: Vec<f32> = randn(batch * classes, 10, 4.0);
+    let targets = loss::smoothed_onehot(&[0, 3, 6, 2, 2], classes, 0.1);
+    let (l_want, g_want) = loss::softmax_cross_entropy(&logits, &targets, classes);
+    let (mut g, mut rows) = (vec![f32::NAN; batch * classes], vec![f64::NAN; batch]);
+    let xent: Symbol<unsafe extern "C" fn(*const f32, *const f32, *mut f32, *mut f64, i64, i32)> = h.sym("softmax_xent");
+    let (gp, rp) = (g.as_mut_ptr(), rows.as_mut_ptr());
+    h.launch(|| unsafe { xent(logits.as_ptr(), targets.as_ptr(), gp, rp, batch as i64, classes as i32) });
+    let l = (rows.iter().sum::<f64>() / batch as f64) as f32;
+    close(&[l], &[l_want], 1e-6, "loss");
+    close(&g, &g_want, 1e-6, "dlogits");
+
+    let len = 300usize;
+    let w0 = randn(len, 11, 1.0);
+    let grads = [randn(len, 12, 0.1), randn(len, 13, 0.1)];
+    let (lr, wd) = (0.016f32, 1e-5f32);
+
+    let opt = Optimizer::tf_rmsprop();
+    let Optimizer::RmsProp { decay, momentum, eps } = opt else { unreachable!() };
+    let (mut w_cpu, mut s_cpu) = (w0.clone(), opt.init_slots(len));
+    let (mut w, mut s) = (w0.clone(), opt.init_slots(len));
+    let step: Symbol<unsafe extern "C" fn(*mut f32, *const f32, *mut f32, *mut f32, i64, f32, f32, f32, f32, f32)> = h.sym("rmsprop_step");
+    for g in &grads {
+        optim::update(&opt, &mut w_cpu, g, &mut s_cpu, lr, wd);
+        let (wp, msp, mop) = (w.as_mut_ptr(), s[0].as_mut_ptr(), s[1].as_mut_ptr());
+        h.launch(|| unsafe { step(wp, g.as_ptr(), msp, mop, len as i64, lr, decay, momentum, eps, wd) });
+    }
+    close(&w, &w_cpu, 1e-6, "rmsprop w");
+    close(&s[0], &s_cpu[0], 1e-6, "rmsprop ms");
+    close(&s[1], &s_cpu[1], 1e-6, "rmsprop momentum");
+
+    let sgd: Symbol<unsafe extern "C" fn(*mut f32, *const f32, *mut f32, i64, f32, f32, i32, f32)> = h.sym("sgd_step");
+    for nesterov in [false, true] {
+        let opt = Optimizer::Sgd { momentum: 0.9, nesterov };
+        let (mut w_cpu, mut s_cpu) = (w0.clone(), opt.init_slots(len));
+        let (mut w, mut buf) = (w0.clone(), vec![0f32; len]);
+        for g in &grads {
+            optim::update(&opt, &mut w_cpu, g, &mut s_cpu, lr, wd);
+            let (wp, bp) = (w.as_mut_ptr(), buf.as_mut_ptr());
+            h.launch(|| unsafe { sgd(wp, g.as_ptr(), bp, len as i64, lr, 0.9, nesterov as i32, wd) });
+        }
+        close(&w, &w_cpu, 1e-6, &format!("sgd nesterov={nesterov} w"));
+        close(&buf, &s_cpu[0], 1e-6, "sgd buffer");
+    }
+
+    let mut shadow_cpu = w0.clone();
+    let mut shadow = w0.clone();
+    let upd: Symbol<unsafe extern "C" fn(*mut f32, *const f32, i64, f32)> = h.sym("ema_update");
+    for (t, value) in grads.iter().enumerate() {
+        let d = ema::tf_decay(0.9999, t as u64 + 1);
+        ema::update(&mut shadow_cpu, value, d);
+        let sp = shadow.as_mut_ptr();
+        h.launch(|| unsafe { upd(sp, value.as_ptr(), len as i64, d) });
+    }
+    close(&shadow, &shadow_cpu, 1e-6, "ema");
+}
