@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs on the lent GPU machine (../shared/reference/gpu-machine.md) with gpu-bin/ from prepare.sh:
-#  1. correctness: the CUDA backend vs the CPU reference engine, b0 and s (fp32 < 1e-4, fp16 < 1e-2);
+#  1. correctness: the CUDA backend vs the CPU reference engine, b0 and s (fp32 < 1e-4, fp16 < 1e-2),
+#     and the training kernels launched on the GPU vs the CPU maths;
 #  2. EfficientNetV2-S 384px batch 128 fp16 inference: ours vs timm eager and torch.compile, same call;
 #  3. the Fused-MBConv placement sweep of b0 at 224 on this GPU.
 # Results go to $OUT (the device tool brings them back). Each step is time-boxed so one stuck step
@@ -16,6 +17,8 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT
 
 echo "== 1. correctness"
 timeout "${T_CORRECT:-240}" "$B/cuda_plan" the_cuda_backend --nocapture 2>&1 | tee "$OUT/correctness.txt" | grep -E "rel err|test result|panicked|Error"
+# The training kernels launched on the GPU vs the CPU maths (the host-replay tests need g++: not here).
+timeout 120 "$B/cuda_train_kernels" train_kernels_on_a_gpu --nocapture 2>&1 | tee "$OUT/train_kernels.txt" | grep -E "equal|test result|panicked|skipped"
 
 echo "== 2. S@384 batch 128 fp16: ours vs timm"
 timeout 180 "$B/effv2-edge" build --target jetson --model efficientnetv2-s --image-size 384 --batch 128 -o /tmp/s384 2>&1 | tail -2
