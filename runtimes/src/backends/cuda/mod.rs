@@ -53,6 +53,20 @@ pub fn nvrtc_present() -> bool {
     unsafe { cudarc::nvrtc::sys::is_culib_present() }
 }
 
+/// Set by scripts/test.sh (which installs NVRTC): then a test may not skip for want of it.
+pub const REQUIRE_NVRTC_ENV: &str = "EFFV2_REQUIRE_NVRTC";
+
+/// For tests that compile kernels: whether NVRTC is here; panics if it is missing although
+/// [`REQUIRE_NVRTC_ENV`] says it must not be, and says so when the caller is about to skip.
+pub fn nvrtc_for_tests() -> bool {
+    if nvrtc_present() {
+        return true;
+    }
+    assert!(std::env::var(REQUIRE_NVRTC_ENV).is_err(), "{REQUIRE_NVRTC_ENV} is set but libnvrtc cannot be loaded (LD_LIBRARY_PATH?)");
+    eprintln!("skipped: no libnvrtc on this machine");
+    false
+}
+
 pub struct CudaRuntime {
     manifest: Manifest,
     engine: Engine,

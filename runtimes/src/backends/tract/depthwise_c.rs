@@ -19,58 +19,16 @@ pub fn active_kernel() -> Option<&'static str> {
     })
 }
 
-/// Point `i`, channel `c` of the output is `bias[c]` plus every
-/// `kernel[tap_indices[t] * k_stride + c] * input[i * in_stride + offsets[t] + c]`
-/// (tract's `DepthwiseCF32` contract, see `tract_linalg::routines`).
-///
-/// # Safety
-/// As `DepthwiseCF32`: every addressed input, kernel and bias value readable, `channels` outputs
-/// writable per position; the CPU has AVX-512F (the registry only offers it to such CPUs).
-#[allow(clippy::too_many_arguments)]
-pub unsafe fn depthwise_c_f32_avx512(
-    input: *const f32,
-    output: *mut f32,
-    kernel: *const f32,
-    tap_indices: &[usize],
-    offsets: &[isize],
-    bias: *const f32,
-    channels: usize,
-    k_stride: usize,
-    len: usize,
-    in_stride: isize,
-    out_stride: isize,
-) {
-    unsafe {
-        avx512(input, output, kernel, tap_indices, offsets, bias, channels, k_stride, len, in_stride, out_stride)
-    }
-}
-
-/// As [`depthwise_c_f32_avx512`], on a CPU with AVX2 and FMA.
-///
-/// # Safety
-/// As [`depthwise_c_f32_avx512`], with AVX2 + FMA instead of AVX-512F.
-#[allow(clippy::too_many_arguments)]
-pub unsafe fn depthwise_c_f32_fma(
-    input: *const f32,
-    output: *mut f32,
-    kernel: *const f32,
-    tap_indices: &[usize],
-    offsets: &[isize],
-    bias: *const f32,
-    channels: usize,
-    k_stride: usize,
-    len: usize,
-    in_stride: isize,
-    out_stride: isize,
-) {
-    unsafe { fma(input, output, kernel, tap_indices, offsets, bias, channels, k_stride, len, in_stride, out_stride) }
-}
+// Both kernels compute, for every output position `i` and channel `c`, `bias[c]` plus every
+// `kernel[tap_indices[t] * k_stride + c] * input[i * in_stride + offsets[t] + c]` (tract's
+// `DepthwiseCF32` contract, see `tract_linalg::routines`). Safety: as that contract, on a CPU with
+// the kernel's features, which the registry guarantees by offering each only to such CPUs.
 
 /// 64 channels per pass in four independent accumulators (FMA latency hidden), then 16-lane
 /// masked passes for the rest: no scalar tail, masked lanes are never read or written.
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn avx512(
+pub unsafe fn depthwise_c_f32_avx512(
     input: *const f32,
     output: *mut f32,
     kernel: *const f32,
@@ -126,7 +84,7 @@ unsafe fn avx512(
 /// 32 channels per pass in four 8-lane accumulators, 8 at a time after that, a scalar tail.
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn fma(
+pub unsafe fn depthwise_c_f32_fma(
     input: *const f32,
     output: *mut f32,
     kernel: *const f32,
