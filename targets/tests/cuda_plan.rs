@@ -11,7 +11,7 @@ use effv2_edge::rng::Rng;
 use effv2_edge::spec::{Activation, ModelOptions, Padding};
 use effv2_edge::tensor::Tensor;
 use effv2_edge::weights::calibrate_batchnorm;
-use effv2_runtime::plan::launch::{grid, Arg, ConvShape, DType, LaunchSpec, Layout, BLOCK, KERNEL_NAMES};
+use effv2_runtime::plan::launch::{grid, Arg, BlasGemm, ConvShape, DType, LaunchSpec, Layout, BLOCK, KERNEL_NAMES};
 use effv2_runtime::plan::NetPlan;
 use effv2_runtime::{open, OpenOptions, Precision, RuntimeError, Target};
 use effv2_targets::cpu::CpuBuild;
@@ -87,6 +87,23 @@ unsafe fn host_conv(s: ConvShape, x: u64, w: u64, y: u64) {
     }
 }
 
+/// Column-major BLAS gemm standing in for cuBLAS (`C = op(A)·op(B)`, leading dimensions as BLAS
+/// reads them), so the parameters the engine hands cuBLAS are what is checked.
+unsafe fn host_blas_gemm(g: BlasGemm, a: u64, b: u64, c: u64) {
+    let (a, b, c) = (a as *const f32, b as *const f32, c as *mut f32);
+    for j in 0..g.n {
+        for i in 0..g.m {
+            let mut acc = 0.0f32;
+            for p in 0..g.k {
+                let av = if g.trans_a { *a.add(p + i * g.lda) } else { *a.add(i + p * g.lda) };
+                let bv = if g.trans_b { *b.add(j + p * g.ldb) } else { *b.add(p + j * g.ldb) };
+                acc += av * bv;
+            }
+            *c.add(i + j * g.ldc) = acc;
+        }
+    }
+}
+
 /// The engine's launches for `plan` at f32, replayed on host memory; logits [N, classes].
 fn replay_on_host(lib: &libloading::Library, plan: &NetPlan, weights: &[f32], x: &Tensor) -> Vec<f32> {
     type HostKernel = unsafe extern "C" fn(u32, u32, *mut *mut std::ffi::c_void);
@@ -112,6 +129,7 @@ fn replay_on_host(lib: &libloading::Library, plan: &NetPlan, weights: &[f32], x:
                 unsafe { fns[f](grid(total), BLOCK, ptrs.as_mut_ptr()) };
             }
             LaunchSpec::Conv { shape, x, w, y } => unsafe { host_conv(shape, x, w, y) },
+            LaunchSpec::Gemm { batch, out, k, x, w, y } => unsafe { host_blas_gemm(BlasGemm::for_linear(batch, out, k), w, x, y) },
         }
     }
     output

@@ -94,7 +94,7 @@ mod tests {
                 let overlap = ou < ov + sizes[v] && ov < ou + sizes[u];
                 assert!(!(live_together && overlap), "values {u} and {v} overlap while both live: {a:?}");
             }
-            assert!(a.offsets[u] + sizes[u] <= a.size && a.offsets[u] % ALIGN == 0);
+            assert!(a.offsets[u] + sizes[u] <= a.size && a.offsets[u].is_multiple_of(ALIGN));
         }
     }
 

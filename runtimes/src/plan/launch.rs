@@ -59,6 +59,32 @@ pub enum LaunchSpec {
     Kernel { f: usize, total: usize, args: Vec<Arg> },
     /// `y = conv(x, w)` (no bias; a `bias_act` launch follows).
     Conv { shape: ConvShape, x: u64, w: u64, y: u64 },
+    /// A 1x1 conv on a 1x1 image (the classifier, the SE projections) as a matrix product for
+    /// cuBLAS: `y[batch, out] = x[batch, k] · w[out, k]ᵀ`, all row-major in `dtype` (no bias; a
+    /// `bias_act` launch follows).
+    Gemm { batch: usize, out: usize, k: usize, x: u64, w: u64, y: u64 },
+}
+
+/// A column-major BLAS gemm, `C = op(A) · op(B)` with `op(A)` m x k and `op(B)` k x n: what a
+/// [`LaunchSpec::Gemm`] asks cuBLAS for (A = the weights, B = the input, C = the output).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlasGemm {
+    pub trans_a: bool,
+    pub trans_b: bool,
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub lda: usize,
+    pub ldb: usize,
+    pub ldc: usize,
+}
+
+impl BlasGemm {
+    /// Row-major `y[batch, out] = x[batch, k] · w[out, k]ᵀ` is column-major `yᵀ = w · xᵀ`: `w` read
+    /// as a k x out column-major matrix and transposed, `x` as k x batch, `yᵀ` out x batch.
+    pub fn for_linear(batch: usize, out: usize, k: usize) -> BlasGemm {
+        BlasGemm { trans_a: true, trans_b: false, m: out, n: batch, k, lda: k, ldb: k, ldc: out }
+    }
 }
 
 /// Grid size of a kernel over `total` elements (the kernels stride over the rest).
@@ -158,17 +184,21 @@ impl Layout {
                         let a = [vec![Arg::Ptr(at(x)), Arg::Ptr(wp), Arg::Ptr(bp), Arg::Ptr(y), tot], i32s(&[h, w, c, oh, ow, kernel, stride, t, l])];
                         ("depthwise", [a.concat(), vec![Arg::I32(act.code())]].concat())
                     } else {
-                        let mut shape = ConvShape { n: self.batch, c, h, w, out_ch, oh, ow, kernel, stride, pad: [t, l], groups };
-                        let mut src = at(x);
-                        if (t, l) != (b, r) {
-                            // cuDNN pads symmetrically: copy into scratch with the exact padding.
-                            let (ph, pw) = (h + t + b, w + l + r);
-                            let ptotal = self.batch * c * ph * pw;
-                            let args = [vec![Arg::Ptr(src), Arg::Ptr(scratch), Arg::I64(ptotal as i64)], i32s(&[h, w, c, ph, pw, t, l])].concat();
-                            out.push(LaunchSpec::Kernel { f: k("pad"), total: ptotal, args });
-                            (src, shape.h, shape.w, shape.pad) = (scratch, ph, pw, [0, 0]);
+                        if (h, w, oh, ow, kernel, groups, t + l + b + r) == (1, 1, 1, 1, 1, 1, 0) {
+                            out.push(LaunchSpec::Gemm { batch: self.batch, out: out_ch, k: c, x: at(x), w: wp, y });
+                        } else {
+                            let mut shape = ConvShape { n: self.batch, c, h, w, out_ch, oh, ow, kernel, stride, pad: [t, l], groups };
+                            let mut src = at(x);
+                            if (t, l) != (b, r) {
+                                // cuDNN pads symmetrically: copy into scratch with the exact padding.
+                                let (ph, pw) = (h + t + b, w + l + r);
+                                let ptotal = self.batch * c * ph * pw;
+                                let args = [vec![Arg::Ptr(src), Arg::Ptr(scratch), Arg::I64(ptotal as i64)], i32s(&[h, w, c, ph, pw, t, l])].concat();
+                                out.push(LaunchSpec::Kernel { f: k("pad"), total: ptotal, args });
+                                (src, shape.h, shape.w, shape.pad) = (scratch, ph, pw, [0, 0]);
+                            }
+                            out.push(LaunchSpec::Conv { shape, x: src, w: wp, y });
                         }
-                        out.push(LaunchSpec::Conv { shape, x: src, w: wp, y });
                         ("bias_act", vec![Arg::Ptr(y), Arg::Ptr(bp), tot, Arg::I32(oc as i32), Arg::I32(act.code())])
                     }
                 }

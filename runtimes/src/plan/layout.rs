@@ -37,7 +37,7 @@ mod tests {
         let w: Vec<f32> = (0..o * i * k * k).map(|v| v as f32).collect();
         let r = oihw_to_ohwi(&w, o, i, k);
         // weight [1, 2, 0, 1] (o, i, y, x) sits at ((1*k+0)*k+1)*i+2.
-        assert_eq!(r[((k + 0) * k + 1) * i + 2], w[((i + 2) * k + 0) * k + 1]);
+        assert_eq!(r[(k * k + 1) * i + 2], w[(i + 2) * k * k + 1]);
         let mut sorted = r.clone();
         sorted.sort_by(f32::total_cmp);
         assert_eq!(sorted, w);

@@ -1,6 +1,6 @@
 //! The CUDA engine: a plan turned, once at load, into a fixed list of launches over one
 //! activation arena (offsets from the static memory plan), one parameter buffer (weights repacked
-//! for NHWC, f32 biases) and one cuDNN workspace. A run copies the input in, replays the launches
+//! for NHWC, f32 biases), one cuDNN workspace and a cuBLAS handle for the 1x1-image matrix products. A run copies the input in, replays the launches
 //! (as one captured CUDA graph when capture works) and copies the logits out; nothing is allocated.
 
 use std::sync::Arc;
@@ -8,8 +8,9 @@ use std::sync::Arc;
 use cudarc::driver::{sys::CUstreamCaptureMode, CudaContext, CudaFunction, CudaGraph, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg};
 use cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions};
 
+use super::blas::Blas;
 use super::cudnn::{self, DType, Handle};
-use crate::plan::launch::{grid, Arg, LaunchSpec, Layout, BLOCK, KERNEL_NAMES};
+use crate::plan::launch::{grid, Arg, BlasGemm, LaunchSpec, Layout, BLOCK, KERNEL_NAMES};
 use crate::plan::NetPlan;
 
 pub const KERNELS: &str = include_str!("kernels.cu");
@@ -42,6 +43,7 @@ fn tune_convs(cudnn: &Handle, stream: &Arc<CudaStream>, launches: &mut [Launch])
 enum Launch {
     Kernel { f: usize, total: usize, args: Vec<Arg> },
     Conv { conv: cudnn::Conv, x: u64, w: u64, y: u64 },
+    Gemm { g: BlasGemm, w: u64, x: u64, y: u64 },
 }
 
 pub struct Engine {
@@ -50,6 +52,8 @@ pub struct Engine {
     ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
     cudnn: Handle,
+    blas: Blas,
+    dtype: DType,
     fns: Vec<CudaFunction>,
     launches: Vec<Launch>,
     workspace: (u64, usize),
@@ -88,7 +92,8 @@ pub fn compile_source(src: &str, name: &str, mut options: Vec<String>, arch: Opt
     })
 }
 
-fn ptr<T>(s: &CudaSlice<T>, stream: &CudaStream) -> u64 {
+/// The device address of a buffer (the engine and cuBLAS work on raw addresses).
+pub(super) fn ptr<T>(s: &CudaSlice<T>, stream: &CudaStream) -> u64 {
     let (p, _sync) = s.device_ptr(stream);
     p
 }
@@ -101,6 +106,7 @@ impl Engine {
         // would break graph capture.
         unsafe { ctx.disable_event_tracking() };
         let cudnn = Handle::new(&stream).map_err(|e| fail("creating the cuDNN handle", e))?;
+        let blas = Blas::new(&stream)?;
         let (major, minor) = ctx.compute_capability().map_err(|e| fail("reading the compute capability", e))?;
         let ptx = compile_kernels(dtype, Some(format!("compute_{major}{minor}")))?;
         let module = ctx.load_module(ptx).map_err(|e| fail("loading the kernels", e))?;
@@ -121,6 +127,7 @@ impl Engine {
                     workspace_len = workspace_len.max(conv.workspace);
                     Launch::Conv { conv, x, w, y }
                 }
+                LaunchSpec::Gemm { batch, out, k, x, w, y } => Launch::Gemm { g: BlasGemm::for_linear(batch, out, k), w, x, y },
             });
         }
         if tune {
@@ -134,6 +141,8 @@ impl Engine {
             ctx,
             stream,
             cudnn,
+            blas,
+            dtype,
             fns,
             launches,
             workspace,
@@ -170,6 +179,9 @@ impl Engine {
                 }
                 Launch::Conv { conv, x, w, y } => {
                     unsafe { conv.launch(&self.cudnn, *x, *w, *y, self.workspace.0, self.workspace.1) }.map_err(|e| fail(&format!("launch {i} (cuDNN conv)"), e))?;
+                }
+                Launch::Gemm { g, w, x, y } => {
+                    unsafe { self.blas.gemm(self.dtype, *g, *w, *x, *y) }.map_err(|e| format!("launch {i}: {e}"))?;
                 }
             }
         }

@@ -4,6 +4,7 @@
 //! Every CUDA library is dlopened on first use (cudarc's dynamic loading), so this builds and
 //! runs on machines without CUDA; there, opening an artifact is a clear error.
 
+mod blas;
 mod cudnn;
 mod engine;
 
@@ -35,10 +36,12 @@ fn unavailable(why: impl Into<String>) -> RuntimeError {
 /// Checks that the libraries the engine dlopens are present, naming the first that is not.
 /// (cudarc panics on a missing library, so this runs before any CUDA call.)
 pub fn probe_libraries() -> Result<(), RuntimeError> {
-    let libs: [(&str, fn() -> bool, &str); 3] = [
+    type Probe = (&'static str, fn() -> bool, &'static str);
+    let libs: [Probe; 4] = [
         ("CUDA driver", || unsafe { cudarc::driver::sys::is_culib_present() }, "libcuda.so.1: no NVIDIA driver on this machine"),
         ("NVRTC", nvrtc_present, "libnvrtc.so: add the CUDA toolkit's lib folder to LD_LIBRARY_PATH"),
         ("cuDNN", || unsafe { cudarc::cudnn::sys::is_culib_present() }, "libcudnn.so.9: install cuDNN 9 or add its folder to LD_LIBRARY_PATH"),
+        ("cuBLAS", || unsafe { cudarc::cublas::sys::is_culib_present() }, "libcublas.so.13: add the CUDA toolkit's lib folder to LD_LIBRARY_PATH"),
     ];
     for (what, present, hint) in libs {
         if !present() {
