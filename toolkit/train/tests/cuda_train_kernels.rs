@@ -8,7 +8,9 @@ use std::path::Path;
 
 use effv2_edge::graph::ActKind;
 use effv2_edge::rng::Rng;
-use effv2_train::cpu::{bn, ops};
+use effv2_edge::graph::Pads;
+use effv2_train::cpu::conv::Geo;
+use effv2_train::cpu::{bn, depthwise, ops};
 use effv2_train::cuda::{CHAN_CHUNK_ROWS, TRAIN_KERNELS, TRAIN_KERNEL_NAMES};
 use effv2_train::optim::{self, Optimizer};
 use effv2_train::{ema, loss};
@@ -158,6 +160,48 @@ fn batch_norm_training_forward_and_backward_equal_the_cpu_engine() {
     close(&dg, &dg_cpu, 1e-5, "dgamma");
     close(&db, &db_cpu, 1e-5, "dbeta");
     close(&dx, &dx_cpu, 1e-4, "dx");
+}
+
+#[test]
+fn depthwise_backward_equals_the_cpu_engine_for_stride_1_and_2() {
+    let h_ = Host::new();
+    type Dx = unsafe extern "C" fn(*const f32, *const f32, *mut f32, i64, i32, i32, i32, i32, i32, i32, i32, i32, i32);
+    type Dw = unsafe extern "C" fn(*const f32, *const f32, *mut f32, i64, i32, i32, i32, i32, i32, i32, i32, i32, i32);
+    let (fdx, fdw): (Symbol<Dx>, Symbol<Dw>) = (h_.sym("depthwise_backward_dx"), h_.sym("depthwise_backward_dw"));
+    // TF "same" padding: stride 1 pads 1/1, stride 2 on an even size pads 0 top-left, 1 bottom-right;
+    // 5x5 with stride 2 on an odd size pads 2/2.
+    for (h, k, stride, pt) in [(7usize, 3usize, 1usize, 1usize), (8, 3, 2, 0), (9, 5, 2, 2)] {
+        let (n, c) = (3usize, 19usize);
+        let oh = h.div_ceil(stride);
+        let pb = ((oh - 1) * stride + k).saturating_sub(h + pt);
+        let g = Geo { cin: c, cout: c, h, w: h, oh, ow: oh, k, stride, pads: Pads { top: pt, left: pt, bottom: pb, right: pb } };
+        let x = randn(n * g.in_len(), 31, 1.0);
+        let w = randn(c * k * k, 32, 1.0); // OIHW [c, 1, k, k]
+        let dy = randn(n * g.out_len(), 33, 1.0);
+        let (mut dx_want, mut dw_want) = (vec![0.0; x.len()], vec![0.0; w.len()]);
+        depthwise::backward(&g, &x, &w, &dy, Some(&mut dx_want), &mut dw_want);
+        // The engine keeps depthwise weights as [k·k, c] (the inference layout).
+        let mut w_hwc = vec![0.0; w.len()];
+        for ch in 0..c {
+            for t in 0..k * k {
+                w_hwc[t * c + ch] = w[ch * k * k + t];
+            }
+        }
+        let (mut dx, mut dw_hwc) = (vec![f32::NAN; x.len()], vec![f32::NAN; w.len()]);
+        let geo = [h as i32, h as i32, c as i32, oh as i32, oh as i32, k as i32, stride as i32, pt as i32, pt as i32];
+        let (dxp, dwp) = (dx.as_mut_ptr(), dw_hwc.as_mut_ptr());
+        let [a, b, cc, d, e, f, gg, hh, ii] = geo;
+        h_.launch(|| unsafe { fdx(dy.as_ptr(), w_hwc.as_ptr(), dxp, x.len() as i64, a, b, cc, d, e, f, gg, hh, ii) });
+        h_.launch(|| unsafe { fdw(x.as_ptr(), dy.as_ptr(), dwp, n as i64, a, b, cc, d, e, f, gg, hh, ii) });
+        let mut dw = vec![0.0; w.len()];
+        for ch in 0..c {
+            for t in 0..k * k {
+                dw[ch * k * k + t] = dw_hwc[t * c + ch];
+            }
+        }
+        close(&dx, &dx_want, 1e-5, &format!("depthwise dx k{k} s{stride}"));
+        close(&dw, &dw_want, 1e-5, &format!("depthwise dw k{k} s{stride}"));
+    }
 }
 
 #[test]

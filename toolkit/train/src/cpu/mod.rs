@@ -4,8 +4,8 @@
 
 mod backward;
 pub mod bn;
-mod conv;
-mod depthwise;
+pub mod conv;
+pub mod depthwise;
 mod forward;
 pub mod gemm;
 pub mod ops;

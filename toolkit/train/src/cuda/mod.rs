@@ -7,7 +7,7 @@
 /// Source of the kernels, one `extern "C"` entry point per name in [`TRAIN_KERNEL_NAMES`].
 pub const TRAIN_KERNELS: &str = include_str!("train_kernels.cu");
 
-pub const TRAIN_KERNEL_NAMES: [&str; 16] = [
+pub const TRAIN_KERNEL_NAMES: [&str; 18] = [
     "chan_partials",
     "chan_finish",
     "bn_finalize",
@@ -15,6 +15,8 @@ pub const TRAIN_KERNEL_NAMES: [&str; 16] = [
     "bn_backward_dx",
     "to_f32_grad",
     "act_backward",
+    "depthwise_backward_dx",
+    "depthwise_backward_dw",
     "pool_backward",
     "gate_mul_backward_dx",
     "gate_mul_backward_dgate",

@@ -115,6 +115,63 @@ extern "C" __global__ void act_backward(const float* x, const float* y, const fl
     }
 }
 
+// ---- depthwise convolution backward (the forward is the inference engine's `depthwise`) ----
+// NHWC [n, h, w, c] input, [n, oh, ow, c] output, weights [k·k, c]; "same" padding by its top / left.
+
+// dx[n, iy, ix, ch] = Σ over the taps that read it of dy[n, oy, ox, ch] · w[tap, ch] (a gather: no
+// atomics, so deterministic). total = n·h·w·c.
+extern "C" __global__ void depthwise_backward_dx(const float* dy, const float* w, float* dx, long long total, int h,
+                                                 int wd, int c, int oh, int ow, int k, int stride, int pad_t,
+                                                 int pad_l) {
+    GRID_STRIDE(i, total) {
+        int ch = (int)(i % c);
+        long long r = i / c;
+        int ix = (int)(r % wd);
+        r /= wd;
+        int iy = (int)(r % h);
+        long long n = r / h;
+        float s = 0.0f;
+        for (int ky = 0; ky < k; ++ky) {
+            int ty = iy + pad_t - ky;
+            if (ty < 0 || ty % stride) continue;
+            int oy = ty / stride;
+            if (oy >= oh) continue;
+            for (int kx = 0; kx < k; ++kx) {
+                int tx = ix + pad_l - kx;
+                if (tx < 0 || tx % stride) continue;
+                int ox = tx / stride;
+                if (ox >= ow) continue;
+                s += dy[((n * oh + oy) * ow + ox) * c + ch] * w[(ky * k + kx) * c + ch];
+            }
+        }
+        dx[i] = s;
+    }
+}
+
+// dw[tap, ch] = Σ over samples and output positions of dy · x at that tap, in f64; one thread per
+// (tap, ch). total = k·k·c.
+extern "C" __global__ void depthwise_backward_dw(const float* x, const float* dy, float* dw, long long batch, int h,
+                                                 int wd, int c, int oh, int ow, int k, int stride, int pad_t,
+                                                 int pad_l) {
+    GRID_STRIDE(i, (long long)k * k * c) {
+        int ch = (int)(i % c);
+        int t = (int)(i / c);
+        int ky = t / k, kx = t % k;
+        double s = 0.0;
+        for (long long n = 0; n < batch; ++n)
+            for (int oy = 0; oy < oh; ++oy) {
+                int iy = oy * stride + ky - pad_t;
+                if (iy < 0 || iy >= h) continue;
+                for (int ox = 0; ox < ow; ++ox) {
+                    int ix = ox * stride + kx - pad_l;
+                    if (ix < 0 || ix >= wd) continue;
+                    s += (double)dy[((n * oh + oy) * ow + ox) * c + ch] * x[((n * h + iy) * wd + ix) * c + ch];
+                }
+            }
+        dw[i] = (float)s;
+    }
+}
+
 // ---- squeeze-excitation ----
 
 // Global average pool backward: dx[n, p, ch] = dy[n, ch] / hw.
