@@ -30,11 +30,27 @@ impl DType {
 }
 
 /// One kernel argument, passed by value like CUDA's kernel parameter array.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Arg {
     Ptr(u64),
     I32(i32),
     I64(i64),
+    F32(f32),
+    F64(f64),
+}
+
+impl Arg {
+    /// The argument in an 8-byte little-endian slot (a 4-byte one in the low half), as host
+    /// harnesses hand kernel parameter arrays around.
+    pub fn slot(self) -> u64 {
+        match self {
+            Arg::Ptr(p) => p,
+            Arg::I32(v) => v as u32 as u64,
+            Arg::I64(v) => v as u64,
+            Arg::F32(v) => v.to_bits() as u64,
+            Arg::F64(v) => v.to_bits(),
+        }
+    }
 }
 
 /// A conv for cuDNN: NHWC input `[n, c, h, w]`, OHWI filter, symmetric padding.

@@ -8,6 +8,8 @@ use serde::{Deserialize, Serialize};
 pub mod arena;
 pub mod launch;
 pub mod layout;
+#[cfg(feature = "host-replay")]
+pub mod host;
 
 /// Bumped on any change a reader of an older plan would misread.
 pub const PLAN_FORMAT: u32 = 1;

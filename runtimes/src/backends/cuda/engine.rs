@@ -172,6 +172,8 @@ impl Engine {
                             Arg::Ptr(p) => b.arg(p),
                             Arg::I32(v) => b.arg(v),
                             Arg::I64(v) => b.arg(v),
+                            Arg::F32(v) => b.arg(v),
+                            Arg::F64(v) => b.arg(v),
                         };
                     }
                     let cfg = LaunchConfig { grid_dim: (grid(*total), 1, 1), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 };

@@ -13,7 +13,7 @@ pub(super) fn geo(c: &Conv, src: Shape, out: Shape) -> Geo {
 }
 
 /// Mask stream of node `i` for a step's seed.
-pub(super) fn node_rng(seed: u64, i: usize) -> Rng {
+pub fn node_rng(seed: u64, i: usize) -> Rng {
     Rng::new(seed ^ (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15))
 }
 

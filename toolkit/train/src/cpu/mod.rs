@@ -7,6 +7,8 @@ pub mod bn;
 pub mod conv;
 pub mod depthwise;
 mod forward;
+
+pub use forward::node_rng;
 pub mod gemm;
 pub mod ops;
 mod state;

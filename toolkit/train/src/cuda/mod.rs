@@ -4,6 +4,8 @@
 //! crate's CPU maths by running them as host C++ (`tests/cuda_train_kernels.rs`) and compiled
 //! with the real NVRTC in CI.
 
+pub mod plan;
+
 /// Source of the kernels, one `extern "C"` entry point per name in [`TRAIN_KERNEL_NAMES`].
 pub const TRAIN_KERNELS: &str = include_str!("train_kernels.cu");
 

@@ -1,0 +1,67 @@
+// For tests: the CUDA engine's kernels (kernels.cu, f32 build, path in KERNELS_CU) compiled as C++
+// for the host (see host_shim.h): each kernel runs over its whole grid, one thread at a time. Entry
+// points host_<kernel> take CUDA's kernel parameter array (pointers to each argument), exactly what
+// the engine hands cuLaunchKernel. Plus plain loops standing in for the cuDNN conv and the cuBLAS
+// gemm the engine calls, so a launch list replays entirely on the host.
+#include "host_shim.h"
+#include KERNELS_CU
+
+#define I(i) P(i, int)
+#define L(i) P(i, long long)
+#define CT(i) P(i, const T*)
+#define MT(i) P(i, T*)
+
+extern "C" {
+void host_nchw_to_nhwc(unsigned g, unsigned b, void** p) { LOOP(nchw_to_nhwc(P(0, const float*), MT(1), L(2), I(3), I(4))) }
+void host_to_f32(unsigned g, unsigned b, void** p) { LOOP(to_f32(CT(0), P(1, float*), L(2))) }
+void host_bias_act(unsigned g, unsigned b, void** p) { LOOP(bias_act(MT(0), P(1, const float*), L(2), I(3), I(4))) }
+void host_act_only(unsigned g, unsigned b, void** p) { LOOP(act_only(CT(0), MT(1), L(2), I(3))) }
+void host_depthwise(unsigned g, unsigned b, void** p) {
+    LOOP(depthwise(CT(0), CT(1), P(2, const float*), MT(3), L(4), I(5), I(6), I(7), I(8), I(9), I(10), I(11), I(12), I(13), I(14)))
+}
+void host_pool(unsigned g, unsigned b, void** p) { LOOP(pool(CT(0), MT(1), L(2), I(3), I(4))) }
+void host_gate_mul(unsigned g, unsigned b, void** p) { LOOP(gate_mul(CT(0), CT(1), MT(2), L(3), I(4), I(5))) }
+void host_add(unsigned g, unsigned b, void** p) { LOOP(add(CT(0), CT(1), MT(2), L(3))) }
+void host_pad(unsigned g, unsigned b, void** p) { LOOP(pad(CT(0), MT(1), L(2), I(3), I(4), I(5), I(6), I(7), I(8), I(9))) }
+
+// cuDNN's forward conv as the engine sets it up: NHWC x [n, h, w, c], OHWI filter, symmetric
+// padding (pad_t, pad_l), groups, no bias; y [n, oh, ow, out_ch].
+void host_conv_nhwc(int n, int c, int h, int w, int out_ch, int oh, int ow, int k, int stride, int pad_t, int pad_l,
+                    int groups, const float* x, const float* wt, float* y) {
+    int cin = c / groups, per_group = out_ch / groups;
+    for (int b = 0; b < n; ++b)
+        for (int oy = 0; oy < oh; ++oy)
+            for (int ox = 0; ox < ow; ++ox)
+                for (int o = 0; o < out_ch; ++o) {
+                    int g0 = o / per_group * cin;
+                    float acc = 0.0f;
+                    for (int ky = 0; ky < k; ++ky) {
+                        int iy = oy * stride + ky - pad_t;
+                        if (iy < 0 || iy >= h) continue;
+                        for (int kx = 0; kx < k; ++kx) {
+                            int ix = ox * stride + kx - pad_l;
+                            if (ix < 0 || ix >= w) continue;
+                            const float* px = x + ((long long)(b * h + iy) * w + ix) * c + g0;
+                            const float* pw = wt + ((long long)(o * k + ky) * k + kx) * cin;
+                            for (int i = 0; i < cin; ++i) acc += px[i] * pw[i];
+                        }
+                    }
+                    y[((long long)(b * oh + oy) * ow + ox) * out_ch + o] = acc;
+                }
+}
+
+// cuBLAS's gemm as BLAS defines it: column-major C = op(A) op(B), leading dimensions as given.
+void host_blas_gemm(int trans_a, int trans_b, int m, int n, int k, int lda, int ldb, int ldc, const float* a,
+                    const float* b, float* c) {
+    for (int j = 0; j < n; ++j)
+        for (int i = 0; i < m; ++i) {
+            float acc = 0.0f;
+            for (int p = 0; p < k; ++p) {
+                float av = trans_a ? a[p + (long long)i * lda] : a[i + (long long)p * lda];
+                float bv = trans_b ? b[j + (long long)p * ldb] : b[p + (long long)j * ldb];
+                acc += av * bv;
+            }
+            c[i + (long long)j * ldc] = acc;
+        }
+}
+}

@@ -1,0 +1,240 @@
+//! A training graph lowered to the CUDA training engine's forward launches over raw addresses, with
+//! no GPU code (as `effv2_runtime::plan::launch` does for inference): every value of the graph
+//! kept in one f32 NHWC arena (the backward reads them), parameters in device layout (OHWI convs,
+//! `[k·k, C]` depthwise), BN statistics in scratch, masks from the host. The same launches run on
+//! the device or, in tests, on the host with the kernels compiled as C++.
+//!
+//! Forward in training mode only, so far: the backward launch list (and the engine that runs both)
+//! come next.
+
+use effv2_edge::graph::{Graph, Op, Shape};
+use effv2_edge::weights::Weights;
+use effv2_runtime::plan::launch::{Arg, BlasGemm, ConvShape};
+use effv2_runtime::plan::layout::{depthwise_to_hwc, oihw_to_ohwi};
+
+use super::CHAN_CHUNK_ROWS;
+use crate::cpu::bn::RUNNING_MOMENTUM;
+use crate::cpu::node_rng;
+use crate::cpu::ops::{drop_path_mask, dropout_mask};
+use crate::TrainError;
+
+/// Which kernel source a launch's function comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kernel {
+    /// `effv2_runtime::cuda::KERNELS` (f32 build): shared with inference.
+    Infer(&'static str),
+    /// [`super::TRAIN_KERNELS`].
+    Train(&'static str),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum TrainLaunch {
+    /// A kernel over `total` elements (grid-stride; any launch shape).
+    Kernel { kernel: Kernel, total: usize, args: Vec<Arg> },
+    /// cuDNN forward conv, NHWC, OHWI filter, symmetric padding.
+    Conv { shape: ConvShape, x: u64, w: u64, y: u64 },
+    /// cuBLAS: `c = op(a) · op(b)`.
+    Gemm { g: BlasGemm, a: u64, b: u64, c: u64 },
+}
+
+/// Where every value, parameter and statistic lives for one graph and batch size. Offsets are in
+/// bytes from the start of their buffer (arena, params, masks).
+pub struct TrainLayout {
+    pub batch: usize,
+    /// Each node's output value in the arena (f32 NHWC).
+    pub value_at: Vec<usize>,
+    /// Padded-input scratch (asymmetric "same" padding for cuDNN), f32.
+    pub pad_at: usize,
+    /// f64 per-channel partial sums, and the f64 mean / variance of the BN being computed.
+    pub partials_at: usize,
+    pub mean64_at: usize,
+    pub var64_at: usize,
+    /// Per BN node: saved f32 mean and invstd (what its backward reads).
+    pub bn_saved_at: Vec<Option<(usize, usize)>>,
+    /// A zero f32 bias for depthwise convs without one.
+    pub zeros_at: usize,
+    pub arena_bytes: usize,
+    /// Each parameter in device layout, f32; `params` holds their initial bytes.
+    pub param_at: Vec<usize>,
+    pub params: Vec<u8>,
+    /// Each dropout / drop-path node's mask in the mask buffer (f32), `mask_len` floats in all.
+    pub mask_at: Vec<Option<usize>>,
+    pub mask_len: usize,
+}
+
+fn align(n: usize) -> usize {
+    n.next_multiple_of(256)
+}
+
+fn geom(s: Shape) -> [usize; 3] {
+    [s.c, s.h, s.w]
+}
+
+impl TrainLayout {
+    pub fn new(graph: &Graph, weights: &Weights, batch: usize) -> Result<TrainLayout, TrainError> {
+        weights.check(graph)?;
+        let mut at = 0usize;
+        let mut take = |bytes: usize| {
+            let a = at;
+            at += align(bytes);
+            a
+        };
+        let value_at: Vec<usize> = graph.nodes.iter().map(|n| take(4 * batch * n.shape.numel())).collect();
+        let (mut pad_len, mut max_c, mut max_rows) = (0usize, 1usize, 1usize);
+        for n in &graph.nodes {
+            let src = n.inputs.first().map(|&j| graph.nodes[j].shape).unwrap_or(n.shape);
+            max_c = max_c.max(n.shape.c);
+            max_rows = max_rows.max(batch * src.h * src.w);
+            if let Op::Conv(c) = &n.op {
+                let p = c.pads;
+                if c.groups == 1 && (p.top, p.left) != (p.bottom, p.right) {
+                    pad_len = pad_len.max(batch * src.c * (src.h + p.top + p.bottom) * (src.w + p.left + p.right));
+                }
+            }
+        }
+        let pad_at = take(4 * pad_len);
+        let partials_at = take(8 * max_rows.div_ceil(CHAN_CHUNK_ROWS) * max_c);
+        let mean64_at = take(8 * max_c);
+        let var64_at = take(8 * max_c);
+        let zeros_at = take(4 * max_c);
+        let bn_saved_at = graph.nodes.iter().map(|n| matches!(n.op, Op::BatchNorm(_)).then(|| (take(4 * n.shape.c), take(4 * n.shape.c)))).collect();
+        let arena_bytes = at;
+
+        let mut params = vec![];
+        let mut param_at = vec![0; graph.params.len()];
+        let conv_of = |id: usize| graph.nodes.iter().find_map(|n| match &n.op {
+            Op::Conv(c) if c.weight == id => Some(c.clone()),
+            _ => None,
+        });
+        for (id, p) in graph.params.iter().enumerate() {
+            let data = weights.get(&p.name)?.data();
+            let dev = match conv_of(id) {
+                Some(c) if c.is_depthwise() => depthwise_to_hwc(data, c.out_ch, c.kernel),
+                Some(c) => oihw_to_ohwi(data, c.out_ch, c.in_ch / c.groups, c.kernel),
+                None => data.to_vec(),
+            };
+            param_at[id] = params.len();
+            params.extend(dev.iter().flat_map(|v| v.to_le_bytes()));
+            params.resize(align(params.len()), 0);
+        }
+        let mut mask_len = 0;
+        let mut mask_at = vec![None; graph.nodes.len()];
+        for (i, n) in graph.nodes.iter().enumerate() {
+            let floats = match n.op {
+                Op::DropPath { .. } => batch,
+                Op::Dropout { .. } => batch * n.shape.numel(),
+                _ => continue,
+            };
+            mask_at[i] = Some(4 * mask_len);
+            mask_len += floats;
+        }
+        Ok(TrainLayout { batch, value_at, pad_at, partials_at, mean64_at, var64_at, bn_saved_at, zeros_at, arena_bytes, param_at, params, mask_at, mask_len })
+    }
+
+    /// The step's dropout and drop-path masks (the CPU engine's draws for the same seed), laid
+    /// out as [`TrainLayout::mask_at`] says; masks of rate 0 / survival 1 are all ones.
+    pub fn masks(&self, graph: &Graph, seed: u64) -> Vec<f32> {
+        let mut m = vec![1.0f32; self.mask_len];
+        for (i, n) in graph.nodes.iter().enumerate() {
+            let Some(at) = self.mask_at[i] else { continue };
+            let draw = match n.op {
+                Op::DropPath { survival } if survival < 1.0 => drop_path_mask(self.batch, survival, &mut node_rng(seed, i)),
+                Op::Dropout { rate } if rate > 0.0 => dropout_mask(self.batch * n.shape.numel(), rate, &mut node_rng(seed, i)),
+                _ => continue,
+            };
+            m[at / 4..][..draw.len()].copy_from_slice(&draw);
+        }
+        m
+    }
+
+    /// The launches of one training-mode forward pass (BN batch statistics, running averages
+    /// updated, masks applied), given the addresses of the arena, the parameters, the mask
+    /// buffer, the NCHW f32 input and the f32 logits.
+    pub fn forward(&self, graph: &Graph, arena: u64, params: u64, masks: u64, input: u64, logits: u64) -> Vec<TrainLaunch> {
+        let batch = self.batch;
+        let v = |i: usize| arena + self.value_at[i] as u64;
+        let p = |id: usize| params + self.param_at[id] as u64;
+        let a = |off: usize| arena + off as u64;
+        let i32s = |xs: &[usize]| xs.iter().map(|&x| Arg::I32(x as i32)).collect::<Vec<_>>();
+        let infer = |name, total, args| TrainLaunch::Kernel { kernel: Kernel::Infer(name), total, args };
+        let train = |name, total, args| TrainLaunch::Kernel { kernel: Kernel::Train(name), total, args };
+        let mut out = vec![];
+        for (i, node) in graph.nodes.iter().enumerate() {
+            let s = node.shape;
+            let total = batch * s.numel();
+            let tot = Arg::I64(total as i64);
+            let y = v(i);
+            let src = node.inputs.first().map(|&j| graph.nodes[j].shape).unwrap_or(s);
+            let x = node.inputs.first().map(|&j| v(j)).unwrap_or(0);
+            match &node.op {
+                Op::Input => out.push(infer("nchw_to_nhwc", total, [vec![Arg::Ptr(input), Arg::Ptr(y), tot], i32s(&[s.c, s.h * s.w])].concat())),
+                Op::Conv(c) => {
+                    let [ic, h, w] = geom(src);
+                    let pd = c.pads;
+                    if c.is_depthwise() {
+                        let bias = c.bias.map(p).unwrap_or(a(self.zeros_at));
+                        let geo = i32s(&[h, w, ic, s.h, s.w, c.kernel, c.stride, pd.top, pd.left]);
+                        out.push(infer("depthwise", total, [vec![Arg::Ptr(x), Arg::Ptr(p(c.weight)), Arg::Ptr(bias), Arg::Ptr(y), tot], geo, vec![Arg::I32(0)]].concat()));
+                        continue;
+                    }
+                    let mut shape = ConvShape { n: batch, c: ic, h, w, out_ch: c.out_ch, oh: s.h, ow: s.w, kernel: c.kernel, stride: c.stride, pad: [pd.top, pd.left], groups: 1 };
+                    let mut from = x;
+                    if (pd.top, pd.left) != (pd.bottom, pd.right) {
+                        let (ph, pw) = (h + pd.top + pd.bottom, w + pd.left + pd.right);
+                        let ptotal = batch * ic * ph * pw;
+                        let args = [vec![Arg::Ptr(x), Arg::Ptr(a(self.pad_at)), Arg::I64(ptotal as i64)], i32s(&[h, w, ic, ph, pw, pd.top, pd.left])].concat();
+                        out.push(infer("pad", ptotal, args));
+                        (from, shape.h, shape.w, shape.pad) = (a(self.pad_at), ph, pw, [0, 0]);
+                    }
+                    out.push(TrainLaunch::Conv { shape, x: from, w: p(c.weight), y });
+                    if let Some(b) = c.bias {
+                        out.push(infer("bias_act", total, vec![Arg::Ptr(y), Arg::Ptr(p(b)), tot, Arg::I32(s.c as i32), Arg::I32(0)]));
+                    }
+                }
+                Op::BatchNorm(b) => {
+                    let rows = batch * s.h * s.w;
+                    let chunks = rows.div_ceil(CHAN_CHUNK_ROWS);
+                    let (part, m64, v64) = (a(self.partials_at), a(self.mean64_at), a(self.var64_at));
+                    let (mean, invstd) = self.bn_saved_at[i].map(|(m, s)| (a(m), a(s))).expect("a BN node has saved slots");
+                    let sums = |mode: i32, mean64: u64, to: u64| {
+                        let args = vec![Arg::Ptr(x), Arg::Ptr(0), Arg::Ptr(mean64), Arg::Ptr(0), Arg::Ptr(0), Arg::Ptr(part), Arg::I64(rows as i64), Arg::I32(s.c as i32), Arg::I32(CHAN_CHUNK_ROWS as i32), Arg::I32(mode)];
+                        let finish = vec![Arg::Ptr(part), Arg::I64(chunks as i64), Arg::I32(s.c as i32), Arg::F64(1.0 / rows as f64), Arg::Ptr(to)];
+                        [train("chan_partials", chunks * s.c, args), train("chan_finish", s.c, finish)]
+                    };
+                    out.extend(sums(0, 0, m64));
+                    out.extend(sums(1, m64, v64));
+                    let fin = vec![Arg::Ptr(m64), Arg::Ptr(v64), Arg::Ptr(mean), Arg::Ptr(invstd), Arg::Ptr(p(b.mean)), Arg::Ptr(p(b.var)), Arg::I32(s.c as i32), Arg::I64(rows as i64), Arg::F32(b.eps), Arg::F32(RUNNING_MOMENTUM)];
+                    out.push(train("bn_finalize", s.c, fin));
+                    out.push(train("bn_apply", total, vec![Arg::Ptr(x), Arg::Ptr(y), Arg::Ptr(mean), Arg::Ptr(invstd), Arg::Ptr(p(b.weight)), Arg::Ptr(p(b.bias)), tot, Arg::I32(s.c as i32)]));
+                }
+                Op::Act(k) => out.push(infer("act_only", total, vec![Arg::Ptr(x), Arg::Ptr(y), tot, Arg::I32(act_code(*k))])),
+                Op::GlobalAvgPool => out.push(infer("pool", total, [vec![Arg::Ptr(x), Arg::Ptr(y), tot], i32s(&[src.h * src.w, src.c])].concat())),
+                Op::Mul => out.push(infer("gate_mul", total, [vec![Arg::Ptr(x), Arg::Ptr(v(node.inputs[1])), Arg::Ptr(y), tot], i32s(&[s.h * s.w, s.c])].concat())),
+                Op::Add => out.push(infer("add", total, vec![Arg::Ptr(x), Arg::Ptr(v(node.inputs[1])), Arg::Ptr(y), tot])),
+                Op::DropPath { .. } | Op::Dropout { .. } => {
+                    let per = if matches!(node.op, Op::DropPath { .. }) { s.numel() } else { 1 };
+                    let mask = masks + self.mask_at[i].expect("mask slot") as u64;
+                    out.push(train("apply_mask", total, vec![Arg::Ptr(x), Arg::Ptr(mask), Arg::Ptr(y), tot, Arg::I64(per as i64)]));
+                }
+                Op::Linear(l) => {
+                    out.push(TrainLaunch::Gemm { g: BlasGemm::for_linear(batch, l.out_features, l.in_features), a: p(l.weight), b: x, c: y });
+                    out.push(infer("bias_act", total, vec![Arg::Ptr(y), Arg::Ptr(p(l.bias)), tot, Arg::I32(s.c as i32), Arg::I32(0)]));
+                }
+            }
+        }
+        let o = graph.output;
+        let n_out = batch * graph.nodes[o].shape.numel();
+        out.push(infer("to_f32", n_out, vec![Arg::Ptr(v(o)), Arg::Ptr(logits), Arg::I64(n_out as i64)]));
+        out
+    }
+}
+
+/// The kernels' activation codes (`effv2_runtime::plan::Act`).
+fn act_code(k: effv2_edge::graph::ActKind) -> i32 {
+    use effv2_edge::graph::ActKind::*;
+    match k {
+        Silu => 1,
+        Relu6 => 2,
+        Sigmoid => 3,
+    }
+}

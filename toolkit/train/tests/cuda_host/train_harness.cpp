@@ -1,0 +1,22 @@
+// For tests: the inference engine's host harness (its kernels, and stand-ins for cuDNN and cuBLAS;
+// path in INFER_HARNESS) plus the training kernels (path in TRAIN_KERNELS_CU), each training
+// kernel also behind a host_<kernel> entry that takes CUDA's kernel parameter array, so a training
+// launch list replays on the host exactly as the engine hands it to cuLaunchKernel.
+#include INFER_HARNESS
+#undef GRID_STRIDE
+#include TRAIN_KERNELS_CU
+
+#define CF(i) P(i, const float*)
+#define MF(i) P(i, float*)
+#define CD(i) P(i, const double*)
+#define MD(i) P(i, double*)
+
+extern "C" {
+void host_chan_partials(unsigned g, unsigned b, void** p) { LOOP(chan_partials(CF(0), CF(1), CD(2), CF(3), CF(4), MD(5), L(6), I(7), I(8), I(9))) }
+void host_chan_finish(unsigned g, unsigned b, void** p) { LOOP(chan_finish(CD(0), L(1), I(2), P(3, double), MD(4))) }
+void host_bn_finalize(unsigned g, unsigned b, void** p) {
+    LOOP(bn_finalize(CD(0), CD(1), MF(2), MF(3), MF(4), MF(5), I(6), L(7), P(8, float), P(9, float)))
+}
+void host_bn_apply(unsigned g, unsigned b, void** p) { LOOP(bn_apply(CF(0), MF(1), CF(2), CF(3), CF(4), CF(5), L(6), I(7))) }
+void host_apply_mask(unsigned g, unsigned b, void** p) { LOOP(apply_mask(CF(0), CF(1), MF(2), L(3), L(4))) }
+}
