@@ -58,14 +58,34 @@ impl HostKernels {
         unsafe { f(grid(total), BLOCK, ptrs.as_mut_ptr()) };
     }
 
-    /// cuDNN's conv as the engine sets it up.
+    /// cuDNN's conv as the engine sets it up: `c = conv(a, b)` (x, w → y).
     ///
     /// # Safety
     /// Host buffers of the shape's sizes.
     pub unsafe fn conv(&self, s: ConvShape, x: u64, w: u64, y: u64) {
-        let f: Symbol<HostConv> = self.sym("host_conv_nhwc");
+        unsafe { self.conv_like("host_conv_nhwc", s, x, w, y) }
+    }
+
+    /// cuDNN's backward data (dy, w → dx) for the same setup.
+    ///
+    /// # Safety
+    /// As [`HostKernels::conv`].
+    pub unsafe fn conv_backward_data(&self, s: ConvShape, dy: u64, w: u64, dx: u64) {
+        unsafe { self.conv_like("host_conv_bwd_data_nhwc", s, dy, w, dx) }
+    }
+
+    /// cuDNN's backward filter (x, dy → dw) for the same setup.
+    ///
+    /// # Safety
+    /// As [`HostKernels::conv`].
+    pub unsafe fn conv_backward_filter(&self, s: ConvShape, x: u64, dy: u64, dw: u64) {
+        unsafe { self.conv_like("host_conv_bwd_filter_nhwc", s, x, dy, dw) }
+    }
+
+    unsafe fn conv_like(&self, name: &str, s: ConvShape, a: u64, b: u64, c: u64) {
+        let f: Symbol<HostConv> = self.sym(name);
         let d = [s.n, s.c, s.h, s.w, s.out_ch, s.oh, s.ow, s.kernel, s.stride, s.pad[0], s.pad[1], s.groups].map(|v| v as i32);
-        unsafe { f(d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7], d[8], d[9], d[10], d[11], x as *const f32, w as *const f32, y as *mut f32) };
+        unsafe { f(d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7], d[8], d[9], d[10], d[11], a as *const f32, b as *const f32, c as *mut f32) };
     }
 
     /// cuBLAS's gemm with the engine's parameters.

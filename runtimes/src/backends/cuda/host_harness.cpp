@@ -11,6 +11,34 @@
 #define CT(i) P(i, const T*)
 #define MT(i) P(i, T*)
 
+#include <algorithm>
+
+// Every (output element, filter element, input element) triple a conv multiplies, as flat NHWC /
+// OHWI indices: f(y_index, w_index, x_index). Out-of-image taps (padding) are skipped.
+template <class F>
+static void conv_walk(int n, int c, int h, int w, int out_ch, int oh, int ow, int k, int stride, int pad_t, int pad_l,
+                      int groups, F f) {
+    int cin = c / groups, per_group = out_ch / groups;
+    for (int b = 0; b < n; ++b)
+        for (int oy = 0; oy < oh; ++oy)
+            for (int ox = 0; ox < ow; ++ox)
+                for (int o = 0; o < out_ch; ++o) {
+                    long long yi = ((long long)(b * oh + oy) * ow + ox) * out_ch + o;
+                    int g0 = o / per_group * cin;
+                    for (int ky = 0; ky < k; ++ky) {
+                        int iy = oy * stride + ky - pad_t;
+                        if (iy < 0 || iy >= h) continue;
+                        for (int kx = 0; kx < k; ++kx) {
+                            int ix = ox * stride + kx - pad_l;
+                            if (ix < 0 || ix >= w) continue;
+                            long long xi = ((long long)(b * h + iy) * w + ix) * c + g0;
+                            long long wi = ((long long)(o * k + ky) * k + kx) * cin;
+                            for (int i = 0; i < cin; ++i) f(yi, wi + i, xi + i);
+                        }
+                    }
+                }
+}
+
 extern "C" {
 void host_nchw_to_nhwc(unsigned g, unsigned b, void** p) { LOOP(nchw_to_nhwc(P(0, const float*), MT(1), L(2), I(3), I(4))) }
 void host_to_f32(unsigned g, unsigned b, void** p) { LOOP(to_f32(CT(0), P(1, float*), L(2))) }
@@ -24,30 +52,23 @@ void host_gate_mul(unsigned g, unsigned b, void** p) { LOOP(gate_mul(CT(0), CT(1
 void host_add(unsigned g, unsigned b, void** p) { LOOP(add(CT(0), CT(1), MT(2), L(3))) }
 void host_pad(unsigned g, unsigned b, void** p) { LOOP(pad(CT(0), MT(1), L(2), I(3), I(4), I(5), I(6), I(7), I(8), I(9))) }
 
-// cuDNN's forward conv as the engine sets it up: NHWC x [n, h, w, c], OHWI filter, symmetric
-// padding (pad_t, pad_l), groups, no bias; y [n, oh, ow, out_ch].
-void host_conv_nhwc(int n, int c, int h, int w, int out_ch, int oh, int ow, int k, int stride, int pad_t, int pad_l,
-                    int groups, const float* x, const float* wt, float* y) {
-    int cin = c / groups, per_group = out_ch / groups;
-    for (int b = 0; b < n; ++b)
-        for (int oy = 0; oy < oh; ++oy)
-            for (int ox = 0; ox < ow; ++ox)
-                for (int o = 0; o < out_ch; ++o) {
-                    int g0 = o / per_group * cin;
-                    float acc = 0.0f;
-                    for (int ky = 0; ky < k; ++ky) {
-                        int iy = oy * stride + ky - pad_t;
-                        if (iy < 0 || iy >= h) continue;
-                        for (int kx = 0; kx < k; ++kx) {
-                            int ix = ox * stride + kx - pad_l;
-                            if (ix < 0 || ix >= w) continue;
-                            const float* px = x + ((long long)(b * h + iy) * w + ix) * c + g0;
-                            const float* pw = wt + ((long long)(o * k + ky) * k + kx) * cin;
-                            for (int i = 0; i < cin; ++i) acc += px[i] * pw[i];
-                        }
-                    }
-                    y[((long long)(b * oh + oy) * ow + ox) * out_ch + o] = acc;
-                }
+// cuDNN's forward conv as the engine sets it up — NHWC x [n, h, w, c], OHWI filter, symmetric
+// padding (pad_t, pad_l), groups, no bias, y [n, oh, ow, out_ch] — and its backward data / filter.
+#define CONV_ARGS int n, int c, int h, int w, int out_ch, int oh, int ow, int k, int stride, int pad_t, int pad_l, int groups
+#define CONV_PASS n, c, h, w, out_ch, oh, ow, k, stride, pad_t, pad_l, groups
+void host_conv_nhwc(CONV_ARGS, const float* x, const float* wt, float* y) {
+    std::fill(y, y + (long long)n * oh * ow * out_ch, 0.0f);
+    conv_walk(CONV_PASS, [&](long long yi, long long wi, long long xi) { y[yi] += x[xi] * wt[wi]; });
+}
+
+void host_conv_bwd_data_nhwc(CONV_ARGS, const float* dy, const float* wt, float* dx) {
+    std::fill(dx, dx + (long long)n * h * w * c, 0.0f);
+    conv_walk(CONV_PASS, [&](long long yi, long long wi, long long xi) { dx[xi] += dy[yi] * wt[wi]; });
+}
+
+void host_conv_bwd_filter_nhwc(CONV_ARGS, const float* x, const float* dy, float* dw) {
+    std::fill(dw, dw + (long long)out_ch * k * k * (c / groups), 0.0f);
+    conv_walk(CONV_PASS, [&](long long yi, long long wi, long long xi) { dw[wi] += dy[yi] * x[xi]; });
 }
 
 // cuBLAS's gemm as BLAS defines it: column-major C = op(A) op(B), leading dimensions as given.

@@ -9,7 +9,7 @@ pub mod plan;
 /// Source of the kernels, one `extern "C"` entry point per name in [`TRAIN_KERNEL_NAMES`].
 pub const TRAIN_KERNELS: &str = include_str!("train_kernels.cu");
 
-pub const TRAIN_KERNEL_NAMES: [&str; 18] = [
+pub const TRAIN_KERNEL_NAMES: [&str; 20] = [
     "chan_partials",
     "chan_finish",
     "bn_finalize",
@@ -23,6 +23,8 @@ pub const TRAIN_KERNEL_NAMES: [&str; 18] = [
     "gate_mul_backward_dx",
     "gate_mul_backward_dgate",
     "apply_mask",
+    "copy",
+    "crop",
     "accumulate",
     "softmax_xent",
     "rmsprop_step",

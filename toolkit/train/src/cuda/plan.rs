@@ -4,8 +4,7 @@
 //! `[k·k, C]` depthwise), BN statistics in scratch, masks from the host. The same launches run on
 //! the device or, in tests, on the host with the kernels compiled as C++.
 //!
-//! Forward in training mode only, so far: the backward launch list (and the engine that runs both)
-//! come next.
+//! Forward in training mode and the backward; the engine that runs them on a GPU comes next.
 
 use effv2_edge::graph::{Graph, Op, Shape};
 use effv2_edge::weights::Weights;
@@ -33,6 +32,10 @@ pub enum TrainLaunch {
     Kernel { kernel: Kernel, total: usize, args: Vec<Arg> },
     /// cuDNN forward conv, NHWC, OHWI filter, symmetric padding.
     Conv { shape: ConvShape, x: u64, w: u64, y: u64 },
+    /// cuDNN backward data of that conv: `dx` from `dy` and the filter.
+    ConvBackwardData { shape: ConvShape, dy: u64, w: u64, dx: u64 },
+    /// cuDNN backward filter: `dw` from the input and `dy`.
+    ConvBackwardFilter { shape: ConvShape, x: u64, dy: u64, dw: u64 },
     /// cuBLAS: `c = op(a) · op(b)`.
     Gemm { g: BlasGemm, a: u64, b: u64, c: u64 },
 }
@@ -57,6 +60,12 @@ pub struct TrainLayout {
     /// Each parameter in device layout, f32; `params` holds their initial bytes.
     pub param_at: Vec<usize>,
     pub params: Vec<u8>,
+    /// Each value's gradient in the arena (f32 NHWC; none for the input), a scratch gradient for
+    /// second contributions, and each trainable parameter's gradient in `grads` (device layout).
+    pub grad_at: Vec<Option<usize>>,
+    pub tmp_at: usize,
+    pub pgrad_at: Vec<Option<usize>>,
+    pub grads_bytes: usize,
     /// Each dropout / drop-path node's mask in the mask buffer (f32), `mask_len` floats in all.
     pub mask_at: Vec<Option<usize>>,
     pub mask_len: usize,
@@ -98,7 +107,21 @@ impl TrainLayout {
         let var64_at = take(8 * max_c);
         let zeros_at = take(4 * max_c);
         let bn_saved_at = graph.nodes.iter().map(|n| matches!(n.op, Op::BatchNorm(_)).then(|| (take(4 * n.shape.c), take(4 * n.shape.c)))).collect();
+        let grad_at = graph.nodes.iter().map(|n| (!matches!(n.op, Op::Input)).then(|| take(4 * batch * n.shape.numel()))).collect();
+        let tmp_at = take(4 * batch * graph.nodes.iter().map(|n| n.shape.numel()).max().unwrap_or(1).max(pad_len / batch.max(1)));
         let arena_bytes = at;
+        let mut grads_bytes = 0;
+        let pgrad_at = graph
+            .params
+            .iter()
+            .map(|p| {
+                p.role.is_trainable().then(|| {
+                    let a = grads_bytes;
+                    grads_bytes += align(4 * p.numel());
+                    a
+                })
+            })
+            .collect();
 
         let mut params = vec![];
         let mut param_at = vec![0; graph.params.len()];
@@ -128,7 +151,7 @@ impl TrainLayout {
             mask_at[i] = Some(4 * mask_len);
             mask_len += floats;
         }
-        Ok(TrainLayout { batch, value_at, pad_at, partials_at, mean64_at, var64_at, bn_saved_at, zeros_at, arena_bytes, param_at, params, mask_at, mask_len })
+        Ok(TrainLayout { batch, value_at, pad_at, partials_at, mean64_at, var64_at, bn_saved_at, zeros_at, arena_bytes, param_at, params, grad_at, tmp_at, pgrad_at, grads_bytes, mask_at, mask_len })
     }
 
     /// The step's dropout and drop-path masks (the CPU engine's draws for the same seed), laid
@@ -156,8 +179,6 @@ impl TrainLayout {
         let p = |id: usize| params + self.param_at[id] as u64;
         let a = |off: usize| arena + off as u64;
         let i32s = |xs: &[usize]| xs.iter().map(|&x| Arg::I32(x as i32)).collect::<Vec<_>>();
-        let infer = |name, total, args| TrainLaunch::Kernel { kernel: Kernel::Infer(name), total, args };
-        let train = |name, total, args| TrainLaunch::Kernel { kernel: Kernel::Train(name), total, args };
         let mut out = vec![];
         for (i, node) in graph.nodes.iter().enumerate() {
             let s = node.shape;
@@ -193,14 +214,9 @@ impl TrainLayout {
                 }
                 Op::BatchNorm(b) => {
                     let rows = batch * s.h * s.w;
-                    let chunks = rows.div_ceil(CHAN_CHUNK_ROWS);
-                    let (part, m64, v64) = (a(self.partials_at), a(self.mean64_at), a(self.var64_at));
+                    let (m64, v64) = (a(self.mean64_at), a(self.var64_at));
                     let (mean, invstd) = self.bn_saved_at[i].map(|(m, s)| (a(m), a(s))).expect("a BN node has saved slots");
-                    let sums = |mode: i32, mean64: u64, to: u64| {
-                        let args = vec![Arg::Ptr(x), Arg::Ptr(0), Arg::Ptr(mean64), Arg::Ptr(0), Arg::Ptr(0), Arg::Ptr(part), Arg::I64(rows as i64), Arg::I32(s.c as i32), Arg::I32(CHAN_CHUNK_ROWS as i32), Arg::I32(mode)];
-                        let finish = vec![Arg::Ptr(part), Arg::I64(chunks as i64), Arg::I32(s.c as i32), Arg::F64(1.0 / rows as f64), Arg::Ptr(to)];
-                        [train("chan_partials", chunks * s.c, args), train("chan_finish", s.c, finish)]
-                    };
+                    let sums = |mode, mean64, to| self.chan_sums(arena, [x, 0, mean64, 0, 0], rows, s.c, mode, 1.0 / rows as f64, to);
                     out.extend(sums(0, 0, m64));
                     out.extend(sums(1, m64, v64));
                     let fin = vec![Arg::Ptr(m64), Arg::Ptr(v64), Arg::Ptr(mean), Arg::Ptr(invstd), Arg::Ptr(p(b.mean)), Arg::Ptr(p(b.var)), Arg::I32(s.c as i32), Arg::I64(rows as i64), Arg::F32(b.eps), Arg::F32(RUNNING_MOMENTUM)];
@@ -227,6 +243,159 @@ impl TrainLayout {
         out.push(infer("to_f32", n_out, vec![Arg::Ptr(v(o)), Arg::Ptr(logits), Arg::I64(n_out as i64)]));
         out
     }
+
+    /// `to[ch] = scale · Σ_rows term` through chunk partials (see `chan_partials`): `ptrs` are its
+    /// a, b, mean64, mean, invstd (0 where unused).
+    #[allow(clippy::too_many_arguments)]
+    fn chan_sums(&self, arena: u64, ptrs: [u64; 5], rows: usize, c: usize, mode: i32, scale: f64, to: u64) -> [TrainLaunch; 2] {
+        let part = arena + self.partials_at as u64;
+        let chunks = rows.div_ceil(CHAN_CHUNK_ROWS);
+        let mut args: Vec<Arg> = ptrs.iter().map(|&p| Arg::Ptr(p)).collect();
+        args.extend([Arg::Ptr(part), Arg::I64(rows as i64), Arg::I32(c as i32), Arg::I32(CHAN_CHUNK_ROWS as i32), Arg::I32(mode)]);
+        let finish = vec![Arg::Ptr(part), Arg::I64(chunks as i64), Arg::I32(c as i32), Arg::F64(scale), Arg::Ptr(to)];
+        [train("chan_partials", chunks * c, args), train("chan_finish", c, finish)]
+    }
+
+    /// `Σ dy` over rows per channel into a parameter gradient (a bias).
+    fn bias_grad(&self, arena: u64, dy: u64, rows: usize, c: usize, to: u64) -> Vec<TrainLaunch> {
+        let s64 = arena + self.mean64_at as u64;
+        let mut l = self.chan_sums(arena, [dy, 0, 0, 0, 0], rows, c, 0, 1.0, s64).to_vec();
+        l.push(train("to_f32_grad", c, vec![Arg::Ptr(s64), Arg::Ptr(to), Arg::I32(c as i32)]));
+        l
+    }
+
+    /// The launches of the backward pass after [`TrainLayout::forward`]: `dlogits` (f32, `[batch,
+    /// classes]`) in, every trainable parameter's gradient out at `grads` (device layout, see
+    /// [`TrainLayout::pgrad_at`]). A value read by several ops gets their gradients summed.
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward(&self, graph: &Graph, arena: u64, params: u64, grads: u64, masks: u64, dlogits: u64) -> Vec<TrainLaunch> {
+        let batch = self.batch;
+        let n = graph.nodes.len();
+        let v = |i: usize| arena + self.value_at[i] as u64;
+        let g = |i: usize| if i == graph.output { dlogits } else { arena + self.grad_at[i].expect("a gradient slot") as u64 };
+        let p = |id: usize| params + self.param_at[id] as u64;
+        let pg = |id: usize| grads + self.pgrad_at[id].expect("a trainable parameter") as u64;
+        let a = |off: usize| arena + off as u64;
+        let i32s = |xs: &[usize]| xs.iter().map(|&x| Arg::I32(x as i32)).collect::<Vec<_>>();
+        let tmp = a(self.tmp_at);
+        let mut seen = vec![false; n];
+        seen[graph.output] = true;
+        let mut out = vec![];
+        for i in (0..n).rev() {
+            let node = &graph.nodes[i];
+            if matches!(node.op, Op::Input) || !seen[i] {
+                continue;
+            }
+            let s = node.shape;
+            let total = batch * s.numel();
+            let dy = g(i);
+            let x = node.inputs.first().copied().unwrap_or(0);
+            let src = graph.nodes[x].shape;
+            let xtotal = batch * src.numel();
+            // Input j's gradient from `f(destination)`: straight into its slot the first time, else
+            // through the scratch gradient and added.
+            let mut contrib = |j: usize, out: &mut Vec<TrainLaunch>, f: &dyn Fn(u64) -> Vec<TrainLaunch>| {
+                if matches!(graph.nodes[j].op, Op::Input) {
+                    return;
+                }
+                if !seen[j] {
+                    seen[j] = true;
+                    out.extend(f(g(j)));
+                } else {
+                    let t = batch * graph.nodes[j].shape.numel();
+                    out.extend(f(tmp));
+                    out.push(train("accumulate", t, vec![Arg::Ptr(g(j)), Arg::Ptr(tmp), Arg::I64(t as i64)]));
+                }
+            };
+            match &node.op {
+                Op::Input => {}
+                Op::Linear(l) => {
+                    let dw = BlasGemm { trans_a: false, trans_b: true, m: l.in_features, n: l.out_features, k: batch, lda: l.in_features, ldb: l.out_features, ldc: l.in_features };
+                    out.push(TrainLaunch::Gemm { g: dw, a: v(x), b: dy, c: pg(l.weight) });
+                    out.extend(self.bias_grad(arena, dy, batch, l.out_features, pg(l.bias)));
+                    let dx = BlasGemm { trans_a: false, trans_b: false, m: l.in_features, n: batch, k: l.out_features, lda: l.in_features, ldb: l.out_features, ldc: l.in_features };
+                    contrib(x, &mut out, &|dst| vec![TrainLaunch::Gemm { g: dx, a: p(l.weight), b: dy, c: dst }]);
+                }
+                Op::DropPath { .. } | Op::Dropout { .. } => {
+                    let per = if matches!(node.op, Op::DropPath { .. }) { s.numel() } else { 1 };
+                    let mask = masks + self.mask_at[i].expect("mask slot") as u64;
+                    contrib(x, &mut out, &|dst| vec![train("apply_mask", total, vec![Arg::Ptr(dy), Arg::Ptr(mask), Arg::Ptr(dst), Arg::I64(total as i64), Arg::I64(per as i64)])]);
+                }
+                Op::Add => {
+                    for &j in &node.inputs {
+                        contrib(j, &mut out, &|dst| vec![train("copy", total, vec![Arg::Ptr(dy), Arg::Ptr(dst), Arg::I64(total as i64)])]);
+                    }
+                }
+                Op::Mul => {
+                    let gate = node.inputs[1];
+                    let hw_c = i32s(&[s.h * s.w, s.c]);
+                    contrib(x, &mut out, &|dst| vec![train("gate_mul_backward_dx", total, [vec![Arg::Ptr(v(gate)), Arg::Ptr(dy), Arg::Ptr(dst), Arg::I64(total as i64)], hw_c.clone()].concat())]);
+                    contrib(gate, &mut out, &|dst| vec![train("gate_mul_backward_dgate", batch * s.c, [vec![Arg::Ptr(v(x)), Arg::Ptr(dy), Arg::Ptr(dst), Arg::I64(batch as i64)], hw_c.clone()].concat())]);
+                }
+                Op::GlobalAvgPool => {
+                    contrib(x, &mut out, &|dst| vec![train("pool_backward", xtotal, [vec![Arg::Ptr(dy), Arg::Ptr(dst), Arg::I64(xtotal as i64)], i32s(&[src.h * src.w, src.c])].concat())]);
+                }
+                Op::Act(k) => {
+                    let code = act_code(*k);
+                    contrib(x, &mut out, &|dst| vec![train("act_backward", total, vec![Arg::Ptr(v(x)), Arg::Ptr(v(i)), Arg::Ptr(dy), Arg::Ptr(dst), Arg::I64(total as i64), Arg::I32(code)])]);
+                }
+                Op::BatchNorm(b) => {
+                    let rows = batch * s.h * s.w;
+                    let (sdy, sdyx) = (a(self.mean64_at), a(self.var64_at));
+                    let (mean, invstd) = self.bn_saved_at[i].map(|(m, s)| (a(m), a(s))).expect("a BN node has saved slots");
+                    out.extend(self.chan_sums(arena, [dy, 0, 0, 0, 0], rows, s.c, 0, 1.0, sdy));
+                    out.extend(self.chan_sums(arena, [dy, v(x), 0, mean, invstd], rows, s.c, 2, 1.0, sdyx));
+                    out.push(train("to_f32_grad", s.c, vec![Arg::Ptr(sdyx), Arg::Ptr(pg(b.weight)), Arg::I32(s.c as i32)]));
+                    out.push(train("to_f32_grad", s.c, vec![Arg::Ptr(sdy), Arg::Ptr(pg(b.bias)), Arg::I32(s.c as i32)]));
+                    let args = vec![Arg::Ptr(v(x)), Arg::Ptr(dy), Arg::Ptr(mean), Arg::Ptr(invstd), Arg::Ptr(p(b.weight)), Arg::Ptr(sdy), Arg::Ptr(sdyx)];
+                    contrib(x, &mut out, &|dst| vec![train("bn_backward_dx", total, [args.clone(), vec![Arg::Ptr(dst), Arg::I64(total as i64), Arg::I32(s.c as i32), Arg::I64(rows as i64)]].concat())]);
+                }
+                Op::Conv(c) => {
+                    if let Some(bias) = c.bias {
+                        out.extend(self.bias_grad(arena, dy, batch * s.h * s.w, s.c, pg(bias)));
+                    }
+                    let pd = c.pads;
+                    if c.is_depthwise() {
+                        let geo = i32s(&[src.h, src.w, src.c, s.h, s.w, c.kernel, c.stride, pd.top, pd.left]);
+                        out.push(train("depthwise_backward_dw", src.c * c.kernel * c.kernel, [vec![Arg::Ptr(v(x)), Arg::Ptr(dy), Arg::Ptr(pg(c.weight)), Arg::I64(batch as i64)], geo.clone()].concat()));
+                        contrib(x, &mut out, &|dst| vec![train("depthwise_backward_dx", xtotal, [vec![Arg::Ptr(dy), Arg::Ptr(p(c.weight)), Arg::Ptr(dst), Arg::I64(xtotal as i64)], geo.clone()].concat())]);
+                        continue;
+                    }
+                    let (h, w) = (src.h, src.w);
+                    let mut shape = ConvShape { n: batch, c: src.c, h, w, out_ch: c.out_ch, oh: s.h, ow: s.w, kernel: c.kernel, stride: c.stride, pad: [pd.top, pd.left], groups: 1 };
+                    let asym = (pd.top, pd.left) != (pd.bottom, pd.right);
+                    let (ph, pw) = (h + pd.top + pd.bottom, w + pd.left + pd.right);
+                    let padded = a(self.pad_at);
+                    let mut from = v(x);
+                    if asym {
+                        // The forward's padded copy is gone (the scratch is shared): pad again.
+                        let ptotal = batch * src.c * ph * pw;
+                        out.push(infer("pad", ptotal, [vec![Arg::Ptr(v(x)), Arg::Ptr(padded), Arg::I64(ptotal as i64)], i32s(&[h, w, src.c, ph, pw, pd.top, pd.left])].concat()));
+                        (from, shape.h, shape.w, shape.pad) = (padded, ph, pw, [0, 0]);
+                    }
+                    out.push(TrainLaunch::ConvBackwardFilter { shape, x: from, dy, dw: pg(c.weight) });
+                    let wt = p(c.weight);
+                    contrib(x, &mut out, &|dst| {
+                        if asym {
+                            let crop = [vec![Arg::Ptr(padded), Arg::Ptr(dst), Arg::I64(xtotal as i64)], i32s(&[h, w, src.c, ph, pw, pd.top, pd.left])].concat();
+                            vec![TrainLaunch::ConvBackwardData { shape, dy, w: wt, dx: padded }, train("crop", xtotal, crop)]
+                        } else {
+                            vec![TrainLaunch::ConvBackwardData { shape, dy, w: wt, dx: dst }]
+                        }
+                    });
+                }
+            }
+        }
+        out
+    }
+}
+
+fn infer(name: &'static str, total: usize, args: Vec<Arg>) -> TrainLaunch {
+    TrainLaunch::Kernel { kernel: Kernel::Infer(name), total, args }
+}
+
+fn train(name: &'static str, total: usize, args: Vec<Arg>) -> TrainLaunch {
+    TrainLaunch::Kernel { kernel: Kernel::Train(name), total, args }
 }
 
 /// The kernels' activation codes (`effv2_runtime::plan::Act`).

@@ -212,6 +212,26 @@ extern "C" __global__ void apply_mask(const float* x, const float* mask, float* 
     GRID_STRIDE(i, total) { y[i] = x[i] * mask[i / per]; }
 }
 
+// dst = src (a gradient passed on unchanged, e.g. to the first input of a residual add).
+extern "C" __global__ void copy(const float* src, float* dst, long long total) {
+    GRID_STRIDE(i, total) { dst[i] = src[i]; }
+}
+
+// The inverse of the inference `pad` kernel for gradients: dx[n, y, x, ch] = dpadded[n, y + top,
+// x + left, ch] (what a conv on an explicitly padded copy hands back). total = n·h·w·c.
+extern "C" __global__ void crop(const float* src, float* dst, long long total, int h, int w, int c, int ph, int pw,
+                                int top, int left) {
+    GRID_STRIDE(i, total) {
+        int ch = (int)(i % c);
+        long long r = i / c;
+        int x = (int)(r % w);
+        r /= w;
+        int y = (int)(r % h);
+        long long n = r / h;
+        dst[i] = src[((n * ph + y + top) * pw + x + left) * c + ch];
+    }
+}
+
 // acc += g: a value read by two ops (a residual input) gets both gradients.
 extern "C" __global__ void accumulate(float* acc, const float* g, long long total) {
     GRID_STRIDE(i, total) { acc[i] += g[i]; }

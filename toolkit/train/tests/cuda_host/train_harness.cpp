@@ -19,4 +19,23 @@ void host_bn_finalize(unsigned g, unsigned b, void** p) {
 }
 void host_bn_apply(unsigned g, unsigned b, void** p) { LOOP(bn_apply(CF(0), MF(1), CF(2), CF(3), CF(4), CF(5), L(6), I(7))) }
 void host_apply_mask(unsigned g, unsigned b, void** p) { LOOP(apply_mask(CF(0), CF(1), MF(2), L(3), L(4))) }
+void host_to_f32_grad(unsigned g, unsigned b, void** p) { LOOP(to_f32_grad(CD(0), MF(1), I(2))) }
+void host_bn_backward_dx(unsigned g, unsigned b, void** p) {
+    LOOP(bn_backward_dx(CF(0), CF(1), CF(2), CF(3), CF(4), CD(5), CD(6), MF(7), L(8), I(9), L(10)))
+}
+void host_act_backward(unsigned g, unsigned b, void** p) { LOOP(act_backward(CF(0), CF(1), CF(2), MF(3), L(4), I(5))) }
+void host_depthwise_backward_dx(unsigned g, unsigned b, void** p) {
+    LOOP(depthwise_backward_dx(CF(0), CF(1), MF(2), L(3), I(4), I(5), I(6), I(7), I(8), I(9), I(10), I(11), I(12)))
+}
+void host_depthwise_backward_dw(unsigned g, unsigned b, void** p) {
+    LOOP(depthwise_backward_dw(CF(0), CF(1), MF(2), L(3), I(4), I(5), I(6), I(7), I(8), I(9), I(10), I(11), I(12)))
+}
+void host_pool_backward(unsigned g, unsigned b, void** p) { LOOP(pool_backward(CF(0), MF(1), L(2), I(3), I(4))) }
+void host_gate_mul_backward_dx(unsigned g, unsigned b, void** p) { LOOP(gate_mul_backward_dx(CF(0), CF(1), MF(2), L(3), I(4), I(5))) }
+void host_gate_mul_backward_dgate(unsigned g, unsigned b, void** p) {
+    LOOP(gate_mul_backward_dgate(CF(0), CF(1), MF(2), L(3), I(4), I(5)))
+}
+void host_copy(unsigned g, unsigned b, void** p) { LOOP(copy(CF(0), MF(1), L(2))) }
+void host_crop(unsigned g, unsigned b, void** p) { LOOP(crop(CF(0), MF(1), L(2), I(3), I(4), I(5), I(6), I(7), I(8), I(9))) }
+void host_accumulate(unsigned g, unsigned b, void** p) { LOOP(accumulate(MF(0), CF(1), L(2))) }
 }
