@@ -81,6 +81,26 @@ pub enum LaunchSpec {
     Gemm { batch: usize, out: usize, k: usize, x: u64, w: u64, y: u64 },
 }
 
+impl ConvShape {
+    /// cuDNN pads symmetrically; an asymmetric "same" padding `[t, l, b, r]` is done by copying the
+    /// NHWC input at `*x` into `scratch` with the exact padding (the `pad` kernel) and running the
+    /// conv unpadded on that copy. Returns the copy's (total, kernel arguments) and switches `self`
+    /// and `*x` to it; `None`, with nothing changed, when the padding is symmetric. The arguments
+    /// after the first three (h, w, c, padded h, padded w, t, l) also describe the inverse crop.
+    pub fn pad_into(&mut self, [t, l, b, r]: [usize; 4], x: &mut u64, scratch: u64) -> Option<(usize, Vec<Arg>)> {
+        if (t, l) == (b, r) {
+            return None;
+        }
+        let (h, w, c) = (self.h, self.w, self.c);
+        let (ph, pw) = (h + t + b, w + l + r);
+        let total = self.n * c * ph * pw;
+        let mut args = vec![Arg::Ptr(*x), Arg::Ptr(scratch), Arg::I64(total as i64)];
+        args.extend([h, w, c, ph, pw, t, l].map(|v| Arg::I32(v as i32)));
+        (*x, self.h, self.w, self.pad) = (scratch, ph, pw, [0, 0]);
+        Some((total, args))
+    }
+}
+
 /// A column-major BLAS gemm, `C = op(A) · op(B)` with `op(A)` m x k and `op(B)` k x n: what a
 /// [`LaunchSpec::Gemm`] asks cuBLAS for (A = the weights, B = the input, C = the output).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -205,13 +225,8 @@ impl Layout {
                         } else {
                             let mut shape = ConvShape { n: self.batch, c, h, w, out_ch, oh, ow, kernel, stride, pad: [t, l], groups };
                             let mut src = at(x);
-                            if (t, l) != (b, r) {
-                                // cuDNN pads symmetrically: copy into scratch with the exact padding.
-                                let (ph, pw) = (h + t + b, w + l + r);
-                                let ptotal = self.batch * c * ph * pw;
-                                let args = [vec![Arg::Ptr(src), Arg::Ptr(scratch), Arg::I64(ptotal as i64)], i32s(&[h, w, c, ph, pw, t, l])].concat();
-                                out.push(LaunchSpec::Kernel { f: k("pad"), total: ptotal, args });
-                                (src, shape.h, shape.w, shape.pad) = (scratch, ph, pw, [0, 0]);
+                            if let Some((total, args)) = shape.pad_into([t, l, b, r], &mut src, scratch) {
+                                out.push(LaunchSpec::Kernel { f: k("pad"), total, args });
                             }
                             out.push(LaunchSpec::Conv { shape, x: src, w: wp, y });
                         }

@@ -200,12 +200,8 @@ impl TrainLayout {
                     }
                     let mut shape = ConvShape { n: batch, c: ic, h, w, out_ch: c.out_ch, oh: s.h, ow: s.w, kernel: c.kernel, stride: c.stride, pad: [pd.top, pd.left], groups: 1 };
                     let mut from = x;
-                    if (pd.top, pd.left) != (pd.bottom, pd.right) {
-                        let (ph, pw) = (h + pd.top + pd.bottom, w + pd.left + pd.right);
-                        let ptotal = batch * ic * ph * pw;
-                        let args = [vec![Arg::Ptr(x), Arg::Ptr(a(self.pad_at)), Arg::I64(ptotal as i64)], i32s(&[h, w, ic, ph, pw, pd.top, pd.left])].concat();
+                    if let Some((ptotal, args)) = shape.pad_into([pd.top, pd.left, pd.bottom, pd.right], &mut from, a(self.pad_at)) {
                         out.push(infer("pad", ptotal, args));
-                        (from, shape.h, shape.w, shape.pad) = (a(self.pad_at), ph, pw, [0, 0]);
                     }
                     out.push(TrainLaunch::Conv { shape, x: from, w: p(c.weight), y });
                     if let Some(b) = c.bias {
@@ -363,25 +359,22 @@ impl TrainLayout {
                     }
                     let (h, w) = (src.h, src.w);
                     let mut shape = ConvShape { n: batch, c: src.c, h, w, out_ch: c.out_ch, oh: s.h, ow: s.w, kernel: c.kernel, stride: c.stride, pad: [pd.top, pd.left], groups: 1 };
-                    let asym = (pd.top, pd.left) != (pd.bottom, pd.right);
-                    let (ph, pw) = (h + pd.top + pd.bottom, w + pd.left + pd.right);
                     let padded = a(self.pad_at);
                     let mut from = v(x);
-                    if asym {
-                        // The forward's padded copy is gone (the scratch is shared): pad again.
-                        let ptotal = batch * src.c * ph * pw;
-                        out.push(infer("pad", ptotal, [vec![Arg::Ptr(v(x)), Arg::Ptr(padded), Arg::I64(ptotal as i64)], i32s(&[h, w, src.c, ph, pw, pd.top, pd.left])].concat()));
-                        (from, shape.h, shape.w, shape.pad) = (padded, ph, pw, [0, 0]);
+                    // The forward's padded copy is gone (the scratch is shared): pad again.
+                    let pad = shape.pad_into([pd.top, pd.left, pd.bottom, pd.right], &mut from, padded);
+                    if let Some((ptotal, args)) = &pad {
+                        out.push(infer("pad", *ptotal, args.clone()));
                     }
                     out.push(TrainLaunch::ConvBackwardFilter { shape, x: from, dy, dw: pg(c.weight) });
                     let wt = p(c.weight);
-                    contrib(x, &mut out, &|dst| {
-                        if asym {
-                            let crop = [vec![Arg::Ptr(padded), Arg::Ptr(dst), Arg::I64(xtotal as i64)], i32s(&[h, w, src.c, ph, pw, pd.top, pd.left])].concat();
+                    contrib(x, &mut out, &|dst| match &pad {
+                        // The gradient of the padded copy, cropped back (same geometry as the pad).
+                        Some((_, pad_args)) => {
+                            let crop = [vec![Arg::Ptr(padded), Arg::Ptr(dst), Arg::I64(xtotal as i64)], pad_args[3..].to_vec()].concat();
                             vec![TrainLaunch::ConvBackwardData { shape, dy, w: wt, dx: padded }, train("crop", xtotal, crop)]
-                        } else {
-                            vec![TrainLaunch::ConvBackwardData { shape, dy, w: wt, dx: dst }]
                         }
+                        None => vec![TrainLaunch::ConvBackwardData { shape, dy, w: wt, dx: dst }],
                     });
                 }
             }
