@@ -22,8 +22,18 @@ fn main() -> TractResult<()> {
     // Also links effv2-runtime's x86_64 depthwise kernels into tract's registry.
     println!("channel-inner depthwise kernel: {}", effv2_runtime::tract_depthwise_kernel());
     let model = tract_onnx::onnx().model_for_path(&args[1])?.with_input_fact(0, f32::fact(&shape).into())?.into_optimized()?;
+    // EFFV2_THREADS=N: the multi-threaded executor, as `effv2-bench run --threads N` sets it.
+    let threads: usize = std::env::var("EFFV2_THREADS").ok().and_then(|t| t.parse().ok()).unwrap_or(1);
+    let pool = std::sync::Arc::new(rayon::ThreadPoolBuilder::new().num_threads(threads).build()?);
+    if threads > 1 {
+        tract_linalg::multithread::set_default_executor(tract_linalg::multithread::Executor::MultiThread(pool.clone()));
+    }
     let plan = model.into_runnable()?;
     let x: Tensor = Tensor::zero::<f32>(&shape)?;
+    pool.install(|| profile(&plan, &x, iters, per_node))
+}
+
+fn profile(plan: &Arc<TypedSimplePlan>, x: &Tensor, iters: usize, per_node: bool) -> TractResult<()> {
     let mut totals: BTreeMap<String, (f64, usize)> = BTreeMap::new();
     let mut state = plan.spawn()?;
     for i in 0..iters + 3 {

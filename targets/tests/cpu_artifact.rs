@@ -38,6 +38,11 @@ fn check(model: &str, options: ModelOptions, size: usize, batch: usize, dir: &Pa
     let mut rt = open(dir, &OpenOptions { expect_target: Some(Target::Cpu), ..Default::default() }).unwrap();
     assert_eq!(rt.input_shape(), shape);
     let tract = rt.run(x.data()).unwrap();
+    // Two threads: a run entered on tract's worker pool, its products split over both workers.
+    let mut rt2 = open(dir, &OpenOptions { threads: Some(2), ..Default::default() }).unwrap();
+    assert!(rt2.device().contains("2 threads"), "{}", rt2.device());
+    let tract2 = rt2.run(x.data()).unwrap();
+    assert!(rel_err(&tract2, &tract) < 1e-6, "2 threads vs 1: {}", rel_err(&tract2, &tract));
     let ort = peers::onnxruntime(dir, &x);
     let want = CpuEngine::new(&graph, &m.weights).unwrap().run(&x).unwrap();
     (rel_err(&tract, want.data()), rel_err(&ort, want.data()))

@@ -27,6 +27,11 @@ pub struct TractRuntime {
     plan: Arc<TypedSimplePlan>,
     shape: [usize; 4],
     threads: usize,
+    /// The pool tract's matrix products split over. A run is entered on one of its workers, so
+    /// the calling thread does not sit beside them: with a thread per core, a third runnable
+    /// thread (the caller running SiLU or depthwise while the workers spin down) took a core
+    /// from them after every product.
+    pool: Option<Arc<rayon::ThreadPool>>,
 }
 
 fn err(e: impl std::fmt::Display) -> RuntimeError {
@@ -48,11 +53,19 @@ impl TractRuntime {
             .into_optimized()
             .map_err(err)?;
         let mut options = RunOptions::default();
+        let mut pool = None;
         if threads > 1 {
-            options.executor = Some(tract_linalg::multithread::Executor::multithread(threads));
+            let workers = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .thread_name(|i| format!("effv2-tract-{i}"))
+                .build()
+                .map_err(|e| err(format!("cannot start {threads} threads: {e}")))?;
+            let workers = Arc::new(workers);
+            options.executor = Some(tract_linalg::multithread::Executor::MultiThread(workers.clone()));
+            pool = Some(workers);
         }
         let plan = model.into_runnable_with_options(&options).map_err(err)?;
-        Ok(TractRuntime { manifest, plan, shape: [n, c, h, w], threads })
+        Ok(TractRuntime { manifest, plan, shape: [n, c, h, w], threads, pool })
     }
 }
 
@@ -77,7 +90,12 @@ impl Runtime for TractRuntime {
     fn run(&mut self, input: &[f32]) -> Result<Vec<f32>, RuntimeError> {
         check_input(input, self.shape)?;
         let t = Tensor::from_shape(&self.shape, input).map_err(err)?;
-        let out = self.plan.run(tvec!(t.into())).map_err(err)?;
+        let plan = &self.plan;
+        let out = match &self.pool {
+            Some(pool) => pool.install(|| plan.run(tvec!(t.into()))),
+            None => plan.run(tvec!(t.into())),
+        }
+        .map_err(err)?;
         let logits = out[0].to_plain_array_view::<f32>().map_err(err)?;
         Ok(logits.iter().copied().collect())
     }
