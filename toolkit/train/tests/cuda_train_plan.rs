@@ -12,6 +12,7 @@ use effv2_edge::rng::Rng;
 use effv2_edge::spec::{ModelOptions, ModelSpec, Padding};
 use effv2_runtime::plan::host::HostKernels;
 use effv2_train::cpu::{CpuTrainer, TrainerConfig};
+use effv2_train::optim::Optimizer;
 use effv2_train::cuda::plan::{Kernel, TrainLaunch, TrainLayout};
 use effv2_train::cuda::TRAIN_KERNELS;
 use effv2_train::{Mode, TrainEngine};
@@ -43,22 +44,7 @@ fn rel_err(a: &[f32], b: &[f32]) -> f32 {
 
 /// A parameter gradient from the engine's device layout back to the graph's (OIHW convs).
 fn to_oihw(g: &Graph, id: usize, dev: &[f32]) -> Vec<f32> {
-    let conv = g.nodes.iter().find_map(|n| match &n.op {
-        Op::Conv(c) if c.weight == id => Some(c.clone()),
-        _ => None,
-    });
-    let Some(c) = conv else { return dev.to_vec() };
-    let (o, i, k) = (c.out_ch, c.in_ch / c.groups, c.kernel);
-    let mut w = vec![0.0; dev.len()];
-    for oc in 0..o {
-        for ic in 0..i {
-            for t in 0..k * k {
-                // OHWI (groups 1) or [k·k, C] (depthwise: i = 1, the channel is oc).
-                w[(oc * i + ic) * k * k + t] = if c.is_depthwise() { dev[t * o + oc] } else { dev[(oc * k * k + t) * i + ic] };
-            }
-        }
-    }
-    w
+    TrainLayout::to_graph_layout(g, id, dev)
 }
 
 fn graph(options: ModelOptions, size: usize) -> Graph {
@@ -79,7 +65,9 @@ fn the_training_launches_replayed_on_the_host_equal_the_cpu_trainer() {
         dropout: Some(0.2),
         ..Default::default()
     };
-    for (name, o, size) in [("official tf-same", small("official", Padding::TfSame), 40), ("none symmetric", small("none", Padding::Symmetric), 33)] {
+    let rmsprop = Optimizer::tf_rmsprop();
+    let sgd = Optimizer::Sgd { momentum: 0.9, nesterov: true };
+    for (name, o, size, opt) in [("official tf-same", small("official", Padding::TfSame), 40, rmsprop), ("none symmetric", small("none", Padding::Symmetric), 33, sgd)] {
         let g = graph(o, size);
         let batch = 3;
         let w = random_weights(&g, 5);
@@ -88,7 +76,8 @@ fn the_training_launches_replayed_on_the_host_equal_the_cpu_trainer() {
         let x: Vec<f32> = (0..batch * s.numel()).map(|_| rng.normal() as f32).collect();
         let seed = 42;
 
-        let mut cpu = CpuTrainer::new(&g, &w, TrainerConfig { ema: false, ..Default::default() }).unwrap();
+        let config = TrainerConfig { optimizer: opt, weight_decay: 0.01, ema: true };
+        let mut cpu = CpuTrainer::new(&g, &w, config).unwrap();
         let want = cpu.forward(&x, batch, Mode::Train, seed).unwrap();
         let want_w = cpu.weights();
         let dlogits: Vec<f32> = (0..want.len()).map(|_| rng.normal() as f32).collect();
@@ -101,7 +90,7 @@ fn the_training_launches_replayed_on_the_host_equal_the_cpu_trainer() {
         unsafe { std::ptr::copy_nonoverlapping(layout.params.as_ptr(), params.as_mut_ptr() as *mut u8, layout.params.len()) };
         let masks = layout.masks(&g, seed);
         let mut logits = vec![f32::NAN; want.len()];
-        let launches = layout.forward(&g, arena.as_mut_ptr() as u64, params.as_mut_ptr() as u64, masks.as_ptr() as u64, x.as_ptr() as u64, logits.as_mut_ptr() as u64);
+        let launches = layout.forward(&g, true, arena.as_mut_ptr() as u64, params.as_mut_ptr() as u64, masks.as_ptr() as u64, x.as_ptr() as u64, logits.as_mut_ptr() as u64);
         replay(&lib, &launches);
 
         let e = rel_err(&logits, &want);
@@ -147,5 +136,55 @@ fn the_training_launches_replayed_on_the_host_equal_the_cpu_trainer() {
         assert!(worst.0 < 1e-3, "{name}: {} gradient rel err {}", worst.1, worst.0);
         let dropped = masks.iter().filter(|&&m| m == 0.0).count();
         assert!(dropped > 0, "the masks drop something");
+
+        // The optimizer step, then the EMA, then an eval-mode forward on the updated weights and
+        // running statistics (BN on running stats, no masks), each against the CPU trainer.
+        let (lr, decay) = (0.05, 0.7);
+        // The shadows start as the weights the trainer was made with (before the forward moved
+        // the running statistics).
+        let mut shadow = vec![0u64; layout.params.len().div_ceil(8)];
+        unsafe { std::ptr::copy_nonoverlapping(layout.params.as_ptr(), shadow.as_mut_ptr() as *mut u8, layout.params.len()) };
+        let mut slots: Vec<Vec<u64>> = layout.initial_slots(&g, &opt).into_iter().map(|b| {
+            let mut v = vec![0u64; b.len().div_ceil(8)];
+            unsafe { std::ptr::copy_nonoverlapping(b.as_ptr(), v.as_mut_ptr() as *mut u8, b.len()) };
+            v
+        }).collect();
+        let slot_ptrs: Vec<u64> = slots.iter_mut().map(|v| v.as_mut_ptr() as u64).collect();
+        for _ in 0..2 {
+            cpu.step(lr).unwrap();
+            replay(&lib, &layout.optimizer_step(&g, &opt, params.as_mut_ptr() as u64, grads.as_ptr() as u64, &slot_ptrs, lr, 0.01));
+        }
+        cpu.ema_update(decay);
+        replay(&lib, &[layout.ema_update(shadow.as_mut_ptr() as u64, params.as_ptr() as u64, decay)]);
+        let host_weights = |buf: &[u64]| {
+            let bytes = unsafe { std::slice::from_raw_parts(buf.as_ptr() as *const u8, layout.params.len()) };
+            g.params.iter().enumerate().map(|(id, p)| {
+                let dev: Vec<f32> = bytes[layout.param_at[id]..][..4 * p.numel()].chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+                (p.name.clone(), TrainLayout::to_graph_layout(&g, id, &dev))
+            }).collect::<Vec<_>>()
+        };
+        // Errors against each tensor's weight scale: an EMA that mixes a bias with its own
+        // initial value can cancel to near zero.
+        let cpu_w = cpu.weights();
+        for (what, got, want) in [("weights after 2 steps", host_weights(&params), cpu.weights()), ("EMA", host_weights(&shadow), cpu.ema_weights().unwrap())] {
+            let err = |n: &str, v: &[f32]| {
+                let w = want.get(n).unwrap().data();
+                let diff = v.iter().zip(w).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+                diff / absmax(w).max(absmax(cpu_w.get(n).unwrap().data()))
+            };
+            let (worst, which) = got.iter().map(|(n, v)| (err(n, v), n)).fold((0f32, ""), |a, (e, n)| if e > a.0 { (e, n.as_str()) } else { a });
+            println!("{name}: {what} worst rel err {worst:.2e} ({which})");
+            // RMSProp divides by √ms, so the gradients' 5e-5 differences show up in the update; a wrong
+            // decay or ε placement moves weights by ≥ lr·wd·|w| = 5e-4 of their scale.
+            assert!(worst < 1e-4, "{name}: {what} {worst}");
+        }
+        let want_eval = cpu.forward(&x, batch, Mode::Eval, seed).unwrap();
+        let mut eval_logits = vec![f32::NAN; want.len()];
+        let eval = layout.forward(&g, false, arena.as_mut_ptr() as u64, params.as_mut_ptr() as u64, masks.as_ptr() as u64, x.as_ptr() as u64, eval_logits.as_mut_ptr() as u64);
+        replay(&lib, &eval);
+        let e = rel_err(&eval_logits, &want_eval);
+        println!("{name}: eval-mode logits rel err {e:.2e}");
+        assert!(e < 1e-4, "{name}: eval logits {e}");
+        assert!(rel_err(&eval_logits, &logits) > 1e-3, "eval differs from the training-mode forward");
     }
 }

@@ -159,6 +159,91 @@ impl Conv {
     }
 }
 
+/// The two backward passes of a [`Conv`] (training), algorithms picked by cuDNN's heuristics,
+/// deterministic ones first so a step replays bit for bit.
+pub struct ConvGrad {
+    pub conv: Conv,
+    pub data_algo: sys::cudnnConvolutionBwdDataAlgo_t,
+    pub filter_algo: sys::cudnnConvolutionBwdFilterAlgo_t,
+    /// The larger of the two backward workspaces.
+    pub workspace: usize,
+}
+
+impl ConvGrad {
+    pub fn new(h: &Handle, s: ConvShape, dtype: DType, max_workspace: usize) -> Result<ConvGrad, CudnnError> {
+        let conv = Conv::new(h, s, dtype, max_workspace)?;
+        const N: usize = 8;
+        let ok = sys::cudnnStatus_t::CUDNN_STATUS_SUCCESS;
+        let det = sys::cudnnDeterminism_t::CUDNN_DETERMINISTIC;
+        let unsupported = CudnnError(sys::cudnnStatus_t::CUDNN_STATUS_NOT_SUPPORTED);
+        unsafe {
+            let mut count = 0;
+            let mut perf = [std::mem::zeroed::<sys::cudnnConvolutionBwdDataAlgoPerf_t>(); N];
+            cr::get_convolution_backward_data_algorithm(h.0, conv.w, conv.y, conv.conv, conv.x, N as i32, &mut count, perf.as_mut_ptr())?;
+            let fits = perf[..count.max(0) as usize].iter().filter(|p| p.status == ok && p.memory <= max_workspace);
+            let data = fits.clone().find(|p| p.determinism == det).or(fits.clone().next()).ok_or(unsupported)?.algo;
+            let data_ws = cr::get_convolution_backward_data_workspace_size(h.0, conv.w, conv.y, conv.conv, conv.x, data)?;
+
+            let mut count = 0;
+            let mut perf = [std::mem::zeroed::<sys::cudnnConvolutionBwdFilterAlgoPerf_t>(); N];
+            cr::get_convolution_backward_filter_algorithm(h.0, conv.x, conv.y, conv.conv, conv.w, N as i32, &mut count, perf.as_mut_ptr())?;
+            let fits = perf[..count.max(0) as usize].iter().filter(|p| p.status == ok && p.memory <= max_workspace);
+            let filter = fits.clone().find(|p| p.determinism == det).or(fits.clone().next()).ok_or(unsupported)?.algo;
+            let filter_ws = cr::get_convolution_backward_filter_workspace_size(h.0, conv.x, conv.y, conv.conv, conv.w, filter)?;
+            let workspace = conv.workspace.max(data_ws).max(filter_ws);
+            Ok(ConvGrad { conv, data_algo: data, filter_algo: filter, workspace })
+        }
+    }
+
+    /// dx = conv's input gradient from dy and the filter (β = 0: `dx` is overwritten).
+    ///
+    /// # Safety
+    /// As for [`Conv::launch`], with `workspace` at least `self.workspace` bytes.
+    pub unsafe fn backward_data(&self, h: &Handle, dy: u64, w: u64, dx: u64, workspace: u64, workspace_len: usize) -> Result<(), CudnnError> {
+        let (alpha, beta) = (1.0f32, 0.0f32);
+        let c = &self.conv;
+        cr::convolution_backward_data(
+            h.0,
+            &alpha as *const f32 as *const c_void,
+            c.w,
+            w as *const c_void,
+            c.y,
+            dy as *const c_void,
+            c.conv,
+            self.data_algo,
+            workspace as *mut c_void,
+            workspace_len,
+            &beta as *const f32 as *const c_void,
+            c.x,
+            dx as *mut c_void,
+        )
+    }
+
+    /// dw = the filter gradient from the conv's input and dy (β = 0: `dw` is overwritten).
+    ///
+    /// # Safety
+    /// As for [`ConvGrad::backward_data`].
+    pub unsafe fn backward_filter(&self, h: &Handle, x: u64, dy: u64, dw: u64, workspace: u64, workspace_len: usize) -> Result<(), CudnnError> {
+        let (alpha, beta) = (1.0f32, 0.0f32);
+        let c = &self.conv;
+        cr::convolution_backward_filter(
+            h.0,
+            &alpha as *const f32 as *const c_void,
+            c.x,
+            x as *const c_void,
+            c.y,
+            dy as *const c_void,
+            c.conv,
+            self.filter_algo,
+            workspace as *mut c_void,
+            workspace_len,
+            &beta as *const f32 as *const c_void,
+            c.w,
+            dw as *mut c_void,
+        )
+    }
+}
+
 impl Drop for Conv {
     fn drop(&mut self) {
         unsafe {

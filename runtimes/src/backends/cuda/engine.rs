@@ -93,7 +93,7 @@ pub fn compile_source(src: &str, name: &str, mut options: Vec<String>, arch: Opt
 }
 
 /// The device address of a buffer (the engine and cuBLAS work on raw addresses).
-pub(super) fn ptr<T>(s: &CudaSlice<T>, stream: &CudaStream) -> u64 {
+pub fn ptr<T>(s: &CudaSlice<T>, stream: &CudaStream) -> u64 {
     let (p, _sync) = s.device_ptr(stream);
     p
 }

@@ -4,8 +4,8 @@
 //! Every CUDA library is dlopened on first use (cudarc's dynamic loading), so this builds and
 //! runs on machines without CUDA; there, opening an artifact is a clear error.
 
-mod blas;
-mod cudnn;
+pub mod blas;
+pub mod cudnn;
 mod engine;
 
 use std::path::Path;
@@ -13,7 +13,7 @@ use std::path::Path;
 use cudarc::driver::CudaContext;
 
 pub use cudnn::DType;
-pub use engine::{compile_kernels, compile_source, KERNELS};
+pub use engine::{compile_kernels, compile_source, fail, ptr, KERNELS};
 use engine::Engine;
 
 use crate::manifest::{Manifest, Precision};

@@ -9,10 +9,11 @@ pub mod plan;
 /// Source of the kernels, one `extern "C"` entry point per name in [`TRAIN_KERNEL_NAMES`].
 pub const TRAIN_KERNELS: &str = include_str!("train_kernels.cu");
 
-pub const TRAIN_KERNEL_NAMES: [&str; 20] = [
+pub const TRAIN_KERNEL_NAMES: [&str; 21] = [
     "chan_partials",
     "chan_finish",
     "bn_finalize",
+    "bn_eval_invstd",
     "bn_apply",
     "bn_backward_dx",
     "to_f32_grad",

@@ -4,7 +4,7 @@
 //! `[k·k, C]` depthwise), BN statistics in scratch, masks from the host. The same launches run on
 //! the device or, in tests, on the host with the kernels compiled as C++.
 //!
-//! Forward in training mode and the backward; the engine that runs them on a GPU comes next.
+//! The forward (training or eval mode) and the backward; `super::engine` runs them on a GPU.
 
 use effv2_edge::graph::{Graph, Op, Shape};
 use effv2_edge::weights::Weights;
@@ -15,6 +15,7 @@ use super::CHAN_CHUNK_ROWS;
 use crate::cpu::bn::RUNNING_MOMENTUM;
 use crate::cpu::node_rng;
 use crate::cpu::ops::{drop_path_mask, dropout_mask};
+use crate::optim::{decays, Optimizer};
 use crate::TrainError;
 
 /// Which kernel source a launch's function comes from.
@@ -154,6 +155,26 @@ impl TrainLayout {
         Ok(TrainLayout { batch, value_at, pad_at, partials_at, mean64_at, var64_at, bn_saved_at, zeros_at, arena_bytes, param_at, params, grad_at, tmp_at, pgrad_at, grads_bytes, mask_at, mask_len })
     }
 
+    /// A parameter from device layout back to the graph's (OIHW convs; the rest is unchanged).
+    pub fn to_graph_layout(graph: &Graph, id: usize, dev: &[f32]) -> Vec<f32> {
+        let conv = graph.nodes.iter().find_map(|n| match &n.op {
+            Op::Conv(c) if c.weight == id => Some(c.clone()),
+            _ => None,
+        });
+        let Some(c) = conv else { return dev.to_vec() };
+        let (o, i, k) = (c.out_ch, c.in_ch / c.groups, c.kernel);
+        let mut w = vec![0.0; dev.len()];
+        for oc in 0..o {
+            for ic in 0..i {
+                for t in 0..k * k {
+                    // OHWI (groups 1) or [k·k, C] (depthwise: i = 1, the channel is oc).
+                    w[(oc * i + ic) * k * k + t] = if c.is_depthwise() { dev[t * o + oc] } else { dev[(oc * k * k + t) * i + ic] };
+                }
+            }
+        }
+        w
+    }
+
     /// The step's dropout and drop-path masks (the CPU engine's draws for the same seed), laid
     /// out as [`TrainLayout::mask_at`] says; masks of rate 0 / survival 1 are all ones.
     pub fn masks(&self, graph: &Graph, seed: u64) -> Vec<f32> {
@@ -170,10 +191,12 @@ impl TrainLayout {
         m
     }
 
-    /// The launches of one training-mode forward pass (BN batch statistics, running averages
-    /// updated, masks applied), given the addresses of the arena, the parameters, the mask
-    /// buffer, the NCHW f32 input and the f32 logits.
-    pub fn forward(&self, graph: &Graph, arena: u64, params: u64, masks: u64, input: u64, logits: u64) -> Vec<TrainLaunch> {
+    /// The launches of one forward pass, given the addresses of the arena, the parameters, the
+    /// mask buffer, the NCHW f32 input and the f32 logits. `train`: BN on batch statistics with
+    /// the running averages updated, masks applied (what the backward follows); otherwise eval
+    /// mode: BN on the running statistics, dropout and drop-path the identity.
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward(&self, graph: &Graph, train_mode: bool, arena: u64, params: u64, masks: u64, input: u64, logits: u64) -> Vec<TrainLaunch> {
         let batch = self.batch;
         let v = |i: usize| arena + self.value_at[i] as u64;
         let p = |id: usize| params + self.param_at[id] as u64;
@@ -208,6 +231,12 @@ impl TrainLayout {
                         out.push(infer("bias_act", total, vec![Arg::Ptr(y), Arg::Ptr(p(b)), tot, Arg::I32(s.c as i32), Arg::I32(0)]));
                     }
                 }
+                Op::BatchNorm(b) if !train_mode => {
+                    let (_, invstd) = self.bn_saved_at[i].map(|(m, s)| (a(m), a(s))).expect("a BN node has saved slots");
+                    out.push(train("bn_eval_invstd", s.c, vec![Arg::Ptr(p(b.var)), Arg::Ptr(invstd), Arg::I32(s.c as i32), Arg::F32(b.eps)]));
+                    out.push(train("bn_apply", total, vec![Arg::Ptr(x), Arg::Ptr(y), Arg::Ptr(p(b.mean)), Arg::Ptr(invstd), Arg::Ptr(p(b.weight)), Arg::Ptr(p(b.bias)), tot, Arg::I32(s.c as i32)]));
+                }
+                Op::DropPath { .. } | Op::Dropout { .. } if !train_mode => out.push(train("copy", total, vec![Arg::Ptr(x), Arg::Ptr(y), tot])),
                 Op::BatchNorm(b) => {
                     let rows = batch * s.h * s.w;
                     let (m64, v64) = (a(self.mean64_at), a(self.var64_at));
@@ -238,6 +267,50 @@ impl TrainLayout {
         let n_out = batch * graph.nodes[o].shape.numel();
         out.push(infer("to_f32", n_out, vec![Arg::Ptr(v(o)), Arg::Ptr(logits), Arg::I64(n_out as i64)]));
         out
+    }
+
+    /// One optimizer update of every trainable parameter from its gradient at `grads`. The
+    /// optimizer's slots live in buffers laid out like the parameters (`slots[k]` for slot `k` of
+    /// [`Optimizer::slot_names`]); weight decay as [`decays`] says.
+    pub fn optimizer_step(&self, graph: &Graph, opt: &Optimizer, params: u64, grads: u64, slots: &[u64], lr: f32, weight_decay: f32) -> Vec<TrainLaunch> {
+        let mut out = vec![];
+        for (id, p) in graph.params.iter().enumerate() {
+            let Some(g) = self.pgrad_at[id] else { continue };
+            let at = self.param_at[id] as u64;
+            let n = p.numel();
+            let wd = if decays(p.role) { weight_decay } else { 0.0 };
+            let (w, g) = (Arg::Ptr(params + at), Arg::Ptr(grads + g as u64));
+            let slot = |k: usize| Arg::Ptr(slots[k] + at);
+            out.push(match *opt {
+                Optimizer::RmsProp { decay, momentum, eps } => {
+                    train("rmsprop_step", n, vec![w, g, slot(0), slot(1), Arg::I64(n as i64), Arg::F32(lr), Arg::F32(decay), Arg::F32(momentum), Arg::F32(eps), Arg::F32(wd)])
+                }
+                Optimizer::Sgd { momentum, nesterov } => train("sgd_step", n, vec![w, g, slot(0), Arg::I64(n as i64), Arg::F32(lr), Arg::F32(momentum), Arg::I32(nesterov as i32), Arg::F32(wd)]),
+            });
+        }
+        out
+    }
+
+    /// The optimizer's slots at their initial values, laid out like the parameters.
+    pub fn initial_slots(&self, graph: &Graph, opt: &Optimizer) -> Vec<Vec<u8>> {
+        (0..opt.slot_names().len())
+            .map(|k| {
+                let mut buf = vec![0u8; self.params.len()];
+                for (id, p) in graph.params.iter().enumerate() {
+                    let init = &opt.init_slots(p.numel())[k];
+                    let at = self.param_at[id];
+                    buf[at..at + 4 * init.len()].copy_from_slice(&init.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<_>>());
+                }
+                buf
+            })
+            .collect()
+    }
+
+    /// `shadow ← shadow − (1−decay)·(shadow − value)` over the whole parameter buffer (weights and
+    /// BN statistics, as the CPU engine; alignment padding is zero on both sides).
+    pub fn ema_update(&self, shadow: u64, params: u64, decay: f32) -> TrainLaunch {
+        let n = self.params.len() / 4;
+        train("ema_update", n, vec![Arg::Ptr(shadow), Arg::Ptr(params), Arg::I64(n as i64), Arg::F32(decay)])
     }
 
     /// `to[ch] = scale · Σ_rows term` through chunk partials (see `chan_partials`): `ptrs` are its

@@ -66,6 +66,11 @@ extern "C" __global__ void bn_finalize(const double* mean64, const double* var64
     }
 }
 
+// Eval mode: invstd from the running variance, in f32 as the CPU engine's eval forward.
+extern "C" __global__ void bn_eval_invstd(const float* running_var, float* invstd, int c, float eps) {
+    GRID_STRIDE(ch, c) { invstd[ch] = 1.0f / sqrtf(running_var[ch] + eps); }
+}
+
 // y = x·(γ·invstd) + (β − mean·γ·invstd); also the eval mode, given the running statistics'
 // mean and invstd.
 extern "C" __global__ void bn_apply(const float* x, float* y, const float* mean, const float* invstd,

@@ -17,6 +17,7 @@ void host_chan_finish(unsigned g, unsigned b, void** p) { LOOP(chan_finish(CD(0)
 void host_bn_finalize(unsigned g, unsigned b, void** p) {
     LOOP(bn_finalize(CD(0), CD(1), MF(2), MF(3), MF(4), MF(5), I(6), L(7), P(8, float), P(9, float)))
 }
+void host_bn_eval_invstd(unsigned g, unsigned b, void** p) { LOOP(bn_eval_invstd(CF(0), MF(1), I(2), P(3, float))) }
 void host_bn_apply(unsigned g, unsigned b, void** p) { LOOP(bn_apply(CF(0), MF(1), CF(2), CF(3), CF(4), CF(5), L(6), I(7))) }
 void host_apply_mask(unsigned g, unsigned b, void** p) { LOOP(apply_mask(CF(0), CF(1), MF(2), L(3), L(4))) }
 void host_to_f32_grad(unsigned g, unsigned b, void** p) { LOOP(to_f32_grad(CD(0), MF(1), I(2))) }
@@ -37,5 +38,10 @@ void host_gate_mul_backward_dgate(unsigned g, unsigned b, void** p) {
 }
 void host_copy(unsigned g, unsigned b, void** p) { LOOP(copy(CF(0), MF(1), L(2))) }
 void host_crop(unsigned g, unsigned b, void** p) { LOOP(crop(CF(0), MF(1), L(2), I(3), I(4), I(5), I(6), I(7), I(8), I(9))) }
+void host_rmsprop_step(unsigned g, unsigned b, void** p) {
+    LOOP(rmsprop_step(MF(0), CF(1), MF(2), MF(3), L(4), P(5, float), P(6, float), P(7, float), P(8, float), P(9, float)))
+}
+void host_sgd_step(unsigned g, unsigned b, void** p) { LOOP(sgd_step(MF(0), CF(1), MF(2), L(3), P(4, float), P(5, float), I(6), P(7, float))) }
+void host_ema_update(unsigned g, unsigned b, void** p) { LOOP(ema_update(MF(0), CF(1), L(2), P(3, float))) }
 void host_accumulate(unsigned g, unsigned b, void** p) { LOOP(accumulate(MF(0), CF(1), L(2))) }
 }
