@@ -112,10 +112,12 @@ fn bad_runs_fail_cleanly() {
     check(run(&["--epochs", "0", "-o", tmp.path().join("r").to_str().unwrap()]), "--epochs");
     check(run(&["--min-size", "64", "--max-size", "32", "--stages", "2", "-o", tmp.path().join("r").to_str().unwrap()]), "sizes");
     check(bin().args(["train", "--resume"]).arg(tmp.path()).output().unwrap(), "no checkpoint to resume");
-    // GPU training: on a machine without a driver the missing driver is named; never a panic.
-    let cuda = if effv2_runtime::cuda::probe_libraries().is_err() { "no CUDA driver found" } else { "GPU training is not implemented" };
-    check(run(&["--device", "cuda", "-o", tmp.path().join("g").to_str().unwrap()]), cuda);
-    assert!(!tmp.path().join("g").exists());
+    // GPU training: on a machine without a driver the missing driver is named, before any run
+    // directory is made; never a panic. (With a GPU this would train: scripts/gpu/check.sh does.)
+    if effv2_runtime::cuda::probe_libraries().is_err() {
+        check(run(&["--device", "cuda", "-o", tmp.path().join("g").to_str().unwrap()]), "no CUDA driver found");
+        assert!(!tmp.path().join("g").exists());
+    }
     check(bin().args(["eval", "--checkpoint"]).arg(tmp.path().join("none")).output().unwrap(), "none");
     if have_data() {
         // A diverging run stops on the first non-finite loss with a clear message.

@@ -12,6 +12,9 @@ pub enum TrainError {
     Size { what: &'static str, want: usize, got: usize },
     #[error("{0}")]
     Misuse(String),
+    /// The CUDA engine: a missing driver or library, or a failed CUDA call (named).
+    #[error("CUDA: {0}")]
+    Device(String),
     #[error("the new graph's parameters differ from the engine's (param {0:?}); progressive stages must keep the model")]
     ParamsChanged(String),
     #[error(transparent)]

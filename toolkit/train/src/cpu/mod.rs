@@ -107,7 +107,7 @@ impl CpuTrainer {
 }
 
 /// Reject what the kernels do not implement before any work (grouped non-depthwise convs).
-fn check_supported(graph: &Graph) -> Result<(), TrainError> {
+pub(crate) fn check_supported(graph: &Graph) -> Result<(), TrainError> {
     for n in &graph.nodes {
         let bad = match &n.op {
             Op::Conv(c) => c.groups != 1 && !c.is_depthwise(),

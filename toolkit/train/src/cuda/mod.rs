@@ -1,9 +1,12 @@
 //! The CUDA training engine's own kernels (everything but the convolutions, which are cuDNN's):
-//! CUDA C compiled by NVRTC at run time, like the inference engine's (`effv2_runtime::cuda`).
-//! The engine that launches them is not written yet; the kernels are checked against this
-//! crate's CPU maths by running them as host C++ (`tests/cuda_train_kernels.rs`) and compiled
-//! with the real NVRTC in CI.
+//! CUDA C compiled by NVRTC at run time, like the inference engine's (`effv2_runtime::cuda`);
+//! `plan` lowers a graph to launch lists over raw addresses and `engine` (feature `cuda`) runs
+//! them on a GPU. The kernels and the launch lists are checked against this crate's CPU maths by
+//! running them as host C++ (`tests/cuda_train_kernels.rs`, `tests/cuda_train_plan.rs`) and
+//! compiled with the real NVRTC in CI.
 
+#[cfg(feature = "cuda")]
+pub mod engine;
 pub mod plan;
 
 /// Source of the kernels, one `extern "C"` entry point per name in [`TRAIN_KERNEL_NAMES`].

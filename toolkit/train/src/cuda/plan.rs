@@ -126,17 +126,8 @@ impl TrainLayout {
 
         let mut params = vec![];
         let mut param_at = vec![0; graph.params.len()];
-        let conv_of = |id: usize| graph.nodes.iter().find_map(|n| match &n.op {
-            Op::Conv(c) if c.weight == id => Some(c.clone()),
-            _ => None,
-        });
         for (id, p) in graph.params.iter().enumerate() {
-            let data = weights.get(&p.name)?.data();
-            let dev = match conv_of(id) {
-                Some(c) if c.is_depthwise() => depthwise_to_hwc(data, c.out_ch, c.kernel),
-                Some(c) => oihw_to_ohwi(data, c.out_ch, c.in_ch / c.groups, c.kernel),
-                None => data.to_vec(),
-            };
+            let dev = Self::to_device_layout(graph, id, weights.get(&p.name)?.data());
             param_at[id] = params.len();
             params.extend(dev.iter().flat_map(|v| v.to_le_bytes()));
             params.resize(align(params.len()), 0);
@@ -155,13 +146,41 @@ impl TrainLayout {
         Ok(TrainLayout { batch, value_at, pad_at, partials_at, mean64_at, var64_at, bn_saved_at, zeros_at, arena_bytes, param_at, params, grad_at, tmp_at, pgrad_at, grads_bytes, mask_at, mask_len })
     }
 
+    /// A parameter-shaped tensor (weight, optimizer slot, EMA shadow) in the device's layout:
+    /// OHWI for convs, `[k·k, C]` for depthwise, the rest as the graph has it.
+    pub fn to_device_layout(graph: &Graph, id: usize, data: &[f32]) -> Vec<f32> {
+        match conv_of(graph, id) {
+            Some(c) if c.is_depthwise() => depthwise_to_hwc(data, c.out_ch, c.kernel),
+            Some(c) => oihw_to_ohwi(data, c.out_ch, c.in_ch / c.groups, c.kernel),
+            None => data.to_vec(),
+        }
+    }
+
+    /// Every parameter-shaped tensor, `get(id)` in the graph's layout, as one buffer laid out like
+    /// [`TrainLayout::params`].
+    pub fn pack(&self, graph: &Graph, mut get: impl FnMut(usize) -> Result<Vec<f32>, TrainError>) -> Result<Vec<u8>, TrainError> {
+        let mut buf = vec![0u8; self.params.len()];
+        for (id, p) in graph.params.iter().enumerate() {
+            let data = get(id)?;
+            if data.len() != p.numel() {
+                return Err(TrainError::Size { what: "parameter-shaped tensor", want: p.numel(), got: data.len() });
+            }
+            let dev = Self::to_device_layout(graph, id, &data);
+            buf[self.param_at[id]..][..4 * dev.len()].copy_from_slice(&dev.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<_>>());
+        }
+        Ok(buf)
+    }
+
+    /// Parameter `id` out of a buffer laid out like [`TrainLayout::params`], in the graph's layout.
+    pub fn unpack(&self, graph: &Graph, buf: &[u8], id: usize) -> Vec<f32> {
+        let n = graph.params[id].numel();
+        let dev: Vec<f32> = buf[self.param_at[id]..][..4 * n].chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        Self::to_graph_layout(graph, id, &dev)
+    }
+
     /// A parameter from device layout back to the graph's (OIHW convs; the rest is unchanged).
     pub fn to_graph_layout(graph: &Graph, id: usize, dev: &[f32]) -> Vec<f32> {
-        let conv = graph.nodes.iter().find_map(|n| match &n.op {
-            Op::Conv(c) if c.weight == id => Some(c.clone()),
-            _ => None,
-        });
-        let Some(c) = conv else { return dev.to_vec() };
+        let Some(c) = conv_of(graph, id) else { return dev.to_vec() };
         let (o, i, k) = (c.out_ch, c.in_ch / c.groups, c.kernel);
         let mut w = vec![0.0; dev.len()];
         for oc in 0..o {
@@ -272,6 +291,7 @@ impl TrainLayout {
     /// One optimizer update of every trainable parameter from its gradient at `grads`. The
     /// optimizer's slots live in buffers laid out like the parameters (`slots[k]` for slot `k` of
     /// [`Optimizer::slot_names`]); weight decay as [`decays`] says.
+    #[allow(clippy::too_many_arguments)]
     pub fn optimizer_step(&self, graph: &Graph, opt: &Optimizer, params: u64, grads: u64, slots: &[u64], lr: f32, weight_decay: f32) -> Vec<TrainLaunch> {
         let mut out = vec![];
         for (id, p) in graph.params.iter().enumerate() {
@@ -294,15 +314,7 @@ impl TrainLayout {
     /// The optimizer's slots at their initial values, laid out like the parameters.
     pub fn initial_slots(&self, graph: &Graph, opt: &Optimizer) -> Vec<Vec<u8>> {
         (0..opt.slot_names().len())
-            .map(|k| {
-                let mut buf = vec![0u8; self.params.len()];
-                for (id, p) in graph.params.iter().enumerate() {
-                    let init = &opt.init_slots(p.numel())[k];
-                    let at = self.param_at[id];
-                    buf[at..at + 4 * init.len()].copy_from_slice(&init.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<_>>());
-                }
-                buf
-            })
+            .map(|k| self.pack(graph, |id| Ok(opt.init_slots(graph.params[id].numel()).swap_remove(k))).expect("slots sized from the params"))
             .collect()
     }
 
@@ -454,6 +466,14 @@ impl TrainLayout {
         }
         out
     }
+}
+
+/// The conv whose weight parameter `id` is.
+fn conv_of(graph: &Graph, id: usize) -> Option<effv2_edge::graph::Conv> {
+    graph.nodes.iter().find_map(|n| match &n.op {
+        Op::Conv(c) if c.weight == id => Some(c.clone()),
+        _ => None,
+    })
 }
 
 fn infer(name: &'static str, total: usize, args: Vec<Arg>) -> TrainLaunch {

@@ -1,0 +1,387 @@
+//! The CUDA training engine: [`TrainLayout`]'s launch lists run on a GPU. Parameters, gradients,
+//! optimizer slots and EMA shadows stay on the device in the layout the launches address
+//! (OHWI convs, `[k·k, C]` depthwise); activations live in one arena per batch size. cuDNN does
+//! the convolutions and their two backward passes, cuBLAS the classifier, NVRTC-compiled kernels
+//! (the inference engine's f32 build and [`super::TRAIN_KERNELS`]) everything else. Only the
+//! input, the masks, the logits and dLoss/dLogits cross to the host per step.
+//!
+//! Every library is dlopened on first use: without a driver, [`CudaTrainer::new`] fails with
+//! "no CUDA driver found" instead of panicking.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, LaunchConfig, PushKernelArg};
+use effv2_edge::graph::Graph;
+use effv2_edge::tensor::Tensor;
+use effv2_edge::weights::Weights;
+use effv2_runtime::cuda::blas::Blas;
+use effv2_runtime::cuda::cudnn::{ConvGrad, DType, Handle};
+use effv2_runtime::cuda::{compile_kernels, compile_source, fail, probe_libraries, ptr};
+use effv2_runtime::plan::launch::{grid, Arg, ConvShape, BLOCK, KERNEL_NAMES};
+
+use super::plan::{Kernel, TrainLaunch, TrainLayout};
+use super::{TRAIN_KERNELS, TRAIN_KERNEL_NAMES};
+use crate::cpu::{check_supported, TrainerConfig};
+use crate::{Mode, TrainEngine, TrainError};
+
+/// Largest cuDNN workspace one convolution's algorithms may ask for.
+const MAX_WORKSPACE: usize = 256 << 20;
+
+fn dev(e: String) -> TrainError {
+    TrainError::Device(e)
+}
+
+/// Activations and per-step buffers for one batch size.
+struct Batch {
+    layout: TrainLayout,
+    arena: CudaSlice<u8>,
+    masks: CudaSlice<f32>,
+    input: CudaSlice<f32>,
+    logits: CudaSlice<f32>,
+    dlogits: CudaSlice<f32>,
+}
+
+pub struct CudaTrainer {
+    config: TrainerConfig,
+    graph: Graph,
+    /// The weights the engine was made with: [`TrainLayout::new`] packs them, which fixes the
+    /// parameter layout (the same for every batch size and progressive stage); the device copy
+    /// is the live one.
+    template: Weights,
+    /// Where parameters sit in `params` (and in every buffer laid out like it).
+    param_layout: TrainLayout,
+    ctx: Arc<CudaContext>,
+    stream: Arc<CudaStream>,
+    cudnn: Handle,
+    blas: Blas,
+    infer_fns: HashMap<&'static str, CudaFunction>,
+    train_fns: HashMap<&'static str, CudaFunction>,
+    convs: HashMap<ConvShape, ConvGrad>,
+    workspace: CudaSlice<u8>,
+    params: CudaSlice<u8>,
+    grads: CudaSlice<u8>,
+    slots: Vec<CudaSlice<u8>>,
+    ema: Option<CudaSlice<u8>>,
+    batch: Option<Batch>,
+    /// Whether the last forward was in training mode (what a backward needs).
+    trained: bool,
+    device: String,
+}
+
+// The CUDA handles are used only through `&mut self`, one call at a time, and every call binds
+// the context to the calling thread first.
+unsafe impl Send for CudaTrainer {}
+
+impl CudaTrainer {
+    pub fn new(graph: &Graph, weights: &Weights, config: TrainerConfig) -> Result<Self, TrainError> {
+        weights.check(graph)?;
+        check_supported(graph)?;
+        probe_libraries().map_err(|e| dev(e.to_string()))?;
+        let ctx = CudaContext::new(0).map_err(|e| dev(format!("no usable CUDA GPU ({e:?})")))?;
+        let stream = ctx.new_stream().map_err(|e| dev(fail("creating a stream", e)))?;
+        // One stream, launches in order, raw addresses: cudarc's per-buffer events would only cost time.
+        unsafe { ctx.disable_event_tracking() };
+        let cudnn = Handle::new(&stream).map_err(|e| dev(fail("creating the cuDNN handle", e)))?;
+        let blas = Blas::new(&stream).map_err(dev)?;
+        let (major, minor) = ctx.compute_capability().map_err(|e| dev(fail("reading the compute capability", e)))?;
+        let arch = format!("compute_{major}{minor}");
+        let load = |ptx, names: &[&'static str]| -> Result<HashMap<&'static str, CudaFunction>, TrainError> {
+            let module = ctx.load_module(ptx).map_err(|e| dev(fail("loading kernels", e)))?;
+            names.iter().map(|&n| Ok((n, module.load_function(n).map_err(|e| dev(fail(n, e)))?))).collect()
+        };
+        let infer_fns = load(compile_kernels(DType::F32, Some(arch.clone())).map_err(dev)?, &KERNEL_NAMES)?;
+        let train_fns = load(compile_source(TRAIN_KERNELS, "effv2_train_kernels.cu", vec![], Some(arch)).map_err(dev)?, &TRAIN_KERNEL_NAMES)?;
+
+        let param_layout = TrainLayout::new(graph, weights, 1)?;
+        let up = |bytes: &[u8], what: &str| stream.clone_htod(bytes).map_err(|e| dev(fail(what, e)));
+        let params = up(&param_layout.params, "uploading the weights")?;
+        let grads = stream.alloc_zeros::<u8>(param_layout.grads_bytes.max(256)).map_err(|e| dev(fail("allocating gradients", e)))?;
+        let slots = param_layout.initial_slots(graph, &config.optimizer).iter().map(|s| up(s, "uploading optimizer slots")).collect::<Result<_, _>>()?;
+        let ema = if config.ema { Some(up(&param_layout.params, "uploading the EMA shadows")?) } else { None };
+        let workspace = stream.alloc_zeros::<u8>(256).map_err(|e| dev(fail("allocating the cuDNN workspace", e)))?;
+        let name = ctx.name().unwrap_or_else(|_| "unknown GPU".into());
+        Ok(CudaTrainer {
+            config,
+            graph: graph.clone(),
+            template: weights.clone(),
+            param_layout,
+            ctx,
+            stream,
+            cudnn,
+            blas,
+            infer_fns,
+            train_fns,
+            convs: HashMap::new(),
+            workspace,
+            params,
+            grads,
+            slots,
+            ema,
+            batch: None,
+            trained: false,
+            device: format!("{name} (sm_{major}{minor}), fp32"),
+        })
+    }
+
+    /// The engine a [`crate::run::TrainConfig`] asks for (the factory `train`/`resume` take).
+    pub fn for_run(graph: &Graph, weights: &Weights, cfg: &crate::run::TrainConfig) -> Result<Self, TrainError> {
+        let config = TrainerConfig { optimizer: cfg.optimizer, weight_decay: cfg.weight_decay, ema: cfg.ema_decay.is_some() };
+        Self::new(graph, weights, config)
+    }
+
+    /// The GPU, for logs.
+    pub fn device(&self) -> &str {
+        &self.device
+    }
+
+    fn bind(&self) -> Result<(), TrainError> {
+        self.ctx.bind_to_thread().map_err(|e| dev(fail("binding the CUDA context", e)))
+    }
+
+    /// Buffers for `batch` samples of the current graph (kept while the batch size stays).
+    fn ensure_batch(&mut self, batch: usize) -> Result<(), TrainError> {
+        if self.batch.as_ref().is_some_and(|b| b.layout.batch == batch) {
+            return Ok(());
+        }
+        self.batch = None; // free the old arena first
+        let layout = TrainLayout::new(&self.graph, &self.template, batch)?;
+        debug_assert_eq!(layout.param_at, self.param_layout.param_at);
+        let alloc_f32 = |n: usize, what: &str| self.stream.alloc_zeros::<f32>(n.max(1)).map_err(|e| dev(fail(what, e)));
+        let classes = self.graph.nodes[self.graph.output].shape.numel();
+        let batch_buffers = Batch {
+            arena: self.stream.alloc_zeros::<u8>(layout.arena_bytes.max(256)).map_err(|e| dev(fail(&format!("allocating activations for batch {batch}"), e)))?,
+            masks: alloc_f32(layout.mask_len, "allocating masks")?,
+            input: alloc_f32(batch * self.graph.input_shape().numel(), "allocating the input")?,
+            logits: alloc_f32(batch * classes, "allocating the logits")?,
+            dlogits: alloc_f32(batch * classes, "allocating dlogits")?,
+            layout,
+        };
+        self.batch = Some(batch_buffers);
+        Ok(())
+    }
+
+    /// cuDNN descriptors and algorithms for every conv shape in `launches`, and a workspace that
+    /// fits them all.
+    fn prepare(&mut self, launches: &[TrainLaunch]) -> Result<(), TrainError> {
+        let mut need = self.workspace.len();
+        for l in launches {
+            let shape = match l {
+                TrainLaunch::Conv { shape, .. } | TrainLaunch::ConvBackwardData { shape, .. } | TrainLaunch::ConvBackwardFilter { shape, .. } => *shape,
+                _ => continue,
+            };
+            if !self.convs.contains_key(&shape) {
+                let c = ConvGrad::new(&self.cudnn, shape, DType::F32, MAX_WORKSPACE).map_err(|e| dev(fail(&format!("cuDNN conv {shape:?}"), e)))?;
+                self.convs.insert(shape, c);
+            }
+            need = need.max(self.convs[&shape].workspace);
+        }
+        if need > self.workspace.len() {
+            self.workspace = self.stream.alloc_zeros::<u8>(need).map_err(|e| dev(fail("allocating the cuDNN workspace", e)))?;
+        }
+        Ok(())
+    }
+
+    /// Enqueue `launches` on the stream, in order.
+    fn enqueue(&mut self, launches: &[TrainLaunch]) -> Result<(), TrainError> {
+        self.prepare(launches)?;
+        let (ws, ws_len) = (ptr(&self.workspace, &self.stream), self.workspace.len());
+        for (i, l) in launches.iter().enumerate() {
+            let at = |what: &str| format!("launch {i} ({what})");
+            match l {
+                TrainLaunch::Kernel { kernel, total, args } => {
+                    let (name, f) = match kernel {
+                        Kernel::Infer(n) => (n, self.infer_fns.get(n)),
+                        Kernel::Train(n) => (n, self.train_fns.get(n)),
+                    };
+                    let f = f.ok_or_else(|| dev(format!("{}: no kernel {name}", at(name))))?;
+                    let mut b = self.stream.launch_builder(f);
+                    for a in args {
+                        match a {
+                            Arg::Ptr(p) => b.arg(p),
+                            Arg::I32(v) => b.arg(v),
+                            Arg::I64(v) => b.arg(v),
+                            Arg::F32(v) => b.arg(v),
+                            Arg::F64(v) => b.arg(v),
+                        };
+                    }
+                    let cfg = LaunchConfig { grid_dim: (grid(*total), 1, 1), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 };
+                    unsafe { b.launch(cfg) }.map_err(|e| dev(fail(&at(name), e)))?;
+                }
+                TrainLaunch::Conv { shape, x, w, y } => {
+                    unsafe { self.convs[shape].conv.launch(&self.cudnn, *x, *w, *y, ws, ws_len) }.map_err(|e| dev(fail(&at("cuDNN conv"), e)))?
+                }
+                TrainLaunch::ConvBackwardData { shape, dy, w, dx } => {
+                    unsafe { self.convs[shape].backward_data(&self.cudnn, *dy, *w, *dx, ws, ws_len) }.map_err(|e| dev(fail(&at("cuDNN backward data"), e)))?
+                }
+                TrainLaunch::ConvBackwardFilter { shape, x, dy, dw } => {
+                    unsafe { self.convs[shape].backward_filter(&self.cudnn, *x, *dy, *dw, ws, ws_len) }.map_err(|e| dev(fail(&at("cuDNN backward filter"), e)))?
+                }
+                TrainLaunch::Gemm { g, a, b, c } => unsafe { self.blas.gemm(DType::F32, *g, *a, *b, *c) }.map_err(|e| dev(format!("{}: {e}", at("cuBLAS"))))?,
+            }
+        }
+        Ok(())
+    }
+
+    fn sync(&self, what: &str) -> Result<(), TrainError> {
+        self.stream.synchronize().map_err(|e| dev(fail(what, e)))
+    }
+
+    /// A parameter-layout buffer back as weights in the graph's layout.
+    fn to_weights(&self, buf: &CudaSlice<u8>) -> Result<Weights, TrainError> {
+        self.bind()?;
+        let bytes = self.stream.clone_dtoh(buf).map_err(|e| dev(fail("copying weights to the host", e)))?;
+        let mut w = Weights::new();
+        for (id, p) in self.graph.params.iter().enumerate() {
+            let data = self.param_layout.unpack(&self.graph, &bytes, id);
+            w.insert(p.name.clone(), Tensor::new(p.shape.clone(), data).expect("sized from the param"));
+        }
+        Ok(w)
+    }
+
+}
+
+fn upload(stream: &Arc<CudaStream>, bytes: &[u8], to: &mut CudaSlice<u8>) -> Result<(), TrainError> {
+    stream.memcpy_htod(bytes, to).map_err(|e| dev(fail("copying to the device", e)))
+}
+
+impl TrainEngine for CudaTrainer {
+    fn name(&self) -> &'static str {
+        "cuda"
+    }
+
+    fn set_graph(&mut self, graph: &Graph) -> Result<(), TrainError> {
+        check_supported(graph)?;
+        if graph.params != self.graph.params {
+            let which = graph.params.iter().zip(&self.graph.params).find(|(a, b)| a != b).map(|(p, _)| p.name.clone());
+            return Err(TrainError::ParamsChanged(which.unwrap_or_else(|| format!("{} params instead of {}", graph.params.len(), self.graph.params.len()))));
+        }
+        self.graph = graph.clone();
+        self.batch = None;
+        self.trained = false;
+        Ok(())
+    }
+
+    fn forward(&mut self, input: &[f32], batch: usize, mode: Mode, seed: u64) -> Result<Vec<f32>, TrainError> {
+        let want = batch * self.graph.input_shape().numel();
+        if batch == 0 || input.len() != want {
+            return Err(TrainError::Size { what: "input batch (NCHW)", want, got: input.len() });
+        }
+        self.bind()?;
+        self.ensure_batch(batch)?;
+        let train = mode == Mode::Train;
+        let params = match (mode, &self.ema) {
+            (Mode::EvalEma, Some(shadow)) => ptr(shadow, &self.stream),
+            _ => ptr(&self.params, &self.stream),
+        };
+        let b = self.batch.as_mut().expect("buffers for this batch");
+        if train && b.layout.mask_len > 0 {
+            let masks = b.layout.masks(&self.graph, seed);
+            self.stream.memcpy_htod(&masks, &mut b.masks).map_err(|e| dev(fail("copying masks", e)))?;
+        }
+        self.stream.memcpy_htod(input, &mut b.input).map_err(|e| dev(fail("copying the input", e)))?;
+        let s = &self.stream;
+        let launches = b.layout.forward(&self.graph, train, ptr(&b.arena, s), params, ptr(&b.masks, s), ptr(&b.input, s), ptr(&b.logits, s));
+        self.trained = false;
+        self.enqueue(&launches)?;
+        let b = self.batch.as_ref().expect("buffers for this batch");
+        let logits = self.stream.clone_dtoh(&b.logits).map_err(|e| dev(fail("copying the logits", e)))?;
+        self.sync("the forward pass")?;
+        self.trained = train;
+        Ok(logits)
+    }
+
+    fn backward(&mut self, dlogits: &[f32]) -> Result<(), TrainError> {
+        if !self.trained {
+            return Err(TrainError::Misuse("backward needs a Mode::Train forward first".into()));
+        }
+        self.bind()?;
+        let b = self.batch.as_mut().expect("a trained forward leaves its buffers");
+        if dlogits.len() != b.dlogits.len() {
+            return Err(TrainError::Size { what: "dlogits", want: b.dlogits.len(), got: dlogits.len() });
+        }
+        self.stream.memcpy_htod(dlogits, &mut b.dlogits).map_err(|e| dev(fail("copying dlogits", e)))?;
+        let s = &self.stream;
+        let launches = b.layout.backward(&self.graph, ptr(&b.arena, s), ptr(&self.params, s), ptr(&self.grads, s), ptr(&b.masks, s), ptr(&b.dlogits, s));
+        self.enqueue(&launches)?;
+        self.sync("the backward pass")
+    }
+
+    fn step(&mut self, lr: f32) -> Result<(), TrainError> {
+        self.bind()?;
+        let s = &self.stream;
+        let slots: Vec<u64> = self.slots.iter().map(|b| ptr(b, s)).collect();
+        let launches = self.param_layout.optimizer_step(&self.graph, &self.config.optimizer, ptr(&self.params, s), ptr(&self.grads, s), &slots, lr, self.config.weight_decay);
+        self.enqueue(&launches)?;
+        self.sync("the optimizer step")
+    }
+
+    fn ema_update(&mut self, decay: f32) {
+        let Some(shadow) = &self.ema else { return };
+        let launch = self.param_layout.ema_update(ptr(shadow, &self.stream), ptr(&self.params, &self.stream), decay);
+        // The trait gives this no error path: a failure here resurfaces at the next synchronising call.
+        if self.bind().and_then(|_| self.enqueue(std::slice::from_ref(&launch))).is_err() {
+            eprintln!("warning: the CUDA EMA update could not be launched");
+        }
+    }
+
+    fn weights(&self) -> Weights {
+        self.to_weights(&self.params).unwrap_or_else(|e| panic!("reading the weights back from the GPU: {e}"))
+    }
+
+    fn ema_weights(&self) -> Option<Weights> {
+        self.ema.as_ref().map(|e| self.to_weights(e).unwrap_or_else(|e| panic!("reading the EMA back from the GPU: {e}")))
+    }
+
+    fn optimizer_state(&self) -> Vec<(String, Tensor)> {
+        let names = self.config.optimizer.slot_names();
+        let mut out = vec![];
+        let host: Vec<Vec<u8>> = self.slots.iter().map(|s| self.stream.clone_dtoh(s).unwrap_or_else(|e| panic!("reading optimizer slots back from the GPU: {e:?}"))).collect();
+        for (id, p) in self.graph.params.iter().enumerate() {
+            if !p.role.is_trainable() {
+                continue;
+            }
+            for (name, bytes) in names.iter().zip(&host) {
+                let data = self.param_layout.unpack(&self.graph, bytes, id);
+                out.push((format!("{}/{name}", p.name), Tensor::new(p.shape.clone(), data).expect("sized from the param")));
+            }
+        }
+        out
+    }
+
+    fn load_state(&mut self, weights: &Weights, ema: Option<&Weights>, slots: &[(String, Tensor)]) -> Result<(), TrainError> {
+        weights.check(&self.graph)?;
+        let g = &self.graph;
+        let from = |w: &Weights| self.param_layout.pack(g, |id| Ok(w.get(&g.params[id].name)?.data().to_vec()));
+        let params = from(weights)?;
+        let shadow = match (ema, self.config.ema) {
+            (Some(e), true) => Some(from(e)?),
+            (None, true) => Some(params.clone()),
+            (_, false) => None,
+        };
+        let lookup: HashMap<&str, &Tensor> = slots.iter().map(|(n, t)| (n.as_str(), t)).collect();
+        let opt = self.config.optimizer;
+        let mut slot_bufs = vec![];
+        for (k, name) in opt.slot_names().iter().enumerate() {
+            slot_bufs.push(self.param_layout.pack(g, |id| {
+                let p = &g.params[id];
+                if !p.role.is_trainable() {
+                    return Ok(opt.init_slots(p.numel()).swap_remove(k));
+                }
+                let key = format!("{}/{name}", p.name);
+                let t = lookup.get(key.as_str()).ok_or_else(|| TrainError::Misuse(format!("optimizer state has no slot {key:?}")))?;
+                Ok(t.data().to_vec())
+            })?);
+        }
+        // Everything checked: now overwrite the device copies.
+        self.bind()?;
+        upload(&self.stream, &params, &mut self.params)?;
+        if let (Some(bytes), Some(buf)) = (shadow, &mut self.ema) {
+            upload(&self.stream, &bytes, buf)?;
+        }
+        for (bytes, buf) in slot_bufs.iter().zip(&mut self.slots) {
+            upload(&self.stream, bytes, buf)?;
+        }
+        self.sync("loading the training state")
+    }
+}

@@ -1,0 +1,85 @@
+//! The CUDA training engine on a GPU against the CPU trainer: a few training steps (forward in
+//! training mode, backward, RMSProp step, EMA) from the same weights, masks and inputs, then eval
+//! and EMA-eval forwards, and a state round trip into a second engine. Without a GPU the engine
+//! must fail with the missing piece named, never panic.
+#![cfg(feature = "cuda")]
+
+use effv2_edge::engine::naive::random_weights;
+use effv2_edge::graph::build;
+use effv2_edge::rng::Rng;
+use effv2_edge::spec::{ModelOptions, ModelSpec};
+use effv2_runtime::cuda::probe_libraries;
+use effv2_train::cpu::{CpuTrainer, TrainerConfig};
+use effv2_train::cuda::engine::CudaTrainer;
+use effv2_train::loss::softmax_cross_entropy;
+use effv2_train::{Mode, TrainEngine};
+
+fn rel_err(a: &[f32], b: &[f32]) -> f32 {
+    let max_b = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max) / max_b
+}
+
+#[test]
+fn cuda_trainer_equals_the_cpu_trainer_or_names_what_is_missing() {
+    let options = ModelOptions { width: Some(0.25), depth: Some(0.25), num_classes: 10, drop_path: 0.2, dropout: Some(0.2), ..Default::default() };
+    let g = build(&ModelSpec::from_name("b0", options).unwrap(), 48, 48).unwrap();
+    let w = random_weights(&g, 3);
+    let config = TrainerConfig { weight_decay: 1e-3, ..Default::default() };
+    let mut gpu = match CudaTrainer::new(&g, &w, config) {
+        Ok(t) => t,
+        Err(e) => {
+            let why = e.to_string();
+            assert!(probe_libraries().is_err(), "a GPU machine could not start the engine: {why}");
+            assert!(why.contains("no CUDA driver found") || why.contains("NVRTC") || why.contains("cuDNN") || why.contains("cuBLAS"), "{why}");
+            eprintln!("skipped on this machine: {why}");
+            return;
+        }
+    };
+    println!("engine on {}", gpu.device());
+    let mut cpu = CpuTrainer::new(&g, &w, config).unwrap();
+    let batch = 16;
+    let s = g.input_shape();
+    let mut rng = Rng::new(4);
+    let classes = 10;
+    for step in 0..3u64 {
+        let x: Vec<f32> = (0..batch * s.numel()).map(|_| rng.normal() as f32).collect();
+        let targets: Vec<f32> = (0..batch).flat_map(|i| (0..classes).map(move |c| if c == (i + step as usize) % classes { 1.0 } else { 0.0 })).collect();
+        let want = cpu.forward(&x, batch, Mode::Train, step).unwrap();
+        let got = gpu.forward(&x, batch, Mode::Train, step).unwrap();
+        let e = rel_err(&got, &want);
+        println!("step {step}: training-mode logits rel err {e:.2e}");
+        assert!(e < 1e-3, "step {step}: logits {e}");
+        // Both backwards from the CPU's loss gradient, so only the engines differ.
+        let (_, dlogits) = softmax_cross_entropy(&want, &targets, classes);
+        cpu.backward(&dlogits).unwrap();
+        gpu.backward(&dlogits).unwrap();
+        cpu.step(0.01).unwrap();
+        gpu.step(0.01).unwrap();
+        cpu.ema_update(0.5);
+        gpu.ema_update(0.5);
+    }
+    let worst = |a: &effv2_edge::weights::Weights, b: &effv2_edge::weights::Weights| {
+        g.params.iter().map(|p| (rel_err(a.get(&p.name).unwrap().data(), b.get(&p.name).unwrap().data()), p.name.clone())).fold((0f32, String::new()), |m, e| if e.0 > m.0 { e } else { m })
+    };
+    let (we, wn) = worst(&gpu.weights(), &cpu.weights());
+    let (ee, en) = worst(&gpu.ema_weights().unwrap(), &cpu.ema_weights().unwrap());
+    println!("after 3 steps: weights worst rel err {we:.2e} ({wn}), EMA {ee:.2e} ({en})");
+    assert!(we < 1e-3 && ee < 1e-3, "weights {we} ({wn}), EMA {ee} ({en})");
+
+    let x: Vec<f32> = (0..8 * s.numel()).map(|_| rng.normal() as f32).collect();
+    for mode in [Mode::Eval, Mode::EvalEma] {
+        let e = rel_err(&gpu.forward(&x, 8, mode, 0).unwrap(), &cpu.forward(&x, 8, mode, 0).unwrap());
+        println!("{mode:?} logits (batch 8) rel err {e:.2e}");
+        assert!(e < 1e-3, "{mode:?}: {e}");
+    }
+    assert!(gpu.backward(&vec![0.0; 8 * classes]).is_err(), "no backward after an eval forward");
+
+    // The state round trip a resumed run takes.
+    let mut again = CudaTrainer::new(&g, &w, config).unwrap();
+    again.load_state(&gpu.weights(), gpu.ema_weights().as_ref(), &gpu.optimizer_state()).unwrap();
+    assert_eq!(again.forward(&x, 8, Mode::EvalEma, 0).unwrap(), gpu.forward(&x, 8, Mode::EvalEma, 0).unwrap());
+    let a = again.optimizer_state();
+    let b = gpu.optimizer_state();
+    assert_eq!(a.len(), b.len());
+    assert!(a.iter().zip(&b).all(|(x, y)| x.0 == y.0 && x.1.data() == y.1.data()), "optimizer slots survive the round trip");
+}
