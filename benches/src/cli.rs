@@ -15,6 +15,7 @@ use crate::measure::{describe, measure_artifact, MeasureOptions};
 use effv2_targets::coral::calib::CalibSource;
 use crate::report;
 use crate::sweep::{run_sweep, SweepOptions};
+use crate::train_step::{self, measure_train_step, TrainDevice, TrainStepOptions};
 use crate::BenchError;
 
 /// The standalone binary's command line.
@@ -32,6 +33,36 @@ pub enum BenchCommand {
     Run(RunArgs),
     /// Build every Fused-MBConv placement of a model, measure each, write report.{json,md,svg}
     Sweep(SweepArgs),
+    /// Training throughput of the CPU or CUDA training engine: full steps on a synthetic batch
+    TrainStep(TrainStepArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct TrainStepArgs {
+    /// cpu (the CPU training engine) or cuda (the CUDA one, GPU 0)
+    #[arg(long, value_enum, default_value_t = TrainDevice::Cpu)]
+    pub device: TrainDevice,
+    /// Variant: efficientnetv2-b0..b3, -s, -m, -l, -xl (or just b0, s, …)
+    #[arg(long)]
+    pub model: String,
+    /// Training image size (default: the variant's train size)
+    #[arg(long)]
+    pub image_size: Option<usize>,
+    #[arg(long, default_value_t = 32)]
+    pub batch: usize,
+    #[arg(long, default_value_t = 2)]
+    pub warmup: usize,
+    #[arg(long, default_value_t = 10)]
+    pub iters: usize,
+    /// Seed of the initial weights and the synthetic batch
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Model options (width, depth, fused stages, classes, …)
+    #[command(flatten)]
+    pub shape: ShapeArgs,
+    /// Print one JSON object on stdout instead of text
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Timing flags shared by `run` and `sweep`.
@@ -129,7 +160,20 @@ pub fn execute(cmd: &BenchCommand) -> Result<(), BenchError> {
     match cmd {
         BenchCommand::Run(a) => run(a),
         BenchCommand::Sweep(a) => sweep(a),
+        BenchCommand::TrainStep(a) => train_step(a),
     }
+}
+
+fn train_step(a: &TrainStepArgs) -> Result<(), BenchError> {
+    let options = a.shape.apply(ModelOptions::default());
+    let size = match a.image_size {
+        Some(s) => s,
+        None => effv2_edge::spec::variant(&a.model).map_err(|e| BenchError::Args(e.to_string()))?.train_size,
+    };
+    let o = TrainStepOptions { device: a.device, model: a.model.clone(), options, image_size: size, batch: a.batch, warmup: a.warmup, iters: a.iters, seed: a.seed };
+    let r = measure_train_step(&o)?;
+    let text = if a.json { serde_json::to_string(&r).expect("reports serialize") } else { train_step::describe(&r) };
+    print_line(&text)
 }
 
 fn run(a: &RunArgs) -> Result<(), BenchError> {

@@ -13,6 +13,7 @@ pub mod report;
 pub mod stats;
 pub mod svg;
 pub mod sweep;
+pub mod train_step;
 
 use std::path::PathBuf;
 
@@ -33,6 +34,8 @@ pub enum BenchError {
     Graph(#[from] effv2_edge::graph::GraphError),
     #[error("bad --fused-stages {spec:?}: {why}")]
     Placement { spec: String, why: String },
+    #[error(transparent)]
+    Train(#[from] effv2_train::TrainError),
     #[error("{0}")]
     Args(String),
     #[error("--target {0} is not implemented yet in this version (cpu, jetson and coral are)")]

@@ -132,3 +132,26 @@ fn bad_inputs_fail_cleanly() {
     assert_clean_failure(&sweep(&["--target", "cpu", "--iters", "0"]), "--iters must be at least 1");
     assert!(!Path::new(out).exists(), "a refused sweep must not create its report directory");
 }
+
+/// `train-step` on the CPU engine: a JSON report whose figures hang together (params from the
+/// graph, throughput from the mean step, FLOPs from both); the CUDA engine without a driver names it.
+#[test]
+fn train_step_reports_cpu_throughput_and_names_a_missing_gpu() {
+    let args = ["train-step", "--model", "b0", "--width", "0.25", "--depth", "0.25", "--num-classes", "10", "--image-size", "48", "--batch", "4", "--warmup", "1", "--iters", "2"];
+    let o = bench(&[&args[..], &["--json"]].concat());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let spec = effv2_edge::spec::ModelSpec::from_name("b0", effv2_edge::spec::ModelOptions { width: Some(0.25), depth: Some(0.25), num_classes: 10, ..Default::default() }).unwrap();
+    let cost = effv2_edge::graph::build(&spec, 48, 48).unwrap().cost();
+    assert_eq!(v["params"].as_u64(), Some(cost.params));
+    assert_eq!(v["device"], "cpu");
+    assert_eq!(v["step_ms"]["n"].as_u64(), Some(2));
+    let ips = v["throughput_ips"].as_f64().unwrap();
+    assert!((ips - 4.0 / (v["step_ms"]["mean"].as_f64().unwrap() / 1e3)).abs() < 1e-6 * ips, "{v}");
+    let tflops = v["achieved_tflops"].as_f64().unwrap();
+    assert!((tflops - 6.0 * cost.macs as f64 * ips / 1e12).abs() <= 1e-9 * tflops.max(1e-12), "{v}");
+    if effv2_runtime::cuda::probe_libraries().is_err() {
+        assert_clean_failure(&bench(&[&args[..], &["--device", "cuda"]].concat()), "no CUDA driver found");
+    }
+    assert_clean_failure(&bench(&["train-step", "--model", "b9"]), "b9");
+}

@@ -1,19 +1,22 @@
 #!/usr/bin/env bash
 # Runs on the lent GPU machine (../shared/reference/gpu-machine.md) with gpu-bin/ from prepare.sh.
-#   bash scripts/gpu/check.sh [correct] [train] [infer] [sweep]      (no argument: all four)
+#   bash scripts/gpu/check.sh [correct] [train] [trainperf] [infer] [sweep]      (no argument: all)
 # Sections, each time-boxed so one stuck step cannot eat the session's device time:
 #   correct  the CUDA inference backend vs the CPU reference engine, b0 and s (fp32 < 1e-4, fp16 < 1e-2);
 #            the training kernels on the GPU vs the CPU maths; the CUDA training engine vs the CPU
 #            trainer (3 steps: logits, weights, EMA, eval, state round trip)
 #   train    `train --device cuda` on Fashion-MNIST with the README's main-job recipe (the CPU run:
 #            88.80% test top-1 after 5 epochs at 1,700 img/s on 2 cores)
+#   trainperf  EfficientNetV2-S 224px batch 128 training steps: ours (`effv2-bench train-step --device cuda`)
+#            vs timm bf16 channels_last eager, same call: images/s, TFLOP/s, memory
 #   infer    EfficientNetV2-S 384px batch 128 fp16 inference: ours vs timm eager and torch.compile
 #   sweep    the Fused-MBConv placement sweep of b0 at 224 on this GPU
-# Two calls fit the 600 s limit: "correct train", then "infer sweep". Results go to $OUT.
+# Each call must stay under 600 s: "correct train", then "trainperf infer", then "sweep" (the order to
+# drop from when device time runs short). Results go to $OUT.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/effv2-gpu}
-SECTIONS=${*:-correct train infer sweep}
+SECTIONS=${*:-correct train trainperf infer sweep}
 mkdir -p "$OUT" /tmp/effv2-bin
 tar -C /tmp/effv2-bin -xJf gpu-bin/bins.tar.xz
 B=/tmp/effv2-bin
@@ -34,8 +37,17 @@ if has train; then
   export EFFV2_FASHION_MNIST=$PWD/gpu-bin/fashion-mnist
   recipe=(--model b0 --width 0.5 --depth 0.5 --fused-stages all --lr-decay cosine --workers 12)
   rm -rf /tmp/run-gpu
-  timeout "${T_TRAIN:-300}" "$B/effv2-edge" train "${recipe[@]}" --device cuda --epochs 5 -o /tmp/run-gpu 2>&1 | tee "$OUT/train_gpu.txt" | grep -vE "^\s*$" | tail -8
+  timeout "${T_TRAIN:-240}" "$B/effv2-edge" train "${recipe[@]}" --device cuda --epochs 5 -o /tmp/run-gpu 2>&1 | tee "$OUT/train_gpu.txt" | grep -vE "^\s*$" | tail -8
   cp /tmp/run-gpu/metrics.jsonl "$OUT/train_gpu_metrics.jsonl" 2>/dev/null
+fi
+
+if has trainperf; then
+  echo "== S@224 batch 128 training steps: ours vs timm"
+  timeout "${T_TRAINPERF:-200}" "$B/effv2-bench" train-step --device cuda --model efficientnetv2-s --image-size 224 --batch 128 \
+    --warmup 2 --iters 8 --json > "$OUT/ours_train_s224.json" 2> "$OUT/ours_train_s224.log"; cat "$OUT/ours_train_s224.json" "$OUT/ours_train_s224.log" | tail -3
+  gmacs=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["gmacs_per_image"])' "$OUT/ours_train_s224.json" 2>/dev/null || echo 8.4)
+  timeout "${T_PEER:-200}" python3 scripts/py/gpu_train_peer.py --model efficientnetv2_s --size 224 --batch 128 --gmacs "$gmacs" \
+    > "$OUT/timm_train_s224.json" 2> "$OUT/timm_train_s224.log"; cat "$OUT/timm_train_s224.json"
 fi
 
 if has infer; then

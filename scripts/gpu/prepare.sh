@@ -2,7 +2,7 @@
 # Build here (the GPU machine has no cargo) what scripts/gpu/check.sh runs on a lent GPU machine:
 # release effv2-edge and effv2-bench plus the CUDA test binaries (inference backend, training
 # kernels, training engine), stripped and xz-packed into gpu-bin/ (git-ignored), plus Fashion-MNIST.
-# Then two device calls (each under the 600 s limit): check.sh correct train, and check.sh infer sweep.
+# Then device calls, each under the 600 s limit: check.sh correct train; check.sh trainperf infer; check.sh sweep.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export CARGO_INCREMENTAL=0

@@ -135,6 +135,12 @@ impl CudaTrainer {
         &self.device
     }
 
+    /// Device memory the engine holds now (buffers it allocated; cuDNN's and cuBLAS's handles aside).
+    pub fn device_bytes(&self) -> usize {
+        let batch = self.batch.as_ref().map_or(0, |b| b.arena.len() + 4 * (b.masks.len() + b.input.len() + b.logits.len() + b.dlogits.len()));
+        self.params.len() + self.grads.len() + self.slots.iter().map(|s| s.len()).sum::<usize>() + self.ema.as_ref().map_or(0, |e| e.len()) + self.workspace.len() + batch
+    }
+
     fn bind(&self) -> Result<(), TrainError> {
         self.ctx.bind_to_thread().map_err(|e| dev(fail("binding the CUDA context", e)))
     }
