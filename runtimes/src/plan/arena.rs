@@ -16,66 +16,89 @@ pub const ALIGN: usize = 64;
 /// with its own inputs.
 pub fn plan_arena(sizes: &[usize], inputs: &[Vec<usize>], output: usize) -> Arena {
     let n = sizes.len();
-    let mut last_use = vec![None; n];
+    // Value v is born at step v - 1 (the input at step 0) and lives through its last reader.
+    let born: Vec<usize> = (0..n).map(|v| v.saturating_sub(1)).collect();
+    let mut dies = born.clone();
     for (s, ins) in inputs.iter().enumerate() {
         for &v in ins {
-            last_use[v] = Some(s);
+            dies[v] = dies[v].max(s);
         }
     }
-    let mut free: Vec<(usize, usize)> = vec![]; // (offset, len), sorted by offset
-    let mut size = 0;
-    let mut offsets = vec![0; n];
-    let alloc = |len: usize, free: &mut Vec<(usize, usize)>, size: &mut usize| -> usize {
-        let len = len.div_ceil(ALIGN).max(1) * ALIGN;
-        if let Some(k) = free.iter().position(|&(_, l)| l >= len) {
-            let (off, l) = free[k];
+    if output < n {
+        dies[output] = usize::MAX;
+    }
+    let lens: Vec<usize> = sizes.iter().map(|l| l.div_ceil(ALIGN).max(1) * ALIGN).collect();
+    let (offsets, size) = plan_intervals(&lens, &born, &dies);
+    Arena { offsets, size }
+}
+
+/// Offsets for blocks of `lens` units, block `i` live from step `born[i]` through step `dies[i]`
+/// (inclusive; `usize::MAX` = to the end), such that no two blocks live at the same step overlap;
+/// returns the offsets and the total. Blocks are placed first-fit in order of birth, freed
+/// space reused and merged. Callers round `lens` to their alignment.
+pub fn plan_intervals(lens: &[usize], born: &[usize], dies: &[usize]) -> (Vec<usize>, usize) {
+    let mut order: Vec<usize> = (0..lens.len()).collect();
+    order.sort_by_key(|&i| (born[i], i));
+    // Blocks by the step after which they are freed.
+    let mut by_death: Vec<usize> = (0..lens.len()).filter(|&i| dies[i] != usize::MAX).collect();
+    by_death.sort_by_key(|&i| (dies[i], i));
+    let mut free = FreeList::default();
+    let mut offsets = vec![0; lens.len()];
+    let mut next_death = 0;
+    for i in order {
+        while next_death < by_death.len() && dies[by_death[next_death]] < born[i] {
+            let d = by_death[next_death];
+            free.release(offsets[d], lens[d]);
+            next_death += 1;
+        }
+        offsets[i] = free.alloc(lens[i]);
+    }
+    (offsets, free.size)
+}
+
+/// First-fit allocation in one block that grows at the top, with freed ranges kept sorted and
+/// merged with their neighbours.
+#[derive(Default)]
+struct FreeList {
+    free: Vec<(usize, usize)>, // (offset, len), sorted by offset
+    size: usize,
+}
+
+impl FreeList {
+    fn alloc(&mut self, len: usize) -> usize {
+        if let Some(k) = self.free.iter().position(|&(_, l)| l >= len) {
+            let (off, l) = self.free[k];
             if l == len {
-                free.remove(k);
+                self.free.remove(k);
             } else {
-                free[k] = (off + len, l - len);
+                self.free[k] = (off + len, l - len);
             }
             return off;
         }
         // Grow, absorbing a free block that ends at the top.
-        if let Some(&(off, l)) = free.last() {
-            if off + l == *size {
-                free.pop();
-                *size = off + len;
+        if let Some(&(off, l)) = self.free.last() {
+            if off + l == self.size {
+                self.free.pop();
+                self.size = off + len;
                 return off;
             }
         }
-        *size += len;
-        *size - len
-    };
-    let release = |v: usize, free: &mut Vec<(usize, usize)>, offsets: &[usize]| {
-        let len = sizes[v].div_ceil(ALIGN).max(1) * ALIGN;
-        let k = free.partition_point(|&(o, _)| o < offsets[v]);
-        free.insert(k, (offsets[v], len));
-        // Merge with neighbours.
-        if k + 1 < free.len() && free[k].0 + free[k].1 == free[k + 1].0 {
-            free[k].1 += free[k + 1].1;
-            free.remove(k + 1);
+        self.size += len;
+        self.size - len
+    }
+
+    fn release(&mut self, off: usize, len: usize) {
+        let k = self.free.partition_point(|&(o, _)| o < off);
+        self.free.insert(k, (off, len));
+        if k + 1 < self.free.len() && self.free[k].0 + self.free[k].1 == self.free[k + 1].0 {
+            self.free[k].1 += self.free[k + 1].1;
+            self.free.remove(k + 1);
         }
-        if k > 0 && free[k - 1].0 + free[k - 1].1 == free[k].0 {
-            free[k - 1].1 += free[k].1;
-            free.remove(k);
-        }
-    };
-    offsets[0] = alloc(sizes[0], &mut free, &mut size);
-    for (s, ins) in inputs.iter().enumerate() {
-        let v = s + 1;
-        offsets[v] = alloc(sizes[v], &mut free, &mut size);
-        let mut done: Vec<usize> = ins.iter().copied().filter(|&u| u != output && last_use[u] == Some(s)).collect();
-        done.sort_unstable();
-        done.dedup();
-        if last_use[v].is_none() && v != output {
-            done.push(v);
-        }
-        for u in done {
-            release(u, &mut free, &offsets);
+        if k > 0 && self.free[k - 1].0 + self.free[k - 1].1 == self.free[k].0 {
+            self.free[k - 1].1 += self.free[k].1;
+            self.free.remove(k);
         }
     }
-    Arena { offsets, size }
 }
 
 #[cfg(test)]
@@ -116,5 +139,31 @@ mod tests {
         let inputs = vec![vec![0], vec![1], vec![2], vec![3], vec![1, 4], vec![5, 0], vec![6]];
         let a = plan_arena(&sizes, &inputs, 6);
         check(&sizes, &inputs, 6, &a);
+    }
+
+    /// Random lifetimes: blocks live at the same step never overlap, and freed space is reused.
+    #[test]
+    fn intervals_never_overlap_while_both_live() {
+        let mut x = 12345u64;
+        let mut rnd = |m: usize| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % m as u64) as usize
+        };
+        let n = 200;
+        let lens: Vec<usize> = (0..n).map(|_| 1 + rnd(50)).collect();
+        let born: Vec<usize> = (0..n).map(|_| rnd(100)).collect();
+        let dies: Vec<usize> = (0..n).map(|i| if i % 17 == 0 { usize::MAX } else { born[i] + rnd(20) }).collect();
+        let (off, size) = plan_intervals(&lens, &born, &dies);
+        for a in 0..n {
+            assert!(off[a] + lens[a] <= size);
+            for b in a + 1..n {
+                let live = born[a] <= dies[b] && born[b] <= dies[a];
+                let overlap = off[a] < off[b] + lens[b] && off[b] < off[a] + lens[a];
+                assert!(!(live && overlap), "blocks {a} and {b}");
+            }
+        }
+        assert!(size < lens.iter().sum::<usize>() / 2, "{size}");
     }
 }

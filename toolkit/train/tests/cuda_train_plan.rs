@@ -188,3 +188,27 @@ fn the_training_launches_replayed_on_the_host_equal_the_cpu_trainer() {
         assert!(rel_err(&eval_logits, &logits) > 1e-3, "eval differs from the training-mode forward");
     }
 }
+
+/// The arena shares space by lifetime: gradients reuse the values of nodes already
+/// back-propagated. For EfficientNetV2-S at 224, batch 128 (the training benchmark's shape) the
+/// arena must come out well under values + gradients kept side by side, and every value and
+/// gradient must lie inside it, 256-byte aligned (cuDNN operands).
+#[test]
+fn the_training_arena_reuses_gradient_space_for_s_at_224() {
+    let g = build(&ModelSpec::from_name("s", ModelOptions::default()).unwrap(), 224, 224).unwrap();
+    let w = effv2_edge::weights::init_weights(&g, 0);
+    let batch = 128;
+    let l = TrainLayout::new(&g, &w, batch).unwrap();
+    let bytes = |i: usize| 4 * batch * g.nodes[i].shape.numel();
+    let values: usize = (0..g.nodes.len()).map(bytes).sum();
+    let side_by_side = values + l.grad_at.iter().enumerate().filter(|(_, a)| a.is_some()).map(|(i, _)| bytes(i)).sum::<usize>();
+    let gib = |b: usize| b as f64 / (1u64 << 30) as f64;
+    println!("S@224 b128: arena {:.1} GiB (values {:.1} GiB; values and gradients side by side {:.1} GiB)", gib(l.arena_bytes), gib(values), gib(side_by_side));
+    assert!((l.arena_bytes as f64) < 0.65 * side_by_side as f64, "{} vs {side_by_side}", l.arena_bytes);
+    for (i, &at) in l.value_at.iter().enumerate() {
+        assert!(at % 256 == 0 && at + bytes(i) <= l.arena_bytes);
+        if let Some(g_at) = l.grad_at[i] {
+            assert!(g_at % 256 == 0 && g_at + bytes(i) <= l.arena_bytes);
+        }
+    }
+}

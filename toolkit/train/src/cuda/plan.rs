@@ -8,6 +8,7 @@
 
 use effv2_edge::graph::{Graph, Op, Shape};
 use effv2_edge::weights::Weights;
+use effv2_runtime::plan::arena::plan_intervals;
 use effv2_runtime::plan::launch::{Arg, BlasGemm, ConvShape};
 use effv2_runtime::plan::layout::{depthwise_to_hwc, oihw_to_ohwi};
 
@@ -89,7 +90,6 @@ impl TrainLayout {
             at += align(bytes);
             a
         };
-        let value_at: Vec<usize> = graph.nodes.iter().map(|n| take(4 * batch * n.shape.numel())).collect();
         let (mut pad_len, mut max_c, mut max_rows) = (0usize, 1usize, 1usize);
         for n in &graph.nodes {
             let src = n.inputs.first().map(|&j| graph.nodes[j].shape).unwrap_or(n.shape);
@@ -108,9 +108,9 @@ impl TrainLayout {
         let var64_at = take(8 * max_c);
         let zeros_at = take(4 * max_c);
         let bn_saved_at = graph.nodes.iter().map(|n| matches!(n.op, Op::BatchNorm(_)).then(|| (take(4 * n.shape.c), take(4 * n.shape.c)))).collect();
-        let grad_at = graph.nodes.iter().map(|n| (!matches!(n.op, Op::Input)).then(|| take(4 * batch * n.shape.numel()))).collect();
         let tmp_at = take(4 * batch * graph.nodes.iter().map(|n| n.shape.numel()).max().unwrap_or(1).max(pad_len / batch.max(1)));
-        let arena_bytes = at;
+        let (value_at, grad_at, lifetimes_bytes) = Self::plan_values_and_grads(graph, batch, at);
+        let arena_bytes = at + lifetimes_bytes;
         let mut grads_bytes = 0;
         let pgrad_at = graph
             .params
@@ -192,6 +192,48 @@ impl TrainLayout {
             }
         }
         w
+    }
+
+    /// Offsets (from `base`) of every node's value and gradient, sharing space by lifetime over one
+    /// training step: node `i`'s forward runs at time `i` and its backward at `2n − 1 − i`. A
+    /// value lives from its forward through its own backward (the last to read it: a node's
+    /// backward reads its own value and its inputs'). A gradient lives from the backward of its
+    /// last consumer (which writes it first) through its own node's backward; the input and
+    /// the output (whose gradient is dLoss/dLogits, outside the arena) have none, nor have nodes
+    /// nothing reads. So gradients reuse the values of the nodes already back-propagated.
+    /// Returns the value offsets, the gradient offsets and the bytes they span.
+    fn plan_values_and_grads(graph: &Graph, batch: usize, base: usize) -> (Vec<usize>, Vec<Option<usize>>, usize) {
+        let n = graph.nodes.len();
+        let backward_at = |i: usize| 2 * n - 1 - i;
+        let mut last_consumer = vec![None; n];
+        for (i, node) in graph.nodes.iter().enumerate() {
+            for &j in &node.inputs {
+                last_consumer[j] = Some(i);
+            }
+        }
+        let bytes = |i: usize| align(4 * batch * graph.nodes[i].shape.numel());
+        let (mut lens, mut born, mut dies): (Vec<usize>, Vec<usize>, Vec<usize>) = (0..n).map(|i| (bytes(i), i, backward_at(i))).fold((vec![], vec![], vec![]), |mut v, (l, b, d)| {
+            v.0.push(l);
+            v.1.push(b);
+            v.2.push(d);
+            v
+        });
+        let with_grad: Vec<(usize, usize)> = (0..n)
+            .filter(|&j| !matches!(graph.nodes[j].op, Op::Input) && j != graph.output)
+            .filter_map(|j| last_consumer[j].map(|c| (j, c)))
+            .collect();
+        for &(j, c) in &with_grad {
+            lens.push(bytes(j));
+            born.push(backward_at(c));
+            dies.push(backward_at(j));
+        }
+        let (offsets, total) = plan_intervals(&lens, &born, &dies);
+        let value_at = offsets[..n].iter().map(|o| base + o).collect();
+        let mut grad_at = vec![None; n];
+        for (k, &(j, _)) in with_grad.iter().enumerate() {
+            grad_at[j] = Some(base + offsets[n + k]);
+        }
+        (value_at, grad_at, total)
     }
 
     /// The step's dropout and drop-path masks (the CPU engine's draws for the same seed), laid
