@@ -92,6 +92,26 @@ pub fn compile_source(src: &str, name: &str, mut options: Vec<String>, arch: Opt
     })
 }
 
+/// One grid-stride kernel over `total` elements, in blocks of [`BLOCK`] threads, with a launch
+/// list's arguments.
+///
+/// # Safety
+/// `args` must match the kernel's parameters and address live device buffers of the sizes it reads.
+pub unsafe fn launch_kernel(stream: &Arc<CudaStream>, f: &CudaFunction, total: usize, args: &[Arg]) -> Result<(), cudarc::driver::DriverError> {
+    let mut b = stream.launch_builder(f);
+    for a in args {
+        match a {
+            Arg::Ptr(p) => b.arg(p),
+            Arg::I32(v) => b.arg(v),
+            Arg::I64(v) => b.arg(v),
+            Arg::F32(v) => b.arg(v),
+            Arg::F64(v) => b.arg(v),
+        };
+    }
+    let cfg = LaunchConfig { grid_dim: (grid(total), 1, 1), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 };
+    unsafe { b.launch(cfg) }.map(|_| ())
+}
+
 /// The device address of a buffer (the engine and cuBLAS work on raw addresses).
 pub fn ptr<T>(s: &CudaSlice<T>, stream: &CudaStream) -> u64 {
     let (p, _sync) = s.device_ptr(stream);
@@ -166,18 +186,7 @@ impl Engine {
         for (i, l) in self.launches.iter().enumerate() {
             match l {
                 Launch::Kernel { f, total, args } => {
-                    let mut b = self.stream.launch_builder(&self.fns[*f]);
-                    for a in args {
-                        match a {
-                            Arg::Ptr(p) => b.arg(p),
-                            Arg::I32(v) => b.arg(v),
-                            Arg::I64(v) => b.arg(v),
-                            Arg::F32(v) => b.arg(v),
-                            Arg::F64(v) => b.arg(v),
-                        };
-                    }
-                    let cfg = LaunchConfig { grid_dim: (grid(*total), 1, 1), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 };
-                    unsafe { b.launch(cfg) }.map_err(|e| fail(&format!("launch {i} ({})", KERNEL_NAMES[*f]), e))?;
+                    unsafe { launch_kernel(&self.stream, &self.fns[*f], *total, args) }.map_err(|e| fail(&format!("launch {i} ({})", KERNEL_NAMES[*f]), e))?;
                 }
                 Launch::Conv { conv, x, w, y } => {
                     unsafe { conv.launch(&self.cudnn, *x, *w, *y, self.workspace.0, self.workspace.1) }.map_err(|e| fail(&format!("launch {i} (cuDNN conv)"), e))?;

@@ -13,7 +13,7 @@ use std::path::Path;
 use cudarc::driver::CudaContext;
 
 pub use cudnn::DType;
-pub use engine::{compile_kernels, compile_source, fail, ptr, KERNELS};
+pub use engine::{compile_kernels, compile_source, fail, launch_kernel, ptr, KERNELS};
 use engine::Engine;
 
 use crate::manifest::{Manifest, Precision};

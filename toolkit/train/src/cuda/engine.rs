@@ -11,14 +11,14 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream};
 use effv2_edge::graph::Graph;
 use effv2_edge::tensor::Tensor;
 use effv2_edge::weights::Weights;
 use effv2_runtime::cuda::blas::Blas;
 use effv2_runtime::cuda::cudnn::{ConvGrad, DType, Handle};
-use effv2_runtime::cuda::{compile_kernels, compile_source, fail, probe_libraries, ptr};
-use effv2_runtime::plan::launch::{grid, Arg, ConvShape, BLOCK, KERNEL_NAMES};
+use effv2_runtime::cuda::{compile_kernels, compile_source, fail, launch_kernel, probe_libraries, ptr};
+use effv2_runtime::plan::launch::{ConvShape, KERNEL_NAMES};
 
 use super::plan::{Kernel, TrainLaunch, TrainLayout};
 use super::{TRAIN_KERNELS, TRAIN_KERNEL_NAMES};
@@ -201,18 +201,7 @@ impl CudaTrainer {
                         Kernel::Train(n) => (n, self.train_fns.get(n)),
                     };
                     let f = f.ok_or_else(|| dev(format!("{}: no kernel {name}", at(name))))?;
-                    let mut b = self.stream.launch_builder(f);
-                    for a in args {
-                        match a {
-                            Arg::Ptr(p) => b.arg(p),
-                            Arg::I32(v) => b.arg(v),
-                            Arg::I64(v) => b.arg(v),
-                            Arg::F32(v) => b.arg(v),
-                            Arg::F64(v) => b.arg(v),
-                        };
-                    }
-                    let cfg = LaunchConfig { grid_dim: (grid(*total), 1, 1), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 };
-                    unsafe { b.launch(cfg) }.map_err(|e| dev(fail(&at(name), e)))?;
+                    unsafe { launch_kernel(&self.stream, f, *total, args) }.map_err(|e| dev(fail(&at(name), e)))?;
                 }
                 TrainLaunch::Conv { shape, x, w, y } => {
                     unsafe { self.convs[shape].conv.launch(&self.cudnn, *x, *w, *y, ws, ws_len) }.map_err(|e| dev(fail(&at("cuDNN conv"), e)))?
