@@ -109,7 +109,7 @@ pub struct SweepArgs {
     /// coral (int8 Edge TPU: mapping, footprint, predicted latency)
     #[arg(long)]
     pub target: Target,
-    /// jetson: fp16 or fp32 [default: fp16]; cpu runs fp32
+    /// jetson: fp16, bf16 or fp32 [default: fp16]; cpu runs fp32
     #[arg(long, value_parser = parse_precision)]
     pub precision: Option<Precision>,
     /// Variant: efficientnetv2-b0..b3, -s, -m, -l, -xl (or just b0, s, …)
@@ -151,7 +151,8 @@ fn parse_precision(s: &str) -> Result<Precision, String> {
     match s {
         "fp32" => Ok(Precision::Fp32),
         "fp16" => Ok(Precision::Fp16),
-        _ => Err(format!("{s:?}: sweeps run fp32 or fp16")),
+        "bf16" => Ok(Precision::Bf16),
+        _ => Err(format!("{s:?}: sweeps run fp32, fp16 or bf16")),
     }
 }
 

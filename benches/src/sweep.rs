@@ -188,7 +188,7 @@ pub struct SweepReport {
 pub fn run_sweep(o: &SweepOptions, progress: &ProgressBar) -> Result<SweepReport, BenchError> {
     let started = Instant::now();
     match (o.target, o.precision) {
-        (Target::Cpu, Precision::Fp32) | (Target::Jetson, Precision::Fp16 | Precision::Fp32) => {}
+        (Target::Cpu, Precision::Fp32) | (Target::Jetson, Precision::Fp16 | Precision::Bf16 | Precision::Fp32) => {}
         (Target::Coral, _) => return Err(BenchError::TargetNotImplemented(o.target)),
         (t, p) => return Err(BenchError::Args(format!("--target {t} sweeps run at fp32 (cpu) or fp16/fp32 (jetson), not {p}"))),
     }

@@ -49,6 +49,7 @@ impl std::str::FromStr for Target {
 pub enum Precision {
     Fp32,
     Fp16,
+    Bf16,
     Int8,
 }
 
@@ -57,6 +58,7 @@ impl fmt::Display for Precision {
         f.write_str(match self {
             Precision::Fp32 => "fp32",
             Precision::Fp16 => "fp16",
+            Precision::Bf16 => "bf16",
             Precision::Int8 => "int8",
         })
     }

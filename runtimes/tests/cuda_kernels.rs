@@ -6,18 +6,20 @@
 use effv2_runtime::cuda::{compile_kernels, nvrtc_for_tests, DType};
 
 #[test]
-fn kernels_compile_for_f32_and_f16_on_hopper_and_orin() {
+fn kernels_compile_for_f32_f16_and_bf16_on_hopper_and_orin() {
     if !nvrtc_for_tests() {
         return;
     }
-    for dtype in [DType::F32, DType::F16] {
+    for dtype in [DType::F32, DType::F16, DType::Bf16] {
         for arch in ["compute_90", "compute_87"] {
             let ptx = compile_kernels(dtype, Some(arch.into())).unwrap_or_else(|e| panic!("{dtype:?} {arch}: {e}")).to_src();
             for k in ["nchw_to_nhwc", "to_f32", "bias_act", "act_only", "depthwise", "pool", "gate_mul", "add", "pad"] {
                 assert!(ptx.contains(&format!(".entry {k}(")), "{dtype:?} {arch}: no entry {k}");
             }
-            // Half builds convert through f16 registers; f32 builds never do.
+            // Half builds convert through f16 registers; bf16 builds widen with a 16-bit shift
+            // (and a 16-bit load); f32 builds do neither.
             assert_eq!(ptx.contains("cvt.f32.f16"), dtype == DType::F16, "{dtype:?} {arch}");
+            assert_eq!(ptx.contains("ld.global.u16") || ptx.contains("ld.global.nc.u16"), dtype != DType::F32, "{dtype:?} {arch}");
         }
     }
 }

@@ -55,6 +55,8 @@ if has infer; then
   timeout 180 "$B/effv2-edge" build --target jetson --model efficientnetv2-s --image-size 384 --batch 128 -o /tmp/s384 2>&1 | tail -2
   timeout 120 "$B/effv2-bench" run --artifact /tmp/s384 --warmup 5 --iters 30 --json > "$OUT/ours_s384_fp16.json"
   timeout 120 "$B/effv2-bench" run --artifact /tmp/s384 --warmup 5 --iters 30 | tee "$OUT/ours_s384_fp16.txt"
+  timeout 180 "$B/effv2-edge" build --target jetson --precision bf16 --model efficientnetv2-s --image-size 384 --batch 128 -o /tmp/s384bf 2>&1 | tail -1
+  timeout 120 "$B/effv2-bench" run --artifact /tmp/s384bf --warmup 5 --iters 30 | tee "$OUT/ours_s384_bf16.txt"
   timeout "${T_PEER:-300}" python3 scripts/py/gpu_infer_peer.py --model efficientnetv2_s --size 384 --batch 128 --iters 30 \
     > "$OUT/timm_s384.json" 2> "$OUT/timm_s384.log"; cat "$OUT/timm_s384.json"
 fi

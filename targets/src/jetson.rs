@@ -29,6 +29,7 @@ pub fn engine_file(precision: Precision) -> String {
 pub fn trtexec_commands(precision: Precision, batch: usize, c: usize, size: usize) -> Vec<String> {
     let flag = match precision {
         Precision::Fp16 => " --fp16",
+        Precision::Bf16 => " --bf16",
         Precision::Int8 => " --int8 --fp16",
         Precision::Fp32 => "",
     };
@@ -42,8 +43,8 @@ pub fn trtexec_commands(precision: Precision, batch: usize, c: usize, size: usiz
 
 /// Jetson artifact at `precision` (fp16 or fp32: the precision the TensorRT engine is built at).
 pub fn build_jetson(model: &LoadedModel, opts: &CpuBuild, precision: Precision, out: &Path) -> Result<Manifest, BuildError> {
-    if !matches!(precision, Precision::Fp16 | Precision::Fp32) {
-        return Err(BuildError::Unsupported(format!("build_jetson builds fp16 or fp32, not {precision}; int8 is build_jetson_int8")));
+    if !matches!(precision, Precision::Fp16 | Precision::Bf16 | Precision::Fp32) {
+        return Err(BuildError::Unsupported(format!("build_jetson builds fp16, bf16 or fp32, not {precision}; int8 is build_jetson_int8")));
     }
     let notes = |[batch, c, size, _]: [usize; 4]| {
         let mut n = vec![format!(

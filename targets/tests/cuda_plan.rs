@@ -1,7 +1,7 @@
 //! `--target jetson`'s plan for the CUDA engine. Everywhere: the engine's own launch list (arena
 //! offsets, repacked weights, argument lists) replayed on the host — kernels.cu compiled as C++ by
 //! g++, convs by a plain NHWC loop in place of cuDNN — equals the reference engine. On a machine with a CUDA GPU: effv2-runtime's CUDA backend equals
-//! the reference engine (fp32 rel err < 1e-4, fp16 < 1e-2) for b0 and s; without one, opening the
+//! the reference engine (fp32 rel err < 1e-4, fp16 and bf16 < 1e-2) for b0 and s; without one, opening the
 //! artifact is a clear error naming the missing driver.
 
 use std::path::Path;
@@ -26,19 +26,34 @@ fn rel_err(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max) / max_b
 }
 
-/// A fresh model whose BN statistics are calibrated on `x` (random deep nets otherwise amplify
-/// rounding; see cpu_artifact.rs), with the reference engine's logits for `x`.
+/// A fresh model conditioned like a trained one, with the reference engine's logits for `x`. Random
+/// deep nets amplify rounding hundreds of times (b0 w0.5 at 64px: f32 2.8e-5, fp16 7.8e-2, bf16
+/// 0.95 from storage rounding alone), so no 16-bit engine could meet a 1e-2 bound on them:
+/// BN statistics are calibrated on `x` (see cpu_artifact.rs) and each block's last BN scale
+/// (`project.bn.weight`) is cut to 0.2, the small residual-branch gain of trained networks
+/// (and of zero-init-residual training). Then fp16 lands at 4e-4–1.2e-3 and bf16 at 4e-3–6e-3.
 fn model_and_reference(model: &str, options: ModelOptions, size: usize, x: &Tensor) -> (LoadedModel, Vec<f32>) {
     let m = ModelSource::Fresh { model: model.into(), options, seed: 3 }.load_for_size(Some(size)).unwrap();
     let graph = m.graph(Some(size)).unwrap();
-    let m = LoadedModel { weights: calibrate_batchnorm(&graph, &m.weights, x).unwrap(), ..m };
+    let mut weights = calibrate_batchnorm(&graph, &m.weights, x).unwrap();
+    let last_bn: Vec<(String, Tensor)> = weights
+        .iter()
+        .filter(|(n, _)| n.ends_with("project.bn.weight"))
+        .map(|(n, t)| (n.clone(), Tensor::new(t.shape().to_vec(), t.data().iter().map(|v| v * 0.2).collect()).unwrap()))
+        .collect();
+    assert!(!last_bn.is_empty(), "no project.bn.weight in {model}");
+    for (n, t) in last_bn {
+        weights.insert(n, t);
+    }
+    let m = LoadedModel { weights, ..m };
     let want = CpuEngine::new(&graph, &m.weights).unwrap().run(x).unwrap().into_data();
     (m, want)
 }
 
-/// The engine's launches for `plan` at f32, replayed on host memory; logits [N, classes].
-fn replay_on_host(host: &HostKernels, plan: &NetPlan, weights: &[f32], x: &Tensor) -> Vec<f32> {
-    let layout = Layout::new(plan, weights, x.shape()[0], DType::F32).unwrap();
+/// The engine's launches for `plan` with activations of `dtype` (the host kernels built for it),
+/// replayed on host memory; logits [N, classes].
+fn replay_on_host(host: &HostKernels, plan: &NetPlan, weights: &[f32], x: &Tensor, dtype: DType) -> Vec<f32> {
+    let layout = Layout::new(plan, weights, x.shape()[0], dtype).unwrap();
     // u64 backing keeps every block 8-byte aligned, like device allocations.
     let mut arena = vec![0u64; layout.arena_bytes.div_ceil(8)];
     let mut params = vec![0u64; layout.params.len().div_ceil(8)];
@@ -68,10 +83,41 @@ fn the_engine_launches_replayed_on_the_host_equal_the_reference_engine() {
         let x = Rng::new(9).normal_tensor(vec![2, 3, size, size]);
         let (m, want) = model_and_reference("efficientnetv2-b0", options, size, &x);
         let (plan, weights) = cuda_plan(&m.graph(Some(size)).unwrap(), &m.weights).unwrap();
-        let got = replay_on_host(&host, &plan, &weights, &x);
+        let got = replay_on_host(&host, &plan, &weights, &x, DType::F32);
         let e = rel_err(&got, &want);
         println!("host replay {name}: rel err {e:.2e}");
         assert!(e < 1e-4, "{name}: {e}");
+    }
+}
+
+/// The 16-bit builds: activations and conv weights stored as IEEE half or bfloat16 (kernels.cu's
+/// own conversions, compiled for the host; the cuDNN / cuBLAS stand-ins read and write the same
+/// type with f32 sums, as the engine configures them), within the 1e-2 of the reference.
+#[test]
+fn the_half_and_bf16_launches_replayed_on_the_host_stay_within_1e_2() {
+    let tmp = tempfile::tempdir().unwrap();
+    let small = |fused: &str| ModelOptions { width: Some(0.5), depth: Some(0.5), num_classes: 10, fused_stages: fused.parse().unwrap(), ..Default::default() };
+    let nose = |fused: &str| ModelOptions { se: false, ..small(fused) };
+    let relu = |fused: &str| ModelOptions { activation: Activation::Relu6, ..small(fused) };
+    let cases = [("official", small("official"), 64), ("all", small("all"), 40), ("official-nose", nose("official"), 64), ("official-relu6", relu("official"), 64), ("none", small("none"), 64)];
+    let models: Vec<_> = cases.into_iter().map(|(name, options, size)| {
+        let x = Rng::new(9).normal_tensor(vec![2, 3, size, size]);
+        let (m, want) = model_and_reference("efficientnetv2-b0", options, size, &x);
+        let (plan, weights) = cuda_plan(&m.graph(Some(size)).unwrap(), &m.weights).unwrap();
+        (name, x, plan, weights, want)
+    }).collect();
+    for (dtype, dir) in [(DType::F16, "f16"), (DType::Bf16, "bf16")] {
+        let dir = tmp.path().join(dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let host = HostKernels::compile_for(&inference_harness(), &[], dtype, &dir).unwrap();
+        for (name, x, plan, weights, want) in &models {
+            let got = replay_on_host(&host, plan, weights, x, dtype);
+            let e = rel_err(&got, want);
+            println!("host replay {name} {dtype:?}: rel err {e:.2e}");
+            assert!(e < 1e-2, "{name} {dtype:?}: {e}");
+            // Really 16-bit: an f32 replay is two orders of magnitude closer.
+            assert!(e > 1e-5, "{name} {dtype:?}: {e} looks like f32");
+        }
     }
 }
 
@@ -104,7 +150,7 @@ fn the_cuda_backend_equals_the_reference_engine_or_names_what_is_missing() {
         let x = Rng::new(5).normal_tensor(vec![2, 3, size, size]);
         let o = ModelOptions { fused_stages: fused.parse().unwrap(), ..Default::default() };
         let (m, want) = model_and_reference(model, o, size, &x);
-        for (precision, tol) in [(Precision::Fp32, 1e-4), (Precision::Fp16, 1e-2)] {
+        for (precision, tol) in [(Precision::Fp32, 1e-4), (Precision::Fp16, 1e-2), (Precision::Bf16, 1e-2)] {
             let dir = tmp.path().join(format!("{model}-{size}-{fused}-{precision}"));
             build(&m, size, 2, precision, &dir);
             let mut rt = open(&dir, &OpenOptions::default()).unwrap();

@@ -5,13 +5,16 @@
 
 use std::path::{Path, PathBuf};
 
+use std::ffi::c_void;
+
 use libloading::{Library, Symbol};
 
-use super::launch::{grid, Arg, BlasGemm, ConvShape, BLOCK};
+use super::launch::{grid, Arg, BlasGemm, ConvShape, DType, BLOCK};
 
 type HostKernel = unsafe extern "C" fn(u32, u32, *mut *mut std::ffi::c_void);
-type HostConv = unsafe extern "C" fn(i32, i32, i32, i32, i32, i32, i32, i32, i32, i32, i32, i32, *const f32, *const f32, *mut f32);
-type HostGemm = unsafe extern "C" fn(i32, i32, i32, i32, i32, i32, i32, i32, *const f32, *const f32, *mut f32);
+// Operands are of the build's element type (f32, or 16-bit words in a half / bf16 build).
+type HostConv = unsafe extern "C" fn(i32, i32, i32, i32, i32, i32, i32, i32, i32, i32, i32, i32, *const c_void, *const c_void, *mut c_void);
+type HostGemm = unsafe extern "C" fn(i32, i32, i32, i32, i32, i32, i32, i32, *const c_void, *const c_void, *mut c_void);
 
 /// The inference kernels' harness (this crate's `host_harness.cpp`).
 pub fn inference_harness() -> PathBuf {
@@ -25,9 +28,17 @@ pub struct HostKernels {
 impl HostKernels {
     /// Compiles `main` (a harness .cpp) into `dir` with each `(macro, source)` written to a file
     /// whose quoted path the macro names; the inference kernels' source is always `KERNELS_CU`.
+    /// An f32 build (the training harness's); [`HostKernels::compile_for`] picks the element type.
     pub fn compile(main: &Path, sources: &[(&str, &str)], dir: &Path) -> Result<HostKernels, String> {
+        Self::compile_for(main, sources, DType::F32, dir)
+    }
+
+    /// As [`HostKernels::compile`], with activations (and the conv / gemm stand-ins' operands)
+    /// of `dtype`, as the engine's kernels are compiled for it.
+    pub fn compile_for(main: &Path, sources: &[(&str, &str)], dtype: DType, dir: &Path) -> Result<HostKernels, String> {
         let mut cmd = std::process::Command::new("g++");
         cmd.args(["-O2", "-shared", "-fPIC", "-std=c++17"]);
+        cmd.args(dtype.kernel_defines());
         let infer = [("KERNELS_CU", include_str!("../backends/cuda/kernels.cu"))];
         for (i, (name, src)) in infer.iter().chain(sources).enumerate() {
             let file = dir.join(format!("source{i}.cu"));
@@ -85,7 +96,7 @@ impl HostKernels {
     unsafe fn conv_like(&self, name: &str, s: ConvShape, a: u64, b: u64, c: u64) {
         let f: Symbol<HostConv> = self.sym(name);
         let d = [s.n, s.c, s.h, s.w, s.out_ch, s.oh, s.ow, s.kernel, s.stride, s.pad[0], s.pad[1], s.groups].map(|v| v as i32);
-        unsafe { f(d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7], d[8], d[9], d[10], d[11], a as *const f32, b as *const f32, c as *mut f32) };
+        unsafe { f(d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7], d[8], d[9], d[10], d[11], a as *const c_void, b as *const c_void, c as *mut c_void) };
     }
 
     /// cuBLAS's gemm with the engine's parameters.
@@ -95,6 +106,6 @@ impl HostKernels {
     pub unsafe fn gemm(&self, g: BlasGemm, a: u64, b: u64, c: u64) {
         let f: Symbol<HostGemm> = self.sym("host_blas_gemm");
         let d = [g.trans_a as usize, g.trans_b as usize, g.m, g.n, g.k, g.lda, g.ldb, g.ldc].map(|v| v as i32);
-        unsafe { f(d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7], a as *const f32, b as *const f32, c as *mut f32) };
+        unsafe { f(d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7], a as *const c_void, b as *const c_void, c as *mut c_void) };
     }
 }

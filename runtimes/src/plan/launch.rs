@@ -18,13 +18,23 @@ pub const BLOCK: u32 = 256;
 pub enum DType {
     F32,
     F16,
+    Bf16,
 }
 
 impl DType {
     pub fn bytes(self) -> usize {
         match self {
             DType::F32 => 4,
-            DType::F16 => 2,
+            DType::F16 | DType::Bf16 => 2,
+        }
+    }
+
+    /// The macros `kernels.cu` is compiled with for activations of this type.
+    pub fn kernel_defines(self) -> Vec<String> {
+        match self {
+            DType::F32 => vec![],
+            DType::F16 => vec!["-DEFFV2_HALF".into()],
+            DType::Bf16 => vec!["-DEFFV2_BF16".into()],
         }
     }
 }
@@ -156,6 +166,7 @@ fn push_block(bytes: &mut Vec<u8>, v: &[f32], dtype: DType) -> usize {
     match dtype {
         DType::F32 => bytes.extend(v.iter().flat_map(|x| x.to_le_bytes())),
         DType::F16 => bytes.extend(v.iter().flat_map(|x| half::f16::from_f32(*x).to_le_bytes())),
+        DType::Bf16 => bytes.extend(v.iter().flat_map(|x| half::bf16::from_f32(*x).to_le_bytes())),
     }
     bytes.resize(bytes.len().next_multiple_of(256), 0);
     at

@@ -64,10 +64,24 @@ fn jetson_int8_is_explicit_qdq_onnx_for_tensorrt() {
     assert!(r.status.success(), "{t}");
     assert!(t.contains("for jetson (int8)") && t.contains("trtexec --onnx=model.onnx --int8 --fp16") && t.contains("SYNTHETIC"), "{t}");
     assert!(out.join("model.onnx").is_file() && !out.join("plan.json").exists());
-    // Our CUDA engine runs fp16/fp32 only: said plainly, with or without a GPU.
+    // Our CUDA engine runs fp16/bf16/fp32 only: said plainly, with or without a GPU.
     let r = effv2(&["eval", "--artifact", out.to_str().unwrap(), "--limit", "1"]);
     let t = text(&r);
-    assert!(!r.status.success() && !t.contains("panicked") && t.contains("runs fp32 and fp16 artifacts, not int8"), "{t}");
+    assert!(!r.status.success() && !t.contains("panicked") && t.contains("runs fp32, fp16 and bf16 artifacts, not int8"), "{t}");
+}
+
+#[test]
+fn jetson_bf16_build_names_its_precision_everywhere() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("bf16");
+    let mut args = SMALL.to_vec();
+    args.extend(["--precision", "bf16", "-o", out.to_str().unwrap()]);
+    let r = effv2(&args);
+    let t = text(&r);
+    assert!(r.status.success() && t.contains("for jetson (bf16)") && t.contains("trtexec --onnx=model.onnx --bf16"), "{t}");
+    let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(m["precision"].as_str(), Some("bf16"));
+    assert!(out.join("plan.json").is_file() && out.join("weights.bin").is_file());
 }
 
 #[test]
@@ -82,6 +96,8 @@ fn unsupported_jetson_options_fail_cleanly() {
         assert!(!r.status.success() && !text(&r).contains("panicked") && text(&r).contains(needle), "{args:?}: {}", text(&r));
         assert!(!out.exists());
     }
-    let r = effv2(&["build", "--target", "cpu", "--precision", "fp16", "--model", "b0", "-o", out.to_str().unwrap()]);
-    assert!(!r.status.success() && text(&r).contains("fp32 or int8"), "{}", text(&r));
+    for p in ["fp16", "bf16"] {
+        let r = effv2(&["build", "--target", "cpu", "--precision", p, "--model", "b0", "-o", out.to_str().unwrap()]);
+        assert!(!r.status.success() && text(&r).contains("fp32 or int8"), "{}", text(&r));
+    }
 }

@@ -42,6 +42,7 @@ impl Blas {
         let ty = match dtype {
             DType::F32 => cudaDataType::CUDA_R_32F,
             DType::F16 => cudaDataType::CUDA_R_16F,
+            DType::Bf16 => cudaDataType::CUDA_R_16BF,
         };
         let op = |t: bool| if t { cublasOperation_t::CUBLAS_OP_T } else { cublasOperation_t::CUBLAS_OP_N };
         let (alpha, beta) = (1.0f32, 0.0f32);

@@ -30,6 +30,7 @@ fn cudnn_type(d: DType) -> sys::cudnnDataType_t {
     match d {
         DType::F32 => sys::cudnnDataType_t::CUDNN_DATA_FLOAT,
         DType::F16 => sys::cudnnDataType_t::CUDNN_DATA_HALF,
+        DType::Bf16 => sys::cudnnDataType_t::CUDNN_DATA_BFLOAT16,
     }
 }
 
@@ -65,7 +66,7 @@ impl Conv {
             cr::set_tensor4d_descriptor(conv.y, nhwc, cudnn_type(dtype), [s.n, s.out_ch, s.oh, s.ow].map(dim))?;
             cr::set_filter4d_descriptor(conv.w, cudnn_type(dtype), nhwc, [s.out_ch, s.c / s.groups, s.kernel, s.kernel].map(dim))?;
             let st = dim(s.stride);
-            // Compute in f32 for both data types ("pseudo-half" for f16).
+            // Compute in f32 for every data type ("pseudo-half" for f16 and bf16).
             cr::set_convolution2d_descriptor(
                 conv.conv,
                 dim(s.pad[0]),
@@ -78,10 +79,10 @@ impl Conv {
                 sys::cudnnDataType_t::CUDNN_DATA_FLOAT,
             )?;
             cr::set_convolution_group_count(conv.conv, dim(s.groups))?;
-            // f32 stays f32 (no TF32 rounding); f16 may use tensor cores.
+            // f32 stays f32 (no TF32 rounding); f16 and bf16 may use tensor cores.
             let math = match dtype {
                 DType::F32 => sys::cudnnMathType_t::CUDNN_FMA_MATH,
-                DType::F16 => sys::cudnnMathType_t::CUDNN_TENSOR_OP_MATH,
+                DType::F16 | DType::Bf16 => sys::cudnnMathType_t::CUDNN_TENSOR_OP_MATH,
             };
             cr::set_convolution_math_type(conv.conv, math)?;
             const N: usize = 8;

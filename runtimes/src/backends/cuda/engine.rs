@@ -73,11 +73,7 @@ pub fn fail(stage: &str, e: impl std::fmt::Debug) -> String {
 
 /// The kernels' PTX for `dtype` (NVRTC; no GPU needed). `arch` like "compute_90".
 pub fn compile_kernels(dtype: DType, arch: Option<String>) -> Result<cudarc::nvrtc::Ptx, String> {
-    let mut options = vec![];
-    if dtype == DType::F16 {
-        options.push("-DEFFV2_HALF".to_string());
-    }
-    compile_source(KERNELS, "effv2_kernels.cu", options, arch)
+    compile_source(KERNELS, "effv2_kernels.cu", dtype.kernel_defines(), arch)
 }
 
 /// Any of our CUDA sources to PTX with NVRTC (the training engine's kernels go through here too).

@@ -1,4 +1,4 @@
-// For tests: the CUDA engine's kernels (kernels.cu, f32 build, path in KERNELS_CU) compiled as C++
+// For tests: the CUDA engine's kernels (kernels.cu, path in KERNELS_CU; f32, or EFFV2_HALF / EFFV2_BF16) compiled as C++
 // for the host (see host_shim.h): each kernel runs over its whole grid, one thread at a time. Entry
 // points host_<kernel> take CUDA's kernel parameter array (pointers to each argument), exactly what
 // the engine hands cuLaunchKernel. Plus plain loops standing in for the cuDNN conv and the cuBLAS
@@ -12,6 +12,7 @@
 #define MT(i) P(i, T*)
 
 #include <algorithm>
+#include <vector>
 
 // Every (output element, filter element, input element) triple a conv multiplies, as flat NHWC /
 // OHWI indices: f(y_index, w_index, x_index). Out-of-image taps (padding) are skipped.
@@ -56,33 +57,38 @@ void host_pad(unsigned g, unsigned b, void** p) { LOOP(pad(CT(0), MT(1), L(2), I
 // padding (pad_t, pad_l), groups, no bias, y [n, oh, ow, out_ch] — and its backward data / filter.
 #define CONV_ARGS int n, int c, int h, int w, int out_ch, int oh, int ow, int k, int stride, int pad_t, int pad_l, int groups
 #define CONV_PASS n, c, h, w, out_ch, oh, ow, k, stride, pad_t, pad_l, groups
-void host_conv_nhwc(CONV_ARGS, const float* x, const float* wt, float* y) {
-    std::fill(y, y + (long long)n * oh * ow * out_ch, 0.0f);
-    conv_walk(CONV_PASS, [&](long long yi, long long wi, long long xi) { y[yi] += x[xi] * wt[wi]; });
+// Operands of the build's T, products summed in f32 (as cuDNN's and cuBLAS's f32 accumulation),
+// the result rounded to T once.
+void host_conv_nhwc(CONV_ARGS, const T* x, const T* wt, T* y) {
+    std::vector<float> acc((long long)n * oh * ow * out_ch, 0.0f);
+    conv_walk(CONV_PASS, [&](long long yi, long long wi, long long xi) { acc[yi] += ld(x[xi]) * ld(wt[wi]); });
+    for (size_t i = 0; i < acc.size(); ++i) y[i] = st(acc[i]);
 }
 
-void host_conv_bwd_data_nhwc(CONV_ARGS, const float* dy, const float* wt, float* dx) {
-    std::fill(dx, dx + (long long)n * h * w * c, 0.0f);
-    conv_walk(CONV_PASS, [&](long long yi, long long wi, long long xi) { dx[xi] += dy[yi] * wt[wi]; });
+void host_conv_bwd_data_nhwc(CONV_ARGS, const T* dy, const T* wt, T* dx) {
+    std::vector<float> acc((long long)n * h * w * c, 0.0f);
+    conv_walk(CONV_PASS, [&](long long yi, long long wi, long long xi) { acc[xi] += ld(dy[yi]) * ld(wt[wi]); });
+    for (size_t i = 0; i < acc.size(); ++i) dx[i] = st(acc[i]);
 }
 
-void host_conv_bwd_filter_nhwc(CONV_ARGS, const float* x, const float* dy, float* dw) {
-    std::fill(dw, dw + (long long)out_ch * k * k * (c / groups), 0.0f);
-    conv_walk(CONV_PASS, [&](long long yi, long long wi, long long xi) { dw[wi] += dy[yi] * x[xi]; });
+void host_conv_bwd_filter_nhwc(CONV_ARGS, const T* x, const T* dy, T* dw) {
+    std::vector<float> acc((long long)out_ch * k * k * (c / groups), 0.0f);
+    conv_walk(CONV_PASS, [&](long long yi, long long wi, long long xi) { acc[wi] += ld(dy[yi]) * ld(x[xi]); });
+    for (size_t i = 0; i < acc.size(); ++i) dw[i] = st(acc[i]);
 }
 
 // cuBLAS's gemm as BLAS defines it: column-major C = op(A) op(B), leading dimensions as given.
-void host_blas_gemm(int trans_a, int trans_b, int m, int n, int k, int lda, int ldb, int ldc, const float* a,
-                    const float* b, float* c) {
+void host_blas_gemm(int trans_a, int trans_b, int m, int n, int k, int lda, int ldb, int ldc, const T* a,
+                    const T* b, T* c) {
     for (int j = 0; j < n; ++j)
         for (int i = 0; i < m; ++i) {
             float acc = 0.0f;
             for (int p = 0; p < k; ++p) {
-                float av = trans_a ? a[p + (long long)i * lda] : a[i + (long long)p * lda];
-                float bv = trans_b ? b[j + (long long)p * ldb] : b[p + (long long)j * ldb];
+                float av = ld(trans_a ? a[p + (long long)i * lda] : a[i + (long long)p * lda]);
+                float bv = ld(trans_b ? b[j + (long long)p * ldb] : b[p + (long long)j * ldb]);
                 acc += av * bv;
             }
-            c[i + (long long)j * ldc] = acc;
+            c[i + (long long)j * ldc] = st(acc);
         }
 }
 }

@@ -4,6 +4,24 @@
 // parameter array cuLaunchKernel gets), or call it directly after effv2_host_thread() set the
 // one thread it should play.
 #include <cmath>
+#include <cstring>
+
+#define EFFV2_HOST 1
+
+// 16-bit storage conversions for the half and bfloat16 builds, rounding to nearest even as the
+// device does (cvt.rn.f16.f32; kernels.cu's bf16 narrowing).
+#if defined(EFFV2_HALF)
+inline float effv2_host_ld16(unsigned short v) { _Float16 h; std::memcpy(&h, &v, 2); return (float)h; }
+inline unsigned short effv2_host_st16(float f) { _Float16 h = (_Float16)f; unsigned short v; std::memcpy(&v, &h, 2); return v; }
+#elif defined(EFFV2_BF16)
+inline float effv2_host_ld16(unsigned short v) { unsigned u = (unsigned)v << 16; float f; std::memcpy(&f, &u, 4); return f; }
+inline unsigned short effv2_host_st16(float f) {
+    unsigned u;
+    std::memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (unsigned short)((u >> 16) | 0x40);
+    return (unsigned short)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+#endif
 
 struct Dim { unsigned x, y, z; };
 static Dim blockIdx, threadIdx, blockDim, gridDim;

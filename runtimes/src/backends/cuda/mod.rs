@@ -86,7 +86,8 @@ impl CudaRuntime {
         let dtype = match manifest.precision {
             Precision::Fp32 => DType::F32,
             Precision::Fp16 => DType::F16,
-            p => return Err(err(format!("the CUDA engine runs fp32 and fp16 artifacts, not {p}"))),
+            Precision::Bf16 => DType::Bf16,
+            p => return Err(err(format!("the CUDA engine runs fp32, fp16 and bf16 artifacts, not {p}"))),
         };
         let read = |role: &str| {
             let f = manifest.file(role).ok_or_else(|| err(format!("the artifact has no {role:?} file (built before the CUDA backend existed?)")))?;

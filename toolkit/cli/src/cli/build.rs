@@ -22,7 +22,7 @@ pub struct BuildArgs {
     /// cpu (ONNX for tract/onnxruntime), coral (int8 TFLite for the Edge TPU + report) or jetson (ONNX + trtexec commands for TensorRT)
     #[arg(long)]
     pub target: Target,
-    /// cpu: fp32 (default) or int8 (calibrated like coral; needs --calib). coral: int8 only. jetson: fp16 (default) or fp32 TensorRT engine
+    /// cpu: fp32 (default) or int8 (calibrated like coral; needs --calib). coral: int8 only. jetson: fp16 (default), bf16, fp32, or int8 (explicit-QDQ ONNX for TensorRT)
     #[arg(long, value_enum)]
     pub precision: Option<PrecisionArg>,
     /// Build from this checkpoint...
@@ -83,6 +83,7 @@ pub enum CalibMethod {
 pub enum PrecisionArg {
     Fp32,
     Fp16,
+    Bf16,
     Int8,
 }
 
@@ -124,10 +125,11 @@ pub fn run(a: &BuildArgs) -> Result<()> {
     let plan = match (a.target, precision) {
         (Target::Cpu, PrecisionArg::Fp32) => Plan::Cpu(None),
         (Target::Cpu, PrecisionArg::Int8) => Plan::Cpu(Some(cpu_int8_options(a, "--target cpu --precision int8")?)),
-        (Target::Cpu, PrecisionArg::Fp16) => bail!("--target cpu builds fp32 or int8 (tract and onnxruntime run fp16 no faster on CPUs)"),
+        (Target::Cpu, PrecisionArg::Fp16 | PrecisionArg::Bf16) => bail!("--target cpu builds fp32 or int8 (tract and onnxruntime run 16-bit floats no faster on CPUs)"),
         (Target::Coral, PrecisionArg::Int8) => Plan::Coral(Box::new(coral_options(a)?)),
         (Target::Coral, _) => bail!("--target coral is int8 only (the Edge TPU runs integer models); drop --precision"),
         (Target::Jetson, PrecisionArg::Fp16) => Plan::Jetson(Precision::Fp16),
+        (Target::Jetson, PrecisionArg::Bf16) => Plan::Jetson(Precision::Bf16),
         (Target::Jetson, PrecisionArg::Fp32) => Plan::Jetson(Precision::Fp32),
         (Target::Jetson, PrecisionArg::Int8) => {
             Plan::JetsonInt8(cpu_int8_options(a, "--target jetson --precision int8")?)
