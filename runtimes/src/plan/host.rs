@@ -39,7 +39,7 @@ impl HostKernels {
         let mut cmd = std::process::Command::new("g++");
         cmd.args(["-O2", "-shared", "-fPIC", "-std=c++17"]);
         cmd.args(dtype.kernel_defines());
-        let infer = [("KERNELS_CU", include_str!("../backends/cuda/kernels.cu"))];
+        let infer = [("KERNELS_CU", concat!(include_str!("../backends/cuda/precision.cu"), include_str!("../backends/cuda/kernels.cu")))];
         for (i, (name, src)) in infer.iter().chain(sources).enumerate() {
             let file = dir.join(format!("source{i}.cu"));
             std::fs::write(&file, src).map_err(|e| format!("{}: {e}", file.display()))?;

@@ -13,6 +13,10 @@ pub const KERNEL_NAMES: [&str; 9] = ["nchw_to_nhwc", "to_f32", "bias_act", "act_
 /// Threads per block of every kernel launch.
 pub const BLOCK: u32 = 256;
 
+/// The activation type `T` and its `ld` / `st` conversions, which every kernel source (the
+/// inference kernels, the training kernels) is compiled after; [`DType::kernel_defines`] picks the type.
+pub const PRECISION_CU: &str = include_str!("../backends/cuda/precision.cu");
+
 /// Element type of activations and weights (biases are always f32).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DType {

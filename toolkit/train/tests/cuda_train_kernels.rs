@@ -11,7 +11,7 @@ use effv2_edge::rng::Rng;
 use effv2_edge::graph::Pads;
 use effv2_train::cpu::conv::Geo;
 use effv2_train::cpu::{bn, depthwise, ops};
-use effv2_train::cuda::{CHAN_CHUNK_ROWS, TRAIN_KERNELS, TRAIN_KERNEL_NAMES};
+use effv2_train::cuda::{train_kernels_source, CHAN_CHUNK_ROWS, TRAIN_KERNEL_NAMES};
 use effv2_train::optim::{self, Optimizer};
 use effv2_train::{ema, loss};
 use libloading::{Library, Symbol};
@@ -23,7 +23,7 @@ fn train_kernels_compile_with_nvrtc_for_hopper_and_orin() {
         return;
     }
     for arch in ["compute_90", "compute_87"] {
-        let ptx = compile_source(TRAIN_KERNELS, "effv2_train_kernels.cu", vec![], Some(arch.into())).unwrap_or_else(|e| panic!("{arch}: {e}")).to_src();
+        let ptx = compile_source(&train_kernels_source(), "effv2_train_kernels.cu", vec![], Some(arch.into())).unwrap_or_else(|e| panic!("{arch}: {e}")).to_src();
         for k in TRAIN_KERNEL_NAMES {
             assert!(ptx.contains(&format!(".entry {k}(")), "{arch}: no entry {k}");
         }
@@ -43,7 +43,7 @@ impl Host {
     fn new() -> Host {
         let dir = tempfile::tempdir().unwrap();
         let cu = dir.path().join("train_kernels.cu");
-        std::fs::write(&cu, TRAIN_KERNELS).unwrap();
+        std::fs::write(&cu, train_kernels_source()).unwrap();
         let shim = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../runtimes/src/backends/cuda/host_shim.h");
         let so = dir.path().join("libeffv2_train_kernels_host.so");
         let out = std::process::Command::new("g++")
@@ -333,7 +333,7 @@ fn train_kernels_on_a_gpu_equal_the_cpu_maths_or_name_what_is_missing() {
     }
     let ctx = CudaContext::new(0).unwrap();
     let stream = ctx.default_stream();
-    let ptx = compile_source(TRAIN_KERNELS, "effv2_train_kernels.cu", vec![], None).unwrap();
+    let ptx = compile_source(&train_kernels_source(), "effv2_train_kernels.cu", vec![], None).unwrap();
     let module = ctx.load_module(ptx).unwrap();
     let f = |n: &str| module.load_function(n).unwrap();
     let cfg = |n: usize| LaunchConfig::for_num_elems(n as u32);

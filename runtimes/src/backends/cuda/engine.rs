@@ -13,7 +13,8 @@ use super::cudnn::{self, DType, Handle};
 use crate::plan::launch::{grid, Arg, BlasGemm, LaunchSpec, Layout, BLOCK, KERNEL_NAMES};
 use crate::plan::NetPlan;
 
-pub const KERNELS: &str = include_str!("kernels.cu");
+/// The inference kernels as NVRTC compiles them: the activation type first (`precision.cu`).
+pub const KERNELS: &str = concat!(include_str!("precision.cu"), include_str!("kernels.cu"));
 /// Largest cuDNN workspace an algorithm may ask for.
 const MAX_WORKSPACE: usize = 512 << 20;
 /// Workspace offered to algorithms while timing them (freed before the engine runs).

@@ -21,7 +21,7 @@ use effv2_runtime::cuda::{compile_kernels, compile_source, fail, launch_kernel, 
 use effv2_runtime::plan::launch::{ConvShape, KERNEL_NAMES};
 
 use super::plan::{Kernel, TrainLaunch, TrainLayout};
-use super::{TRAIN_KERNELS, TRAIN_KERNEL_NAMES};
+use super::{train_kernels_source, TRAIN_KERNEL_NAMES};
 use crate::cpu::{check_supported, TrainerConfig};
 use crate::{Mode, TrainEngine, TrainError};
 
@@ -91,7 +91,7 @@ impl CudaTrainer {
             names.iter().map(|&n| Ok((n, module.load_function(n).map_err(|e| dev(fail(n, e)))?))).collect()
         };
         let infer_fns = load(compile_kernels(DType::F32, Some(arch.clone())).map_err(dev)?, &KERNEL_NAMES)?;
-        let train_fns = load(compile_source(TRAIN_KERNELS, "effv2_train_kernels.cu", vec![], Some(arch)).map_err(dev)?, &TRAIN_KERNEL_NAMES)?;
+        let train_fns = load(compile_source(&train_kernels_source(), "effv2_train_kernels.cu", vec![], Some(arch)).map_err(dev)?, &TRAIN_KERNEL_NAMES)?;
 
         let param_layout = TrainLayout::new(graph, weights, 1)?;
         let up = |bytes: &[u8], what: &str| stream.clone_htod(bytes).map_err(|e| dev(fail(what, e)));

@@ -9,8 +9,15 @@
 pub mod engine;
 pub mod plan;
 
-/// Source of the kernels, one `extern "C"` entry point per name in [`TRAIN_KERNEL_NAMES`].
+/// Source of the kernels, one `extern "C"` entry point per name in [`TRAIN_KERNEL_NAMES`]; compiled
+/// after the runtime's `precision.cu` (see [`train_kernels_source`]).
 pub const TRAIN_KERNELS: &str = include_str!("train_kernels.cu");
+
+/// What NVRTC (or g++, for the host tests) compiles: the activation type's definitions, then the
+/// kernels. The type itself comes from the defines of [`effv2_runtime::plan::launch::DType`].
+pub fn train_kernels_source() -> String {
+    format!("{}{TRAIN_KERNELS}", effv2_runtime::plan::launch::PRECISION_CU)
+}
 
 pub const TRAIN_KERNEL_NAMES: [&str; 21] = [
     "chan_partials",

@@ -1,7 +1,9 @@
 // Training kernels of the CUDA engine (everything but the convolutions, which are cuDNN's forward,
 // backward-data and backward-filter): batch norm in training mode, activation / SE / mask
-// backwards, the loss, and the optimizer and EMA updates. f32 throughout (master weights, and
-// activations until mixed precision lands); NHWC activations, so a channel is the fastest index.
+// backwards, the loss, and the optimizer and EMA updates. Compiled after the runtime's
+// precision.cu: activations and their gradients are NHWC of type T (f32, or bf16 for mixed
+// precision), read with ld() and written with st(); math, statistics, parameters, their gradients
+// and the optimizer stay f32 (sums f64). A channel is the fastest index.
 //
 // No shared memory and no barriers: per-channel sums go through fixed chunks of rows into f64
 // partials, then one thread per channel adds the partials in order. That is deterministic
@@ -21,7 +23,7 @@ __device__ __forceinline__ float sigm(float x) { return 1.0f / (1.0f + expf(-x))
 //   mode 1: (a − mean64)²              (variance around the f64 batch mean)
 //   mode 2: a · (b − mean) · invstd    (Σ dy·x̂ for the BN backward, with the saved f32 mean / invstd)
 // Unused pointers may be null. total = chunks · c threads.
-extern "C" __global__ void chan_partials(const float* a, const float* b, const double* mean64, const float* mean,
+extern "C" __global__ void chan_partials(const T* a, const T* b, const double* mean64, const float* mean,
                                          const float* invstd, double* part, long long rows, int c, int chunk,
                                          int mode) {
     long long chunks = (rows + chunk - 1) / chunk;
@@ -31,9 +33,9 @@ extern "C" __global__ void chan_partials(const float* a, const float* b, const d
         long long r1 = (k + 1) * chunk < rows ? (k + 1) * chunk : rows;
         double s = 0.0;
         for (long long r = k * chunk; r < r1; ++r) {
-            double v = a[r * c + ch];
+            double v = ld(a[r * c + ch]);
             if (mode == 1) { v -= mean64[ch]; v *= v; }
-            else if (mode == 2) v *= (double)((b[r * c + ch] - mean[ch]) * invstd[ch]);
+            else if (mode == 2) v *= (double)((ld(b[r * c + ch]) - mean[ch]) * invstd[ch]);
             s += v;
         }
         part[i] = s;
@@ -73,26 +75,26 @@ extern "C" __global__ void bn_eval_invstd(const float* running_var, float* invst
 
 // y = x·(γ·invstd) + (β − mean·γ·invstd); also the eval mode, given the running statistics'
 // mean and invstd.
-extern "C" __global__ void bn_apply(const float* x, float* y, const float* mean, const float* invstd,
+extern "C" __global__ void bn_apply(const T* x, T* y, const float* mean, const float* invstd,
                                     const float* gamma, const float* beta, long long total, int c) {
     GRID_STRIDE(i, total) {
         int ch = (int)(i % c);
         float s = invstd[ch] * gamma[ch];
-        y[i] = x[i] * s + (beta[ch] - mean[ch] * s);
+        y[i] = st(ld(x[i]) * s + (beta[ch] - mean[ch] * s));
     }
 }
 
 // dx = γ·invstd/N · (N·dy − Σdy − x̂·Σ(dy·x̂)), given sdy = Σdy and sdyx = Σdy·x̂ per channel
 // (which are also dβ and dγ).
-extern "C" __global__ void bn_backward_dx(const float* x, const float* dy, const float* mean, const float* invstd,
-                                          const float* gamma, const double* sdy, const double* sdyx, float* dx,
+extern "C" __global__ void bn_backward_dx(const T* x, const T* dy, const float* mean, const float* invstd,
+                                          const float* gamma, const double* sdy, const double* sdyx, T* dx,
                                           long long total, int c, long long rows) {
     GRID_STRIDE(i, total) {
         int ch = (int)(i % c);
         float n = (float)rows;
-        float xhat = (x[i] - mean[ch]) * invstd[ch];
+        float xhat = (ld(x[i]) - mean[ch]) * invstd[ch];
         float k = gamma[ch] * invstd[ch] / n;
-        dx[i] = k * (n * dy[i] - (float)sdy[ch] - xhat * (float)sdyx[ch]);
+        dx[i] = st(k * (n * ld(dy[i]) - (float)sdy[ch] - xhat * (float)sdyx[ch]));
     }
 }
 
@@ -105,18 +107,19 @@ extern "C" __global__ void to_f32_grad(const double* s, float* g, int c) {
 
 // Codes of effv2_edge::graph::ActKind as the engine numbers them: 1 SiLU, 2 ReLU6, 3 sigmoid.
 // dx from the op's input x and output y.
-extern "C" __global__ void act_backward(const float* x, const float* y, const float* dy, float* dx, long long total,
-                                        int kind) {
+extern "C" __global__ void act_backward(const T* x, const T* y, const T* dy, T* dx, long long total, int kind) {
     GRID_STRIDE(i, total) {
-        float d = dy[i];
+        float d = ld(dy[i]), xi = ld(x[i]), r;
         if (kind == 1) {
-            float s = sigm(x[i]);
-            dx[i] = d * s * (1.0f + x[i] * (1.0f - s));
+            float s = sigm(xi);
+            r = d * s * (1.0f + xi * (1.0f - s));
         } else if (kind == 2) {
-            dx[i] = (x[i] > 0.0f && x[i] < 6.0f) ? d : 0.0f;
+            r = (xi > 0.0f && xi < 6.0f) ? d : 0.0f;
         } else {
-            dx[i] = d * y[i] * (1.0f - y[i]);
+            float yi = ld(y[i]);
+            r = d * yi * (1.0f - yi);
         }
+        dx[i] = st(r);
     }
 }
 
@@ -125,7 +128,7 @@ extern "C" __global__ void act_backward(const float* x, const float* y, const fl
 
 // dx[n, iy, ix, ch] = Σ over the taps that read it of dy[n, oy, ox, ch] · w[tap, ch] (a gather: no
 // atomics, so deterministic). total = n·h·w·c.
-extern "C" __global__ void depthwise_backward_dx(const float* dy, const float* w, float* dx, long long total, int h,
+extern "C" __global__ void depthwise_backward_dx(const T* dy, const T* w, T* dx, long long total, int h,
                                                  int wd, int c, int oh, int ow, int k, int stride, int pad_t,
                                                  int pad_l) {
     GRID_STRIDE(i, total) {
@@ -146,16 +149,16 @@ extern "C" __global__ void depthwise_backward_dx(const float* dy, const float* w
                 if (tx < 0 || tx % stride) continue;
                 int ox = tx / stride;
                 if (ox >= ow) continue;
-                s += dy[((n * oh + oy) * ow + ox) * c + ch] * w[(ky * k + kx) * c + ch];
+                s += ld(dy[((n * oh + oy) * ow + ox) * c + ch]) * ld(w[(ky * k + kx) * c + ch]);
             }
         }
-        dx[i] = s;
+        dx[i] = st(s);
     }
 }
 
 // dw[tap, ch] = Σ over samples and output positions of dy · x at that tap, in f64; one thread per
 // (tap, ch). total = k·k·c.
-extern "C" __global__ void depthwise_backward_dw(const float* x, const float* dy, float* dw, long long batch, int h,
+extern "C" __global__ void depthwise_backward_dw(const T* x, const T* dy, float* dw, long long batch, int h,
                                                  int wd, int c, int oh, int ow, int k, int stride, int pad_t,
                                                  int pad_l) {
     GRID_STRIDE(i, (long long)k * k * c) {
@@ -170,7 +173,7 @@ extern "C" __global__ void depthwise_backward_dw(const float* x, const float* dy
                 for (int ox = 0; ox < ow; ++ox) {
                     int ix = ox * stride + kx - pad_l;
                     if (ix < 0 || ix >= wd) continue;
-                    s += (double)dy[((n * oh + oy) * ow + ox) * c + ch] * x[((n * h + iy) * wd + ix) * c + ch];
+                    s += (double)ld(dy[((n * oh + oy) * ow + ox) * c + ch]) * ld(x[((n * h + iy) * wd + ix) * c + ch]);
                 }
             }
         dw[i] = (float)s;
@@ -180,51 +183,50 @@ extern "C" __global__ void depthwise_backward_dw(const float* x, const float* dy
 // ---- squeeze-excitation ----
 
 // Global average pool backward: dx[n, p, ch] = dy[n, ch] / hw.
-extern "C" __global__ void pool_backward(const float* dy, float* dx, long long total, int hw, int c) {
+extern "C" __global__ void pool_backward(const T* dy, T* dx, long long total, int hw, int c) {
     GRID_STRIDE(i, total) {
         long long n = i / ((long long)hw * c);
-        dx[i] = dy[n * c + i % c] / (float)hw;
+        dx[i] = st(ld(dy[n * c + i % c]) / (float)hw);
     }
 }
 
 // y = x · gate[n, ch] backward, part one: dx = dy · gate.
-extern "C" __global__ void gate_mul_backward_dx(const float* gate, const float* dy, float* dx, long long total, int hw,
-                                                int c) {
+extern "C" __global__ void gate_mul_backward_dx(const T* gate, const T* dy, T* dx, long long total, int hw, int c) {
     GRID_STRIDE(i, total) {
         long long n = i / ((long long)hw * c);
-        dx[i] = dy[i] * gate[n * c + i % c];
+        dx[i] = st(ld(dy[i]) * ld(gate[n * c + i % c]));
     }
 }
 
 // Part two: dgate[n, ch] = Σ_p dy·x over the sample's positions; one thread per (n, ch).
-extern "C" __global__ void gate_mul_backward_dgate(const float* x, const float* dy, float* dgate, long long batch,
-                                                   int hw, int c) {
+extern "C" __global__ void gate_mul_backward_dgate(const T* x, const T* dy, T* dgate, long long batch, int hw,
+                                                   int c) {
     GRID_STRIDE(i, batch * c) {
         long long n = i / c;
         int ch = (int)(i % c);
-        const float* xs = x + n * hw * c + ch;
-        const float* ds = dy + n * hw * c + ch;
+        const T* xs = x + n * hw * c + ch;
+        const T* ds = dy + n * hw * c + ch;
         float s = 0.0f;
-        for (int p = 0; p < hw; ++p) s += ds[(long long)p * c] * xs[(long long)p * c];
-        dgate[i] = s;
+        for (int p = 0; p < hw; ++p) s += ld(ds[(long long)p * c]) * ld(xs[(long long)p * c]);
+        dgate[i] = st(s);
     }
 }
 
 // ---- masks, gradient sums ----
 
 // y = x · mask[i / per]: dropout (per = 1) or drop-path (per = one sample); also its backward.
-extern "C" __global__ void apply_mask(const float* x, const float* mask, float* y, long long total, long long per) {
-    GRID_STRIDE(i, total) { y[i] = x[i] * mask[i / per]; }
+extern "C" __global__ void apply_mask(const T* x, const float* mask, T* y, long long total, long long per) {
+    GRID_STRIDE(i, total) { y[i] = st(ld(x[i]) * mask[i / per]); }
 }
 
 // dst = src (a gradient passed on unchanged, e.g. to the first input of a residual add).
-extern "C" __global__ void copy(const float* src, float* dst, long long total) {
+extern "C" __global__ void copy(const T* src, T* dst, long long total) {
     GRID_STRIDE(i, total) { dst[i] = src[i]; }
 }
 
 // The inverse of the inference `pad` kernel for gradients: dx[n, y, x, ch] = dpadded[n, y + top,
 // x + left, ch] (what a conv on an explicitly padded copy hands back). total = n·h·w·c.
-extern "C" __global__ void crop(const float* src, float* dst, long long total, int h, int w, int c, int ph, int pw,
+extern "C" __global__ void crop(const T* src, T* dst, long long total, int h, int w, int c, int ph, int pw,
                                 int top, int left) {
     GRID_STRIDE(i, total) {
         int ch = (int)(i % c);
@@ -238,8 +240,8 @@ extern "C" __global__ void crop(const float* src, float* dst, long long total, i
 }
 
 // acc += g: a value read by two ops (a residual input) gets both gradients.
-extern "C" __global__ void accumulate(float* acc, const float* g, long long total) {
-    GRID_STRIDE(i, total) { acc[i] += g[i]; }
+extern "C" __global__ void accumulate(T* acc, const T* g, long long total) {
+    GRID_STRIDE(i, total) { acc[i] = st(ld(acc[i]) + ld(g[i])); }
 }
 
 // ---- loss ----

@@ -1,0 +1,31 @@
+// The activation storage type T of the CUDA kernels and its conversions, prepended to every kernel
+// source the engines compile: float, or 16-bit words holding IEEE half (EFFV2_HALF) or bfloat16
+// (EFFV2_BF16), so the sources need no CUDA headers. ld widens to f32, st rounds to nearest even.
+// EFFV2_HOST: compiled as C++ for the host replay, with host_shim.h's conversions.
+
+#if defined(EFFV2_HALF) || defined(EFFV2_BF16)
+typedef unsigned short T;
+#else
+typedef float T;
+#endif
+
+#if defined(EFFV2_HOST) && (defined(EFFV2_HALF) || defined(EFFV2_BF16))
+inline float ld(T v) { return effv2_host_ld16(v); }
+inline T st(float f) { return effv2_host_st16(f); }
+#elif defined(EFFV2_HALF)
+__device__ __forceinline__ float ld(T v) { float f; asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(v)); return f; }
+__device__ __forceinline__ T st(float f) { T v; asm("cvt.rn.f16.f32 %0, %1;" : "=h"(v) : "f"(f)); return v; }
+#elif defined(EFFV2_BF16)
+// bf16 is the top half of an f32: widening is a shift; narrowing rounds to nearest even (NaN kept
+// quiet), spelled in integer ops so the host replay rounds exactly alike.
+__device__ __forceinline__ float ld(T v) { return __uint_as_float((unsigned)v << 16); }
+__device__ __forceinline__ T st(float f) {
+    unsigned u = __float_as_uint(f);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (T)((u >> 16) | 0x40);
+    return (T)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+#else
+__device__ __forceinline__ float ld(T v) { return v; }
+__device__ __forceinline__ T st(float f) { return f; }
+#endif
+
