@@ -42,6 +42,9 @@ pub struct TrainStepArgs {
     /// cpu (the CPU training engine) or cuda (the CUDA one, GPU 0)
     #[arg(long, value_enum, default_value_t = TrainDevice::Cpu)]
     pub device: TrainDevice,
+    /// fp32, or bf16 mixed precision (cuda only)
+    #[arg(long, default_value = "fp32", value_parser = ["fp32", "bf16"])]
+    pub precision: String,
     /// Variant: efficientnetv2-b0..b3, -s, -m, -l, -xl (or just b0, s, …)
     #[arg(long)]
     pub model: String,
@@ -171,7 +174,7 @@ fn train_step(a: &TrainStepArgs) -> Result<(), BenchError> {
         Some(s) => s,
         None => effv2_edge::spec::variant(&a.model).map_err(|e| BenchError::Args(e.to_string()))?.train_size,
     };
-    let o = TrainStepOptions { device: a.device, model: a.model.clone(), options, image_size: size, batch: a.batch, warmup: a.warmup, iters: a.iters, seed: a.seed };
+    let o = TrainStepOptions { device: a.device, bf16: a.precision == "bf16", model: a.model.clone(), options, image_size: size, batch: a.batch, warmup: a.warmup, iters: a.iters, seed: a.seed };
     let r = measure_train_step(&o)?;
     let text = if a.json { serde_json::to_string(&r).expect("reports serialize") } else { train_step::describe(&r) };
     print_line(&text)

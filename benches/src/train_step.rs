@@ -29,6 +29,8 @@ pub enum TrainDevice {
 #[derive(Clone, Debug)]
 pub struct TrainStepOptions {
     pub device: TrainDevice,
+    /// fp32, or bf16 mixed precision (CUDA only).
+    pub bf16: bool,
     pub model: String,
     pub options: ModelOptions,
     pub image_size: usize,
@@ -42,6 +44,8 @@ pub struct TrainStepOptions {
 pub struct TrainStepReport {
     pub bench_version: &'static str,
     pub device: TrainDevice,
+    /// "fp32" or "bf16" (mixed precision).
+    pub precision: &'static str,
     /// The engine's own description (GPU name, precision) or the CPU's.
     pub engine: String,
     pub model: String,
@@ -69,6 +73,7 @@ pub fn measure_train_step(o: &TrainStepOptions) -> Result<TrainStepReport, Bench
     let config = TrainerConfig::default();
     let cost = graph.cost();
     match o.device {
+        TrainDevice::Cpu if o.bf16 => Err(BenchError::Args("the CPU engine trains fp32; --precision bf16 is for --device cuda".into())),
         TrainDevice::Cpu => {
             let threads = rayon::current_num_threads();
             let engine = CpuTrainer::new(&graph, &weights, config)?;
@@ -80,7 +85,8 @@ pub fn measure_train_step(o: &TrainStepOptions) -> Result<TrainStepReport, Bench
 
 #[cfg(feature = "cuda")]
 fn cuda(o: &TrainStepOptions, graph: &effv2_edge::graph::Graph, weights: &effv2_edge::weights::Weights, config: TrainerConfig, cost: effv2_edge::graph::Cost) -> Result<TrainStepReport, BenchError> {
-    let engine = effv2_train::cuda::engine::CudaTrainer::new(graph, weights, config)?;
+    let dtype = if o.bf16 { effv2_runtime::cuda::DType::Bf16 } else { effv2_runtime::cuda::DType::F32 };
+    let engine = effv2_train::cuda::engine::CudaTrainer::new(graph, weights, config, dtype)?;
     let name = format!("cuda {}", engine.device());
     let bytes = engine.device_bytes() as u64;
     run(o, engine, name, Some(bytes), cost)
@@ -120,6 +126,7 @@ fn run(o: &TrainStepOptions, mut engine: impl TrainEngine, name: String, device_
     Ok(TrainStepReport {
         bench_version: env!("CARGO_PKG_VERSION"),
         device: o.device,
+        precision: if o.bf16 { "bf16" } else { "fp32" },
         engine: name,
         model: o.model.clone(),
         image_size: o.image_size,

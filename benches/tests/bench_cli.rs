@@ -123,7 +123,7 @@ fn bad_inputs_fail_cleanly() {
     if effv2_runtime::cuda::probe_libraries().is_err() {
         assert_clean_failure(&sweep(&["--target", "jetson"]), "no CUDA driver found");
     }
-    assert_clean_failure(&sweep(&["--target", "jetson", "--precision", "int8"]), "sweeps run fp32 or fp16");
+    assert_clean_failure(&sweep(&["--target", "jetson", "--precision", "int8"]), "sweeps run fp32, fp16 or bf16");
     assert_clean_failure(&sweep(&["--target", "cpu", "--precision", "fp16"]), "fp32 (cpu)");
     assert_clean_failure(&sweep(&["--target", "tpu"]), "unknown target");
     assert_clean_failure(&sweep(&["--target", "cpu", "--fused-stages", "0..=7"]), "6 stages");

@@ -7,8 +7,8 @@
 #            trainer (3 steps: logits, weights, EMA, eval, state round trip)
 #   train    `train --device cuda` on Fashion-MNIST with the README's main-job recipe (the CPU run:
 #            88.80% test top-1 after 5 epochs at 1,700 img/s on 2 cores)
-#   trainperf  EfficientNetV2-S 224px batch 128 training steps: ours (`effv2-bench train-step --device cuda`)
-#            vs timm bf16 channels_last eager, same call: images/s, TFLOP/s, memory
+#   trainperf  EfficientNetV2-S 224px batch 128 training steps: ours (`effv2-bench train-step --device cuda`,
+#            bf16 mixed precision and fp32) vs timm bf16 channels_last eager, same call: images/s, TFLOP/s, memory
 #   infer    EfficientNetV2-S 384px batch 128 fp16 inference: ours vs timm eager and torch.compile
 #   sweep    the Fused-MBConv placement sweep of b0 at 224 on this GPU
 # Each call must stay under 600 s: "correct train", then "trainperf infer", then "sweep" (the order to
@@ -37,15 +37,17 @@ if has train; then
   export EFFV2_FASHION_MNIST=$PWD/gpu-bin/fashion-mnist
   recipe=(--model b0 --width 0.5 --depth 0.5 --fused-stages all --lr-decay cosine --workers 12)
   rm -rf /tmp/run-gpu
-  timeout "${T_TRAIN:-240}" "$B/effv2-edge" train "${recipe[@]}" --device cuda --epochs 5 -o /tmp/run-gpu 2>&1 | tee "$OUT/train_gpu.txt" | grep -vE "^\s*$" | tail -8
+  timeout "${T_TRAIN:-240}" "$B/effv2-edge" train "${recipe[@]}" --device cuda --precision bf16 --epochs 5 -o /tmp/run-gpu 2>&1 | tee "$OUT/train_gpu.txt" | grep -vE "^\s*$" | tail -8
   cp /tmp/run-gpu/metrics.jsonl "$OUT/train_gpu_metrics.jsonl" 2>/dev/null
 fi
 
 if has trainperf; then
   echo "== S@224 batch 128 training steps: ours vs timm"
-  timeout "${T_TRAINPERF:-200}" "$B/effv2-bench" train-step --device cuda --model efficientnetv2-s --image-size 224 --batch 128 \
-    --warmup 2 --iters 8 --json > "$OUT/ours_train_s224.json" 2> "$OUT/ours_train_s224.log"; cat "$OUT/ours_train_s224.json" "$OUT/ours_train_s224.log" | tail -3
-  gmacs=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["gmacs_per_image"])' "$OUT/ours_train_s224.json" 2>/dev/null || echo 8.4)
+  for p in bf16 fp32; do
+    timeout "${T_TRAINPERF:-150}" "$B/effv2-bench" train-step --device cuda --precision $p --model efficientnetv2-s --image-size 224 --batch 128 \
+      --warmup 2 --iters 8 --json > "$OUT/ours_train_s224_$p.json" 2> "$OUT/ours_train_s224_$p.log"; cat "$OUT/ours_train_s224_$p.json" "$OUT/ours_train_s224_$p.log" | tail -3
+  done
+  gmacs=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["gmacs_per_image"])' "$OUT/ours_train_s224_bf16.json" 2>/dev/null || echo 8.4)
   timeout "${T_PEER:-200}" python3 scripts/py/gpu_train_peer.py --model efficientnetv2_s --size 224 --batch 128 --gmacs "$gmacs" \
     > "$OUT/timm_train_s224.json" 2> "$OUT/timm_train_s224.log"; cat "$OUT/timm_train_s224.json"
 fi

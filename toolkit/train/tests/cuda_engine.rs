@@ -8,7 +8,7 @@ use effv2_edge::engine::naive::random_weights;
 use effv2_edge::graph::build;
 use effv2_edge::rng::Rng;
 use effv2_edge::spec::{ModelOptions, ModelSpec};
-use effv2_runtime::cuda::probe_libraries;
+use effv2_runtime::cuda::{probe_libraries, DType};
 use effv2_train::cpu::{CpuTrainer, TrainerConfig};
 use effv2_train::cuda::engine::CudaTrainer;
 use effv2_train::loss::softmax_cross_entropy;
@@ -25,7 +25,7 @@ fn cuda_trainer_equals_the_cpu_trainer_or_names_what_is_missing() {
     let g = build(&ModelSpec::from_name("b0", options).unwrap(), 48, 48).unwrap();
     let w = random_weights(&g, 3);
     let config = TrainerConfig { weight_decay: 1e-3, ..Default::default() };
-    let mut gpu = match CudaTrainer::new(&g, &w, config) {
+    let mut gpu = match CudaTrainer::new(&g, &w, config, DType::F32) {
         Ok(t) => t,
         Err(e) => {
             let why = e.to_string();
@@ -75,11 +75,34 @@ fn cuda_trainer_equals_the_cpu_trainer_or_names_what_is_missing() {
     assert!(gpu.backward(&vec![0.0; 8 * classes]).is_err(), "no backward after an eval forward");
 
     // The state round trip a resumed run takes.
-    let mut again = CudaTrainer::new(&g, &w, config).unwrap();
+    let mut again = CudaTrainer::new(&g, &w, config, DType::F32).unwrap();
     again.load_state(&gpu.weights(), gpu.ema_weights().as_ref(), &gpu.optimizer_state()).unwrap();
     assert_eq!(again.forward(&x, 8, Mode::EvalEma, 0).unwrap(), gpu.forward(&x, 8, Mode::EvalEma, 0).unwrap());
     let a = again.optimizer_state();
     let b = gpu.optimizer_state();
     assert_eq!(a.len(), b.len());
     assert!(a.iter().zip(&b).all(|(x, y)| x.0 == y.0 && x.1.data() == y.1.data()), "optimizer slots survive the round trip");
+
+    // bf16 mixed precision on the same steps: rounding-limited (the host replay in
+    // cuda_train_plan.rs checks the launch list itself), so only loosely close to the f32 CPU
+    // trainer; the figures are printed for the record.
+    let mut bf16 = CudaTrainer::new(&g, &w, config, DType::Bf16).unwrap();
+    let mut cpu = CpuTrainer::new(&g, &w, config).unwrap();
+    for step in 0..3u64 {
+        let x: Vec<f32> = (0..batch * s.numel()).map(|_| rng.normal() as f32).collect();
+        let targets: Vec<f32> = (0..batch).flat_map(|i| (0..classes).map(move |c| if c == (i + step as usize) % classes { 1.0 } else { 0.0 })).collect();
+        let want = cpu.forward(&x, batch, Mode::Train, step).unwrap();
+        let got = bf16.forward(&x, batch, Mode::Train, step).unwrap();
+        let e = rel_err(&got, &want);
+        println!("bf16 step {step}: training-mode logits rel err {e:.2e}");
+        assert!(e < 0.2 && got.iter().all(|v| v.is_finite()), "bf16 step {step}: {e}");
+        let (_, dlogits) = softmax_cross_entropy(&want, &targets, classes);
+        cpu.backward(&dlogits).unwrap();
+        bf16.backward(&dlogits).unwrap();
+        cpu.step(0.01).unwrap();
+        bf16.step(0.01).unwrap();
+    }
+    let (we, wn) = worst(&bf16.weights(), &cpu.weights());
+    println!("bf16 after 3 steps: weights worst rel err {we:.2e} ({wn})");
+    assert!(we < 0.2, "bf16 weights {we} ({wn})");
 }

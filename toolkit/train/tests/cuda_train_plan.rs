@@ -11,9 +11,10 @@ use effv2_edge::graph::{build, Graph, Op};
 use effv2_edge::rng::Rng;
 use effv2_edge::spec::{ModelOptions, ModelSpec, Padding};
 use effv2_runtime::plan::host::HostKernels;
+use effv2_runtime::plan::launch::DType;
 use effv2_train::cpu::{CpuTrainer, TrainerConfig};
 use effv2_train::optim::Optimizer;
-use effv2_train::cuda::plan::{Kernel, TrainLaunch, TrainLayout};
+use effv2_train::cuda::plan::{Buffers, Kernel, TrainLaunch, TrainLayout};
 use effv2_train::cuda::TRAIN_KERNELS;
 use effv2_train::{Mode, TrainEngine};
 
@@ -90,7 +91,8 @@ fn the_training_launches_replayed_on_the_host_equal_the_cpu_trainer() {
         unsafe { std::ptr::copy_nonoverlapping(layout.params.as_ptr(), params.as_mut_ptr() as *mut u8, layout.params.len()) };
         let masks = layout.masks(&g, seed);
         let mut logits = vec![f32::NAN; want.len()];
-        let launches = layout.forward(&g, true, arena.as_mut_ptr() as u64, params.as_mut_ptr() as u64, masks.as_ptr() as u64, x.as_ptr() as u64, logits.as_mut_ptr() as u64);
+        let mut bufs = Buffers { arena: arena.as_mut_ptr() as u64, params: params.as_mut_ptr() as u64, masks: masks.as_ptr() as u64, input: x.as_ptr() as u64, logits: logits.as_mut_ptr() as u64, ..Default::default() };
+        let launches = layout.forward(&g, true, &bufs);
         replay(&lib, &launches);
 
         let e = rel_err(&logits, &want);
@@ -113,7 +115,9 @@ fn the_training_launches_replayed_on_the_host_equal_the_cpu_trainer() {
         assert!(checked > 10, "{checked} BN statistics");
 
         let mut grads = vec![f32::NAN; layout.grads_bytes / 4];
-        let back = layout.backward(&g, arena.as_mut_ptr() as u64, params.as_mut_ptr() as u64, grads.as_mut_ptr() as u64, masks.as_ptr() as u64, dlogits.as_ptr() as u64);
+        bufs.grads = grads.as_mut_ptr() as u64;
+        bufs.dlogits = dlogits.as_ptr() as u64;
+        let back = layout.backward(&g, &bufs);
         replay(&lib, &back);
         // Gradients that are zero in exact arithmetic (a BN bias whose output only feeds another
         // conv + BN: shift-invariant) come out as ~1e-7 noise on both sides; errors are measured
@@ -180,7 +184,8 @@ fn the_training_launches_replayed_on_the_host_equal_the_cpu_trainer() {
         }
         let want_eval = cpu.forward(&x, batch, Mode::Eval, seed).unwrap();
         let mut eval_logits = vec![f32::NAN; want.len()];
-        let eval = layout.forward(&g, false, arena.as_mut_ptr() as u64, params.as_mut_ptr() as u64, masks.as_ptr() as u64, x.as_ptr() as u64, eval_logits.as_mut_ptr() as u64);
+        bufs.logits = eval_logits.as_mut_ptr() as u64;
+        let eval = layout.forward(&g, false, &bufs);
         replay(&lib, &eval);
         let e = rel_err(&eval_logits, &want_eval);
         println!("{name}: eval-mode logits rel err {e:.2e}");
@@ -210,5 +215,81 @@ fn the_training_arena_reuses_gradient_space_for_s_at_224() {
         if let Some(g_at) = l.grad_at[i] {
             assert!(g_at % 256 == 0 && g_at + bytes(i) <= l.arena_bytes);
         }
+    }
+}
+
+/// Mixed precision: activations and their gradients in 16 bits, the convs and the classifier on a
+/// 16-bit copy of the weights (f32 sums), BN statistics, parameter gradients and the optimizer in
+/// f32. Replayed on the host (kernels and the cuDNN / cuBLAS stand-ins compiled for the type), the
+/// training forward and every parameter gradient follow the f32 CPU trainer as far as the storage
+/// precision allows — and no further off: the same launch list with fp16 storage (2^-11 rounding
+/// instead of bf16's 2^-8) must come out about 8x closer, which a wrong pointer, a missing cast or
+/// a stale weight copy would not. The model is conditioned like a trained one (each block's last
+/// BN scale 0.2, see targets/tests/cuda_plan.rs).
+#[test]
+fn the_16_bit_training_launches_replayed_on_the_host_follow_the_f32_cpu_trainer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let harness = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cuda_host/train_harness.cpp");
+    let o = ModelOptions { width: Some(0.25), depth: Some(0.25), num_classes: 7, drop_path: 0.3, dropout: Some(0.2), ..Default::default() };
+    let g = graph(o, 64);
+    let mut w = random_weights(&g, 5);
+    let last_bn: Vec<_> = w.iter().filter(|(n, _)| n.ends_with("project.bn.weight")).map(|(n, t)| (n.clone(), t.clone())).collect();
+    for (n, t) in last_bn {
+        w.insert(n, effv2_edge::Tensor::new(t.shape().to_vec(), t.data().iter().map(|v| v * 0.2).collect()).unwrap());
+    }
+    let batch = 8;
+    let mut rng = Rng::new(6);
+    let x: Vec<f32> = (0..batch * g.input_shape().numel()).map(|_| rng.normal() as f32).collect();
+    let mut cpu = CpuTrainer::new(&g, &w, TrainerConfig { ema: false, ..Default::default() }).unwrap();
+    let want = cpu.forward(&x, batch, Mode::Train, 42).unwrap();
+    let dlogits: Vec<f32> = (0..want.len()).map(|_| rng.normal() as f32).collect();
+    cpu.backward(&dlogits).unwrap();
+    let want_g = cpu.grads();
+    let absmax = |v: &[f32]| v.iter().fold(0f32, |a, b| a.max(b.abs()));
+    let floor = 1e-3 * want_g.iter().map(|(_, t)| absmax(t.data())).fold(0f32, f32::max);
+
+    // (logits rel err, mean and worst parameter-gradient rel err) for one storage type.
+    let run = |dtype: DType| -> (f32, f32, f32) {
+        let dir = tmp.path().join(format!("{dtype:?}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let lib = HostKernels::compile_for(&harness, &[("TRAIN_KERNELS_CU", TRAIN_KERNELS)], dtype, &dir).unwrap();
+        let layout = TrainLayout::with_dtype(&g, &w, batch, dtype).unwrap();
+        let buf = |bytes: usize| vec![0u64; bytes.div_ceil(8)];
+        let (mut arena, mut params, mut weights16, mut grads) = (buf(layout.arena_bytes), buf(layout.params.len()), buf(layout.params.len() / 2), vec![f32::NAN; layout.grads_bytes / 4]);
+        unsafe { std::ptr::copy_nonoverlapping(layout.params.as_ptr(), params.as_mut_ptr() as *mut u8, layout.params.len()) };
+        let masks = layout.masks(&g, 42);
+        let mut logits = vec![f32::NAN; want.len()];
+        let bufs = Buffers {
+            arena: arena.as_mut_ptr() as u64,
+            params: params.as_mut_ptr() as u64,
+            weights16: weights16.as_mut_ptr() as u64,
+            grads: grads.as_mut_ptr() as u64,
+            masks: masks.as_ptr() as u64,
+            input: x.as_ptr() as u64,
+            logits: logits.as_mut_ptr() as u64,
+            dlogits: dlogits.as_ptr() as u64,
+        };
+        replay(&lib, &[layout.refresh_weights16(bufs.params, bufs.weights16).expect("a 16-bit layout narrows its weights")]);
+        replay(&lib, &layout.forward(&g, true, &bufs));
+        replay(&lib, &layout.backward(&g, &bufs));
+        let (mut worst, mut sum, mut count) = (0f32, 0f32, 0);
+        for (id, p) in g.params.iter().enumerate() {
+            let Some(at) = layout.pgrad_at[id] else { continue };
+            let got = TrainLayout::to_graph_layout(&g, id, &grads[at / 4..][..p.numel()]);
+            let want = want_g.get(&p.name).unwrap().data();
+            let e = got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max) / absmax(want).max(floor);
+            sum += e;
+            count += 1;
+            worst = worst.max(e);
+        }
+        let r = (rel_err(&logits, &want), sum / count as f32, worst);
+        println!("{dtype:?} storage: training-mode logits rel err {:.2e}; {count} parameter gradients, mean rel err {:.2e}, worst {:.2e}", r.0, r.1, r.2);
+        r
+    };
+    let (half, bf16) = (run(DType::F16), run(DType::Bf16));
+    assert!(half.0 < 1e-2 && half.1 < 2e-2, "fp16 storage: {half:?}");
+    for (what, h, b) in [("logits", half.0, bf16.0), ("mean gradient", half.1, bf16.1)] {
+        let ratio = b / h;
+        assert!((3.0..30.0).contains(&ratio), "{what}: bf16 {b:.2e} vs fp16 {h:.2e} (x{ratio:.1}): not rounding-limited");
     }
 }

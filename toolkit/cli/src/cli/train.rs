@@ -16,7 +16,7 @@ use effv2_train::{TrainEngine, TrainError};
 use effv2_train::data::{AugmentConfig, FASHION_LABELS};
 use effv2_train::optim::Optimizer;
 use effv2_train::progressive::{Progressive, Style};
-use effv2_train::run::{self, Event, TrainConfig};
+use effv2_train::run::{self, Event, Precision, TrainConfig};
 use effv2_train::schedule::Decay;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -43,6 +43,12 @@ pub enum Preset {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PrecisionArg {
+    Fp32,
+    Bf16,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Device {
     Cpu,
     Cuda,
@@ -50,9 +56,12 @@ pub enum Device {
 
 #[derive(Args, Debug)]
 pub struct TrainArgs {
-    /// Where to train: cpu (the CPU engine) or cuda (the CUDA engine on GPU 0: cuDNN, cuBLAS, NVRTC kernels; fp32)
+    /// Where to train: cpu (the CPU engine) or cuda (the CUDA engine on GPU 0: cuDNN, cuBLAS, NVRTC kernels)
     #[arg(long, value_enum, default_value_t = Device::Cpu)]
     pub device: Device,
+    /// fp32, or bf16 mixed precision (--device cuda: bf16 activations and gradients, f32 master weights and optimizer)
+    #[arg(long, value_enum, default_value_t = PrecisionArg::Fp32)]
+    pub precision: PrecisionArg,
     /// Variant: efficientnetv2-b0..b3, -s, -m, -l, -xl (or b0, s, …)
     #[arg(long, required_unless_present = "resume")]
     pub model: Option<String>,
@@ -234,10 +243,17 @@ fn config(a: &TrainArgs) -> Result<TrainConfig> {
         },
         seed: a.seed,
         workers: a.workers.max(1),
+        precision: match a.precision {
+            PrecisionArg::Fp32 => Precision::Fp32,
+            PrecisionArg::Bf16 => Precision::Bf16,
+        },
     })
 }
 
 pub fn run(a: &TrainArgs) -> Result<()> {
+    if a.device == Device::Cpu && a.precision == PrecisionArg::Bf16 && a.resume.is_none() {
+        bail!("--precision bf16 is mixed precision on the CUDA engine (--device cuda); the CPU engine trains fp32");
+    }
     match a.device {
         Device::Cpu => fit(a, CpuTrainer::for_run),
         #[cfg(feature = "cuda")]

@@ -156,6 +156,9 @@ fn to_nchw(x: &[f32], s: Shape) -> Vec<f32> {
 impl CpuTrainer {
     /// The engine a [`crate::run::TrainConfig`] asks for (the factory `train`/`resume` take).
     pub fn for_run(graph: &Graph, weights: &Weights, cfg: &crate::run::TrainConfig) -> Result<Self, TrainError> {
+        if cfg.precision != crate::run::Precision::Fp32 {
+            return Err(TrainError::Config("the CPU engine trains fp32; bf16 mixed precision is for --device cuda".into()));
+        }
         let config = TrainerConfig { optimizer: cfg.optimizer, weight_decay: cfg.weight_decay, ema: cfg.ema_decay.is_some() };
         Self::new(graph, weights, config)
     }

@@ -20,7 +20,7 @@ use effv2_runtime::cuda::cudnn::{ConvGrad, DType, Handle};
 use effv2_runtime::cuda::{compile_kernels, compile_source, fail, launch_kernel, probe_libraries, ptr};
 use effv2_runtime::plan::launch::{ConvShape, KERNEL_NAMES};
 
-use super::plan::{Kernel, TrainLaunch, TrainLayout};
+use super::plan::{Buffers, Kernel, TrainLaunch, TrainLayout};
 use super::{train_kernels_source, TRAIN_KERNEL_NAMES};
 use crate::cpu::{check_supported, TrainerConfig};
 use crate::{Mode, TrainEngine, TrainError};
@@ -60,6 +60,10 @@ pub struct CudaTrainer {
     convs: HashMap<ConvShape, ConvGrad>,
     workspace: CudaSlice<u8>,
     params: CudaSlice<u8>,
+    /// Storage of activations and their gradients (f32, or bf16 for mixed precision), and in bf16
+    /// the 16-bit copy of `params` the convs and the classifier read.
+    dtype: DType,
+    weights16: Option<CudaSlice<u8>>,
     grads: CudaSlice<u8>,
     slots: Vec<CudaSlice<u8>>,
     ema: Option<CudaSlice<u8>>,
@@ -74,7 +78,12 @@ pub struct CudaTrainer {
 unsafe impl Send for CudaTrainer {}
 
 impl CudaTrainer {
-    pub fn new(graph: &Graph, weights: &Weights, config: TrainerConfig) -> Result<Self, TrainError> {
+    /// `dtype`: [`DType::F32`], or [`DType::Bf16`] for mixed precision (bf16 activations and
+    /// gradients, f32 master weights, statistics and optimizer).
+    pub fn new(graph: &Graph, weights: &Weights, config: TrainerConfig, dtype: DType) -> Result<Self, TrainError> {
+        if dtype == DType::F16 {
+            return Err(TrainError::Config("the CUDA engine trains fp32 or bf16 (fp16 would need loss scaling)".into()));
+        }
         weights.check(graph)?;
         check_supported(graph)?;
         probe_libraries().map_err(|e| dev(e.to_string()))?;
@@ -93,13 +102,17 @@ impl CudaTrainer {
         let infer_fns = load(compile_kernels(DType::F32, Some(arch.clone())).map_err(dev)?, &KERNEL_NAMES)?;
         let train_fns = load(compile_source(&train_kernels_source(), "effv2_train_kernels.cu", vec![], Some(arch)).map_err(dev)?, &TRAIN_KERNEL_NAMES)?;
 
-        let param_layout = TrainLayout::new(graph, weights, 1)?;
+        let param_layout = TrainLayout::with_dtype(graph, weights, 1, dtype)?;
         let up = |bytes: &[u8], what: &str| stream.clone_htod(bytes).map_err(|e| dev(fail(what, e)));
         let params = up(&param_layout.params, "uploading the weights")?;
         let grads = stream.alloc_zeros::<u8>(param_layout.grads_bytes.max(256)).map_err(|e| dev(fail("allocating gradients", e)))?;
         let slots = param_layout.initial_slots(graph, &config.optimizer).iter().map(|s| up(s, "uploading optimizer slots")).collect::<Result<_, _>>()?;
         let ema = if config.ema { Some(up(&param_layout.params, "uploading the EMA shadows")?) } else { None };
         let workspace = stream.alloc_zeros::<u8>(256).map_err(|e| dev(fail("allocating the cuDNN workspace", e)))?;
+        let weights16 = match dtype {
+            DType::F32 => None,
+            _ => Some(stream.alloc_zeros::<u8>(param_layout.params.len() / 2).map_err(|e| dev(fail("allocating the bf16 weights", e)))?),
+        };
         let name = ctx.name().unwrap_or_else(|_| "unknown GPU".into());
         Ok(CudaTrainer {
             config,
@@ -115,19 +128,41 @@ impl CudaTrainer {
             convs: HashMap::new(),
             workspace,
             params,
+            dtype,
+            weights16,
             grads,
             slots,
             ema,
             batch: None,
             trained: false,
-            device: format!("{name} (sm_{major}{minor}), fp32"),
+            device: format!("{name} (sm_{major}{minor}), {}", if dtype == DType::F32 { "fp32" } else { "bf16 mixed precision" }),
         })
+        .and_then(|mut t| {
+            t.refresh_weights16(None)?;
+            Ok(t)
+        })
+    }
+
+    /// bf16: narrow the f32 weights (or, given, the EMA shadows) into the 16-bit copy.
+    fn refresh_weights16(&mut self, from_ema: Option<()>) -> Result<(), TrainError> {
+        let Some(w16) = &self.weights16 else { return Ok(()) };
+        let src = match (from_ema, &self.ema) {
+            (Some(()), Some(e)) => ptr(e, &self.stream),
+            _ => ptr(&self.params, &self.stream),
+        };
+        let launch = self.param_layout.refresh_weights16(src, ptr(w16, &self.stream)).expect("a 16-bit layout");
+        self.enqueue(std::slice::from_ref(&launch))
+    }
+
+    fn weights16_ptr(&self) -> u64 {
+        self.weights16.as_ref().map_or(0, |w| ptr(w, &self.stream))
     }
 
     /// The engine a [`crate::run::TrainConfig`] asks for (the factory `train`/`resume` take).
     pub fn for_run(graph: &Graph, weights: &Weights, cfg: &crate::run::TrainConfig) -> Result<Self, TrainError> {
         let config = TrainerConfig { optimizer: cfg.optimizer, weight_decay: cfg.weight_decay, ema: cfg.ema_decay.is_some() };
-        Self::new(graph, weights, config)
+        let dtype = if cfg.precision == crate::run::Precision::Bf16 { DType::Bf16 } else { DType::F32 };
+        Self::new(graph, weights, config, dtype)
     }
 
     /// The GPU, for logs.
@@ -138,7 +173,7 @@ impl CudaTrainer {
     /// Device memory the engine holds now (buffers it allocated; cuDNN's and cuBLAS's handles aside).
     pub fn device_bytes(&self) -> usize {
         let batch = self.batch.as_ref().map_or(0, |b| b.arena.len() + 4 * (b.masks.len() + b.input.len() + b.logits.len() + b.dlogits.len()));
-        self.params.len() + self.grads.len() + self.slots.iter().map(|s| s.len()).sum::<usize>() + self.ema.as_ref().map_or(0, |e| e.len()) + self.workspace.len() + batch
+        self.params.len() + self.weights16.as_ref().map_or(0, |w| w.len()) + self.grads.len() + self.slots.iter().map(|s| s.len()).sum::<usize>() + self.ema.as_ref().map_or(0, |e| e.len()) + self.workspace.len() + batch
     }
 
     fn bind(&self) -> Result<(), TrainError> {
@@ -151,7 +186,7 @@ impl CudaTrainer {
             return Ok(());
         }
         self.batch = None; // free the old arena first
-        let layout = TrainLayout::new(&self.graph, &self.template, batch)?;
+        let layout = TrainLayout::with_dtype(&self.graph, &self.template, batch, self.dtype)?;
         debug_assert_eq!(layout.param_at, self.param_layout.param_at);
         let alloc_f32 = |n: usize, what: &str| self.stream.alloc_zeros::<f32>(n.max(1)).map_err(|e| dev(fail(what, e)));
         let classes = self.graph.nodes[self.graph.output].shape.numel();
@@ -177,7 +212,7 @@ impl CudaTrainer {
                 _ => continue,
             };
             if !self.convs.contains_key(&shape) {
-                let c = ConvGrad::new(&self.cudnn, shape, DType::F32, MAX_WORKSPACE).map_err(|e| dev(fail(&format!("cuDNN conv {shape:?}"), e)))?;
+                let c = ConvGrad::new(&self.cudnn, shape, self.dtype, MAX_WORKSPACE).map_err(|e| dev(fail(&format!("cuDNN conv {shape:?}"), e)))?;
                 self.convs.insert(shape, c);
             }
             need = need.max(self.convs[&shape].workspace);
@@ -212,7 +247,7 @@ impl CudaTrainer {
                 TrainLaunch::ConvBackwardFilter { shape, x, dy, dw } => {
                     unsafe { self.convs[shape].backward_filter(&self.cudnn, *x, *dy, *dw, ws, ws_len) }.map_err(|e| dev(fail(&at("cuDNN backward filter"), e)))?
                 }
-                TrainLaunch::Gemm { g, a, b, c } => unsafe { self.blas.gemm(DType::F32, *g, *a, *b, *c) }.map_err(|e| dev(format!("{}: {e}", at("cuBLAS"))))?,
+                TrainLaunch::Gemm { g, a, b, c } => unsafe { self.blas.gemm(self.dtype, *g, *a, *b, *c) }.map_err(|e| dev(format!("{}: {e}", at("cuBLAS"))))?,
             }
         }
         Ok(())
@@ -265,10 +300,15 @@ impl TrainEngine for CudaTrainer {
         self.bind()?;
         self.ensure_batch(batch)?;
         let train = mode == Mode::Train;
-        let params = match (mode, &self.ema) {
-            (Mode::EvalEma, Some(shadow)) => ptr(shadow, &self.stream),
+        let on_ema = mode == Mode::EvalEma && self.ema.is_some();
+        let params = match (on_ema, &self.ema) {
+            (true, Some(shadow)) => ptr(shadow, &self.stream),
             _ => ptr(&self.params, &self.stream),
         };
+        if on_ema {
+            self.refresh_weights16(Some(()))?;
+        }
+        let weights16 = self.weights16_ptr();
         let b = self.batch.as_mut().expect("buffers for this batch");
         if train && b.layout.mask_len > 0 {
             let masks = b.layout.masks(&self.graph, seed);
@@ -276,9 +316,13 @@ impl TrainEngine for CudaTrainer {
         }
         self.stream.memcpy_htod(input, &mut b.input).map_err(|e| dev(fail("copying the input", e)))?;
         let s = &self.stream;
-        let launches = b.layout.forward(&self.graph, train, ptr(&b.arena, s), params, ptr(&b.masks, s), ptr(&b.input, s), ptr(&b.logits, s));
+        let bufs = Buffers { arena: ptr(&b.arena, s), params, weights16, grads: 0, masks: ptr(&b.masks, s), input: ptr(&b.input, s), logits: ptr(&b.logits, s), dlogits: 0 };
+        let launches = b.layout.forward(&self.graph, train, &bufs);
         self.trained = false;
         self.enqueue(&launches)?;
+        if on_ema {
+            self.refresh_weights16(None)?; // back to the trained weights
+        }
         let b = self.batch.as_ref().expect("buffers for this batch");
         let logits = self.stream.clone_dtoh(&b.logits).map_err(|e| dev(fail("copying the logits", e)))?;
         self.sync("the forward pass")?;
@@ -297,7 +341,9 @@ impl TrainEngine for CudaTrainer {
         }
         self.stream.memcpy_htod(dlogits, &mut b.dlogits).map_err(|e| dev(fail("copying dlogits", e)))?;
         let s = &self.stream;
-        let launches = b.layout.backward(&self.graph, ptr(&b.arena, s), ptr(&self.params, s), ptr(&self.grads, s), ptr(&b.masks, s), ptr(&b.dlogits, s));
+        let weights16 = self.weights16.as_ref().map_or(0, |w| ptr(w, s));
+        let bufs = Buffers { arena: ptr(&b.arena, s), params: ptr(&self.params, s), weights16, grads: ptr(&self.grads, s), masks: ptr(&b.masks, s), input: 0, logits: 0, dlogits: ptr(&b.dlogits, s) };
+        let launches = b.layout.backward(&self.graph, &bufs);
         self.enqueue(&launches)?;
         self.sync("the backward pass")
     }
@@ -308,6 +354,7 @@ impl TrainEngine for CudaTrainer {
         let slots: Vec<u64> = self.slots.iter().map(|b| ptr(b, s)).collect();
         let launches = self.param_layout.optimizer_step(&self.graph, &self.config.optimizer, ptr(&self.params, s), ptr(&self.grads, s), &slots, lr, self.config.weight_decay);
         self.enqueue(&launches)?;
+        self.refresh_weights16(None)?;
         self.sync("the optimizer step")
     }
 
@@ -377,6 +424,7 @@ impl TrainEngine for CudaTrainer {
         for (bytes, buf) in slot_bufs.iter().zip(&mut self.slots) {
             upload(&self.stream, bytes, buf)?;
         }
+        self.refresh_weights16(None)?;
         self.sync("loading the training state")
     }
 }

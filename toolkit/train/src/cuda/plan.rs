@@ -6,10 +6,10 @@
 //!
 //! The forward (training or eval mode) and the backward; `super::engine` runs them on a GPU.
 
-use effv2_edge::graph::{Graph, Op, Shape};
+use effv2_edge::graph::{Graph, Op, Role, Shape};
 use effv2_edge::weights::Weights;
 use effv2_runtime::plan::arena::plan_intervals;
-use effv2_runtime::plan::launch::{Arg, BlasGemm, ConvShape};
+use effv2_runtime::plan::launch::{Arg, BlasGemm, ConvShape, DType};
 use effv2_runtime::plan::layout::{depthwise_to_hwc, oihw_to_ohwi};
 
 use super::CHAN_CHUNK_ROWS;
@@ -42,14 +42,41 @@ pub enum TrainLaunch {
     Gemm { g: BlasGemm, a: u64, b: u64, c: u64 },
 }
 
+/// Addresses of the buffers a launch list works on (device memory, or host memory in tests).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Buffers {
+    /// Activations, their gradients and scratch ([`TrainLayout::arena_bytes`]).
+    pub arena: u64,
+    /// f32 parameters (master weights, BN statistics) in device layout.
+    pub params: u64,
+    /// Mixed precision: the 16-bit copy of `params` the convolutions and the classifier read
+    /// (element `i` of `params` at element `i`; see [`TrainLayout::refresh_weights16`]). Unused in f32.
+    pub weights16: u64,
+    /// f32 parameter gradients ([`TrainLayout::pgrad_at`]).
+    pub grads: u64,
+    /// f32 dropout / drop-path masks.
+    pub masks: u64,
+    /// f32 NCHW input, f32 logits, f32 dLoss/dLogits.
+    pub input: u64,
+    pub logits: u64,
+    pub dlogits: u64,
+}
+
 /// Where every value, parameter and statistic lives for one graph and batch size. Offsets are in
 /// bytes from the start of their buffer (arena, params, masks).
 pub struct TrainLayout {
     pub batch: usize,
-    /// Each node's output value in the arena (f32 NHWC).
+    /// Storage of activations and their gradients: f32, or bf16 for mixed precision (then the
+    /// convs and the classifier read a bf16 copy of the weights; everything else stays f32).
+    pub dtype: DType,
+    /// Each node's output value in the arena (NHWC, `dtype`).
     pub value_at: Vec<usize>,
-    /// Padded-input scratch (asymmetric "same" padding for cuDNN), f32.
+    /// Padded-input scratch (asymmetric "same" padding for cuDNN), `dtype`.
     pub pad_at: usize,
+    /// Mixed precision: a weight gradient as cuDNN / cuBLAS write it (bf16) before it is widened
+    /// into `grads`, and dLoss/dLogits narrowed to bf16.
+    pub wgrad16_at: usize,
+    pub dlogits16_at: usize,
     /// f64 per-channel partial sums, and the f64 mean / variance of the BN being computed.
     pub partials_at: usize,
     pub mean64_at: usize,
@@ -62,7 +89,7 @@ pub struct TrainLayout {
     /// Each parameter in device layout, f32; `params` holds their initial bytes.
     pub param_at: Vec<usize>,
     pub params: Vec<u8>,
-    /// Each value's gradient in the arena (f32 NHWC; none for the input), a scratch gradient for
+    /// Each value's gradient in the arena (NHWC, `dtype`; none for the input), a scratch gradient for
     /// second contributions, and each trainable parameter's gradient in `grads` (device layout).
     pub grad_at: Vec<Option<usize>>,
     pub tmp_at: usize,
@@ -82,8 +109,17 @@ fn geom(s: Shape) -> [usize; 3] {
 }
 
 impl TrainLayout {
+    /// The f32 layout.
     pub fn new(graph: &Graph, weights: &Weights, batch: usize) -> Result<TrainLayout, TrainError> {
+        Self::with_dtype(graph, weights, batch, DType::F32)
+    }
+
+    /// Activations and their gradients stored as `dtype`: f32, or bf16 for mixed precision. (f16
+    /// lays out too, for tests that check errors scale with the storage precision; the engine
+    /// trains f32 or bf16 only, as f16 would need loss scaling.)
+    pub fn with_dtype(graph: &Graph, weights: &Weights, batch: usize, dtype: DType) -> Result<TrainLayout, TrainError> {
         weights.check(graph)?;
+        let eb = dtype.bytes();
         let mut at = 0usize;
         let mut take = |bytes: usize| {
             let a = at;
@@ -102,14 +138,17 @@ impl TrainLayout {
                 }
             }
         }
-        let pad_at = take(4 * pad_len);
+        let pad_at = take(eb * pad_len);
+        let max_weight = graph.params.iter().filter(|p| matches!(p.role, Role::ConvWeight | Role::LinearWeight)).map(|p| p.numel()).max().unwrap_or(1);
+        let wgrad16_at = take(if dtype == DType::F32 { 0 } else { 2 * max_weight });
+        let dlogits16_at = take(if dtype == DType::F32 { 0 } else { 2 * batch * graph.nodes[graph.output].shape.numel() });
         let partials_at = take(8 * max_rows.div_ceil(CHAN_CHUNK_ROWS) * max_c);
         let mean64_at = take(8 * max_c);
         let var64_at = take(8 * max_c);
         let zeros_at = take(4 * max_c);
         let bn_saved_at = graph.nodes.iter().map(|n| matches!(n.op, Op::BatchNorm(_)).then(|| (take(4 * n.shape.c), take(4 * n.shape.c)))).collect();
-        let tmp_at = take(4 * batch * graph.nodes.iter().map(|n| n.shape.numel()).max().unwrap_or(1).max(pad_len / batch.max(1)));
-        let (value_at, grad_at, lifetimes_bytes) = Self::plan_values_and_grads(graph, batch, at);
+        let tmp_at = take(eb * batch * graph.nodes.iter().map(|n| n.shape.numel()).max().unwrap_or(1).max(pad_len / batch.max(1)));
+        let (value_at, grad_at, lifetimes_bytes) = Self::plan_values_and_grads(graph, batch * eb, at);
         let arena_bytes = at + lifetimes_bytes;
         let mut grads_bytes = 0;
         let pgrad_at = graph
@@ -143,7 +182,7 @@ impl TrainLayout {
             mask_at[i] = Some(4 * mask_len);
             mask_len += floats;
         }
-        Ok(TrainLayout { batch, value_at, pad_at, partials_at, mean64_at, var64_at, bn_saved_at, zeros_at, arena_bytes, param_at, params, grad_at, tmp_at, pgrad_at, grads_bytes, mask_at, mask_len })
+        Ok(TrainLayout { batch, dtype, value_at, pad_at, wgrad16_at, dlogits16_at, partials_at, mean64_at, var64_at, bn_saved_at, zeros_at, arena_bytes, param_at, params, grad_at, tmp_at, pgrad_at, grads_bytes, mask_at, mask_len })
     }
 
     /// A parameter-shaped tensor (weight, optimizer slot, EMA shadow) in the device's layout:
@@ -202,7 +241,8 @@ impl TrainLayout {
     /// the output (whose gradient is dLoss/dLogits, outside the arena) have none, nor have nodes
     /// nothing reads. So gradients reuse the values of the nodes already back-propagated.
     /// Returns the value offsets, the gradient offsets and the bytes they span.
-    fn plan_values_and_grads(graph: &Graph, batch: usize, base: usize) -> (Vec<usize>, Vec<Option<usize>>, usize) {
+    /// `per_element`: bytes of one element times the batch.
+    fn plan_values_and_grads(graph: &Graph, per_element: usize, base: usize) -> (Vec<usize>, Vec<Option<usize>>, usize) {
         let n = graph.nodes.len();
         let backward_at = |i: usize| 2 * n - 1 - i;
         let mut last_consumer = vec![None; n];
@@ -211,7 +251,7 @@ impl TrainLayout {
                 last_consumer[j] = Some(i);
             }
         }
-        let bytes = |i: usize| align(4 * batch * graph.nodes[i].shape.numel());
+        let bytes = |i: usize| align(per_element * graph.nodes[i].shape.numel());
         let (mut lens, mut born, mut dies): (Vec<usize>, Vec<usize>, Vec<usize>) = (0..n).map(|i| (bytes(i), i, backward_at(i))).fold((vec![], vec![], vec![]), |mut v, (l, b, d)| {
             v.0.push(l);
             v.1.push(b);
@@ -256,11 +296,12 @@ impl TrainLayout {
     /// mask buffer, the NCHW f32 input and the f32 logits. `train`: BN on batch statistics with
     /// the running averages updated, masks applied (what the backward follows); otherwise eval
     /// mode: BN on the running statistics, dropout and drop-path the identity.
-    #[allow(clippy::too_many_arguments)]
-    pub fn forward(&self, graph: &Graph, train_mode: bool, arena: u64, params: u64, masks: u64, input: u64, logits: u64) -> Vec<TrainLaunch> {
+    pub fn forward(&self, graph: &Graph, train_mode: bool, b: &Buffers) -> Vec<TrainLaunch> {
+        let Buffers { arena, masks, input, logits, .. } = *b;
         let batch = self.batch;
         let v = |i: usize| arena + self.value_at[i] as u64;
-        let p = |id: usize| params + self.param_at[id] as u64;
+        let p = |id: usize| b.params + self.param_at[id] as u64;
+        let weight_of = |id: usize| self.weight(b, id);
         let a = |off: usize| arena + off as u64;
         let i32s = |xs: &[usize]| xs.iter().map(|&x| Arg::I32(x as i32)).collect::<Vec<_>>();
         let mut out = vec![];
@@ -279,7 +320,7 @@ impl TrainLayout {
                     if c.is_depthwise() {
                         let bias = c.bias.map(p).unwrap_or(a(self.zeros_at));
                         let geo = i32s(&[h, w, ic, s.h, s.w, c.kernel, c.stride, pd.top, pd.left]);
-                        out.push(infer("depthwise", total, [vec![Arg::Ptr(x), Arg::Ptr(p(c.weight)), Arg::Ptr(bias), Arg::Ptr(y), tot], geo, vec![Arg::I32(0)]].concat()));
+                        out.push(infer("depthwise", total, [vec![Arg::Ptr(x), Arg::Ptr(weight_of(c.weight)), Arg::Ptr(bias), Arg::Ptr(y), tot], geo, vec![Arg::I32(0)]].concat()));
                         continue;
                     }
                     let mut shape = ConvShape { n: batch, c: ic, h, w, out_ch: c.out_ch, oh: s.h, ow: s.w, kernel: c.kernel, stride: c.stride, pad: [pd.top, pd.left], groups: 1 };
@@ -287,7 +328,7 @@ impl TrainLayout {
                     if let Some((ptotal, args)) = shape.pad_into([pd.top, pd.left, pd.bottom, pd.right], &mut from, a(self.pad_at)) {
                         out.push(infer("pad", ptotal, args));
                     }
-                    out.push(TrainLaunch::Conv { shape, x: from, w: p(c.weight), y });
+                    out.push(TrainLaunch::Conv { shape, x: from, w: weight_of(c.weight), y });
                     if let Some(b) = c.bias {
                         out.push(infer("bias_act", total, vec![Arg::Ptr(y), Arg::Ptr(p(b)), tot, Arg::I32(s.c as i32), Arg::I32(0)]));
                     }
@@ -319,7 +360,7 @@ impl TrainLayout {
                     out.push(train("apply_mask", total, vec![Arg::Ptr(x), Arg::Ptr(mask), Arg::Ptr(y), tot, Arg::I64(per as i64)]));
                 }
                 Op::Linear(l) => {
-                    out.push(TrainLaunch::Gemm { g: BlasGemm::for_linear(batch, l.out_features, l.in_features), a: p(l.weight), b: x, c: y });
+                    out.push(TrainLaunch::Gemm { g: BlasGemm::for_linear(batch, l.out_features, l.in_features), a: weight_of(l.weight), b: x, c: y });
                     out.push(infer("bias_act", total, vec![Arg::Ptr(y), Arg::Ptr(p(l.bias)), tot, Arg::I32(s.c as i32), Arg::I32(0)]));
                 }
             }
@@ -328,6 +369,21 @@ impl TrainLayout {
         let n_out = batch * graph.nodes[o].shape.numel();
         out.push(infer("to_f32", n_out, vec![Arg::Ptr(v(o)), Arg::Ptr(logits), Arg::I64(n_out as i64)]));
         out
+    }
+
+    /// Where the convs and the classifier read weight `id`: the f32 parameter, or its bf16 copy.
+    fn weight(&self, b: &Buffers, id: usize) -> u64 {
+        match self.dtype {
+            DType::F32 => b.params + self.param_at[id] as u64,
+            _ => b.weights16 + (self.param_at[id] / 2) as u64,
+        }
+    }
+
+    /// Mixed precision: the bf16 copy of the whole parameter buffer (`weights16`, element for
+    /// element) from the f32 one, after every change of the weights; `None` in f32.
+    pub fn refresh_weights16(&self, params: u64, weights16: u64) -> Option<TrainLaunch> {
+        let n = self.params.len() / 4;
+        (self.dtype != DType::F32).then(|| infer("nchw_to_nhwc", n, vec![Arg::Ptr(params), Arg::Ptr(weights16), Arg::I64(n as i64), Arg::I32(1), Arg::I32(1)]))
     }
 
     /// One optimizer update of every trainable parameter from its gradient at `grads`. The
@@ -390,20 +446,36 @@ impl TrainLayout {
     /// The launches of the backward pass after [`TrainLayout::forward`]: `dlogits` (f32, `[batch,
     /// classes]`) in, every trainable parameter's gradient out at `grads` (device layout, see
     /// [`TrainLayout::pgrad_at`]). A value read by several ops gets their gradients summed.
-    #[allow(clippy::too_many_arguments)]
-    pub fn backward(&self, graph: &Graph, arena: u64, params: u64, grads: u64, masks: u64, dlogits: u64) -> Vec<TrainLaunch> {
+    pub fn backward(&self, graph: &Graph, b: &Buffers) -> Vec<TrainLaunch> {
+        let Buffers { arena, grads, masks, dlogits, .. } = *b;
         let batch = self.batch;
         let n = graph.nodes.len();
-        let v = |i: usize| arena + self.value_at[i] as u64;
-        let g = |i: usize| if i == graph.output { dlogits } else { arena + self.grad_at[i].expect("a gradient slot") as u64 };
-        let p = |id: usize| params + self.param_at[id] as u64;
-        let pg = |id: usize| grads + self.pgrad_at[id].expect("a trainable parameter") as u64;
+        let f32_mode = self.dtype == DType::F32;
         let a = |off: usize| arena + off as u64;
+        let dlogits_t = if f32_mode { dlogits } else { a(self.dlogits16_at) };
+        let v = |i: usize| arena + self.value_at[i] as u64;
+        let g = |i: usize| if i == graph.output { dlogits_t } else { arena + self.grad_at[i].expect("a gradient slot") as u64 };
+        let p = |id: usize| b.params + self.param_at[id] as u64;
+        let weight_of = |id: usize| self.weight(b, id);
+        let pg = |id: usize| grads + self.pgrad_at[id].expect("a trainable parameter") as u64;
+        // A weight gradient from cuDNN / cuBLAS: straight into `grads` in f32; in bf16 through
+        // the 16-bit scratch, then widened.
+        let wgrad = |id: usize| if f32_mode { pg(id) } else { a(self.wgrad16_at) };
+        let widen = |id: usize, out: &mut Vec<TrainLaunch>| {
+            if !f32_mode {
+                let n = graph.params[id].numel();
+                out.push(infer("to_f32", n, vec![Arg::Ptr(a(self.wgrad16_at)), Arg::Ptr(pg(id)), Arg::I64(n as i64)]));
+            }
+        };
         let i32s = |xs: &[usize]| xs.iter().map(|&x| Arg::I32(x as i32)).collect::<Vec<_>>();
         let tmp = a(self.tmp_at);
         let mut seen = vec![false; n];
         seen[graph.output] = true;
         let mut out = vec![];
+        if !f32_mode {
+            let nl = batch * graph.nodes[graph.output].shape.numel();
+            out.push(infer("nchw_to_nhwc", nl, vec![Arg::Ptr(dlogits), Arg::Ptr(dlogits_t), Arg::I64(nl as i64), Arg::I32(1), Arg::I32(1)]));
+        }
         for i in (0..n).rev() {
             let node = &graph.nodes[i];
             if matches!(node.op, Op::Input) || !seen[i] {
@@ -434,10 +506,11 @@ impl TrainLayout {
                 Op::Input => {}
                 Op::Linear(l) => {
                     let dw = BlasGemm { trans_a: false, trans_b: true, m: l.in_features, n: l.out_features, k: batch, lda: l.in_features, ldb: l.out_features, ldc: l.in_features };
-                    out.push(TrainLaunch::Gemm { g: dw, a: v(x), b: dy, c: pg(l.weight) });
+                    out.push(TrainLaunch::Gemm { g: dw, a: v(x), b: dy, c: wgrad(l.weight) });
+                    widen(l.weight, &mut out);
                     out.extend(self.bias_grad(arena, dy, batch, l.out_features, pg(l.bias)));
                     let dx = BlasGemm { trans_a: false, trans_b: false, m: l.in_features, n: batch, k: l.out_features, lda: l.in_features, ldb: l.out_features, ldc: l.in_features };
-                    contrib(x, &mut out, &|dst| vec![TrainLaunch::Gemm { g: dx, a: p(l.weight), b: dy, c: dst }]);
+                    contrib(x, &mut out, &|dst| vec![TrainLaunch::Gemm { g: dx, a: weight_of(l.weight), b: dy, c: dst }]);
                 }
                 Op::DropPath { .. } | Op::Dropout { .. } => {
                     let per = if matches!(node.op, Op::DropPath { .. }) { s.numel() } else { 1 };
@@ -481,7 +554,7 @@ impl TrainLayout {
                     if c.is_depthwise() {
                         let geo = i32s(&[src.h, src.w, src.c, s.h, s.w, c.kernel, c.stride, pd.top, pd.left]);
                         out.push(train("depthwise_backward_dw", src.c * c.kernel * c.kernel, [vec![Arg::Ptr(v(x)), Arg::Ptr(dy), Arg::Ptr(pg(c.weight)), Arg::I64(batch as i64)], geo.clone()].concat()));
-                        contrib(x, &mut out, &|dst| vec![train("depthwise_backward_dx", xtotal, [vec![Arg::Ptr(dy), Arg::Ptr(p(c.weight)), Arg::Ptr(dst), Arg::I64(xtotal as i64)], geo.clone()].concat())]);
+                        contrib(x, &mut out, &|dst| vec![train("depthwise_backward_dx", xtotal, [vec![Arg::Ptr(dy), Arg::Ptr(weight_of(c.weight)), Arg::Ptr(dst), Arg::I64(xtotal as i64)], geo.clone()].concat())]);
                         continue;
                     }
                     let (h, w) = (src.h, src.w);
@@ -493,8 +566,9 @@ impl TrainLayout {
                     if let Some((ptotal, args)) = &pad {
                         out.push(infer("pad", *ptotal, args.clone()));
                     }
-                    out.push(TrainLaunch::ConvBackwardFilter { shape, x: from, dy, dw: pg(c.weight) });
-                    let wt = p(c.weight);
+                    out.push(TrainLaunch::ConvBackwardFilter { shape, x: from, dy, dw: wgrad(c.weight) });
+                    widen(c.weight, &mut out);
+                    let wt = weight_of(c.weight);
                     contrib(x, &mut out, &|dst| match &pad {
                         // The gradient of the padded copy, cropped back (same geometry as the pad).
                         Some((_, pad_args)) => {

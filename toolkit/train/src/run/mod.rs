@@ -46,6 +46,20 @@ pub struct TrainConfig {
     pub augment: AugmentConfig,
     pub seed: u64,
     pub workers: usize,
+    /// Storage of activations and gradients on the CUDA engine (the CPU engine trains fp32);
+    /// absent in configs written before it existed.
+    #[serde(default)]
+    pub precision: Precision,
+}
+
+/// Training precision: fp32, or bf16 mixed precision (bf16 activations and gradients, f32 master
+/// weights, statistics and optimizer; no loss scaling needed).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    #[default]
+    Fp32,
+    Bf16,
 }
 
 impl TrainConfig {
