@@ -116,7 +116,7 @@ fn run(o: &TrainStepOptions, mut engine: impl TrainEngine, name: String, device_
         }
         engine.backward(&dlogits)?;
         engine.step(1e-3)?;
-        engine.ema_update(0.9999);
+        engine.ema_update(0.9999)?;
         if i >= o.warmup {
             times.push(t.elapsed().as_secs_f64() * 1e3);
         }

@@ -40,16 +40,17 @@ pub trait TrainEngine {
     fn step(&mut self, lr: f32) -> Result<(), TrainError>;
 
     /// `shadow = decay·shadow + (1-decay)·value` for every weight and BN statistic.
-    fn ema_update(&mut self, decay: f32);
+    fn ema_update(&mut self, decay: f32) -> Result<(), TrainError>;
 
-    /// Host copy of the raw weights, BN running statistics included.
-    fn weights(&self) -> Weights;
+    /// Host copy of the raw weights, BN running statistics included. (An error only where the
+    /// weights live on a device that failed.)
+    fn weights(&self) -> Result<Weights, TrainError>;
 
     /// Host copy of the EMA shadows, when the engine keeps them.
-    fn ema_weights(&self) -> Option<Weights>;
+    fn ema_weights(&self) -> Result<Option<Weights>, TrainError>;
 
     /// Optimizer slots by name (`<param>/<slot>`), for resuming.
-    fn optimizer_state(&self) -> Vec<(String, Tensor)>;
+    fn optimizer_state(&self) -> Result<Vec<(String, Tensor)>, TrainError>;
 
     /// Restore what [`weights`](Self::weights), [`ema_weights`](Self::ema_weights) and
     /// [`optimizer_state`](Self::optimizer_state) gave.

@@ -55,14 +55,14 @@ fn cuda_trainer_equals_the_cpu_trainer_or_names_what_is_missing() {
         gpu.backward(&dlogits).unwrap();
         cpu.step(0.01).unwrap();
         gpu.step(0.01).unwrap();
-        cpu.ema_update(0.5);
-        gpu.ema_update(0.5);
+        cpu.ema_update(0.5).unwrap();
+        gpu.ema_update(0.5).unwrap();
     }
     let worst = |a: &effv2_edge::weights::Weights, b: &effv2_edge::weights::Weights| {
         g.params.iter().map(|p| (rel_err(a.get(&p.name).unwrap().data(), b.get(&p.name).unwrap().data()), p.name.clone())).fold((0f32, String::new()), |m, e| if e.0 > m.0 { e } else { m })
     };
-    let (we, wn) = worst(&gpu.weights(), &cpu.weights());
-    let (ee, en) = worst(&gpu.ema_weights().unwrap(), &cpu.ema_weights().unwrap());
+    let (we, wn) = worst(&gpu.weights().unwrap(), &cpu.weights().unwrap());
+    let (ee, en) = worst(&gpu.ema_weights().unwrap().unwrap(), &cpu.ema_weights().unwrap().unwrap());
     println!("after 3 steps: weights worst rel err {we:.2e} ({wn}), EMA {ee:.2e} ({en})");
     assert!(we < 1e-3 && ee < 1e-3, "weights {we} ({wn}), EMA {ee} ({en})");
 
@@ -76,10 +76,10 @@ fn cuda_trainer_equals_the_cpu_trainer_or_names_what_is_missing() {
 
     // The state round trip a resumed run takes.
     let mut again = CudaTrainer::new(&g, &w, config, DType::F32).unwrap();
-    again.load_state(&gpu.weights(), gpu.ema_weights().as_ref(), &gpu.optimizer_state()).unwrap();
+    again.load_state(&gpu.weights().unwrap(), gpu.ema_weights().unwrap().as_ref(), &gpu.optimizer_state().unwrap()).unwrap();
     assert_eq!(again.forward(&x, 8, Mode::EvalEma, 0).unwrap(), gpu.forward(&x, 8, Mode::EvalEma, 0).unwrap());
-    let a = again.optimizer_state();
-    let b = gpu.optimizer_state();
+    let a = again.optimizer_state().unwrap();
+    let b = gpu.optimizer_state().unwrap();
     assert_eq!(a.len(), b.len());
     assert!(a.iter().zip(&b).all(|(x, y)| x.0 == y.0 && x.1.data() == y.1.data()), "optimizer slots survive the round trip");
 
@@ -102,7 +102,7 @@ fn cuda_trainer_equals_the_cpu_trainer_or_names_what_is_missing() {
         cpu.step(0.01).unwrap();
         bf16.step(0.01).unwrap();
     }
-    let (we, wn) = worst(&bf16.weights(), &cpu.weights());
+    let (we, wn) = worst(&bf16.weights().unwrap(), &cpu.weights().unwrap());
     println!("bf16 after 3 steps: weights worst rel err {we:.2e} ({wn})");
     assert!(we < 0.2, "bf16 weights {we} ({wn})");
 }

@@ -80,7 +80,7 @@ fn the_training_launches_replayed_on_the_host_equal_the_cpu_trainer() {
         let config = TrainerConfig { optimizer: opt, weight_decay: 0.01, ema: true };
         let mut cpu = CpuTrainer::new(&g, &w, config).unwrap();
         let want = cpu.forward(&x, batch, Mode::Train, seed).unwrap();
-        let want_w = cpu.weights();
+        let want_w = cpu.weights().unwrap();
         let dlogits: Vec<f32> = (0..want.len()).map(|_| rng.normal() as f32).collect();
         cpu.backward(&dlogits).unwrap();
         let want_g = cpu.grads();
@@ -158,7 +158,7 @@ fn the_training_launches_replayed_on_the_host_equal_the_cpu_trainer() {
             cpu.step(lr).unwrap();
             replay(&lib, &layout.optimizer_step(&g, &opt, params.as_mut_ptr() as u64, grads.as_ptr() as u64, &slot_ptrs, lr, 0.01));
         }
-        cpu.ema_update(decay);
+        cpu.ema_update(decay).unwrap();
         replay(&lib, &[layout.ema_update(shadow.as_mut_ptr() as u64, params.as_ptr() as u64, decay)]);
         let host_weights = |buf: &[u64]| {
             let bytes = unsafe { std::slice::from_raw_parts(buf.as_ptr() as *const u8, layout.params.len()) };
@@ -169,8 +169,8 @@ fn the_training_launches_replayed_on_the_host_equal_the_cpu_trainer() {
         };
         // Errors against each tensor's weight scale: an EMA that mixes a bias with its own
         // initial value can cancel to near zero.
-        let cpu_w = cpu.weights();
-        for (what, got, want) in [("weights after 2 steps", host_weights(&params), cpu.weights()), ("EMA", host_weights(&shadow), cpu.ema_weights().unwrap())] {
+        let cpu_w = cpu.weights().unwrap();
+        for (what, got, want) in [("weights after 2 steps", host_weights(&params), cpu.weights().unwrap()), ("EMA", host_weights(&shadow), cpu.ema_weights().unwrap().unwrap())] {
             let err = |n: &str, v: &[f32]| {
                 let w = want.get(n).unwrap().data();
                 let diff = v.iter().zip(w).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);

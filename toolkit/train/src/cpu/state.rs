@@ -75,21 +75,22 @@ impl TrainEngine for CpuTrainer {
         Ok(())
     }
 
-    fn ema_update(&mut self, decay: f32) {
+    fn ema_update(&mut self, decay: f32) -> Result<(), TrainError> {
         if let Some(shadow) = &mut self.ema {
             shadow.par_iter_mut().zip(&self.params).for_each(|(s, w)| ema::update(s, w, decay));
         }
+        Ok(())
     }
 
-    fn weights(&self) -> Weights {
-        self.to_weights(&self.params)
+    fn weights(&self) -> Result<Weights, TrainError> {
+        Ok(self.to_weights(&self.params))
     }
 
-    fn ema_weights(&self) -> Option<Weights> {
-        self.ema.as_ref().map(|e| self.to_weights(e))
+    fn ema_weights(&self) -> Result<Option<Weights>, TrainError> {
+        Ok(self.ema.as_ref().map(|e| self.to_weights(e)))
     }
 
-    fn optimizer_state(&self) -> Vec<(String, Tensor)> {
+    fn optimizer_state(&self) -> Result<Vec<(String, Tensor)>, TrainError> {
         let names = self.config.optimizer.slot_names();
         let mut out = vec![];
         for (p, slots) in self.graph.params.iter().zip(&self.slots) {
@@ -97,7 +98,7 @@ impl TrainEngine for CpuTrainer {
                 out.push((format!("{}/{name}", p.name), Tensor::new(p.shape.clone(), s.clone()).expect("slot sized from the param")));
             }
         }
-        out
+        Ok(out)
     }
 
     fn load_state(&mut self, weights: &Weights, ema: Option<&Weights>, slots: &[(String, Tensor)]) -> Result<(), TrainError> {

@@ -358,27 +358,26 @@ impl TrainEngine for CudaTrainer {
         self.sync("the optimizer step")
     }
 
-    fn ema_update(&mut self, decay: f32) {
-        let Some(shadow) = &self.ema else { return };
+    fn ema_update(&mut self, decay: f32) -> Result<(), TrainError> {
+        let Some(shadow) = &self.ema else { return Ok(()) };
         let launch = self.param_layout.ema_update(ptr(shadow, &self.stream), ptr(&self.params, &self.stream), decay);
-        // The trait gives this no error path: a failure here resurfaces at the next synchronising call.
-        if self.bind().and_then(|_| self.enqueue(std::slice::from_ref(&launch))).is_err() {
-            eprintln!("warning: the CUDA EMA update could not be launched");
-        }
+        self.bind()?;
+        self.enqueue(std::slice::from_ref(&launch))
     }
 
-    fn weights(&self) -> Weights {
-        self.to_weights(&self.params).unwrap_or_else(|e| panic!("reading the weights back from the GPU: {e}"))
+    fn weights(&self) -> Result<Weights, TrainError> {
+        self.to_weights(&self.params)
     }
 
-    fn ema_weights(&self) -> Option<Weights> {
-        self.ema.as_ref().map(|e| self.to_weights(e).unwrap_or_else(|e| panic!("reading the EMA back from the GPU: {e}")))
+    fn ema_weights(&self) -> Result<Option<Weights>, TrainError> {
+        self.ema.as_ref().map(|e| self.to_weights(e)).transpose()
     }
 
-    fn optimizer_state(&self) -> Vec<(String, Tensor)> {
+    fn optimizer_state(&self) -> Result<Vec<(String, Tensor)>, TrainError> {
+        self.bind()?;
         let names = self.config.optimizer.slot_names();
+        let host = self.slots.iter().map(|s| self.stream.clone_dtoh(s).map_err(|e| dev(fail("copying optimizer slots to the host", e)))).collect::<Result<Vec<_>, _>>()?;
         let mut out = vec![];
-        let host: Vec<Vec<u8>> = self.slots.iter().map(|s| self.stream.clone_dtoh(s).unwrap_or_else(|e| panic!("reading optimizer slots back from the GPU: {e:?}"))).collect();
         for (id, p) in self.graph.params.iter().enumerate() {
             if !p.role.is_trainable() {
                 continue;
@@ -388,7 +387,7 @@ impl TrainEngine for CudaTrainer {
                 out.push((format!("{}/{name}", p.name), Tensor::new(p.shape.clone(), data).expect("sized from the param")));
             }
         }
-        out
+        Ok(out)
     }
 
     fn load_state(&mut self, weights: &Weights, ema: Option<&Weights>, slots: &[(String, Tensor)]) -> Result<(), TrainError> {

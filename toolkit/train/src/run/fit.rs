@@ -144,7 +144,7 @@ fn run<E: TrainEngine>(
             engine.step(sched.lr(st.step) as f32)?;
             st.step += 1;
             if let Some(d) = cfg.ema_decay {
-                engine.ema_update(ema::tf_decay(d, st.step));
+                engine.ema_update(ema::tf_decay(d, st.step))?;
             }
             loss_sum += loss as f64 * b.n as f64;
             correct += topk_correct(&logits, &b.labels, classes, 1);
@@ -176,7 +176,7 @@ fn run<E: TrainEngine>(
         st.best_top1 = st.best_top1.max(ev.top1);
         st.epochs_done = epoch + 1;
         records.push(m.clone());
-        let saved = Saved { state: st.clone(), weights: engine.weights(), ema: engine.ema_weights(), slots: engine.optimizer_state() };
+        let saved = Saved { state: st.clone(), weights: engine.weights()?, ema: engine.ema_weights()?, slots: engine.optimizer_state()? };
         checkpoint::save(dir, &model, &saved, is_best)?;
         metrics::write(dir, &records)?;
         on(Event::Epoch(&m));
