@@ -20,6 +20,7 @@ fn main() -> TractResult<()> {
     // `nodes` as 4th argument: one row per node with tract's own description (matmul kernel, m/k/n).
     let per_node = args.get(4).is_some_and(|a| a == "nodes");
     // Also links effv2-runtime's x86_64 depthwise kernels into tract's registry.
+    effv2_runtime::avoid_tract_amx_int8();
     println!("channel-inner depthwise kernel: {}", effv2_runtime::tract_depthwise_kernel());
     let model = tract_onnx::onnx().model_for_path(&args[1])?.with_input_fact(0, f32::fact(&shape).into())?.into_optimized()?;
     // EFFV2_THREADS=N: the multi-threaded executor, as `effv2-bench run --threads N` sets it.

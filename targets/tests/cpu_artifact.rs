@@ -131,6 +131,7 @@ fn bad_artifacts_fail_cleanly() {
 #[test]
 fn tract_runs_depthwise_channel_last_with_our_x86_kernel() {
     use tract_onnx::prelude::*;
+    effv2_runtime::avoid_tract_amx_int8();
     let kernel = effv2_runtime::tract_depthwise_kernel();
     if !std::arch::is_x86_feature_detected!("fma") {
         eprintln!("skipped: no FMA, so no channel-inner kernel ({kernel})");

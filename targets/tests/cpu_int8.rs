@@ -167,6 +167,9 @@ fn per_op(q: &QModel, x: &Tensor, dir: &Path, form: Int8Form) -> BTreeMap<&'stat
 /// Run an ONNX file in tract directly (input shape from the tensor).
 fn tract(model: &Path, x: &Tensor) -> Vec<f32> {
     use tract_onnx::prelude::*;
+    // As effv2-runtime does before tract first probes the CPU: no AMX int8 (tract 0.23.9's kernel
+    // reads past its panels; see effv2_runtime::avoid_tract_amx_int8).
+    effv2_runtime::avoid_tract_amx_int8();
     let m = tract_onnx::onnx().model_for_path(model).unwrap().into_optimized().unwrap().into_runnable().unwrap();
     let t = tract_onnx::prelude::Tensor::from_shape(x.shape(), x.data()).unwrap();
     let out = m.run(tvec!(t.into())).unwrap();

@@ -15,7 +15,7 @@ mod tract;
 #[cfg(feature = "edgetpu")]
 pub use edgetpu::{EDGETPU_ENV, TFLITE_ENV};
 #[cfg(feature = "tract")]
-pub use tract::depthwise_kernel as tract_depthwise_kernel;
+pub use tract::{avoid_tract_amx_int8, depthwise_kernel as tract_depthwise_kernel};
 
 #[derive(Clone, Debug)]
 pub struct BackendInfo {

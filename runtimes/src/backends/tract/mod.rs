@@ -22,6 +22,22 @@ pub fn depthwise_kernel() -> &'static str {
 }
 use crate::{check_input, OpenOptions, Runtime, RuntimeError};
 
+/// tract 0.23.9's AMX int8 matrix kernel (`avx512amx_mmm_i32_8x8`) loads its B tiles past the end
+/// of their packed panels: on a CPU with AMX (Xeon Sapphire Rapids and later) an int8 QLinear model
+/// segfaults whenever a panel happens to end at a page boundary — the sporadic SIGSEGV our int8
+/// tests hit, made certain with a guard page after every allocation (Electric Fence; gdb stops on
+/// that `tileloadd`). Until tract fixes it, effv2-runtime takes AMX int8 out of the instruction set
+/// tract dispatches on, as a process-wide default below the environment (`TRACT_CPU_ISA` set by a
+/// user still wins), so int8 products run on the AVX-512 kernels. It must happen before tract first
+/// probes the CPU: `open` calls it, and so must code that runs tract itself before any `open`.
+pub fn avoid_tract_amx_int8() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // Fails only if another deployment config set this knob first; then theirs stands.
+        let _ = tract_onnx::tract_core::knobs::set_config_global("TRACT_CPU_ISA", "-amx-int8");
+    });
+}
+
 pub struct TractRuntime {
     manifest: Manifest,
     plan: Arc<TypedSimplePlan>,
@@ -40,6 +56,7 @@ fn err(e: impl std::fmt::Display) -> RuntimeError {
 
 impl TractRuntime {
     pub fn open(dir: &Path, manifest: Manifest, opts: &OpenOptions) -> Result<Self, RuntimeError> {
+        avoid_tract_amx_int8();
         let file = manifest.file("model").expect("verified manifest has a model");
         let path = Manifest::path_of(dir, file);
         let [_, c, h, w] = <[usize; 4]>::try_from(manifest.input.shape.as_slice()).expect("verified 4-D input");
