@@ -38,7 +38,15 @@ if has train; then
   recipe=(--model b0 --width 0.5 --depth 0.5 --fused-stages all --lr-decay cosine --workers 12)
   rm -rf /tmp/run-gpu
   timeout "${T_TRAIN:-240}" "$B/effv2-edge" train "${recipe[@]}" --device cuda --precision bf16 --epochs 5 -o /tmp/run-gpu 2>&1 | tee "$OUT/train_gpu.txt" | grep -vE "^\s*$" | tail -8
+  rc=${PIPESTATUS[0]}
   cp /tmp/run-gpu/metrics.jsonl "$OUT/train_gpu_metrics.jsonl" 2>/dev/null
+  # A bf16 failure that is not a timeout (124): the same recipe in fp32, so the call still yields a GPU run.
+  if [[ $rc -ne 0 && $rc -ne 124 ]]; then
+    echo "bf16 run failed (rc $rc): fp32"
+    rm -rf /tmp/run-gpu32
+    timeout "${T_TRAIN:-240}" "$B/effv2-edge" train "${recipe[@]}" --device cuda --epochs 5 -o /tmp/run-gpu32 2>&1 | tee "$OUT/train_gpu_fp32.txt" | grep -vE "^\s*$" | tail -8
+    cp /tmp/run-gpu32/metrics.jsonl "$OUT/train_gpu_fp32_metrics.jsonl" 2>/dev/null
+  fi
 fi
 
 if has trainperf; then
