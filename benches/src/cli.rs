@@ -4,7 +4,7 @@ use std::io::Write as _;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use effv2_edge::cli_args::ShapeArgs;
+use effv2_edge::cli_args::{ModelArgs, ShapeArgs};
 use effv2_edge::spec::ModelOptions;
 use effv2_runtime::{Precision, Target};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -45,9 +45,9 @@ pub struct TrainStepArgs {
     /// fp32, or bf16 mixed precision (cuda only)
     #[arg(long, default_value = "fp32", value_parser = ["fp32", "bf16"])]
     pub precision: String,
-    /// Variant: efficientnetv2-b0..b3, -s, -m, -l, -xl (or just b0, s, …)
-    #[arg(long)]
-    pub model: String,
+    /// Variant, Fused-MBConv placement and model options (width, depth, classes, …)
+    #[command(flatten)]
+    pub model: ModelArgs,
     /// Training image size (default: the variant's train size)
     #[arg(long)]
     pub image_size: Option<usize>,
@@ -60,9 +60,6 @@ pub struct TrainStepArgs {
     /// Seed of the initial weights and the synthetic batch
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Model options (width, depth, fused stages, classes, …)
-    #[command(flatten)]
-    pub shape: ShapeArgs,
     /// Print one JSON object on stdout instead of text
     #[arg(long)]
     pub json: bool,
@@ -169,12 +166,12 @@ pub fn execute(cmd: &BenchCommand) -> Result<(), BenchError> {
 }
 
 fn train_step(a: &TrainStepArgs) -> Result<(), BenchError> {
-    let options = a.shape.apply(ModelOptions::default());
+    let options = a.model.options(ModelOptions::default());
     let size = match a.image_size {
         Some(s) => s,
-        None => effv2_edge::spec::variant(&a.model).map_err(|e| BenchError::Args(e.to_string()))?.train_size,
+        None => effv2_edge::spec::variant(&a.model.model).map_err(|e| BenchError::Args(e.to_string()))?.train_size,
     };
-    let o = TrainStepOptions { device: a.device, bf16: a.precision == "bf16", model: a.model.clone(), options, image_size: size, batch: a.batch, warmup: a.warmup, iters: a.iters, seed: a.seed };
+    let o = TrainStepOptions { device: a.device, bf16: a.precision == "bf16", model: a.model.model.clone(), options, image_size: size, batch: a.batch, warmup: a.warmup, iters: a.iters, seed: a.seed };
     let r = measure_train_step(&o)?;
     let text = if a.json { serde_json::to_string(&r).expect("reports serialize") } else { train_step::describe(&r) };
     print_line(&text)
