@@ -77,7 +77,7 @@ pub fn measure_train_step(o: &TrainStepOptions) -> Result<TrainStepReport, Bench
         TrainDevice::Cpu => {
             let threads = rayon::current_num_threads();
             let engine = CpuTrainer::new(&graph, &weights, config)?;
-            run(o, engine, format!("cpu engine, {threads} threads"), None, cost)
+            run(o, engine, format!("cpu engine, {threads} threads"), |_| None, cost)
         }
         TrainDevice::Cuda => cuda(o, &graph, &weights, config, cost),
     }
@@ -88,8 +88,7 @@ fn cuda(o: &TrainStepOptions, graph: &effv2_edge::graph::Graph, weights: &effv2_
     let dtype = if o.bf16 { effv2_runtime::cuda::DType::Bf16 } else { effv2_runtime::cuda::DType::F32 };
     let engine = effv2_train::cuda::engine::CudaTrainer::new(graph, weights, config, dtype)?;
     let name = format!("cuda {}", engine.device());
-    let bytes = engine.device_bytes() as u64;
-    run(o, engine, name, Some(bytes), cost)
+    run(o, engine, name, |e| Some(e.device_bytes() as u64), cost)
 }
 
 #[cfg(not(feature = "cuda"))]
@@ -97,7 +96,8 @@ fn cuda(_: &TrainStepOptions, _: &effv2_edge::graph::Graph, _: &effv2_edge::weig
     Err(BenchError::Args("--device cuda needs effv2-bench built with the `cuda` feature".into()))
 }
 
-fn run(o: &TrainStepOptions, mut engine: impl TrainEngine, name: String, device_bytes: Option<u64>, cost: effv2_edge::graph::Cost) -> Result<TrainStepReport, BenchError> {
+/// `device_bytes` is read after the steps, when the engine holds its activations too.
+fn run<E: TrainEngine>(o: &TrainStepOptions, mut engine: E, name: String, device_bytes: impl Fn(&E) -> Option<u64>, cost: effv2_edge::graph::Cost) -> Result<TrainStepReport, BenchError> {
     let s = o.options.in_channels * o.image_size * o.image_size;
     let classes = o.options.num_classes;
     let mut rng = Rng::new(o.seed ^ 0x5eed);
@@ -137,7 +137,7 @@ fn run(o: &TrainStepOptions, mut engine: impl TrainEngine, name: String, device_
         throughput_ips,
         achieved_tflops: 6.0 * cost.macs as f64 * throughput_ips / 1e12,
         peak_rss_bytes: peak_rss_bytes(),
-        device_bytes,
+        device_bytes: device_bytes(&engine),
         machine: Machine::detect(),
     })
 }

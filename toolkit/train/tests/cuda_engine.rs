@@ -41,23 +41,7 @@ fn cuda_trainer_equals_the_cpu_trainer_or_names_what_is_missing() {
     let s = g.input_shape();
     let mut rng = Rng::new(4);
     let classes = 10;
-    for step in 0..3u64 {
-        let x: Vec<f32> = (0..batch * s.numel()).map(|_| rng.normal() as f32).collect();
-        let targets: Vec<f32> = (0..batch).flat_map(|i| (0..classes).map(move |c| if c == (i + step as usize) % classes { 1.0 } else { 0.0 })).collect();
-        let want = cpu.forward(&x, batch, Mode::Train, step).unwrap();
-        let got = gpu.forward(&x, batch, Mode::Train, step).unwrap();
-        let e = rel_err(&got, &want);
-        println!("step {step}: training-mode logits rel err {e:.2e}");
-        assert!(e < 1e-3, "step {step}: logits {e}");
-        // Both backwards from the CPU's loss gradient, so only the engines differ.
-        let (_, dlogits) = softmax_cross_entropy(&want, &targets, classes);
-        cpu.backward(&dlogits).unwrap();
-        gpu.backward(&dlogits).unwrap();
-        cpu.step(0.01).unwrap();
-        gpu.step(0.01).unwrap();
-        cpu.ema_update(0.5).unwrap();
-        gpu.ema_update(0.5).unwrap();
-    }
+    three_steps(&mut cpu, &mut gpu, &mut rng, batch, s.numel(), classes, 1e-3, "fp32");
     let worst = |a: &effv2_edge::weights::Weights, b: &effv2_edge::weights::Weights| {
         g.params.iter().map(|p| (rel_err(a.get(&p.name).unwrap().data(), b.get(&p.name).unwrap().data()), p.name.clone())).fold((0f32, String::new()), |m, e| if e.0 > m.0 { e } else { m })
     };
@@ -88,21 +72,31 @@ fn cuda_trainer_equals_the_cpu_trainer_or_names_what_is_missing() {
     // trainer; the figures are printed for the record.
     let mut bf16 = CudaTrainer::new(&g, &w, config, DType::Bf16).unwrap();
     let mut cpu = CpuTrainer::new(&g, &w, config).unwrap();
-    for step in 0..3u64 {
-        let x: Vec<f32> = (0..batch * s.numel()).map(|_| rng.normal() as f32).collect();
-        let targets: Vec<f32> = (0..batch).flat_map(|i| (0..classes).map(move |c| if c == (i + step as usize) % classes { 1.0 } else { 0.0 })).collect();
-        let want = cpu.forward(&x, batch, Mode::Train, step).unwrap();
-        let got = bf16.forward(&x, batch, Mode::Train, step).unwrap();
-        let e = rel_err(&got, &want);
-        println!("bf16 step {step}: training-mode logits rel err {e:.2e}");
-        assert!(e < 0.2 && got.iter().all(|v| v.is_finite()), "bf16 step {step}: {e}");
-        let (_, dlogits) = softmax_cross_entropy(&want, &targets, classes);
-        cpu.backward(&dlogits).unwrap();
-        bf16.backward(&dlogits).unwrap();
-        cpu.step(0.01).unwrap();
-        bf16.step(0.01).unwrap();
-    }
+    three_steps(&mut cpu, &mut bf16, &mut rng, batch, s.numel(), classes, 0.2, "bf16");
     let (we, wn) = worst(&bf16.weights().unwrap(), &cpu.weights().unwrap());
     println!("bf16 after 3 steps: weights worst rel err {we:.2e} ({wn})");
     assert!(we < 0.2, "bf16 weights {we} ({wn})");
+}
+
+/// Three training steps of both engines on the same random batches: training-mode forward (the
+/// GPU's logits within `tol` of the CPU's, and finite), both backwards from the CPU's loss
+/// gradient (so only the engines differ), an RMSProp step and an EMA update each.
+#[allow(clippy::too_many_arguments)]
+fn three_steps(cpu: &mut CpuTrainer, gpu: &mut CudaTrainer, rng: &mut Rng, batch: usize, sample: usize, classes: usize, tol: f32, label: &str) {
+    for step in 0..3u64 {
+        let x: Vec<f32> = (0..batch * sample).map(|_| rng.normal() as f32).collect();
+        let targets: Vec<f32> = (0..batch).flat_map(|i| (0..classes).map(move |c| if c == (i + step as usize) % classes { 1.0 } else { 0.0 })).collect();
+        let want = cpu.forward(&x, batch, Mode::Train, step).unwrap();
+        let got = gpu.forward(&x, batch, Mode::Train, step).unwrap();
+        let e = rel_err(&got, &want);
+        println!("{label} step {step}: training-mode logits rel err {e:.2e}");
+        assert!(e < tol && got.iter().all(|v| v.is_finite()), "{label} step {step}: logits {e}");
+        let (_, dlogits) = softmax_cross_entropy(&want, &targets, classes);
+        cpu.backward(&dlogits).unwrap();
+        gpu.backward(&dlogits).unwrap();
+        cpu.step(0.01).unwrap();
+        gpu.step(0.01).unwrap();
+        cpu.ema_update(0.5).unwrap();
+        gpu.ema_update(0.5).unwrap();
+    }
 }

@@ -85,10 +85,11 @@ fn the_training_launches_replayed_on_the_host_equal_the_cpu_trainer() {
         cpu.backward(&dlogits).unwrap();
         let want_g = cpu.grads();
 
-        let layout = TrainLayout::new(&g, &w, batch).unwrap();
+        let layout = TrainLayout::new(&g, batch);
+        let initial = layout.pack_weights(&g, &w).unwrap();
         let mut arena = vec![0u64; layout.arena_bytes.div_ceil(8)];
-        let mut params = vec![0u64; layout.params.len().div_ceil(8)];
-        unsafe { std::ptr::copy_nonoverlapping(layout.params.as_ptr(), params.as_mut_ptr() as *mut u8, layout.params.len()) };
+        let mut params = vec![0u64; layout.params_bytes.div_ceil(8)];
+        unsafe { std::ptr::copy_nonoverlapping(initial.as_ptr(), params.as_mut_ptr() as *mut u8, layout.params_bytes) };
         let masks = layout.masks(&g, seed);
         let mut logits = vec![f32::NAN; want.len()];
         let mut bufs = Buffers { arena: arena.as_mut_ptr() as u64, params: params.as_mut_ptr() as u64, masks: masks.as_ptr() as u64, input: x.as_ptr() as u64, logits: logits.as_mut_ptr() as u64, ..Default::default() };
@@ -99,7 +100,7 @@ fn the_training_launches_replayed_on_the_host_equal_the_cpu_trainer() {
         println!("{name}: training-mode logits rel err {e:.2e} ({} launches)", launches.len());
         assert!(e < 1e-4, "{name}: logits {e}");
         // Running statistics, read back from the parameter buffer (BN params keep their layout).
-        let bytes = unsafe { std::slice::from_raw_parts(params.as_ptr() as *const u8, layout.params.len()) };
+        let bytes = unsafe { std::slice::from_raw_parts(params.as_ptr() as *const u8, layout.params_bytes) };
         let mut checked = 0;
         for n in &g.nodes {
             let Op::BatchNorm(b) = &n.op else { continue };
@@ -146,8 +147,8 @@ fn the_training_launches_replayed_on_the_host_equal_the_cpu_trainer() {
         let (lr, decay) = (0.05, 0.7);
         // The shadows start as the weights the trainer was made with (before the forward moved
         // the running statistics).
-        let mut shadow = vec![0u64; layout.params.len().div_ceil(8)];
-        unsafe { std::ptr::copy_nonoverlapping(layout.params.as_ptr(), shadow.as_mut_ptr() as *mut u8, layout.params.len()) };
+        let mut shadow = vec![0u64; layout.params_bytes.div_ceil(8)];
+        unsafe { std::ptr::copy_nonoverlapping(initial.as_ptr(), shadow.as_mut_ptr() as *mut u8, layout.params_bytes) };
         let mut slots: Vec<Vec<u64>> = layout.initial_slots(&g, &opt).into_iter().map(|b| {
             let mut v = vec![0u64; b.len().div_ceil(8)];
             unsafe { std::ptr::copy_nonoverlapping(b.as_ptr(), v.as_mut_ptr() as *mut u8, b.len()) };
@@ -161,7 +162,7 @@ fn the_training_launches_replayed_on_the_host_equal_the_cpu_trainer() {
         cpu.ema_update(decay).unwrap();
         replay(&lib, &[layout.ema_update(shadow.as_mut_ptr() as u64, params.as_ptr() as u64, decay)]);
         let host_weights = |buf: &[u64]| {
-            let bytes = unsafe { std::slice::from_raw_parts(buf.as_ptr() as *const u8, layout.params.len()) };
+            let bytes = unsafe { std::slice::from_raw_parts(buf.as_ptr() as *const u8, layout.params_bytes) };
             g.params.iter().enumerate().map(|(id, p)| {
                 let dev: Vec<f32> = bytes[layout.param_at[id]..][..4 * p.numel()].chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
                 (p.name.clone(), TrainLayout::to_graph_layout(&g, id, &dev))
@@ -201,9 +202,8 @@ fn the_training_launches_replayed_on_the_host_equal_the_cpu_trainer() {
 #[test]
 fn the_training_arena_reuses_gradient_space_for_s_at_224() {
     let g = build(&ModelSpec::from_name("s", ModelOptions::default()).unwrap(), 224, 224).unwrap();
-    let w = effv2_edge::weights::init_weights(&g, 0);
     let batch = 128;
-    let l = TrainLayout::new(&g, &w, batch).unwrap();
+    let l = TrainLayout::new(&g, batch);
     let bytes = |i: usize| 4 * batch * g.nodes[i].shape.numel();
     let values: usize = (0..g.nodes.len()).map(bytes).sum();
     let side_by_side = values + l.grad_at.iter().enumerate().filter(|(_, a)| a.is_some()).map(|(i, _)| bytes(i)).sum::<usize>();
@@ -253,10 +253,11 @@ fn the_16_bit_training_launches_replayed_on_the_host_follow_the_f32_cpu_trainer(
         let dir = tmp.path().join(format!("{dtype:?}"));
         std::fs::create_dir_all(&dir).unwrap();
         let lib = HostKernels::compile_for(&harness, &[("TRAIN_KERNELS_CU", TRAIN_KERNELS)], dtype, &dir).unwrap();
-        let layout = TrainLayout::with_dtype(&g, &w, batch, dtype).unwrap();
+        let layout = TrainLayout::with_dtype(&g, batch, dtype);
+        let initial = layout.pack_weights(&g, &w).unwrap();
         let buf = |bytes: usize| vec![0u64; bytes.div_ceil(8)];
-        let (mut arena, mut params, mut weights16, mut grads) = (buf(layout.arena_bytes), buf(layout.params.len()), buf(layout.params.len() / 2), vec![f32::NAN; layout.grads_bytes / 4]);
-        unsafe { std::ptr::copy_nonoverlapping(layout.params.as_ptr(), params.as_mut_ptr() as *mut u8, layout.params.len()) };
+        let (mut arena, mut params, mut weights16, mut grads) = (buf(layout.arena_bytes), buf(layout.params_bytes), buf(layout.params_bytes / 2), vec![f32::NAN; layout.grads_bytes / 4]);
+        unsafe { std::ptr::copy_nonoverlapping(initial.as_ptr(), params.as_mut_ptr() as *mut u8, layout.params_bytes) };
         let masks = layout.masks(&g, 42);
         let mut logits = vec![f32::NAN; want.len()];
         let bufs = Buffers {

@@ -45,11 +45,8 @@ struct Batch {
 pub struct CudaTrainer {
     config: TrainerConfig,
     graph: Graph,
-    /// The weights the engine was made with: [`TrainLayout::new`] packs them, which fixes the
-    /// parameter layout (the same for every batch size and progressive stage); the device copy
-    /// is the live one.
-    template: Weights,
-    /// Where parameters sit in `params` (and in every buffer laid out like it).
+    /// Where parameters sit in `params` (and in every buffer laid out like it): the same for every
+    /// batch size and progressive stage.
     param_layout: TrainLayout,
     ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
@@ -102,22 +99,22 @@ impl CudaTrainer {
         let infer_fns = load(compile_kernels(DType::F32, Some(arch.clone())).map_err(dev)?, &KERNEL_NAMES)?;
         let train_fns = load(compile_source(&train_kernels_source(), "effv2_train_kernels.cu", vec![], Some(arch)).map_err(dev)?, &TRAIN_KERNEL_NAMES)?;
 
-        let param_layout = TrainLayout::with_dtype(graph, weights, 1, dtype)?;
+        let param_layout = TrainLayout::with_dtype(graph, 1, dtype);
+        let initial = param_layout.pack_weights(graph, weights)?;
         let up = |bytes: &[u8], what: &str| stream.clone_htod(bytes).map_err(|e| dev(fail(what, e)));
-        let params = up(&param_layout.params, "uploading the weights")?;
+        let params = up(&initial, "uploading the weights")?;
         let grads = stream.alloc_zeros::<u8>(param_layout.grads_bytes.max(256)).map_err(|e| dev(fail("allocating gradients", e)))?;
         let slots = param_layout.initial_slots(graph, &config.optimizer).iter().map(|s| up(s, "uploading optimizer slots")).collect::<Result<_, _>>()?;
-        let ema = if config.ema { Some(up(&param_layout.params, "uploading the EMA shadows")?) } else { None };
+        let ema = if config.ema { Some(up(&initial, "uploading the EMA shadows")?) } else { None };
         let workspace = stream.alloc_zeros::<u8>(256).map_err(|e| dev(fail("allocating the cuDNN workspace", e)))?;
         let weights16 = match dtype {
             DType::F32 => None,
-            _ => Some(stream.alloc_zeros::<u8>(param_layout.params.len() / 2).map_err(|e| dev(fail("allocating the bf16 weights", e)))?),
+            _ => Some(stream.alloc_zeros::<u8>(param_layout.params_bytes / 2).map_err(|e| dev(fail("allocating the bf16 weights", e)))?),
         };
         let name = ctx.name().unwrap_or_else(|_| "unknown GPU".into());
-        Ok(CudaTrainer {
+        let mut trainer = CudaTrainer {
             config,
             graph: graph.clone(),
-            template: weights.clone(),
             param_layout,
             ctx,
             stream,
@@ -136,18 +133,16 @@ impl CudaTrainer {
             batch: None,
             trained: false,
             device: format!("{name} (sm_{major}{minor}), {}", if dtype == DType::F32 { "fp32" } else { "bf16 mixed precision" }),
-        })
-        .and_then(|mut t| {
-            t.refresh_weights16(None)?;
-            Ok(t)
-        })
+        };
+        trainer.refresh_weights16(false)?;
+        Ok(trainer)
     }
 
-    /// bf16: narrow the f32 weights (or, given, the EMA shadows) into the 16-bit copy.
-    fn refresh_weights16(&mut self, from_ema: Option<()>) -> Result<(), TrainError> {
+    /// bf16: narrow the f32 weights (or the EMA shadows, when there are some) into the 16-bit copy.
+    fn refresh_weights16(&mut self, from_ema: bool) -> Result<(), TrainError> {
         let Some(w16) = &self.weights16 else { return Ok(()) };
         let src = match (from_ema, &self.ema) {
-            (Some(()), Some(e)) => ptr(e, &self.stream),
+            (true, Some(e)) => ptr(e, &self.stream),
             _ => ptr(&self.params, &self.stream),
         };
         let launch = self.param_layout.refresh_weights16(src, ptr(w16, &self.stream)).expect("a 16-bit layout");
@@ -186,7 +181,7 @@ impl CudaTrainer {
             return Ok(());
         }
         self.batch = None; // free the old arena first
-        let layout = TrainLayout::with_dtype(&self.graph, &self.template, batch, self.dtype)?;
+        let layout = TrainLayout::with_dtype(&self.graph, batch, self.dtype);
         debug_assert_eq!(layout.param_at, self.param_layout.param_at);
         let alloc_f32 = |n: usize, what: &str| self.stream.alloc_zeros::<f32>(n.max(1)).map_err(|e| dev(fail(what, e)));
         let classes = self.graph.nodes[self.graph.output].shape.numel();
@@ -306,7 +301,7 @@ impl TrainEngine for CudaTrainer {
             _ => ptr(&self.params, &self.stream),
         };
         if on_ema {
-            self.refresh_weights16(Some(()))?;
+            self.refresh_weights16(true)?;
         }
         let weights16 = self.weights16_ptr();
         let b = self.batch.as_mut().expect("buffers for this batch");
@@ -321,7 +316,7 @@ impl TrainEngine for CudaTrainer {
         self.trained = false;
         self.enqueue(&launches)?;
         if on_ema {
-            self.refresh_weights16(None)?; // back to the trained weights
+            self.refresh_weights16(false)?; // back to the trained weights
         }
         let b = self.batch.as_ref().expect("buffers for this batch");
         let logits = self.stream.clone_dtoh(&b.logits).map_err(|e| dev(fail("copying the logits", e)))?;
@@ -335,13 +330,13 @@ impl TrainEngine for CudaTrainer {
             return Err(TrainError::Misuse("backward needs a Mode::Train forward first".into()));
         }
         self.bind()?;
+        let weights16 = self.weights16_ptr();
         let b = self.batch.as_mut().expect("a trained forward leaves its buffers");
         if dlogits.len() != b.dlogits.len() {
             return Err(TrainError::Size { what: "dlogits", want: b.dlogits.len(), got: dlogits.len() });
         }
         self.stream.memcpy_htod(dlogits, &mut b.dlogits).map_err(|e| dev(fail("copying dlogits", e)))?;
         let s = &self.stream;
-        let weights16 = self.weights16.as_ref().map_or(0, |w| ptr(w, s));
         let bufs = Buffers { arena: ptr(&b.arena, s), params: ptr(&self.params, s), weights16, grads: ptr(&self.grads, s), masks: ptr(&b.masks, s), input: 0, logits: 0, dlogits: ptr(&b.dlogits, s) };
         let launches = b.layout.backward(&self.graph, &bufs);
         self.enqueue(&launches)?;
@@ -354,7 +349,7 @@ impl TrainEngine for CudaTrainer {
         let slots: Vec<u64> = self.slots.iter().map(|b| ptr(b, s)).collect();
         let launches = self.param_layout.optimizer_step(&self.graph, &self.config.optimizer, ptr(&self.params, s), ptr(&self.grads, s), &slots, lr, self.config.weight_decay);
         self.enqueue(&launches)?;
-        self.refresh_weights16(None)?;
+        self.refresh_weights16(false)?;
         self.sync("the optimizer step")
     }
 
@@ -423,7 +418,7 @@ impl TrainEngine for CudaTrainer {
         for (bytes, buf) in slot_bufs.iter().zip(&mut self.slots) {
             upload(&self.stream, bytes, buf)?;
         }
-        self.refresh_weights16(None)?;
+        self.refresh_weights16(false)?;
         self.sync("loading the training state")
     }
 }

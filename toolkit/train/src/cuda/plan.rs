@@ -86,9 +86,10 @@ pub struct TrainLayout {
     /// A zero f32 bias for depthwise convs without one.
     pub zeros_at: usize,
     pub arena_bytes: usize,
-    /// Each parameter in device layout, f32; `params` holds their initial bytes.
+    /// Each parameter in device layout, f32, in a buffer of `params_bytes` (what
+    /// [`TrainLayout::pack_weights`] fills; optimizer slots and EMA shadows are laid out alike).
     pub param_at: Vec<usize>,
-    pub params: Vec<u8>,
+    pub params_bytes: usize,
     /// Each value's gradient in the arena (NHWC, `dtype`; none for the input), a scratch gradient for
     /// second contributions, and each trainable parameter's gradient in `grads` (device layout).
     pub grad_at: Vec<Option<usize>>,
@@ -110,15 +111,14 @@ fn geom(s: Shape) -> [usize; 3] {
 
 impl TrainLayout {
     /// The f32 layout.
-    pub fn new(graph: &Graph, weights: &Weights, batch: usize) -> Result<TrainLayout, TrainError> {
-        Self::with_dtype(graph, weights, batch, DType::F32)
+    pub fn new(graph: &Graph, batch: usize) -> TrainLayout {
+        Self::with_dtype(graph, batch, DType::F32)
     }
 
     /// Activations and their gradients stored as `dtype`: f32, or bf16 for mixed precision. (f16
     /// lays out too, for tests that check errors scale with the storage precision; the engine
     /// trains f32 or bf16 only, as f16 would need loss scaling.)
-    pub fn with_dtype(graph: &Graph, weights: &Weights, batch: usize, dtype: DType) -> Result<TrainLayout, TrainError> {
-        weights.check(graph)?;
+    pub fn with_dtype(graph: &Graph, batch: usize, dtype: DType) -> TrainLayout {
         let eb = dtype.bytes();
         let mut at = 0usize;
         let mut take = |bytes: usize| {
@@ -163,14 +163,16 @@ impl TrainLayout {
             })
             .collect();
 
-        let mut params = vec![];
-        let mut param_at = vec![0; graph.params.len()];
-        for (id, p) in graph.params.iter().enumerate() {
-            let dev = Self::to_device_layout(graph, id, weights.get(&p.name)?.data());
-            param_at[id] = params.len();
-            params.extend(dev.iter().flat_map(|v| v.to_le_bytes()));
-            params.resize(align(params.len()), 0);
-        }
+        let mut params_bytes = 0;
+        let param_at = graph
+            .params
+            .iter()
+            .map(|p| {
+                let a = params_bytes;
+                params_bytes += align(4 * p.numel());
+                a
+            })
+            .collect();
         let mut mask_len = 0;
         let mut mask_at = vec![None; graph.nodes.len()];
         for (i, n) in graph.nodes.iter().enumerate() {
@@ -182,7 +184,13 @@ impl TrainLayout {
             mask_at[i] = Some(4 * mask_len);
             mask_len += floats;
         }
-        Ok(TrainLayout { batch, dtype, value_at, pad_at, wgrad16_at, dlogits16_at, partials_at, mean64_at, var64_at, bn_saved_at, zeros_at, arena_bytes, param_at, params, grad_at, tmp_at, pgrad_at, grads_bytes, mask_at, mask_len })
+        TrainLayout { batch, dtype, value_at, pad_at, wgrad16_at, dlogits16_at, partials_at, mean64_at, var64_at, bn_saved_at, zeros_at, arena_bytes, param_at, params_bytes, grad_at, tmp_at, pgrad_at, grads_bytes, mask_at, mask_len }
+    }
+
+    /// The parameter buffer's bytes for `weights` (checked against the graph first).
+    pub fn pack_weights(&self, graph: &Graph, weights: &Weights) -> Result<Vec<u8>, TrainError> {
+        weights.check(graph)?;
+        self.pack(graph, |id| Ok(weights.get(&graph.params[id].name)?.data().to_vec()))
     }
 
     /// A parameter-shaped tensor (weight, optimizer slot, EMA shadow) in the device's layout:
@@ -196,9 +204,9 @@ impl TrainLayout {
     }
 
     /// Every parameter-shaped tensor, `get(id)` in the graph's layout, as one buffer laid out like
-    /// [`TrainLayout::params`].
+    /// the parameters ([`TrainLayout::param_at`]).
     pub fn pack(&self, graph: &Graph, mut get: impl FnMut(usize) -> Result<Vec<f32>, TrainError>) -> Result<Vec<u8>, TrainError> {
-        let mut buf = vec![0u8; self.params.len()];
+        let mut buf = vec![0u8; self.params_bytes];
         for (id, p) in graph.params.iter().enumerate() {
             let data = get(id)?;
             if data.len() != p.numel() {
@@ -210,7 +218,7 @@ impl TrainLayout {
         Ok(buf)
     }
 
-    /// Parameter `id` out of a buffer laid out like [`TrainLayout::params`], in the graph's layout.
+    /// Parameter `id` out of a buffer laid out like the parameters, in the graph's layout.
     pub fn unpack(&self, graph: &Graph, buf: &[u8], id: usize) -> Vec<f32> {
         let n = graph.params[id].numel();
         let dev: Vec<f32> = buf[self.param_at[id]..][..4 * n].chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
@@ -252,12 +260,9 @@ impl TrainLayout {
             }
         }
         let bytes = |i: usize| align(per_element * graph.nodes[i].shape.numel());
-        let (mut lens, mut born, mut dies): (Vec<usize>, Vec<usize>, Vec<usize>) = (0..n).map(|i| (bytes(i), i, backward_at(i))).fold((vec![], vec![], vec![]), |mut v, (l, b, d)| {
-            v.0.push(l);
-            v.1.push(b);
-            v.2.push(d);
-            v
-        });
+        let mut lens: Vec<usize> = (0..n).map(bytes).collect();
+        let mut born: Vec<usize> = (0..n).collect();
+        let mut dies: Vec<usize> = (0..n).map(backward_at).collect();
         let with_grad: Vec<(usize, usize)> = (0..n)
             .filter(|&j| !matches!(graph.nodes[j].op, Op::Input) && j != graph.output)
             .filter_map(|j| last_consumer[j].map(|c| (j, c)))
@@ -382,7 +387,7 @@ impl TrainLayout {
     /// Mixed precision: the bf16 copy of the whole parameter buffer (`weights16`, element for
     /// element) from the f32 one, after every change of the weights; `None` in f32.
     pub fn refresh_weights16(&self, params: u64, weights16: u64) -> Option<TrainLaunch> {
-        let n = self.params.len() / 4;
+        let n = self.params_bytes / 4;
         (self.dtype != DType::F32).then(|| infer("nchw_to_nhwc", n, vec![Arg::Ptr(params), Arg::Ptr(weights16), Arg::I64(n as i64), Arg::I32(1), Arg::I32(1)]))
     }
 
@@ -419,7 +424,7 @@ impl TrainLayout {
     /// `shadow ← shadow − (1−decay)·(shadow − value)` over the whole parameter buffer (weights and
     /// BN statistics, as the CPU engine; alignment padding is zero on both sides).
     pub fn ema_update(&self, shadow: u64, params: u64, decay: f32) -> TrainLaunch {
-        let n = self.params.len() / 4;
+        let n = self.params_bytes / 4;
         train("ema_update", n, vec![Arg::Ptr(shadow), Arg::Ptr(params), Arg::I64(n as i64), Arg::F32(decay)])
     }
 
