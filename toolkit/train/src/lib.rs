@@ -14,6 +14,7 @@ mod engine;
 mod error;
 pub mod loss;
 pub mod optim;
+pub mod parallel;
 pub mod progressive;
 pub mod run;
 pub mod schedule;

@@ -121,7 +121,7 @@ fn batch_norm_training_forward_and_backward_equal_the_cpu_engine() {
     let p = bn::Params { gamma: &gamma, beta: &beta, eps: 1e-3 };
     let (mut rm_cpu, mut rv_cpu) = (vec![0.5f32; c], vec![2.0f32; c]);
     let mut y_cpu = vec![0.0; rows * c];
-    let saved = bn::forward_train(&p, &x, &mut y_cpu, &mut rm_cpu, &mut rv_cpu);
+    let saved = bn::forward_train(&p, &x, &mut y_cpu, &mut rm_cpu, &mut rv_cpu, None).unwrap();
 
     let mean64 = chan_sum(&h, &x, &[], &[], &[], &[], c, 0, 1.0 / rows as f64);
     let var64 = chan_sum(&h, &x, &[], &mean64, &[], &[], c, 1, 1.0 / rows as f64);
@@ -145,7 +145,7 @@ fn batch_norm_training_forward_and_backward_equal_the_cpu_engine() {
     close(&y, &y_cpu, 1e-5, "y");
 
     let (mut dx_cpu, mut dg_cpu, mut db_cpu) = (vec![0.0; rows * c], vec![0.0; c], vec![0.0; c]);
-    bn::backward(&p, &saved, &x, &dy, &mut dx_cpu, &mut dg_cpu, &mut db_cpu);
+    bn::backward(&p, &saved, &x, &dy, &mut dx_cpu, &mut dg_cpu, &mut db_cpu, None).unwrap();
     let sdy = chan_sum(&h, &dy, &[], &[], &[], &[], c, 0, 1.0);
     let sdyx = chan_sum(&h, &dy, &x, &[], &mean, &invstd, c, 2, 1.0);
     let mut dx = vec![f32::NAN; rows * c];
@@ -361,7 +361,7 @@ fn train_kernels_on_a_gpu_equal_the_cpu_maths_or_name_what_is_missing() {
     let gamma = vec![1.0f32; c];
     let beta = vec![0.0f32; c];
     let (mut rm, mut rv, mut y) = (vec![0.0; c], vec![1.0; c], vec![0.0; rows * c]);
-    let saved = bn::forward_train(&bn::Params { gamma: &gamma, beta: &beta, eps: 1e-3 }, &x, &mut y, &mut rm, &mut rv);
+    let saved = bn::forward_train(&bn::Params { gamma: &gamma, beta: &beta, eps: 1e-3 }, &x, &mut y, &mut rm, &mut rv, None).unwrap();
     close(&mean.iter().map(|&m| m as f32).collect::<Vec<_>>(), &saved.mean, 1e-6, "gpu batch mean");
 
     // Loss gradient.

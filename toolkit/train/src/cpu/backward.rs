@@ -67,7 +67,7 @@ impl CpuTrainer {
                     let p = bn::Params { gamma: &self.params[b.weight], beta: &self.params[b.bias], eps: b.eps };
                     let (mut dg, mut db) = (vec![0.0; b.ch], vec![0.0; b.ch]);
                     let mut dx = zeros();
-                    bn::backward(&p, saved, x, &dy, &mut dx, &mut dg, &mut db);
+                    bn::backward(&p, saved, x, &dy, &mut dx, &mut dg, &mut db, self.group.as_deref())?;
                     self.grads[b.weight] = dg;
                     self.grads[b.bias] = db;
                     accumulate(&mut dvals, j, dx);
@@ -117,6 +117,20 @@ impl CpuTrainer {
         };
         self.vals.clear();
         self.aux.clear();
+        self.sum_grads_over_group()
+    }
+
+    /// Data parallelism: every replica ends up with the gradients of the whole global batch.
+    fn sum_grads_over_group(&mut self) -> Result<(), TrainError> {
+        let Some(g) = &self.group else { return Ok(()) };
+        let mut flat: Vec<f32> = self.grads.concat();
+        g.all_reduce_f32(&mut flat)?;
+        let mut rest = flat.as_slice();
+        for gr in &mut self.grads {
+            let (mine, tail) = rest.split_at(gr.len());
+            gr.copy_from_slice(mine);
+            rest = tail;
+        }
         Ok(())
     }
 }

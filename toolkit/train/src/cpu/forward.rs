@@ -54,9 +54,10 @@ impl CpuTrainer {
                     if train {
                         let mut rm = std::mem::take(&mut self.params[b.mean]);
                         let mut rv = std::mem::take(&mut self.params[b.var]);
-                        aux[i] = Aux::Bn(bn::forward_train(&p, x, &mut y, &mut rm, &mut rv));
+                        let saved = bn::forward_train(&p, x, &mut y, &mut rm, &mut rv, self.group.as_deref());
                         self.params[b.mean] = rm;
                         self.params[b.var] = rv;
+                        aux[i] = Aux::Bn(saved?);
                     } else {
                         bn::forward_eval(&p, x, &mut y, &self.params[b.mean], &self.params[b.var]);
                     }
@@ -69,12 +70,14 @@ impl CpuTrainer {
                     y.iter_mut().zip(x.iter().zip(b)).for_each(|(y, (a, b))| *y = a + b);
                 }
                 Op::DropPath { survival } if train && *survival < 1.0 => {
-                    let mask = ops::drop_path_mask(batch, *survival, &mut node_rng(seed, i));
+                    let mask = ops::drop_path_mask(self.shard.mask_batch(batch), *survival, &mut node_rng(seed, i));
+                    let mask = self.shard.slice_rows(&mask, 1, batch).to_vec();
                     ops::apply_mask(x, &mask, out.numel(), &mut y);
                     aux[i] = Aux::Mask(mask);
                 }
                 Op::Dropout { rate } if train && *rate > 0.0 => {
-                    let mask = ops::dropout_mask(y.len(), *rate, &mut node_rng(seed, i));
+                    let mask = ops::dropout_mask(self.shard.mask_batch(batch) * out.numel(), *rate, &mut node_rng(seed, i));
+                    let mask = self.shard.slice_rows(&mask, out.numel(), batch).to_vec();
                     ops::apply_mask(x, &mask, 1, &mut y);
                     aux[i] = Aux::Mask(mask);
                 }

@@ -16,7 +16,10 @@ mod state;
 use effv2_edge::graph::{Graph, Op, Shape};
 use effv2_edge::weights::Weights;
 
+use std::sync::Arc;
+
 use crate::optim::Optimizer;
+use crate::parallel::{Collective, Replica, Shard};
 use crate::TrainError;
 
 pub use bn::RUNNING_MOMENTUM;
@@ -60,6 +63,9 @@ pub struct CpuTrainer {
     /// Also compute dLoss/dInput in backward (gradient checks; training skips it).
     pub want_input_grad: bool,
     input_grad: Vec<f32>,
+    /// The data-parallel group this engine is a replica of, and its shard of the next forward.
+    group: Option<Arc<dyn Collective>>,
+    shard: Shard,
 }
 
 impl CpuTrainer {
@@ -82,7 +88,15 @@ impl CpuTrainer {
             batch: 0,
             want_input_grad: false,
             input_grad: vec![],
+            group: None,
+            shard: Shard::default(),
         })
+    }
+
+    /// A replica of a data-parallel group (see [`crate::parallel`]), built from the same weights
+    /// as every other member.
+    pub fn replica(graph: &Graph, weights: &Weights, config: TrainerConfig, group: Arc<dyn Collective>) -> Result<Self, TrainError> {
+        Ok(CpuTrainer { group: Some(group), ..Self::new(graph, weights, config)? })
     }
 
     pub fn graph(&self) -> &Graph {
@@ -161,5 +175,17 @@ impl CpuTrainer {
         }
         let config = TrainerConfig { optimizer: cfg.optimizer, weight_decay: cfg.weight_decay, ema: cfg.ema_decay.is_some() };
         Self::new(graph, weights, config)
+    }
+}
+
+impl Replica for CpuTrainer {
+    fn set_shard(&mut self, shard: Shard) {
+        self.shard = shard;
+    }
+
+    fn abort_group(&self) {
+        if let Some(g) = &self.group {
+            g.abort();
+        }
     }
 }
