@@ -118,8 +118,12 @@ fn bad_runs_fail_cleanly() {
     // directory is made; never a panic. (With a GPU this would train: scripts/gpu/check.sh does.)
     if effv2_runtime::cuda::probe_libraries().is_err() {
         check(run(&["--device", "cuda", "-o", tmp.path().join("g").to_str().unwrap()]), "no CUDA driver found");
+        check(run(&["--device", "cuda", "--gpus", "2", "-o", tmp.path().join("g").to_str().unwrap()]), "no CUDA driver found");
         assert!(!tmp.path().join("g").exists());
     }
+    check(run(&["--gpus", "2", "-o", tmp.path().join("c").to_str().unwrap()]), "--gpus 2 is for --device cuda");
+    check(run(&["--device", "cuda", "--gpus", "0", "-o", tmp.path().join("c").to_str().unwrap()]), "--gpus");
+    assert!(!tmp.path().join("c").exists());
     check(bin().args(["eval", "--checkpoint"]).arg(tmp.path().join("none")).output().unwrap(), "none");
     if have_data() {
         // A diverging run stops on the first non-finite loss with a clear message.

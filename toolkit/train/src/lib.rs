@@ -1,8 +1,9 @@
 //! effv2-train: training EfficientNetV2 graphs the paper's way.
 //!
-//! The loop ([`run`]) talks only to the [`TrainEngine`] trait; [`cpu::CpuTrainer`] implements it now
-//! (forward in train/eval mode, backward for every op of the graph IR, RMSProp/SGD, EMA); a CUDA
-//! engine will implement it too, and its own kernels (all but the cuDNN convolutions) are in [`cuda`]. Around it: the loss ([`loss`]), optimizer maths ([`optim`]),
+//! The loop ([`run`]) talks only to the [`TrainEngine`] trait; [`cpu::CpuTrainer`] implements it
+//! (forward in train/eval mode, backward for every op of the graph IR, RMSProp/SGD, EMA), and so
+//! does the CUDA engine ([`cuda`], feature `cuda`); [`parallel::DataParallel`] runs replicas of
+//! either over a group (NCCL between GPUs) as one engine. Around it: the loss ([`loss`]), optimizer maths ([`optim`]),
 //! LR schedules ([`schedule`]), EMA ([`ema`]), data and augmentation ([`data`]) and progressive
 //! learning with adaptive regularization ([`progressive`]).
 

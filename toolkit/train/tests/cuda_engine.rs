@@ -11,8 +11,10 @@ use effv2_edge::spec::{ModelOptions, ModelSpec};
 use effv2_runtime::cuda::{probe_libraries, DType};
 use effv2_train::cpu::{CpuTrainer, TrainerConfig};
 use effv2_train::cuda::engine::CudaTrainer;
+use effv2_train::cuda::nccl::NcclGroup;
+use effv2_train::cuda::plan::Summed;
 use effv2_train::loss::softmax_cross_entropy;
-use effv2_train::{Mode, TrainEngine};
+use effv2_train::{Mode, TrainEngine, TrainError};
 
 fn rel_err(a: &[f32], b: &[f32]) -> f32 {
     let max_b = b.iter().fold(0f32, |m, v| m.max(v.abs()));
@@ -82,7 +84,7 @@ fn cuda_trainer_equals_the_cpu_trainer_or_names_what_is_missing() {
 /// GPU's logits within `tol` of the CPU's, and finite), both backwards from the CPU's loss
 /// gradient (so only the engines differ), an RMSProp step and an EMA update each.
 #[allow(clippy::too_many_arguments)]
-fn three_steps(cpu: &mut CpuTrainer, gpu: &mut CudaTrainer, rng: &mut Rng, batch: usize, sample: usize, classes: usize, tol: f32, label: &str) {
+fn three_steps(cpu: &mut CpuTrainer, gpu: &mut dyn TrainEngine, rng: &mut Rng, batch: usize, sample: usize, classes: usize, tol: f32, label: &str) {
     for step in 0..3u64 {
         let x: Vec<f32> = (0..batch * sample).map(|_| rng.normal() as f32).collect();
         let targets: Vec<f32> = (0..batch).flat_map(|i| (0..classes).map(move |c| if c == (i + step as usize) % classes { 1.0 } else { 0.0 })).collect();
@@ -98,5 +100,58 @@ fn three_steps(cpu: &mut CpuTrainer, gpu: &mut CudaTrainer, rng: &mut Rng, batch
         gpu.step(0.01).unwrap();
         cpu.ema_update(0.5).unwrap();
         gpu.ema_update(0.5).unwrap();
+    }
+}
+
+/// Data-parallel training on every GPU here against one CPU trainer on the global batch (the
+/// host replay in cuda_train_plan.rs checks the synchronised launch lists themselves). One GPU:
+/// the group of one is the engine itself, a second GPU is refused by name, and NCCL still loads
+/// and sums over a single rank. No GPU: the missing piece is named.
+#[test]
+fn data_parallel_on_the_gpus_here_equals_one_engine_or_names_what_is_missing() {
+    let options = ModelOptions { width: Some(0.25), depth: Some(0.25), num_classes: 10, drop_path: 0.2, dropout: Some(0.2), ..Default::default() };
+    let g = build(&ModelSpec::from_name("b0", options).unwrap(), 48, 48).unwrap();
+    let w = random_weights(&g, 3);
+    let config = TrainerConfig { weight_decay: 1e-3, ..Default::default() };
+    // The driver is probed first: counting devices without one would panic in the loader.
+    let gpus = match probe_libraries().ok().map(|()| cudarc::driver::CudaContext::device_count()) {
+        Some(Ok(n)) if n > 0 => n as usize,
+        _ => {
+            let why = CudaTrainer::data_parallel(2, &g, &w, config, DType::F32).err().expect("no GPU here").to_string();
+            assert!(why.contains("no CUDA driver found") || why.contains("NVRTC") || why.contains("cuDNN") || why.contains("cuBLAS"), "{why}");
+            eprintln!("skipped on this machine: {why}");
+            return;
+        }
+    };
+    let mut dp = CudaTrainer::data_parallel(gpus, &g, &w, config, DType::F32).unwrap();
+    for rank in 0..dp.replicas() {
+        println!("replica {rank}: {}", dp.replica(rank).device());
+    }
+    let mut cpu = CpuTrainer::new(&g, &w, config).unwrap();
+    let mut rng = Rng::new(4);
+    // A global batch that does not split evenly over two or more GPUs.
+    let batch = 4 * gpus + 1;
+    three_steps(&mut cpu, &mut dp, &mut rng, batch, g.input_shape().numel(), 10, 1e-3, &format!("{gpus} GPU(s)"));
+    let worst = g.params.iter().map(|p| rel_err(dp.weights().unwrap().get(&p.name).unwrap().data(), cpu.weights().unwrap().get(&p.name).unwrap().data())).fold(0f32, f32::max);
+    println!("{gpus} GPU(s) after 3 steps: weights worst rel err {worst:.2e}");
+    assert!(worst < 1e-3, "{worst}");
+    if gpus == 1 {
+        let refused = CudaTrainer::data_parallel(2, &g, &w, config, DType::F32).err().expect("one GPU here");
+        assert!(matches!(&refused, TrainError::Config(m) if m.contains("1 CUDA GPU")), "{refused}");
+    }
+    // NCCL itself, on one rank: loads, forms a communicator, sums in place (the identity).
+    let ctx = cudarc::driver::CudaContext::new(0).unwrap();
+    let stream = ctx.default_stream();
+    match NcclGroup::new(vec![ctx.clone()]) {
+        Ok(group) => {
+            let data: Vec<f64> = (0..1000).map(|i| i as f64 * 0.5).collect();
+            let buf = stream.clone_htod(&data).unwrap();
+            let (p, _sync) = cudarc::driver::DevicePtr::device_ptr(&buf, &stream);
+            unsafe { group.all_reduce(0, p, data.len(), Summed::F64, &stream) }.unwrap();
+            drop(_sync);
+            assert_eq!(stream.clone_dtoh(&buf).unwrap(), data);
+            println!("NCCL: one-rank all-reduce of 1000 f64 ok");
+        }
+        Err(e) => panic!("NCCL on a GPU machine: {e}"),
     }
 }

@@ -14,7 +14,8 @@ use effv2_runtime::plan::host::HostKernels;
 use effv2_runtime::plan::launch::DType;
 use effv2_train::cpu::{CpuTrainer, TrainerConfig};
 use effv2_train::optim::Optimizer;
-use effv2_train::cuda::plan::{Buffers, Kernel, TrainLaunch, TrainLayout};
+use effv2_train::cuda::plan::{Buffers, Kernel, Summed, TrainLaunch, TrainLayout};
+use effv2_train::parallel::Shard;
 use effv2_train::cuda::TRAIN_KERNELS;
 use effv2_train::{Mode, TrainEngine};
 
@@ -33,8 +34,49 @@ fn replay(host: &HostKernels, launches: &[TrainLaunch]) {
                 TrainLaunch::Gemm { g, a, b, c } => host.gemm(*g, *a, *b, *c),
                 TrainLaunch::ConvBackwardData { shape, dy, w, dx } => host.conv_backward_data(*shape, *dy, *w, *dx),
                 TrainLaunch::ConvBackwardFilter { shape, x, dy, dw } => host.conv_backward_filter(*shape, *x, *dy, *dw),
+                TrainLaunch::AllReduce { .. } => panic!("a sum over replicas outside a group replay"),
             }
         }
+    }
+}
+
+/// Data-parallel replicas' launch lists replayed in lock-step: each replica up to its next
+/// all-reduce, then the sum over the group written back to every replica (what NCCL does).
+fn replay_group(host: &HostKernels, lists: &[Vec<TrainLaunch>]) -> usize {
+    let mut at = vec![0usize; lists.len()];
+    let mut sums = 0;
+    loop {
+        let mut reduces = vec![];
+        for (r, list) in lists.iter().enumerate() {
+            let end = list[at[r]..].iter().position(|l| matches!(l, TrainLaunch::AllReduce { .. })).map_or(list.len(), |k| at[r] + k);
+            replay(host, &list[at[r]..end]);
+            reduces.push(list.get(end).cloned());
+            at[r] = end + 1;
+        }
+        let Some(TrainLaunch::AllReduce { count, dtype, .. }) = reduces[0] else {
+            assert!(reduces.iter().all(Option::is_none), "replicas disagree on their collectives");
+            return sums;
+        };
+        let ptrs: Vec<u64> = reduces
+            .iter()
+            .map(|l| match l {
+                Some(TrainLaunch::AllReduce { ptr, count: c, dtype: d }) if *c == count && *d == dtype => *ptr,
+                other => panic!("replicas disagree on their collectives: {other:?}"),
+            })
+            .collect();
+        unsafe {
+            match dtype {
+                Summed::F64 => {
+                    let total: Vec<f64> = (0..count).map(|i| ptrs.iter().map(|&p| *(p as *const f64).add(i)).sum()).collect();
+                    ptrs.iter().for_each(|&p| std::ptr::copy_nonoverlapping(total.as_ptr(), p as *mut f64, count));
+                }
+                Summed::F32 => {
+                    let total: Vec<f32> = (0..count).map(|i| ptrs.iter().map(|&p| *(p as *const f32).add(i)).sum()).collect();
+                    ptrs.iter().for_each(|&p| std::ptr::copy_nonoverlapping(total.as_ptr(), p as *mut f32, count));
+                }
+            }
+        }
+        sums += 1;
     }
 }
 
@@ -293,4 +335,111 @@ fn the_16_bit_training_launches_replayed_on_the_host_follow_the_f32_cpu_trainer(
         let ratio = b / h;
         assert!((3.0..30.0).contains(&ratio), "{what}: bf16 {b:.2e} vs fp16 {h:.2e} (x{ratio:.1}): not rounding-limited");
     }
+}
+
+/// Data parallelism on the CUDA engine's launch lists: two replicas holding 3 and 2 rows of a
+/// global batch of 5, replayed in lock-step with their all-reduces summed on the host, compute
+/// what the CPU trainer computes on the whole batch — training-mode logits (synchronised BN, masks
+/// sliced from the global draw), BN running statistics and every parameter gradient, on each
+/// replica. Without the sums (a replica alone on its rows) the logits move away.
+#[test]
+fn sharded_replicas_replayed_in_lock_step_equal_the_global_batch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lib = host_library(tmp.path());
+    let o = ModelOptions { width: Some(0.25), depth: Some(0.25), num_classes: 7, drop_path: 0.3, dropout: Some(0.2), ..Default::default() };
+    let g = graph(o, 40);
+    let w = random_weights(&g, 5);
+    let global = 5;
+    let per = g.input_shape().numel();
+    let classes = 7;
+    let mut rng = Rng::new(6);
+    let x: Vec<f32> = (0..global * per).map(|_| rng.normal() as f32).collect();
+    let seed = 42;
+    let mut cpu = CpuTrainer::new(&g, &w, TrainerConfig::default()).unwrap();
+    let want = cpu.forward(&x, global, Mode::Train, seed).unwrap();
+    let want_w = cpu.weights().unwrap();
+    let dlogits: Vec<f32> = (0..want.len()).map(|_| rng.normal() as f32).collect();
+    cpu.backward(&dlogits).unwrap();
+    let want_g = cpu.grads();
+
+    struct Replica {
+        layout: TrainLayout,
+        arena: Vec<u64>,
+        params: Vec<u64>,
+        grads: Vec<f32>,
+        masks: Vec<f32>,
+        logits: Vec<f32>,
+    }
+    let shards = [(0usize, 3usize), (3, 2)];
+    let initial = TrainLayout::new(&g, 1).pack_weights(&g, &w).unwrap();
+    let mut reps: Vec<Replica> = shards
+        .iter()
+        .map(|&(offset, rows)| {
+            let mut layout = TrainLayout::new(&g, rows);
+            layout.shard = Shard { offset, global };
+            let mut params = vec![0u64; layout.params_bytes.div_ceil(8)];
+            unsafe { std::ptr::copy_nonoverlapping(initial.as_ptr(), params.as_mut_ptr() as *mut u8, layout.params_bytes) };
+            Replica { arena: vec![0u64; layout.arena_bytes.div_ceil(8)], params, grads: vec![f32::NAN; layout.grads_bytes / 4], masks: layout.masks(&g, seed), logits: vec![f32::NAN; rows * classes], layout }
+        })
+        .collect();
+    let bufs: Vec<Buffers> = reps
+        .iter_mut()
+        .zip(shards)
+        .map(|(r, (offset, rows))| Buffers {
+            arena: r.arena.as_mut_ptr() as u64,
+            params: r.params.as_mut_ptr() as u64,
+            grads: r.grads.as_mut_ptr() as u64,
+            masks: r.masks.as_ptr() as u64,
+            input: x[offset * per..].as_ptr() as u64,
+            logits: r.logits.as_mut_ptr() as u64,
+            dlogits: dlogits[offset * classes..][..rows * classes].as_ptr() as u64,
+            weights16: 0,
+        })
+        .collect();
+    let sums = replay_group(&lib, &reps.iter().zip(&bufs).map(|(r, b)| r.layout.forward(&g, true, b)).collect::<Vec<_>>());
+    let got: Vec<f32> = reps.iter().flat_map(|r| r.logits.clone()).collect();
+    let e = rel_err(&got, &want);
+    println!("2 replicas (3 + 2 rows): training-mode logits rel err {e:.2e} after {sums} forward sums");
+    assert!(e < 1e-4, "logits {e}");
+    assert!(sums > 10, "{sums} sums: BN statistics are synchronised");
+    for (k, r) in reps.iter().enumerate() {
+        let bytes = unsafe { std::slice::from_raw_parts(r.params.as_ptr() as *const u8, r.layout.params_bytes) };
+        for n in &g.nodes {
+            let Op::BatchNorm(b) = &n.op else { continue };
+            for id in [b.mean, b.var] {
+                let got = r.layout.unpack(&g, bytes, id);
+                let e = rel_err(&got, want_w.get(&g.params[id].name).unwrap().data());
+                assert!(e < 1e-5, "replica {k}: {} {e}", g.params[id].name);
+            }
+        }
+    }
+
+    replay_group(&lib, &reps.iter().zip(&bufs).map(|(r, b)| r.layout.backward(&g, b)).collect::<Vec<_>>());
+    let absmax = |v: &[f32]| v.iter().fold(0f32, |a, b| a.max(b.abs()));
+    let floor = 1e-3 * want_g.iter().map(|(_, t)| absmax(t.data())).fold(0f32, f32::max);
+    for (k, r) in reps.iter().enumerate() {
+        let mut worst = (0f32, String::new());
+        for (id, p) in g.params.iter().enumerate() {
+            let Some(at) = r.layout.pgrad_at[id] else { continue };
+            let got = TrainLayout::to_graph_layout(&g, id, &r.grads[at / 4..][..p.numel()]);
+            let want = want_g.get(&p.name).unwrap().data();
+            let e = got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max) / absmax(want).max(floor);
+            if e > worst.0 {
+                worst = (e, p.name.clone());
+            }
+        }
+        println!("replica {k}: worst parameter-gradient rel err {:.2e} ({})", worst.0, worst.1);
+        assert!(worst.0 < 1e-3, "replica {k}: {} {}", worst.1, worst.0);
+    }
+
+    // The first replica's rows alone (an unsharded layout over them) give other logits: the sums matter.
+    let alone = TrainLayout::new(&g, 3);
+    let mut arena = vec![0u64; alone.arena_bytes.div_ceil(8)];
+    let mut params = vec![0u64; alone.params_bytes.div_ceil(8)];
+    unsafe { std::ptr::copy_nonoverlapping(initial.as_ptr(), params.as_mut_ptr() as *mut u8, alone.params_bytes) };
+    let masks = reps[0].masks.clone();
+    let mut logits = vec![f32::NAN; 3 * classes];
+    let b = Buffers { arena: arena.as_mut_ptr() as u64, params: params.as_mut_ptr() as u64, masks: masks.as_ptr() as u64, input: x.as_ptr() as u64, logits: logits.as_mut_ptr() as u64, ..Default::default() };
+    replay(&lib, &alone.forward(&g, true, &b));
+    assert!(rel_err(&logits, &want[..3 * classes]) > 1e-3);
 }

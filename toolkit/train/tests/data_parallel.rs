@@ -24,7 +24,7 @@ fn graph() -> Graph {
 }
 
 fn group_of(g: &Graph, w: &Weights, n: usize) -> DataParallel<CpuTrainer> {
-    let replicas = HostGroup::new(n).into_iter().map(|m| CpuTrainer::replica(g, w, TrainerConfig::default(), Arc::new(m) as Arc<dyn Collective>).unwrap()).collect();
+    let replicas = HostGroup::members(n).into_iter().map(|m| CpuTrainer::replica(g, w, TrainerConfig::default(), Arc::new(m) as Arc<dyn Collective>).unwrap()).collect();
     DataParallel::new(replicas, CLASSES).unwrap()
 }
 

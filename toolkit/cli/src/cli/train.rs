@@ -56,12 +56,15 @@ pub enum Device {
 
 #[derive(Args, Debug)]
 pub struct TrainArgs {
-    /// Where to train: cpu (the CPU engine) or cuda (the CUDA engine on GPU 0: cuDNN, cuBLAS, NVRTC kernels)
+    /// Where to train: cpu (the CPU engine) or cuda (the CUDA engine: cuDNN, cuBLAS, NVRTC kernels; GPU 0, or --gpus N)
     #[arg(long, value_enum, default_value_t = Device::Cpu)]
     pub device: Device,
     /// fp32, or bf16 mixed precision (--device cuda: bf16 activations and gradients, f32 master weights and optimizer)
     #[arg(long, value_enum, default_value_t = PrecisionArg::Fp32)]
     pub precision: PrecisionArg,
+    /// --device cuda: train data-parallel on GPUs 0..N (NCCL, synchronised BN); --batch-size is the global batch
+    #[arg(long, default_value_t = 1)]
+    pub gpus: usize,
     /// Variant: efficientnetv2-b0..b3, -s, -m, -l, -xl (or b0, s, …)
     #[arg(long, required_unless_present = "resume")]
     pub model: Option<String>,
@@ -247,12 +250,19 @@ fn config(a: &TrainArgs) -> Result<TrainConfig> {
             PrecisionArg::Fp32 => Precision::Fp32,
             PrecisionArg::Bf16 => Precision::Bf16,
         },
+        gpus: a.gpus,
     })
 }
 
 pub fn run(a: &TrainArgs) -> Result<()> {
     if a.device == Device::Cpu && a.precision == PrecisionArg::Bf16 && a.resume.is_none() {
         bail!("--precision bf16 is mixed precision on the CUDA engine (--device cuda); the CPU engine trains fp32");
+    }
+    if a.gpus == 0 {
+        bail!("--gpus must be at least 1");
+    }
+    if a.device == Device::Cpu && a.gpus != 1 {
+        bail!("--gpus {} is for --device cuda", a.gpus);
     }
     match a.device {
         Device::Cpu => fit(a, CpuTrainer::for_run),
@@ -261,8 +271,10 @@ pub fn run(a: &TrainArgs) -> Result<()> {
             // Before the run directory is made: a machine without a driver gets its name, and no debris.
             effv2_runtime::cuda::probe_libraries().map_err(|e| anyhow::anyhow!("--device cuda: {e}"))?;
             fit(a, |g: &Graph, w: &Weights, cfg: &TrainConfig| {
-                let e = effv2_train::cuda::engine::CudaTrainer::for_run(g, w, cfg)?;
-                eprintln!("training on {}", e.device());
+                let e = effv2_train::cuda::engine::CudaTrainer::data_parallel_for_run(g, w, cfg)?;
+                for rank in 0..e.replicas() {
+                    eprintln!("training on {}", e.replica(rank).device());
+                }
                 Ok(e)
             })
         }

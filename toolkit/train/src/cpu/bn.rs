@@ -100,6 +100,7 @@ fn apply(p: &Params, x: &[f32], y: &mut [f32], mean: &[f32], invstd: &[f32]) {
 /// Training-mode gradients: `dx = γ·σ⁻¹/N · (N·dy − Σdy − x̂·Σ(dy·x̂))`, `dγ = Σ dy·x̂`, `dβ = Σ dy`.
 /// Under data parallelism the sums in `dx` run over the group's batch (`N` is its row count);
 /// `dγ`, `dβ` stay this replica's share, summed with every other gradient afterwards.
+#[allow(clippy::too_many_arguments)]
 pub fn backward(p: &Params, s: &Saved, x: &[f32], dy: &[f32], dx: &mut [f32], dgamma: &mut [f32], dbeta: &mut [f32], group: Option<&dyn Collective>) -> Result<(), TrainError> {
     let c = p.gamma.len();
     let n = s.rows as f32;

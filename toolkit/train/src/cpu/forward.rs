@@ -70,13 +70,13 @@ impl CpuTrainer {
                     y.iter_mut().zip(x.iter().zip(b)).for_each(|(y, (a, b))| *y = a + b);
                 }
                 Op::DropPath { survival } if train && *survival < 1.0 => {
-                    let mask = ops::drop_path_mask(self.shard.mask_batch(batch), *survival, &mut node_rng(seed, i));
+                    let mask = ops::drop_path_mask(self.shard.global_batch(batch), *survival, &mut node_rng(seed, i));
                     let mask = self.shard.slice_rows(&mask, 1, batch).to_vec();
                     ops::apply_mask(x, &mask, out.numel(), &mut y);
                     aux[i] = Aux::Mask(mask);
                 }
                 Op::Dropout { rate } if train && *rate > 0.0 => {
-                    let mask = ops::dropout_mask(self.shard.mask_batch(batch) * out.numel(), *rate, &mut node_rng(seed, i));
+                    let mask = ops::dropout_mask(self.shard.global_batch(batch) * out.numel(), *rate, &mut node_rng(seed, i));
                     let mask = self.shard.slice_rows(&mask, out.numel(), batch).to_vec();
                     ops::apply_mask(x, &mask, 1, &mut y);
                     aux[i] = Aux::Mask(mask);

@@ -20,9 +20,11 @@ use effv2_runtime::cuda::cudnn::{ConvGrad, DType, Handle};
 use effv2_runtime::cuda::{compile_kernels, compile_source, fail, launch_kernel, probe_libraries, ptr};
 use effv2_runtime::plan::launch::{ConvShape, KERNEL_NAMES};
 
+use super::nccl::NcclGroup;
 use super::plan::{Buffers, Kernel, TrainLaunch, TrainLayout};
 use super::{train_kernels_source, TRAIN_KERNEL_NAMES};
 use crate::cpu::{check_supported, TrainerConfig};
+use crate::parallel::{DataParallel, Replica, Shard};
 use crate::{Mode, TrainEngine, TrainError};
 
 /// Largest cuDNN workspace one convolution's algorithms may ask for.
@@ -43,6 +45,11 @@ struct Batch {
 }
 
 pub struct CudaTrainer {
+    /// Data parallelism: the group's communicators and this replica's rank (dropped first, before
+    /// the stream and context its sums run on).
+    group: Option<(Arc<NcclGroup>, usize)>,
+    /// This replica's rows of the global batch in the next forward.
+    shard: Shard,
     config: TrainerConfig,
     graph: Graph,
     /// Where parameters sit in `params` (and in every buffer laid out like it): the same for every
@@ -78,13 +85,18 @@ impl CudaTrainer {
     /// `dtype`: [`DType::F32`], or [`DType::Bf16`] for mixed precision (bf16 activations and
     /// gradients, f32 master weights, statistics and optimizer).
     pub fn new(graph: &Graph, weights: &Weights, config: TrainerConfig, dtype: DType) -> Result<Self, TrainError> {
+        Self::on_device(0, graph, weights, config, dtype)
+    }
+
+    /// The engine on GPU `ordinal`.
+    pub fn on_device(ordinal: usize, graph: &Graph, weights: &Weights, config: TrainerConfig, dtype: DType) -> Result<Self, TrainError> {
         if dtype == DType::F16 {
             return Err(TrainError::Config("the CUDA engine trains fp32 or bf16 (fp16 would need loss scaling)".into()));
         }
         weights.check(graph)?;
         check_supported(graph)?;
         probe_libraries().map_err(|e| dev(e.to_string()))?;
-        let ctx = CudaContext::new(0).map_err(|e| dev(format!("no usable CUDA GPU ({e:?})")))?;
+        let ctx = CudaContext::new(ordinal).map_err(|e| dev(format!("no usable CUDA GPU {ordinal} ({e:?})")))?;
         let stream = ctx.new_stream().map_err(|e| dev(fail("creating a stream", e)))?;
         // One stream, launches in order, raw addresses: cudarc's per-buffer events would only cost time.
         unsafe { ctx.disable_event_tracking() };
@@ -113,6 +125,8 @@ impl CudaTrainer {
         };
         let name = ctx.name().unwrap_or_else(|_| "unknown GPU".into());
         let mut trainer = CudaTrainer {
+            group: None,
+            shard: Shard::default(),
             config,
             graph: graph.clone(),
             param_layout,
@@ -158,6 +172,34 @@ impl CudaTrainer {
         let config = TrainerConfig { optimizer: cfg.optimizer, weight_decay: cfg.weight_decay, ema: cfg.ema_decay.is_some() };
         let dtype = if cfg.precision == crate::run::Precision::Bf16 { DType::Bf16 } else { DType::F32 };
         Self::new(graph, weights, config, dtype)
+    }
+
+    /// Data-parallel training on GPUs `0..gpus`, one engine per GPU on a thread of its own,
+    /// summing over NCCL: each forward's batch is the global one, split over the GPUs. With one
+    /// GPU it is that GPU's engine, run on the caller's thread.
+    pub fn data_parallel(gpus: usize, graph: &Graph, weights: &Weights, config: TrainerConfig, dtype: DType) -> Result<DataParallel<Self>, TrainError> {
+        probe_libraries().map_err(|e| dev(e.to_string()))?;
+        let have = CudaContext::device_count().map_err(|e| dev(fail("counting GPUs", e)))? as usize;
+        if gpus == 0 || gpus > have {
+            return Err(TrainError::Config(format!("--gpus {gpus}: this machine has {have} CUDA GPU(s)")));
+        }
+        let mut replicas = (0..gpus).map(|i| Self::on_device(i, graph, weights, config, dtype)).collect::<Result<Vec<_>, _>>()?;
+        // One GPU needs no communicator (nor NCCL installed).
+        if gpus > 1 {
+            let group = NcclGroup::new(replicas.iter().map(|r| r.ctx.clone()).collect())?;
+            for (rank, r) in replicas.iter_mut().enumerate() {
+                r.group = Some((group.clone(), rank));
+                r.device = format!("{} [rank {rank} of {gpus}]", r.device);
+            }
+        }
+        DataParallel::new(replicas, graph.nodes[graph.output].shape.numel())
+    }
+
+    /// [`Self::data_parallel`] for a [`crate::run::TrainConfig`] (its `gpus`).
+    pub fn data_parallel_for_run(graph: &Graph, weights: &Weights, cfg: &crate::run::TrainConfig) -> Result<DataParallel<Self>, TrainError> {
+        let config = TrainerConfig { optimizer: cfg.optimizer, weight_decay: cfg.weight_decay, ema: cfg.ema_decay.is_some() };
+        let dtype = if cfg.precision == crate::run::Precision::Bf16 { DType::Bf16 } else { DType::F32 };
+        Self::data_parallel(cfg.gpus, graph, weights, config, dtype)
     }
 
     /// The GPU, for logs.
@@ -243,6 +285,10 @@ impl CudaTrainer {
                     unsafe { self.convs[shape].backward_filter(&self.cudnn, *x, *dy, *dw, ws, ws_len) }.map_err(|e| dev(fail(&at("cuDNN backward filter"), e)))?
                 }
                 TrainLaunch::Gemm { g, a, b, c } => unsafe { self.blas.gemm(self.dtype, *g, *a, *b, *c) }.map_err(|e| dev(format!("{}: {e}", at("cuBLAS"))))?,
+                TrainLaunch::AllReduce { ptr, count, dtype } => {
+                    let (group, rank) = self.group.as_ref().ok_or_else(|| TrainError::Misuse(format!("{}: a sum over replicas in an engine that is not one", at("all-reduce"))))?;
+                    unsafe { group.all_reduce(*rank, *ptr, *count, *dtype, &self.stream) }?
+                }
             }
         }
         Ok(())
@@ -305,6 +351,7 @@ impl TrainEngine for CudaTrainer {
         }
         let weights16 = self.weights16_ptr();
         let b = self.batch.as_mut().expect("buffers for this batch");
+        b.layout.shard = self.shard;
         if train && b.layout.mask_len > 0 {
             let masks = b.layout.masks(&self.graph, seed);
             self.stream.memcpy_htod(&masks, &mut b.masks).map_err(|e| dev(fail("copying masks", e)))?;
@@ -420,5 +467,17 @@ impl TrainEngine for CudaTrainer {
         }
         self.refresh_weights16(false)?;
         self.sync("loading the training state")
+    }
+}
+
+impl Replica for CudaTrainer {
+    fn set_shard(&mut self, shard: Shard) {
+        self.shard = shard;
+    }
+
+    fn abort_group(&self) {
+        if let Some((g, _)) = &self.group {
+            g.abort();
+        }
     }
 }

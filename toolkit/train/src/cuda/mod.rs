@@ -7,6 +7,8 @@
 
 #[cfg(feature = "cuda")]
 pub mod engine;
+#[cfg(feature = "cuda")]
+pub mod nccl;
 pub mod plan;
 
 /// Source of the kernels, one `extern "C"` entry point per name in [`TRAIN_KERNEL_NAMES`]; compiled

@@ -17,6 +17,7 @@ use crate::cpu::bn::RUNNING_MOMENTUM;
 use crate::cpu::node_rng;
 use crate::cpu::ops::{drop_path_mask, dropout_mask};
 use crate::optim::{decays, Optimizer};
+use crate::parallel::Shard;
 use crate::TrainError;
 
 /// Which kernel source a launch's function comes from.
@@ -40,6 +41,15 @@ pub enum TrainLaunch {
     ConvBackwardFilter { shape: ConvShape, x: u64, dy: u64, dw: u64 },
     /// cuBLAS: `c = op(a) · op(b)`.
     Gemm { g: BlasGemm, a: u64, b: u64, c: u64 },
+    /// Data parallelism: sum `count` elements at `ptr` over the replicas' group, in place (NCCL).
+    AllReduce { ptr: u64, count: usize, dtype: Summed },
+}
+
+/// Element type of an [`TrainLaunch::AllReduce`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Summed {
+    F32,
+    F64,
 }
 
 /// Addresses of the buffers a launch list works on (device memory, or host memory in tests).
@@ -99,6 +109,11 @@ pub struct TrainLayout {
     /// Each dropout / drop-path node's mask in the mask buffer (f32), `mask_len` floats in all.
     pub mask_at: Vec<Option<usize>>,
     pub mask_len: usize,
+    /// Data parallelism: which rows of the global batch this replica's `batch` are. When set
+    /// (`global` > 0), BN statistics and the backward's per-channel sums are summed over the group
+    /// by [`TrainLaunch::AllReduce`]s (synchronised BN), and so are the parameter gradients at the
+    /// end of the backward; masks are the global batch's draws, this shard's rows.
+    pub shard: Shard,
 }
 
 fn align(n: usize) -> usize {
@@ -184,7 +199,7 @@ impl TrainLayout {
             mask_at[i] = Some(4 * mask_len);
             mask_len += floats;
         }
-        TrainLayout { batch, dtype, value_at, pad_at, wgrad16_at, dlogits16_at, partials_at, mean64_at, var64_at, bn_saved_at, zeros_at, arena_bytes, param_at, params_bytes, grad_at, tmp_at, pgrad_at, grads_bytes, mask_at, mask_len }
+        TrainLayout { batch, dtype, value_at, pad_at, wgrad16_at, dlogits16_at, partials_at, mean64_at, var64_at, bn_saved_at, zeros_at, arena_bytes, param_at, params_bytes, grad_at, tmp_at, pgrad_at, grads_bytes, mask_at, mask_len, shard: Shard::default() }
     }
 
     /// The parameter buffer's bytes for `weights` (checked against the graph first).
@@ -285,14 +300,16 @@ impl TrainLayout {
     /// out as [`TrainLayout::mask_at`] says; masks of rate 0 / survival 1 are all ones.
     pub fn masks(&self, graph: &Graph, seed: u64) -> Vec<f32> {
         let mut m = vec![1.0f32; self.mask_len];
+        let global = self.shard.global_batch(self.batch);
         for (i, n) in graph.nodes.iter().enumerate() {
             let Some(at) = self.mask_at[i] else { continue };
-            let draw = match n.op {
-                Op::DropPath { survival } if survival < 1.0 => drop_path_mask(self.batch, survival, &mut node_rng(seed, i)),
-                Op::Dropout { rate } if rate > 0.0 => dropout_mask(self.batch * n.shape.numel(), rate, &mut node_rng(seed, i)),
+            let (draw, per) = match n.op {
+                Op::DropPath { survival } if survival < 1.0 => (drop_path_mask(global, survival, &mut node_rng(seed, i)), 1),
+                Op::Dropout { rate } if rate > 0.0 => (dropout_mask(global * n.shape.numel(), rate, &mut node_rng(seed, i)), n.shape.numel()),
                 _ => continue,
             };
-            m[at / 4..][..draw.len()].copy_from_slice(&draw);
+            let draw = self.shard.slice_rows(&draw, per, self.batch);
+            m[at / 4..][..draw.len()].copy_from_slice(draw);
         }
         m
     }
@@ -346,12 +363,16 @@ impl TrainLayout {
                 Op::DropPath { .. } | Op::Dropout { .. } if !train_mode => out.push(train("copy", total, vec![Arg::Ptr(x), Arg::Ptr(y), tot])),
                 Op::BatchNorm(b) => {
                     let rows = batch * s.h * s.w;
+                    // Each replica's share of the global mean and variance, summed over the group.
+                    let global_rows = self.shard.global_batch(batch) * s.h * s.w;
                     let (m64, v64) = (a(self.mean64_at), a(self.var64_at));
                     let (mean, invstd) = self.bn_saved_at[i].map(|(m, s)| (a(m), a(s))).expect("a BN node has saved slots");
-                    let sums = |mode, mean64, to| self.chan_sums(arena, [x, 0, mean64, 0, 0], rows, s.c, mode, 1.0 / rows as f64, to);
+                    let sums = |mode, mean64, to| self.chan_sums(arena, [x, 0, mean64, 0, 0], rows, s.c, mode, 1.0 / global_rows as f64, to);
                     out.extend(sums(0, 0, m64));
+                    out.extend(self.sync_sums(m64, s.c));
                     out.extend(sums(1, m64, v64));
-                    let fin = vec![Arg::Ptr(m64), Arg::Ptr(v64), Arg::Ptr(mean), Arg::Ptr(invstd), Arg::Ptr(p(b.mean)), Arg::Ptr(p(b.var)), Arg::I32(s.c as i32), Arg::I64(rows as i64), Arg::F32(b.eps), Arg::F32(RUNNING_MOMENTUM)];
+                    out.extend(self.sync_sums(v64, s.c));
+                    let fin = vec![Arg::Ptr(m64), Arg::Ptr(v64), Arg::Ptr(mean), Arg::Ptr(invstd), Arg::Ptr(p(b.mean)), Arg::Ptr(p(b.var)), Arg::I32(s.c as i32), Arg::I64(global_rows as i64), Arg::F32(b.eps), Arg::F32(RUNNING_MOMENTUM)];
                     out.push(train("bn_finalize", s.c, fin));
                     out.push(train("bn_apply", total, vec![Arg::Ptr(x), Arg::Ptr(y), Arg::Ptr(mean), Arg::Ptr(invstd), Arg::Ptr(p(b.weight)), Arg::Ptr(p(b.bias)), tot, Arg::I32(s.c as i32)]));
                 }
@@ -546,10 +567,15 @@ impl TrainLayout {
                     let (mean, invstd) = self.bn_saved_at[i].map(|(m, s)| (a(m), a(s))).expect("a BN node has saved slots");
                     out.extend(self.chan_sums(arena, [dy, 0, 0, 0, 0], rows, s.c, 0, 1.0, sdy));
                     out.extend(self.chan_sums(arena, [dy, v(x), 0, mean, invstd], rows, s.c, 2, 1.0, sdyx));
+                    // dγ, dβ: this replica's share (summed with every gradient at the end); dx needs
+                    // the group's sums and row count.
                     out.push(train("to_f32_grad", s.c, vec![Arg::Ptr(sdyx), Arg::Ptr(pg(b.weight)), Arg::I32(s.c as i32)]));
                     out.push(train("to_f32_grad", s.c, vec![Arg::Ptr(sdy), Arg::Ptr(pg(b.bias)), Arg::I32(s.c as i32)]));
+                    out.extend(self.sync_sums(sdy, s.c));
+                    out.extend(self.sync_sums(sdyx, s.c));
+                    let global_rows = self.shard.global_batch(batch) * s.h * s.w;
                     let args = vec![Arg::Ptr(v(x)), Arg::Ptr(dy), Arg::Ptr(mean), Arg::Ptr(invstd), Arg::Ptr(p(b.weight)), Arg::Ptr(sdy), Arg::Ptr(sdyx)];
-                    contrib(x, &mut out, &|dst| vec![train("bn_backward_dx", total, [args.clone(), vec![Arg::Ptr(dst), Arg::I64(total as i64), Arg::I32(s.c as i32), Arg::I64(rows as i64)]].concat())]);
+                    contrib(x, &mut out, &|dst| vec![train("bn_backward_dx", total, [args.clone(), vec![Arg::Ptr(dst), Arg::I64(total as i64), Arg::I32(s.c as i32), Arg::I64(global_rows as i64)]].concat())]);
                 }
                 Op::Conv(c) => {
                     if let Some(bias) = c.bias {
@@ -585,7 +611,16 @@ impl TrainLayout {
                 }
             }
         }
+        if self.shard.global > 0 {
+            // Every replica steps from the global batch's gradients.
+            out.push(TrainLaunch::AllReduce { ptr: grads, count: self.grads_bytes / 4, dtype: Summed::F32 });
+        }
         out
+    }
+
+    /// Synchronised BN: `c` f64 per-channel sums at `at` summed over the data-parallel group.
+    fn sync_sums(&self, at: u64, c: usize) -> Option<TrainLaunch> {
+        (self.shard.global > 0).then_some(TrainLaunch::AllReduce { ptr: at, count: c, dtype: Summed::F64 })
     }
 }
 

@@ -39,7 +39,7 @@ struct Round {
 
 impl HostGroup {
     /// `world` members, rank 0 first.
-    pub fn new(world: usize) -> Vec<HostMember> {
+    pub fn members(world: usize) -> Vec<HostMember> {
         let g = Arc::new(HostGroup { world, state: Mutex::new(Round { slots: vec![None; world], read: 0, generation: 0, aborted: false }), turn: Condvar::new() });
         (0..world).map(|rank| HostMember { group: g.clone(), rank }).collect()
     }
@@ -131,7 +131,7 @@ mod tests {
 
     #[test]
     fn every_member_gets_the_sum_round_after_round() {
-        let members = HostGroup::new(3);
+        let members = HostGroup::members(3);
         let out: Vec<Vec<f64>> = std::thread::scope(|s| {
             let hs: Vec<_> = members
                 .iter()
@@ -155,13 +155,13 @@ mod tests {
 
     #[test]
     fn mismatched_lengths_and_aborts_are_errors_not_hangs() {
-        let members = HostGroup::new(2);
+        let members = HostGroup::members(2);
         let errs: Vec<bool> = std::thread::scope(|s| {
             let hs: Vec<_> = members.iter().map(|m| s.spawn(move || m.all_reduce_f32(&mut vec![0.0; 1 + m.rank()]).is_err())).collect();
             hs.into_iter().map(|h| h.join().unwrap()).collect()
         });
         assert_eq!(errs, vec![true, true]);
-        let members = HostGroup::new(2);
+        let members = HostGroup::members(2);
         std::thread::scope(|s| {
             let waiter = s.spawn(|| members[0].all_reduce_f64(&mut [1.0]));
             std::thread::sleep(std::time::Duration::from_millis(20));

@@ -40,8 +40,8 @@ impl Shard {
         &mask[self.offset * per..(self.offset + batch) * per]
     }
 
-    /// The batch masks are drawn for.
-    pub fn mask_batch(&self, batch: usize) -> usize {
+    /// The batch statistics and masks are taken over: the global one, or `batch` when unsharded.
+    pub fn global_batch(&self, batch: usize) -> usize {
         if self.global == 0 { batch } else { self.global }
     }
 }
@@ -69,6 +69,7 @@ pub fn split(batch: usize, n: usize) -> Vec<(usize, usize)> {
 }
 
 /// Several replicas behind one [`TrainEngine`]: the training loop drives it exactly as one engine.
+/// One replica is run directly, on the caller's thread.
 pub struct DataParallel<E: Replica> {
     replicas: Vec<E>,
     /// Rows each replica got in the last training forward (backward splits dLoss/dLogits alike).
@@ -96,6 +97,9 @@ impl<E: Replica> DataParallel<E> {
     /// Run `f` on every replica with its part, each on a thread of its own; the first error wins
     /// and aborts the group so no replica is left waiting in a collective.
     fn each<T: Send, P: Send>(&mut self, parts: Vec<P>, f: impl Fn(&mut E, P) -> Result<T, TrainError> + Sync) -> Result<Vec<T>, TrainError> {
+        if let [one] = self.replicas.as_mut_slice() {
+            return parts.into_iter().map(|p| f(one, p)).collect();
+        }
         let f = &f;
         let results: Vec<Result<T, TrainError>> = std::thread::scope(|s| {
             let hs: Vec<_> = self
@@ -142,7 +146,7 @@ impl<E: Replica> TrainEngine for DataParallel<E> {
 
     fn forward(&mut self, input: &[f32], batch: usize, mode: Mode, seed: u64) -> Result<Vec<f32>, TrainError> {
         let n = self.replicas.len();
-        if batch == 0 || input.len() % batch != 0 {
+        if batch == 0 || !input.len().is_multiple_of(batch) {
             return Err(TrainError::Size { what: "input batch (NCHW)", want: batch.max(1), got: input.len() });
         }
         let per = input.len() / batch;
@@ -155,7 +159,8 @@ impl<E: Replica> TrainEngine for DataParallel<E> {
             if rows == 0 {
                 return Ok(vec![]);
             }
-            r.set_shard(Shard { offset, global: batch });
+            // A group of one is the engine itself: nothing to sum, no collectives to issue.
+            r.set_shard(if n == 1 { Shard::default() } else { Shard { offset, global: batch } });
             r.forward(x, rows, mode, seed)
         })?;
         if mode == Mode::Train {

@@ -50,6 +50,13 @@ pub struct TrainConfig {
     /// absent in configs written before it existed.
     #[serde(default)]
     pub precision: Precision,
+    /// GPUs to train on data-parallel (`--device cuda`); `batch` is the global batch, split over them.
+    #[serde(default = "one")]
+    pub gpus: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 /// Training precision: fp32, or bf16 mixed precision (bf16 activations and gradients, f32 master
@@ -68,6 +75,9 @@ impl TrainConfig {
         self.progressive.validate()?;
         if self.epochs == 0 || self.batch == 0 {
             return bad("--epochs and --batch-size must be at least 1");
+        }
+        if self.gpus == 0 || self.batch < self.gpus {
+            return bad("--gpus must be at least 1 and at most --batch-size (the global batch is split over the GPUs)");
         }
         if !(self.lr > 0.0 && self.lr.is_finite()) {
             return bad("--lr must be a positive number");
