@@ -48,6 +48,34 @@ fn check(model: &str, options: ModelOptions, size: usize, batch: usize, dir: &Pa
     (rel_err(&tract, want.data()), rel_err(&ort, want.data()))
 }
 
+/// The stem and the Fused-MBConv stages' convs run on effv2-runtime's direct AVX-512 kernel inside
+/// tract's plan (where the CPU has AVX-512): the 3x3s with their SiLU folded in and no Pad node
+/// left in front, the 1x1 projections with their residual add. (Numerics: the tests around this
+/// one compare whole runs with the reference engine and onnxruntime.)
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn tract_runs_the_dense_convs_on_our_direct_kernel() {
+    use tract_onnx::prelude::*;
+    if !std::arch::is_x86_feature_detected!("avx512f") {
+        eprintln!("skipped: no AVX-512 ({})", effv2_runtime::tract_dense_conv_kernel());
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let source = ModelSource::Fresh { model: "efficientnetv2-b0".into(), options: ModelOptions::default(), seed: 1 };
+    build_cpu(&source.load_for_size(Some(224)).unwrap(), &CpuBuild { image_size: Some(224), batch: 1 }, dir.path()).unwrap();
+    let typed = tract_onnx::onnx().model_for_path(dir.path().join("model.onnx")).unwrap().with_input_fact(0, f32::fact([1, 3, 224, 224]).into()).unwrap().into_typed().unwrap();
+    let model = effv2_runtime::tract_optimize(typed).unwrap();
+    let direct: Vec<_> = model.nodes().iter().filter(|n| n.op().name() == "Effv2DirectConv").collect();
+    let info: Vec<String> = direct.iter().map(|n| format!("{} {}", n.name, n.op().info().unwrap()[0])).collect();
+    // The stem and 5 fused 3x3 convs with their SiLU, and the 4 fused blocks' 1x1 projections,
+    // the 2 with a skip connection adding it.
+    assert_eq!(direct.len(), 10, "{info:#?}");
+    assert_eq!(info.iter().filter(|i| i.contains("3x3") && i.ends_with("SiLU")).count(), 6, "{info:#?}");
+    assert_eq!(info.iter().filter(|i| i.contains("project") && i.contains("1x1")).count(), 4, "{info:#?}");
+    assert_eq!(info.iter().filter(|i| i.ends_with("+ residual")).count(), 2, "{info:#?}");
+    assert!(!model.nodes().iter().any(|n| n.op().name() == "Pad"), "no explicit pads left");
+}
+
 #[test]
 fn tract_and_onnxruntime_run_our_onnx_like_the_reference_engine() {
     let dir = tempfile::tempdir().unwrap();

@@ -10,6 +10,8 @@ use crate::manifest::Manifest;
 
 #[cfg(target_arch = "x86_64")]
 mod depthwise_c;
+#[cfg(target_arch = "x86_64")]
+mod direct_conv;
 
 /// Which channel-inner depthwise kernel tract runs here (x86_64: ours, filed in its registry).
 /// Anything using tract in this process gets it once this crate is linked.
@@ -36,6 +38,26 @@ pub fn avoid_tract_amx_int8() {
         // Fails only if another deployment config set this knob first; then theirs stands.
         let _ = tract_onnx::tract_core::knobs::set_config_global("TRACT_CPU_ISA", "-amx-int8");
     });
+}
+
+/// tract's optimisation of a typed model with our kernels in it: decluttered, the dense convs
+/// the x86_64 direct kernel takes swapped in (see `direct_conv`), then tract's own codegen.
+/// What every tract run of an artifact goes through (the profiling example too).
+pub fn optimize(model: TypedModel) -> TractResult<TypedModel> {
+    #[allow(unused_mut)]
+    let mut model = model.into_decluttered()?;
+    #[cfg(target_arch = "x86_64")]
+    direct_conv::rewrite(&mut model)?;
+    model.into_optimized()
+}
+
+/// Which dense-conv kernel the tract backend uses for the stem and fused stages here.
+pub fn dense_conv_kernel() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    if direct_conv::supported() && std::env::var("EFFV2_TRACT_DIRECT_CONV").map_or(true, |v| v != "0") {
+        return "effv2 direct avx512";
+    }
+    "tract im2col"
 }
 
 pub struct TractRuntime {
@@ -67,8 +89,9 @@ impl TractRuntime {
             .map_err(err)?
             .with_input_fact(0, f32::fact([n, c, h, w]).into())
             .map_err(err)?
-            .into_optimized()
+            .into_typed()
             .map_err(err)?;
+        let model = optimize(model).map_err(err)?;
         let mut options = RunOptions::default();
         let mut pool = None;
         if threads > 1 {
@@ -93,7 +116,7 @@ impl Runtime for TractRuntime {
 
     fn device(&self) -> String {
         let threads = format!("{} thread{}", self.threads, if self.threads == 1 { "" } else { "s" });
-        format!("cpu {}, {threads}, depthwise kernel {}", std::env::consts::ARCH, depthwise_kernel())
+        format!("cpu {}, {threads}, depthwise kernel {}, dense conv {}", std::env::consts::ARCH, depthwise_kernel(), dense_conv_kernel())
     }
 
     fn manifest(&self) -> &Manifest {

@@ -1,0 +1,584 @@
+//! A direct AVX-512 convolution for the dense k×k convs of the stem and the Fused-MBConv stages,
+//! put into tract's graph in place of its `Conv` (and the SiLU after it, when there is one).
+//!
+//! tract lowers these convs to lazy im2col and a matrix product. With the few output channels
+//! of EfficientNetV2's early stages (16–64) the product's m-tile is barely used and packing the
+//! image costs more than the multiply: b0@224's stem ran at 13 GFLOP/s, `blocks.0.0` at 43, and an
+//! explicit Pad before each (tract's own, 0.9 ms in all) came on top. Here each output row of
+//! eight channels is computed in registers (8 channels × up to 48 pixels), reading each input
+//! vector once for all eight channels; padding is masked loads, stride 2 an even-lane permute,
+//! bias and SiLU applied before the store, rows spread over tract's worker pool when it has one.
+//! Only where the CPU has AVX-512 and the conv fits (f32, group 1, square kernel ≤ 7, stride 1
+//! or 2, no dilation, constant weights); everything else stays tract's.
+
+use std::arch::x86_64::*;
+
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::internal::*;
+use tract_onnx::tract_core::ops::cnn::conv::KernelFormat;
+use tract_onnx::tract_core::ops::cnn::Conv;
+use tract_onnx::tract_core::ops::einsum::EinSum;
+use tract_onnx::tract_core::ops::nn::DataFormat;
+
+/// Output channels per register block.
+const OCB: usize = 8;
+/// f32 lanes of a zmm register.
+const LANES: usize = 16;
+/// Largest kernel side handled (the mask tables are sized for it).
+const MAX_K: usize = 7;
+
+/// One conv on one image, NCHW.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub struct Geo {
+    pub cin: usize,
+    pub h: usize,
+    pub w: usize,
+    pub cout: usize,
+    pub oh: usize,
+    pub ow: usize,
+    pub k: usize,
+    pub stride: usize,
+    pub pad_top: usize,
+    pub pad_left: usize,
+}
+
+impl Geo {
+    fn blocks(&self) -> usize {
+        self.cout.div_ceil(OCB)
+    }
+}
+
+/// OIHW weights as the kernel reads them: per block of eight output channels, for every input
+/// channel and tap, the eight channels' weights side by side (zeros past `cout`).
+pub fn pack_weights(w: &[f32], g: &Geo) -> Vec<f32> {
+    let kk = g.k * g.k;
+    let mut out = vec![0.0; g.blocks() * g.cin * kk * OCB];
+    for oc in 0..g.cout {
+        let (blk, o) = (oc / OCB, oc % OCB);
+        for ic in 0..g.cin {
+            for t in 0..kk {
+                out[((blk * g.cin + ic) * kk + t) * OCB + o] = w[(oc * g.cin + ic) * kk + t];
+            }
+        }
+    }
+    out
+}
+
+/// The same conv in plain loops: what the kernel is tested against.
+#[cfg(test)]
+pub fn reference(g: &Geo, x: &[f32], w: &[f32], bias: &[f32], silu: bool, residual: Option<&[f32]>) -> Vec<f32> {
+    let mut y = vec![0.0; g.cout * g.oh * g.ow];
+    for oc in 0..g.cout {
+        for oy in 0..g.oh {
+            for ox in 0..g.ow {
+                let mut s = bias[oc] as f64;
+                for ic in 0..g.cin {
+                    for kh in 0..g.k {
+                        for kw in 0..g.k {
+                            let iy = (oy * g.stride + kh) as isize - g.pad_top as isize;
+                            let ix = (ox * g.stride + kw) as isize - g.pad_left as isize;
+                            if iy >= 0 && ix >= 0 && (iy as usize) < g.h && (ix as usize) < g.w {
+                                s += (x[(ic * g.h + iy as usize) * g.w + ix as usize] * w[((oc * g.cin + ic) * g.k + kh) * g.k + kw]) as f64;
+                            }
+                        }
+                    }
+                }
+                let v = s as f32;
+                let at = (oc * g.oh + oy) * g.ow + ox;
+                y[at] = if silu { v / (1.0 + (-v).exp()) } else { v } + residual.map_or(0.0, |r| r[at]);
+            }
+        }
+    }
+    y
+}
+
+/// Whether this CPU runs the kernel.
+pub fn supported() -> bool {
+    is_x86_feature_detected!("avx512f")
+}
+
+/// Lanes `[lo, hi)` of a 16-lane mask.
+fn lanes(lo: isize, hi: isize) -> __mmask16 {
+    let (lo, hi) = (lo.clamp(0, 16), hi.clamp(0, 16));
+    if hi <= lo {
+        0
+    } else {
+        (((1u32 << hi) - 1) & !((1u32 << lo) - 1)) as __mmask16
+    }
+}
+
+/// `e^x`, |rel err| ≈ 1e-7 over the range SiLU needs (inputs clamped to where f32 `e^x` is finite).
+#[target_feature(enable = "avx512f")]
+unsafe fn exp512(x: __m512) -> __m512 {
+    let x = _mm512_max_ps(_mm512_min_ps(x, _mm512_set1_ps(88.0)), _mm512_set1_ps(-87.0));
+    let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E)));
+    // r = x − n·ln2 in two steps (ln2 split so n·ln2_hi is exact).
+    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693_145_75), x);
+    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428_606_8e-6), r);
+    let mut p = _mm512_set1_ps(1.0 / 5040.0);
+    for c in [1.0 / 720.0, 1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
+    }
+    _mm512_scalef_ps(p, n)
+}
+
+/// `x·σ(x)` = `x / (1 + e^−x)`, the division as a 14-bit reciprocal and one Newton step (a
+/// full-width divide costs more than the rest of the epilogue).
+#[target_feature(enable = "avx512f")]
+unsafe fn silu512(x: __m512) -> __m512 {
+    let d = _mm512_add_ps(_mm512_set1_ps(1.0), unsafe { exp512(_mm512_sub_ps(_mm512_setzero_ps(), x)) });
+    let r = _mm512_rcp14_ps(d);
+    let r = _mm512_mul_ps(r, _mm512_fnmadd_ps(d, r, _mm512_set1_ps(2.0)));
+    _mm512_mul_ps(x, r)
+}
+
+/// Pointers of one eval: input image, packed weights, bias, output image, and a tensor shaped like
+/// the output to add to it (a residual; null when there is none).
+#[derive(Clone, Copy)]
+struct Ptrs {
+    x: *const f32,
+    w: *const f32,
+    b: *const f32,
+    y: *mut f32,
+    r: *const f32,
+}
+
+// Each task writes its own rows of `y`; the rest is read-only.
+unsafe impl Send for Ptrs {}
+unsafe impl Sync for Ptrs {}
+
+/// Output row `oy` of output-channel block `blk`, in chunks of three vectors, ending 2 + 2 rather
+/// than 3 + 1 (a one-vector chunk loads eight weights for eight products).
+#[target_feature(enable = "avx512f")]
+unsafe fn row(g: &Geo, p: Ptrs, blk: usize, oy: usize, silu: bool) {
+    let n_vec = g.ow.div_ceil(LANES);
+    let mut v0 = 0;
+    while v0 < n_vec {
+        let nv = match n_vec - v0 {
+            4 => 2,
+            left => left.min(3),
+        };
+        unsafe {
+            match (nv, g.stride) {
+                (3, 1) => chunk::<3, 1>(g, p, blk, oy, v0, silu),
+                (2, 1) => chunk::<2, 1>(g, p, blk, oy, v0, silu),
+                (1, 1) => chunk::<1, 1>(g, p, blk, oy, v0, silu),
+                (3, _) => chunk::<3, 2>(g, p, blk, oy, v0, silu),
+                (2, _) => chunk::<2, 2>(g, p, blk, oy, v0, silu),
+                _ => chunk::<1, 2>(g, p, blk, oy, v0, silu),
+            }
+        }
+        v0 += nv;
+    }
+}
+
+/// `WV` vectors of output pixels starting at vector `v0` of row `oy`, for the eight channels of
+/// block `blk`. Stride `S` is 1 or 2.
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn chunk<const WV: usize, const S: usize>(g: &Geo, p: Ptrs, blk: usize, oy: usize, v0: usize, silu: bool) {
+    unsafe {
+        let k = g.k;
+        // Per tap column and vector: where its input lanes start in the row, and which lanes
+        // lie inside it (padding reads as zero). Stride 2 reads 32 lanes and keeps the even ones.
+        let mut start = [[0isize; 3]; MAX_K];
+        let mut m_lo = [[0 as __mmask16; 3]; MAX_K];
+        let mut m_hi = [[0 as __mmask16; 3]; MAX_K];
+        for kw in 0..k {
+            for v in 0..WV {
+                let s0 = (S * (v0 + v) * LANES + kw) as isize - g.pad_left as isize;
+                start[kw][v] = s0;
+                let w = g.w as isize;
+                m_lo[kw][v] = lanes(-s0, w - s0);
+                m_hi[kw][v] = lanes(-s0 - 16, w - s0 - 16);
+            }
+        }
+        let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+        let mut acc = [[_mm512_setzero_ps(); WV]; OCB];
+        for (o, a) in acc.iter_mut().enumerate() {
+            let b = if blk * OCB + o < g.cout { *p.b.add(blk * OCB + o) } else { 0.0 };
+            *a = [_mm512_set1_ps(b); WV];
+        }
+        let wblk = p.w.add(blk * g.cin * k * k * OCB);
+        for ic in 0..g.cin {
+            for kh in 0..k {
+                let iy = (oy * S + kh) as isize - g.pad_top as isize;
+                if iy < 0 || iy >= g.h as isize {
+                    continue;
+                }
+                let rowp = p.x.add((ic * g.h + iy as usize) * g.w);
+                let wrow = wblk.add((ic * k + kh) * k * OCB);
+                for kw in 0..k {
+                    let mut xv = [_mm512_setzero_ps(); WV];
+                    for (v, xv) in xv.iter_mut().enumerate() {
+                        let at = rowp.wrapping_offset(start[kw][v]);
+                        *xv = if S == 1 {
+                            _mm512_maskz_loadu_ps(m_lo[kw][v], at)
+                        } else {
+                            let lo = _mm512_maskz_loadu_ps(m_lo[kw][v], at);
+                            let hi = _mm512_maskz_loadu_ps(m_hi[kw][v], at.wrapping_add(16));
+                            _mm512_permutex2var_ps(lo, even, hi)
+                        };
+                    }
+                    let wt = wrow.add(kw * OCB);
+                    for (o, a) in acc.iter_mut().enumerate() {
+                        let wb = _mm512_set1_ps(*wt.add(o));
+                        for v in 0..WV {
+                            a[v] = _mm512_fmadd_ps(xv[v], wb, a[v]);
+                        }
+                    }
+                }
+            }
+        }
+        for (o, a) in acc.iter().enumerate() {
+            let oc = blk * OCB + o;
+            if oc >= g.cout {
+                break;
+            }
+            let at = (oc * g.oh + oy) * g.ow;
+            for (v, &val) in a.iter().enumerate() {
+                let x0 = (v0 + v) * LANES;
+                let m = lanes(0, g.ow as isize - x0 as isize);
+                let mut val = if silu { silu512(val) } else { val };
+                if !p.r.is_null() {
+                    val = _mm512_add_ps(val, _mm512_maskz_loadu_ps(m, p.r.add(at + x0)));
+                }
+                _mm512_mask_storeu_ps(p.y.add(at + x0), m, val);
+            }
+        }
+    }
+}
+
+/// The conv of one image: `x` `[cin, h, w]`, `w` packed by [`pack_weights`], `y` `[cout, oh, ow]`
+/// = SiLU (if `silu`) of conv + bias, plus `residual` (shaped like `y`) if given.
+/// Rows go to the rayon pool the caller runs in, if it is one of several threads.
+///
+/// # Safety
+/// The CPU has AVX-512F ([`supported`]).
+pub unsafe fn run(g: &Geo, x: &[f32], w: &[f32], bias: &[f32], y: &mut [f32], silu: bool, residual: Option<&[f32]>) {
+    let out = g.cout * g.oh * g.ow;
+    assert!(x.len() >= g.cin * g.h * g.w && w.len() >= g.blocks() * g.cin * g.k * g.k * OCB && bias.len() >= g.cout && y.len() >= out);
+    assert!(g.k <= MAX_K && (g.stride == 1 || g.stride == 2) && residual.is_none_or(|r| r.len() >= out));
+    let p = Ptrs { x: x.as_ptr(), w: w.as_ptr(), b: bias.as_ptr(), y: y.as_mut_ptr(), r: residual.map_or(std::ptr::null(), |r| r.as_ptr()) };
+    // A task is one output row for every channel block: the input rows it reads stay in L1/L2
+    // for all the blocks (a 1x1 projection otherwise streams its whole input once per block).
+    let task = |oy: usize| {
+        for blk in 0..g.blocks() {
+            unsafe { row(g, p, blk, oy, silu) }
+        }
+    };
+    if rayon::current_thread_index().is_some() && rayon::current_num_threads() > 1 {
+        use rayon::prelude::*;
+        (0..g.oh).into_par_iter().for_each(task);
+    } else {
+        (0..g.oh).for_each(task);
+    }
+}
+
+/// The op in tract's graph: inputs the image (`[n, cin, h, w]` or `[cin, h, w]`), the packed
+/// weights, the bias (both constants) and, with `residual`, a tensor shaped like the output to
+/// add to it.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct DirectConv {
+    geo: Geo,
+    /// Input `[n, c, h, w]` rather than `[c, h, w]`; likewise the output (tract drops a unit
+    /// batch axis where it can, so the two may differ).
+    in_has_n: bool,
+    out_has_n: bool,
+    silu: bool,
+    residual: bool,
+}
+
+impl DirectConv {
+    fn out_shape(&self, n: usize) -> TVec<usize> {
+        let g = &self.geo;
+        let mut shape: TVec<usize> = tvec![g.cout, g.oh, g.ow];
+        if self.out_has_n {
+            shape.insert(0, n);
+        }
+        shape
+    }
+}
+
+impl Op for DirectConv {
+    fn name(&self) -> StaticName {
+        "Effv2DirectConv".into()
+    }
+
+    fn info(&self) -> TractResult<Vec<String>> {
+        let g = &self.geo;
+        let extra = match (self.silu, self.residual) {
+            (true, _) => ", SiLU",
+            (false, true) => ", + residual",
+            _ => "",
+        };
+        Ok(vec![format!("{}x{} s{} {}→{} ch, {}x{} → {}x{}{extra}", g.k, g.k, g.stride, g.cin, g.cout, g.h, g.w, g.oh, g.ow)])
+    }
+
+    fn validation(&self) -> Validation {
+        Validation::Rounding
+    }
+
+    fn as_typed(&self) -> Option<&dyn TypedOp> {
+        Some(self)
+    }
+}
+
+impl EvalOp for DirectConv {
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let (x, w, b) = match &*inputs {
+            [x, w, b] | [x, w, b, _] => (x, w, b),
+            _ => bail!("Effv2DirectConv takes 3 or 4 inputs"),
+        };
+        let g = &self.geo;
+        let shape = x.shape();
+        let n = if self.in_has_n { shape[0] } else { 1 };
+        let out_shape = self.out_shape(n);
+        let (x, w, b) = (x.to_plain_array_view::<f32>()?, w.to_plain_array_view::<f32>()?, b.to_plain_array_view::<f32>()?);
+        let (x, w, b) = (x.as_slice().context("contiguous input")?, w.as_slice().context("packed weights")?, b.as_slice().context("bias")?);
+        let res = inputs.get(3).map(|r| r.to_plain_array_view::<f32>()).transpose()?;
+        let res = res.as_ref().map(|r| r.as_slice().context("contiguous residual")).transpose()?;
+        let (xs, ys) = (g.cin * g.h * g.w, g.cout * g.oh * g.ow);
+        ensure!(x.len() == n * xs && res.is_none_or(|r| r.len() == n * ys), "Effv2DirectConv: input of {} values for {:?}", x.len(), shape);
+        // Not zeroed: the kernel writes every element. (A zeroed vector of this size is fresh pages
+        // from the OS on every run, whose faults cost more than the stem's arithmetic.)
+        let mut out = unsafe { Tensor::uninitialized::<f32>(&out_shape)? };
+        let mut view = out.to_plain_array_view_mut::<f32>()?;
+        let y = view.as_slice_mut().context("fresh output")?;
+        for i in 0..n {
+            // `rewrite` only builds this op where `supported()` holds.
+            unsafe { run(g, &x[i * xs..][..xs], w, b, &mut y[i * ys..][..ys], self.silu, res.map(|r| &r[i * ys..][..ys])) };
+        }
+        drop(view);
+        Ok(tvec!(out.into_tvalue()))
+    }
+
+    fn eval_out_of_plan(&self, inputs: TVec<TValue>) -> TractResult<Option<TVec<TValue>>> {
+        Ok(Some(EvalOp::eval(self, &EvalContext::out_of_plan(), inputs)?))
+    }
+}
+
+impl TypedOp for DirectConv {
+    fn as_op(&self) -> &dyn Op {
+        self
+    }
+
+    fn as_op_mut(&mut self) -> &mut dyn Op {
+        self
+    }
+
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        let n = if self.in_has_n { inputs[0].shape[0].to_usize()? } else { 1 };
+        Ok(tvec!(f32::fact(self.out_shape(n))))
+    }
+
+    fn cost(&self, inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
+        let g = &self.geo;
+        let n = if self.in_has_n { inputs[0].shape[0].to_usize()? } else { 1 };
+        Ok(tvec!((Cost::FMA(f32::datum_type()), (n * g.cout * g.oh * g.ow * g.cin * g.k * g.k).into())))
+    }
+}
+
+/// The direct-conv form of `conv` reading `x`, or `None` where it does not apply.
+fn geometry(conv: &Conv, x: &TypedFact, w: &TypedFact) -> Option<(Geo, bool)> {
+    let ps = &conv.pool_spec;
+    let has_n = match ps.data_format {
+        DataFormat::NCHW => true,
+        DataFormat::CHW => false,
+        _ => return None,
+    };
+    if conv.q_params.is_some() || conv.group != 1 || x.datum_type != f32::datum_type() || w.konst.is_none() || conv.kernel_fmt != KernelFormat::OIHW {
+        return None;
+    }
+    let [kh, kw] = ps.kernel_shape.as_slice() else { return None };
+    let strides = ps.strides();
+    if kh != kw || *kh < 2 || *kh > MAX_K || strides[0] != strides[1] || !(1..=2).contains(&strides[0]) || ps.dilations().iter().any(|&d| d != 1) {
+        return None;
+    }
+    let shape = x.shape.as_concrete()?;
+    let hw = &shape[shape.len() - 2..];
+    let pads = ps.computed_padding(hw);
+    let geo = Geo {
+        cin: ps.input_channels,
+        h: hw[0],
+        w: hw[1],
+        cout: ps.output_channels,
+        oh: pads[0].convoluted,
+        ow: pads[1].convoluted,
+        k: *kh,
+        stride: strides[0],
+        pad_top: pads[0].pad_before,
+        pad_left: pads[1].pad_before,
+    };
+    Some((geo, has_n))
+}
+
+/// Replace every conv of `model` the kernel takes (see the module doc) with [`DirectConv`],
+/// absorbing a SiLU that is its only reader; then the 1x1 projections reading those (a Fused-MBConv
+/// block's `project` conv, which tract sees as an `EinSum` plus a bias `Add`), absorbing the
+/// residual `Add` after them. Returns how many were replaced; none on a CPU without AVX-512, or
+/// when `EFFV2_TRACT_DIRECT_CONV=0` (for A/B measurements).
+pub fn rewrite(model: &mut TypedModel) -> TractResult<usize> {
+    if !supported() || std::env::var("EFFV2_TRACT_DIRECT_CONV").is_ok_and(|v| v == "0") {
+        return Ok(0);
+    }
+    let convs = rewrite_convs(model)?;
+    Ok(convs + rewrite_projections(model)?)
+}
+
+fn rewrite_convs(model: &mut TypedModel) -> TractResult<usize> {
+    let mut done = 0;
+    for id in model.eval_order()? {
+        let node = model.node(id);
+        let Some(conv) = node.op_as::<Conv>() else { continue };
+        let [xi, wi, bi] = node.inputs.as_slice() else { continue };
+        let (xf, wf, bf) = (model.outlet_fact(*xi)?, model.outlet_fact(*wi)?, model.outlet_fact(*bi)?);
+        let Some((geo, has_n)) = geometry(conv, xf, wf) else { continue };
+        let Some(bias) = bf.konst.as_ref().filter(|b| b.len() == geo.cout && b.datum_type() == f32::datum_type()) else { continue };
+        let w = wf.konst.as_ref().expect("checked by geometry").cast_to::<f32>()?;
+        let packed = pack_weights(w.to_plain_array_view::<f32>()?.as_slice().context("contiguous weights")?, &geo);
+        let bias = (**bias).clone().into_shape(&[geo.cout])?;
+        // A SiLU that is the conv's only reader is computed before the store.
+        let is_output = model.output_outlets()?.contains(&OutletId::new(id, 0));
+        let silu_node = model.single_succ(id)?.filter(|s| !is_output && s.op().name() == "Silu" && s.inputs.len() == 1).map(|s| s.id);
+        let last = silu_node.unwrap_or(id);
+        let name = node.name.clone();
+        let mut patch = TypedModelPatch::new("effv2-direct-conv");
+        let x = patch.tap_model(model, *xi)?;
+        let w = patch.add_const(format!("{name}.packed"), Tensor::from_shape(&[packed.len()], &packed)?)?;
+        let b = patch.add_const(format!("{name}.bias_f32"), bias)?;
+        let op = DirectConv { geo, in_has_n: has_n, out_has_n: has_n, silu: silu_node.is_some(), residual: false };
+        let y = patch.wire_node(format!("{name}.direct"), op, &[x, w, b])?[0];
+        patch.shunt_outside(model, OutletId::new(last, 0), y)?;
+        patch.apply(model)?;
+        done += 1;
+    }
+    Ok(done)
+}
+
+/// The single reader of `id`'s output if it is an `Add`, with the other operand.
+fn single_add(model: &TypedModel, id: usize) -> TractResult<Option<(usize, OutletId)>> {
+    if model.output_outlets()?.contains(&OutletId::new(id, 0)) {
+        return Ok(None);
+    }
+    let Some(add) = model.single_succ(id)?.filter(|s| s.op().name() == "Add" && s.inputs.len() == 2) else { return Ok(None) };
+    let other = if add.inputs[0].node == id { add.inputs[1] } else { add.inputs[0] };
+    Ok(Some((add.id, other)))
+}
+
+fn rewrite_projections(model: &mut TypedModel) -> TractResult<usize> {
+    let mut done = 0;
+    for id in model.eval_order()? {
+        let node = model.node(id);
+        let Some(einsum) = node.op_as::<EinSum>() else { continue };
+        let expr = einsum.axes.to_string();
+        let in_has_n = match expr.as_str() {
+            "NIHW,OI->OHW" => true,
+            "IHW,OI->OHW" => false,
+            _ => continue,
+        };
+        let [xi, wi] = node.inputs.as_slice() else { continue };
+        // Only inside the stretch our convs run NCHW: a 1x1 conv elsewhere is tract's to lay out.
+        if einsum.q_params.is_some() || model.node(xi.node).op_as::<DirectConv>().is_none() {
+            continue;
+        }
+        let (xf, wf) = (model.outlet_fact(*xi)?, model.outlet_fact(*wi)?);
+        let (Some(x_shape), Some(w)) = (xf.shape.as_concrete(), wf.konst.clone()) else { continue };
+        let [cout, cin] = *w.shape() else { continue };
+        let hw = &x_shape[x_shape.len() - 2..];
+        // The bias add, then maybe the block's residual add.
+        let Some((bias_add, b)) = single_add(model, id)? else { continue };
+        let Some(bias) = model.outlet_fact(b)?.konst.clone().filter(|t| t.len() == cout && t.datum_type() == f32::datum_type()) else { continue };
+        let out_fact = model.outlet_fact(OutletId::new(bias_add, 0))?.clone();
+        let residual = single_add(model, bias_add)?.filter(|(_, r)| model.outlet_fact(*r).is_ok_and(|f| f.shape == out_fact.shape && f.datum_type == f32::datum_type()));
+        let geo = Geo { cin, h: hw[0], w: hw[1], cout, oh: hw[0], ow: hw[1], k: 1, stride: 1, pad_top: 0, pad_left: 0 };
+        let w = w.cast_to::<f32>()?;
+        let packed = pack_weights(w.to_plain_array_view::<f32>()?.as_slice().context("contiguous weights")?, &geo);
+        let name = node.name.clone();
+        let mut patch = TypedModelPatch::new("effv2-direct-projection");
+        let mut inputs = vec![patch.tap_model(model, *xi)?];
+        inputs.push(patch.add_const(format!("{name}.packed"), Tensor::from_shape(&[packed.len()], &packed)?)?);
+        inputs.push(patch.add_const(format!("{name}.bias_f32"), (*bias).clone().into_shape(&[cout])?)?);
+        if let Some((_, r)) = residual {
+            inputs.push(patch.tap_model(model, r)?);
+        }
+        let op = DirectConv { geo, in_has_n, out_has_n: out_fact.rank() == 4, silu: false, residual: residual.is_some() };
+        let y = patch.wire_node(format!("{name}.direct"), op, &inputs)?[0];
+        let last = residual.map_or(bias_add, |(add, _)| add);
+        patch.shunt_outside(model, OutletId::new(last, 0), y)?;
+        patch.apply(model)?;
+        done += 1;
+    }
+    Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rel(a: &[f32], b: &[f32]) -> f32 {
+        let m = b.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+        a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max) / m
+    }
+
+    #[test]
+    fn the_kernel_equals_plain_loops_on_odd_shapes() {
+        if !supported() {
+            eprintln!("skipped: no AVX-512 here");
+            return;
+        }
+        let mut seed = 7u64;
+        let mut rnd = move || {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        };
+        // (cin, h, w, cout, k, stride, pad_top, pad_left, pad_bottom, pad_right)
+        let cases = [
+            (3, 37, 37, 32, 3, 2, 0, 0, 1, 1), // TF-same stem on an odd size
+            (3, 224, 224, 32, 3, 2, 1, 1, 1, 1),
+            (16, 28, 28, 24, 3, 1, 1, 1, 1, 1), // a channel tail
+            (5, 13, 50, 13, 5, 1, 2, 2, 2, 2),  // 5x5, widths not a multiple of 16
+            (8, 20, 71, 16, 3, 2, 1, 1, 1, 1),  // stride 2, odd width
+            (4, 9, 9, 8, 7, 1, 3, 3, 3, 3),
+            (64, 28, 28, 48, 1, 1, 0, 0, 0, 0), // a 1x1 projection
+            (13, 7, 19, 5, 1, 1, 0, 0, 0, 0),
+        ];
+        for (cin, h, w, cout, k, stride, pt, pl, pb, pr) in cases {
+            let oh = (h + pt + pb - k) / stride + 1;
+            let ow = (w + pl + pr - k) / stride + 1;
+            let g = Geo { cin, h, w, cout, oh, ow, k, stride, pad_top: pt, pad_left: pl };
+            let x: Vec<f32> = (0..cin * h * w).map(|_| rnd()).collect();
+            let wt: Vec<f32> = (0..cout * cin * k * k).map(|_| rnd()).collect();
+            let b: Vec<f32> = (0..cout).map(|_| rnd()).collect();
+            for silu in [false, true] {
+                let want = reference(&g, &x, &wt, &b, silu, None);
+                let mut got = vec![f32::NAN; want.len()];
+                unsafe { run(&g, &x, &pack_weights(&wt, &g), &b, &mut got, silu, None) };
+                let e = rel(&got, &want);
+                assert!(e < 1e-5, "{g:?} silu {silu}: {e}");
+            }
+            let r: Vec<f32> = (0..cout * oh * ow).map(|_| rnd()).collect();
+            let want = reference(&g, &x, &wt, &b, false, Some(&r));
+            let mut got = vec![f32::NAN; want.len()];
+            unsafe { run(&g, &x, &pack_weights(&wt, &g), &b, &mut got, false, Some(&r)) };
+            assert!(rel(&got, &want) < 1e-5, "{g:?} + residual");
+        }
+    }
+
+    #[test]
+    fn exp_is_accurate_over_the_silu_range() {
+        if !supported() {
+            return;
+        }
+        let xs: Vec<f32> = (0..16 * 64).map(|i| -80.0 + i as f32 * 0.157).collect();
+        for c in xs.chunks(16) {
+            let mut out = [0f32; 16];
+            unsafe { _mm512_storeu_ps(out.as_mut_ptr(), exp512(_mm512_loadu_ps(c.as_ptr()))) };
+            for (x, e) in c.iter().zip(out) {
+                let want = (*x as f64).exp();
+                assert!(((e as f64 - want) / want).abs() < 3e-7, "exp({x}) = {e}, want {want}");
+            }
+        }
+    }
+}
+
