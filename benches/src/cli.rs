@@ -39,7 +39,7 @@ pub enum BenchCommand {
 
 #[derive(Args, Debug, Clone)]
 pub struct TrainStepArgs {
-    /// cpu (the CPU training engine) or cuda (the CUDA one, GPU 0)
+    /// cpu (the CPU training engine) or cuda (the CUDA one, GPU 0, or GPUs 0..N with --gpus N)
     #[arg(long, value_enum, default_value_t = TrainDevice::Cpu)]
     pub device: TrainDevice,
     /// fp32, or bf16 mixed precision (cuda only)
@@ -51,8 +51,12 @@ pub struct TrainStepArgs {
     /// Training image size (default: the variant's train size)
     #[arg(long)]
     pub image_size: Option<usize>,
+    /// The global batch (split over the GPUs with --gpus)
     #[arg(long, default_value_t = 32)]
     pub batch: usize,
+    /// cuda: data-parallel over GPUs 0..N (NCCL, synchronised BN)
+    #[arg(long, default_value_t = 1)]
+    pub gpus: usize,
     #[arg(long, default_value_t = 2)]
     pub warmup: usize,
     #[arg(long, default_value_t = 10)]
@@ -171,7 +175,7 @@ fn train_step(a: &TrainStepArgs) -> Result<(), BenchError> {
         Some(s) => s,
         None => effv2_edge::spec::variant(&a.model.model).map_err(|e| BenchError::Args(e.to_string()))?.train_size,
     };
-    let o = TrainStepOptions { device: a.device, bf16: a.precision == "bf16", model: a.model.model.clone(), options, image_size: size, batch: a.batch, warmup: a.warmup, iters: a.iters, seed: a.seed };
+    let o = TrainStepOptions { device: a.device, bf16: a.precision == "bf16", model: a.model.model.clone(), options, image_size: size, batch: a.batch, gpus: a.gpus, warmup: a.warmup, iters: a.iters, seed: a.seed };
     let r = measure_train_step(&o)?;
     let text = if a.json { serde_json::to_string(&r).expect("reports serialize") } else { train_step::describe(&r) };
     print_line(&text)

@@ -34,7 +34,9 @@ pub struct TrainStepOptions {
     pub model: String,
     pub options: ModelOptions,
     pub image_size: usize,
+    /// The global batch; with `gpus` > 1 it is split over GPUs 0..gpus (data parallel, NCCL).
     pub batch: usize,
+    pub gpus: usize,
     pub warmup: usize,
     pub iters: usize,
     pub seed: u64,
@@ -51,6 +53,7 @@ pub struct TrainStepReport {
     pub model: String,
     pub image_size: usize,
     pub batch: usize,
+    pub gpus: usize,
     pub params: u64,
     pub gmacs_per_image: f64,
     pub step_ms: Summary,
@@ -58,14 +61,17 @@ pub struct TrainStepReport {
     /// Useful FLOPs (3 × 2 × MACs per image) over the mean step time.
     pub achieved_tflops: f64,
     pub peak_rss_bytes: Option<u64>,
-    /// Device memory the engine holds (CUDA).
+    /// Device memory the engine holds (CUDA; summed over the GPUs).
     pub device_bytes: Option<u64>,
     pub machine: Machine,
 }
 
 pub fn measure_train_step(o: &TrainStepOptions) -> Result<TrainStepReport, BenchError> {
-    if o.batch == 0 || o.iters == 0 {
-        return Err(BenchError::Args("--batch and --iters must be at least 1".into()));
+    if o.batch == 0 || o.iters == 0 || o.gpus == 0 || o.batch < o.gpus {
+        return Err(BenchError::Args("--batch and --iters must be at least 1, --gpus between 1 and --batch".into()));
+    }
+    if o.gpus > 1 && o.device != TrainDevice::Cuda {
+        return Err(BenchError::Args(format!("--gpus {} is for --device cuda", o.gpus)));
     }
     let spec = ModelSpec::from_name(&o.model, o.options.clone())?;
     let graph = build(&spec, o.image_size, o.image_size)?;
@@ -86,9 +92,9 @@ pub fn measure_train_step(o: &TrainStepOptions) -> Result<TrainStepReport, Bench
 #[cfg(feature = "cuda")]
 fn cuda(o: &TrainStepOptions, graph: &effv2_edge::graph::Graph, weights: &effv2_edge::weights::Weights, config: TrainerConfig, cost: effv2_edge::graph::Cost) -> Result<TrainStepReport, BenchError> {
     let dtype = if o.bf16 { effv2_runtime::cuda::DType::Bf16 } else { effv2_runtime::cuda::DType::F32 };
-    let engine = effv2_train::cuda::engine::CudaTrainer::new(graph, weights, config, dtype)?;
-    let name = format!("cuda {}", engine.device());
-    run(o, engine, name, |e| Some(e.device_bytes() as u64), cost)
+    let engine = effv2_train::cuda::engine::CudaTrainer::data_parallel(o.gpus, graph, weights, config, dtype)?;
+    let name = format!("cuda {}{}", engine.replica(0).device(), if o.gpus > 1 { format!(" (x{} GPUs)", o.gpus) } else { String::new() });
+    run(o, engine, name, |e| Some((0..e.replicas()).map(|r| e.replica(r).device_bytes() as u64).sum()), cost)
 }
 
 #[cfg(not(feature = "cuda"))]
@@ -131,6 +137,7 @@ fn run<E: TrainEngine>(o: &TrainStepOptions, mut engine: E, name: String, device
         model: o.model.clone(),
         image_size: o.image_size,
         batch: o.batch,
+        gpus: o.gpus,
         params: cost.params,
         gmacs_per_image: cost.macs as f64 / 1e9,
         step_ms,

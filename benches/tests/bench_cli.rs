@@ -150,8 +150,11 @@ fn train_step_reports_cpu_throughput_and_names_a_missing_gpu() {
     assert!((ips - 4.0 / (v["step_ms"]["mean"].as_f64().unwrap() / 1e3)).abs() < 1e-6 * ips, "{v}");
     let tflops = v["achieved_tflops"].as_f64().unwrap();
     assert!((tflops - 6.0 * cost.macs as f64 * ips / 1e12).abs() <= 1e-9 * tflops.max(1e-12), "{v}");
+    assert_eq!(v["gpus"].as_u64(), Some(1));
     if effv2_runtime::cuda::probe_libraries().is_err() {
         assert_clean_failure(&bench(&[&args[..], &["--device", "cuda"]].concat()), "no CUDA driver found");
+        assert_clean_failure(&bench(&[&args[..], &["--device", "cuda", "--gpus", "2"]].concat()), "no CUDA driver found");
     }
+    assert_clean_failure(&bench(&[&args[..], &["--gpus", "2"]].concat()), "--gpus 2 is for --device cuda");
     assert_clean_failure(&bench(&["train-step", "--model", "b9"]), "b9");
 }

@@ -58,6 +58,13 @@ if has trainperf; then
   gmacs=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["gmacs_per_image"])' "$OUT/ours_train_s224_bf16.json" 2>/dev/null || echo 2.85)
   timeout "${T_PEER:-200}" python3 scripts/py/gpu_train_peer.py --model efficientnetv2_s --size 224 --batch 128 --gmacs "$gmacs" \
     > "$OUT/timm_train_s224.json" 2> "$OUT/timm_train_s224.log"; cat "$OUT/timm_train_s224.json"
+  # Several GPUs: the same steps data-parallel (global batch 128 per GPU, NCCL, synchronised BN).
+  gpus=$(nvidia-smi -L | wc -l)
+  if [ "$gpus" -gt 1 ]; then
+    timeout "${T_TRAINPERF:-150}" "$B/effv2-bench" train-step --device cuda --precision bf16 --gpus "$gpus" --model efficientnetv2-s --image-size 224 \
+      --batch $((128 * gpus)) --warmup 2 --iters 8 --json > "$OUT/ours_train_s224_bf16_x$gpus.json" 2> "$OUT/ours_train_s224_bf16_x$gpus.log"
+    cat "$OUT/ours_train_s224_bf16_x$gpus.json" "$OUT/ours_train_s224_bf16_x$gpus.log" | tail -3
+  fi
 fi
 
 if has infer; then
