@@ -74,6 +74,9 @@ fn tract_runs_the_dense_convs_on_our_direct_kernel() {
     assert_eq!(info.iter().filter(|i| i.contains("project") && i.contains("1x1")).count(), 4, "{info:#?}");
     assert_eq!(info.iter().filter(|i| i.ends_with("+ residual")).count(), 2, "{info:#?}");
     assert!(!model.nodes().iter().any(|n| n.op().name() == "Pad"), "no explicit pads left");
+    // The SE gate products tract would broadcast generically: b0's five 672-channel blocks.
+    let scales: Vec<_> = model.nodes().iter().filter(|n| n.op().name() == "Effv2ChannelScale").map(|n| n.name.clone()).collect();
+    assert_eq!(scales.len(), 5, "{scales:?}");
 }
 
 #[test]

@@ -10,6 +10,7 @@ use crate::manifest::Manifest;
 
 #[cfg(target_arch = "x86_64")]
 mod depthwise_c;
+mod channel_scale;
 #[cfg(target_arch = "x86_64")]
 mod direct_conv;
 
@@ -41,13 +42,14 @@ pub fn avoid_tract_amx_int8() {
 }
 
 /// tract's optimisation of a typed model with our kernels in it: decluttered, the dense convs
-/// the x86_64 direct kernel takes swapped in (see `direct_conv`), then tract's own codegen.
+/// the x86_64 direct kernel takes swapped in (see `direct_conv`) and the squeeze-excite products
+/// tract would broadcast slowly (`channel_scale`), then tract's own codegen.
 /// What every tract run of an artifact goes through (the profiling example too).
 pub fn optimize(model: TypedModel) -> TractResult<TypedModel> {
-    #[allow(unused_mut)]
     let mut model = model.into_decluttered()?;
     #[cfg(target_arch = "x86_64")]
     direct_conv::rewrite(&mut model)?;
+    channel_scale::rewrite(&mut model)?;
     model.into_optimized()
 }
 
