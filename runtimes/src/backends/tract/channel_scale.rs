@@ -33,31 +33,21 @@ impl EvalOp for ChannelScale {
         let (x, g) = (x.as_slice().context("contiguous input")?, g.as_slice().context("contiguous gate")?);
         let c = self.shape[2];
         ensure!(g.len() == c && x.len() == self.shape.iter().product::<usize>(), "Effv2ChannelScale: {} values and {} gates", x.len(), g.len());
-        let mut out = unsafe { Tensor::uninitialized::<f32>(&self.shape)? };
-        let mut view = out.to_plain_array_view_mut::<f32>()?;
-        let y = view.as_slice_mut().context("fresh output")?;
-        for (yr, xr) in y.chunks_exact_mut(c).zip(x.chunks_exact(c)) {
-            for ((y, x), g) in yr.iter_mut().zip(xr).zip(g) {
-                *y = x * g;
+        let y = super::filled_f32(&self.shape, |y| {
+            for (yr, xr) in y.chunks_exact_mut(c).zip(x.chunks_exact(c)) {
+                for ((y, x), g) in yr.iter_mut().zip(xr).zip(g) {
+                    *y = x * g;
+                }
             }
-        }
-        drop(view);
-        Ok(tvec!(out.into_tvalue()))
+        })?;
+        Ok(tvec!(y))
     }
 
-    fn eval_out_of_plan(&self, inputs: TVec<TValue>) -> TractResult<Option<TVec<TValue>>> {
-        Ok(Some(EvalOp::eval(self, &EvalContext::out_of_plan(), inputs)?))
-    }
+    tract_onnx::tract_core::op_out_of_plan!();
 }
 
 impl TypedOp for ChannelScale {
-    fn as_op(&self) -> &dyn Op {
-        self
-    }
-
-    fn as_op_mut(&mut self) -> &mut dyn Op {
-        self
-    }
+    tract_onnx::tract_core::as_op!();
 
     fn output_facts(&self, _inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
         Ok(tvec!(f32::fact(self.shape)))
@@ -81,7 +71,7 @@ pub fn rewrite(model: &mut TypedModel) -> TractResult<usize> {
             _ => continue,
         };
         let shape: [usize; 3] = shapes[x].as_deref().expect("matched").try_into().expect("rank 3");
-        if facts.iter().any(|f| f.datum_type != f32::datum_type() || f.konst.is_some()) || shape[2] % 64 == 0 {
+        if facts.iter().any(|f| f.datum_type != f32::datum_type() || f.konst.is_some()) || shape[2].is_multiple_of(64) {
             continue;
         }
         let name = node.name.clone();

@@ -343,32 +343,21 @@ impl EvalOp for DirectConv {
         let res = res.as_ref().map(|r| r.as_slice().context("contiguous residual")).transpose()?;
         let (xs, ys) = (g.cin * g.h * g.w, g.cout * g.oh * g.ow);
         ensure!(x.len() == n * xs && res.is_none_or(|r| r.len() == n * ys), "Effv2DirectConv: input of {} values for {:?}", x.len(), shape);
-        // Not zeroed: the kernel writes every element. (A zeroed vector of this size is fresh pages
-        // from the OS on every run, whose faults cost more than the stem's arithmetic.)
-        let mut out = unsafe { Tensor::uninitialized::<f32>(&out_shape)? };
-        let mut view = out.to_plain_array_view_mut::<f32>()?;
-        let y = view.as_slice_mut().context("fresh output")?;
-        for i in 0..n {
-            // `rewrite` only builds this op where `supported()` holds.
-            unsafe { run(g, &x[i * xs..][..xs], w, b, &mut y[i * ys..][..ys], self.silu, res.map(|r| &r[i * ys..][..ys])) };
-        }
-        drop(view);
-        Ok(tvec!(out.into_tvalue()))
+        // The kernel writes every element of the output.
+        let y = super::filled_f32(&out_shape, |y| {
+            for i in 0..n {
+                // `rewrite` only builds this op where `supported()` holds.
+                unsafe { run(g, &x[i * xs..][..xs], w, b, &mut y[i * ys..][..ys], self.silu, res.map(|r| &r[i * ys..][..ys])) };
+            }
+        })?;
+        Ok(tvec!(y))
     }
 
-    fn eval_out_of_plan(&self, inputs: TVec<TValue>) -> TractResult<Option<TVec<TValue>>> {
-        Ok(Some(EvalOp::eval(self, &EvalContext::out_of_plan(), inputs)?))
-    }
+    tract_onnx::tract_core::op_out_of_plan!();
 }
 
 impl TypedOp for DirectConv {
-    fn as_op(&self) -> &dyn Op {
-        self
-    }
-
-    fn as_op_mut(&mut self) -> &mut dyn Op {
-        self
-    }
+    tract_onnx::tract_core::as_op!();
 
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
         let n = if self.in_has_n { inputs[0].shape[0].to_usize()? } else { 1 };

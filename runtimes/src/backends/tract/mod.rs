@@ -41,6 +41,15 @@ pub fn avoid_tract_amx_int8() {
     });
 }
 
+/// A new f32 tensor of `shape` for an op of ours to fill. Not zeroed, since `fill` writes every
+/// element: a zeroed buffer of a few MB is fresh pages from the OS on every run, whose faults
+/// cost more than the stem's arithmetic.
+fn filled_f32(shape: &[usize], fill: impl FnOnce(&mut [f32])) -> TractResult<TValue> {
+    let mut out = unsafe { Tensor::uninitialized::<f32>(shape)? };
+    fill(out.to_plain_array_view_mut::<f32>()?.as_slice_mut().ok_or_else(|| TractError::msg("a fresh tensor is contiguous"))?);
+    Ok(out.into_tvalue())
+}
+
 /// tract's optimisation of a typed model with our kernels in it: decluttered, the dense convs
 /// the x86_64 direct kernel takes swapped in (see `direct_conv`) and the squeeze-excite products
 /// tract would broadcast slowly (`channel_scale`), then tract's own codegen.
