@@ -146,6 +146,10 @@ pub struct SweepArgs {
     /// Keep REPORT_DIR/artifacts/ (deleted after measuring by default)
     #[arg(long)]
     pub keep_artifacts: bool,
+    /// Time every placement this many times, interleaved (A B C … C B A …), pooling the samples, so
+    /// the machine's drift hits every placement alike (cpu and jetson sweeps)
+    #[arg(long, default_value_t = 1)]
+    pub rounds: usize,
     /// Report directory
     #[arg(short, long, value_name = "REPORT_DIR")]
     pub output: PathBuf,
@@ -204,6 +208,7 @@ fn sweep(a: &SweepArgs) -> Result<(), BenchError> {
         seed: a.seed,
         out_dir: a.output.clone(),
         keep_artifacts: a.keep_artifacts,
+        rounds: a.rounds,
     };
     let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
     bar.set_style(

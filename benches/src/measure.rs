@@ -98,6 +98,9 @@ pub struct RunReport {
     pub device_throughput_ips: Option<f64>,
     /// Peak RSS of this process so far (in a sweep: of every artifact measured until then).
     pub peak_rss_bytes: Option<u64>,
+    /// The timed latencies themselves (a sweep pools its rounds' samples).
+    #[serde(skip)]
+    pub samples_ms: Vec<f64>,
 }
 
 /// Open the artifact at `dir` and measure it.
@@ -178,6 +181,7 @@ pub fn measure_runtime(rt: &mut dyn Runtime, dir: &Path, load_s: f64, opts: &Mea
         device_throughput_ips: device_latency_ms.as_ref().map(|d| batch as f64 / (d.mean / 1e3)),
         device_latency_ms,
         peak_rss_bytes: peak_rss_bytes(),
+        samples_ms: samples,
     })
 }
 

@@ -52,8 +52,15 @@ pub fn markdown(r: &SweepReport) -> String {
     let _ = writeln!(out, "- machine: {machine}");
     let _ = writeln!(
         out,
-        "- runtime: {} on {}; batch {}, {}, {} warm-up + {} timed iterations, {} percentiles",
-        r.backend, r.device, s.batch, s.precision, s.warmup, s.iters, s.percentile_method
+        "- runtime: {} on {}; batch {}, {}, {} warm-up + {} timed iterations{}, {} percentiles",
+        r.backend,
+        r.device,
+        s.batch,
+        s.precision,
+        s.warmup,
+        s.iters,
+        if s.rounds > 1 { format!(" in each of {} interleaved rounds (samples pooled)", s.rounds) } else { String::new() },
+        s.percentile_method
     );
     let o = &s.options;
     let mut shape = String::new();
@@ -190,6 +197,7 @@ mod write_tests {
                 threads: 1,
                 warmup: 5,
                 iters: 30,
+                rounds: 1,
                 weight_seed: 0,
                 input_seed: 0,
                 precision: "fp32".into(),

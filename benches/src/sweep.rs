@@ -14,7 +14,7 @@ use indicatif::ProgressBar;
 use serde::Serialize;
 
 use crate::machine::{peak_rss_bytes, Machine};
-use crate::measure::{measure_artifact, MeasureOptions, PERCENTILE_METHOD};
+use crate::measure::{measure_artifact, MeasureOptions, RunReport, PERCENTILE_METHOD};
 use crate::stats::Summary;
 use crate::{io_err, BenchError};
 
@@ -119,6 +119,10 @@ pub struct SweepOptions {
     pub seed: u64,
     pub out_dir: PathBuf,
     pub keep_artifacts: bool,
+    /// Measure every placement this many times, interleaved (all placements, then all again, in
+    /// alternating order), pooling the samples: the machine's drift then lands on every placement
+    /// alike instead of on whichever ran while it was slow.
+    pub rounds: usize,
 }
 
 /// Settings a report was made with (the reproducible part of a sweep).
@@ -133,7 +137,9 @@ pub struct Settings {
     pub batch: usize,
     pub threads: usize,
     pub warmup: usize,
+    /// Per round: each placement was timed `rounds × iters` times in all.
     pub iters: usize,
+    pub rounds: usize,
     pub weight_seed: u64,
     pub input_seed: u64,
     pub precision: String,
@@ -193,8 +199,8 @@ pub fn run_sweep(o: &SweepOptions, progress: &ProgressBar) -> Result<SweepReport
         (t, p) => return Err(BenchError::Args(format!("--target {t} sweeps run at fp32 (cpu) or fp16/fp32 (jetson), not {p}"))),
     }
     o.measure.validate()?;
-    if o.batch == 0 {
-        return Err(BenchError::Args("--batch must be at least 1".into()));
+    if o.batch == 0 || o.rounds == 0 {
+        return Err(BenchError::Args("--batch and --rounds must be at least 1".into()));
     }
     let SweepPlan { variant: v, spec, base, official_stages, placements, image_size } =
         plan_sweep(&o.model, &o.options, o.placements.as_deref(), o.image_size)?;
@@ -205,42 +211,62 @@ pub fn run_sweep(o: &SweepOptions, progress: &ProgressBar) -> Result<SweepReport
 
     let artifacts = o.out_dir.join("artifacts");
     std::fs::create_dir_all(&artifacts).map_err(io_err(&artifacts))?;
-    progress.set_length(placements.len() as u64);
-    let mut rows = Vec::with_capacity(placements.len());
-    let mut runtime = (String::new(), String::new());
-    for (i, (fs, baseline_only, mask)) in placements.iter().enumerate() {
+    progress.set_length((placements.len() * (1 + o.rounds)) as u64);
+    // Build every placement first, then time them round by round.
+    let mut built = Vec::with_capacity(placements.len());
+    for (i, (fs, _, mask)) in placements.iter().enumerate() {
         let label = fs.to_string();
         let dir = artifacts.join(format!("{i:02}-{}", dir_name(&label)));
         progress.set_message(format!("{label} {mask} building"));
-        let (params, macs) = build_one(o, &base, fs, image_size, &dir)?;
-        progress.set_message(format!("{label} {mask} measuring"));
-        let mut m = o.measure.clone();
-        m.batch = Some(o.batch);
-        let r = measure_artifact(&dir, &m)?;
-        progress.suspend(|| {
-            eprintln!(
-                "fused stages {label:>8} {mask}: p50 {:8.2} ms  p90 {:8.2} ms  {:6.2} M params  {:.3} GMACs",
-                r.latency_ms.p50,
-                r.latency_ms.p90,
-                params as f64 / 1e6,
-                macs as f64 / 1e9
-            )
-        });
-        runtime = (r.backend.clone(), r.device.clone());
+        built.push((dir.clone(), build_one(o, &base, fs, image_size, &dir)?));
+        progress.inc(1);
+    }
+    let mut m = o.measure.clone();
+    m.batch = Some(o.batch);
+    let mut runs: Vec<Vec<RunReport>> = vec![vec![]; placements.len()];
+    for round in 0..o.rounds {
+        let order: Vec<usize> = if round % 2 == 0 { (0..placements.len()).collect() } else { (0..placements.len()).rev().collect() };
+        for i in order {
+            let (fs, _, mask) = &placements[i];
+            let label = fs.to_string();
+            progress.set_message(format!("{label} {mask} measuring (round {} of {})", round + 1, o.rounds));
+            let r = measure_artifact(&built[i].0, &m)?;
+            let (params, macs) = built[i].1;
+            progress.suspend(|| {
+                eprintln!(
+                    "fused stages {label:>8} {mask}: p50 {:8.2} ms  p90 {:8.2} ms  {:6.2} M params  {:.3} GMACs{}",
+                    r.latency_ms.p50,
+                    r.latency_ms.p90,
+                    params as f64 / 1e6,
+                    macs as f64 / 1e9,
+                    if o.rounds > 1 { format!("  (round {})", round + 1) } else { String::new() }
+                )
+            });
+            runs[i].push(r);
+            progress.inc(1);
+        }
+    }
+    let mut rows = Vec::with_capacity(placements.len());
+    let mut runtime = (String::new(), String::new());
+    for (((fs, baseline_only, mask), (_, (params, macs))), reports) in placements.iter().zip(&built).zip(runs) {
+        let samples: Vec<f64> = reports.iter().flat_map(|r| r.samples_ms.iter().copied()).collect();
+        let latency_ms = Summary::from_samples(&samples).expect("rounds and iters are at least 1");
+        let last = reports.last().expect("rounds >= 1");
+        runtime = (last.backend.clone(), last.device.clone());
+        let gmacs = *macs as f64 * o.batch as f64 / 1e9;
         rows.push(SweepRow {
-            fused_stages: label,
+            fused_stages: fs.to_string(),
             stages: mask.clone(),
             official: *mask == official_stages,
             baseline_only: *baseline_only,
-            params,
-            macs,
-            load_s: r.load_s,
-            latency_ms: r.latency_ms,
-            throughput_ips: r.throughput_ips,
-            ms_per_gmac: r.ms_per_gmac,
+            params: *params,
+            macs: *macs,
+            load_s: reports.iter().map(|r| r.load_s).sum::<f64>() / reports.len() as f64,
+            throughput_ips: o.batch as f64 / (latency_ms.mean / 1e3),
+            ms_per_gmac: if gmacs > 0.0 { latency_ms.p50 / gmacs } else { f64::NAN },
+            latency_ms,
             p50_vs_official: f64::NAN,
         });
-        progress.inc(1);
     }
     if !o.keep_artifacts {
         std::fs::remove_dir_all(&artifacts).map_err(io_err(&artifacts))?;
@@ -267,6 +293,7 @@ pub fn run_sweep(o: &SweepOptions, progress: &ProgressBar) -> Result<SweepReport
             threads: o.measure.threads.unwrap_or(1),
             warmup: o.measure.warmup,
             iters: o.measure.iters,
+            rounds: o.rounds,
             weight_seed: o.seed,
             input_seed: o.measure.seed,
             precision: o.precision.to_string(),

@@ -71,6 +71,25 @@ fn sweep_writes_consistent_reports_and_removes_artifacts() {
     assert_eq!(md.lines().filter(|l| l.starts_with("| ")).count(), 1 + rows.len(), "{md}");
 }
 
+/// `--rounds 2`: every placement timed in two interleaved rounds, the samples pooled (2 × 3 per row).
+#[test]
+fn sweep_rounds_pool_interleaved_samples() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = tiny_sweep(dir.path(), "0;2", &["--rounds", "2"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    let json: Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("report.json")).unwrap()).unwrap();
+    assert_eq!(json["settings"]["rounds"], 2);
+    for r in json["rows"].as_array().unwrap() {
+        assert_eq!(r["latency_ms"]["n"].as_u64(), Some(6), "{r}");
+    }
+    // Round 2 runs the placements in reverse: the official baseline first.
+    let order: Vec<&str> = err.lines().filter(|l| l.contains("(round 2)")).map(|l| l.split_whitespace().nth(2).unwrap()).collect();
+    assert_eq!(order, ["official", "2", "0"], "{err}");
+    assert!(std::fs::read_to_string(dir.path().join("report.md")).unwrap().contains("2 interleaved rounds"));
+    assert_clean_failure(&tiny_sweep(dir.path(), "0", &["--rounds", "0"]), "--rounds must be at least 1");
+}
+
 #[test]
 fn run_json_on_a_sweep_artifact_and_bad_artifacts() {
     let dir = tempfile::tempdir().unwrap();
