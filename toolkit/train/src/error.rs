@@ -12,6 +12,10 @@ pub enum TrainError {
     Size { what: &'static str, want: usize, got: usize },
     #[error("{0}")]
     Misuse(String),
+    /// A data-parallel collective gave up because another replica failed (that one's error is the
+    /// one to report).
+    #[error("data-parallel group aborted: another replica failed")]
+    GroupAborted,
     /// The CUDA engine: a missing driver or library, or a failed CUDA call (named).
     #[error("CUDA: {0}")]
     Device(String),

@@ -6,6 +6,7 @@ use effv2_edge::rng::Rng;
 
 use super::conv::Geo;
 use super::{bn, conv, depthwise, ops, to_nchw, to_nhwc, Aux, CpuTrainer};
+use crate::parallel::Shard;
 use crate::TrainError;
 
 pub(super) fn geo(c: &Conv, src: Shape, out: Shape) -> Geo {
@@ -15,6 +16,20 @@ pub(super) fn geo(c: &Conv, src: Shape, out: Shape) -> Geo {
 /// Mask stream of node `i` for a step's seed.
 pub fn node_rng(seed: u64, i: usize) -> Rng {
     Rng::new(seed ^ (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15))
+}
+
+/// The training-step mask of node `i` (`op`, `sample` values per sample) for `batch` rows: drawn
+/// for the whole global batch from the step's seed and cut to `shard`'s rows, so data-parallel
+/// replicas apply what one engine would. `None` where the op drops nothing. What both engines
+/// apply (the CUDA one uploads it).
+pub fn node_mask(op: &Op, sample: usize, batch: usize, shard: Shard, seed: u64, i: usize) -> Option<Vec<f32>> {
+    let global = shard.global_batch(batch);
+    let (draw, per) = match *op {
+        Op::DropPath { survival } if survival < 1.0 => (ops::drop_path_mask(global, survival, &mut node_rng(seed, i)), 1),
+        Op::Dropout { rate } if rate > 0.0 => (ops::dropout_mask(global * sample, rate, &mut node_rng(seed, i)), sample),
+        _ => return None,
+    };
+    Some(shard.slice_rows(&draw, per, batch).to_vec())
 }
 
 impl CpuTrainer {
@@ -69,19 +84,15 @@ impl CpuTrainer {
                     let b = &vals[node.inputs[1]];
                     y.iter_mut().zip(x.iter().zip(b)).for_each(|(y, (a, b))| *y = a + b);
                 }
-                Op::DropPath { survival } if train && *survival < 1.0 => {
-                    let mask = ops::drop_path_mask(self.shard.global_batch(batch), *survival, &mut node_rng(seed, i));
-                    let mask = self.shard.slice_rows(&mask, 1, batch).to_vec();
-                    ops::apply_mask(x, &mask, out.numel(), &mut y);
-                    aux[i] = Aux::Mask(mask);
-                }
-                Op::Dropout { rate } if train && *rate > 0.0 => {
-                    let mask = ops::dropout_mask(self.shard.global_batch(batch) * out.numel(), *rate, &mut node_rng(seed, i));
-                    let mask = self.shard.slice_rows(&mask, out.numel(), batch).to_vec();
-                    ops::apply_mask(x, &mask, 1, &mut y);
-                    aux[i] = Aux::Mask(mask);
-                }
-                Op::DropPath { .. } | Op::Dropout { .. } => y.copy_from_slice(x),
+                Op::DropPath { .. } | Op::Dropout { .. } => match train.then(|| node_mask(&node.op, out.numel(), batch, self.shard, seed, i)).flatten() {
+                    Some(mask) => {
+                        // A drop-path value covers a whole sample, a dropout value one element.
+                        let per = if matches!(node.op, Op::DropPath { .. }) { out.numel() } else { 1 };
+                        ops::apply_mask(x, &mask, per, &mut y);
+                        aux[i] = Aux::Mask(mask);
+                    }
+                    None => y.copy_from_slice(x),
+                },
                 Op::Linear(l) => ops::linear_forward(x, &self.params[l.weight], &self.params[l.bias], l.in_features, l.out_features, &mut y),
             }
             vals[i] = y;

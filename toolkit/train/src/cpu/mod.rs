@@ -8,7 +8,7 @@ pub mod conv;
 pub mod depthwise;
 mod forward;
 
-pub use forward::node_rng;
+pub use forward::{node_mask, node_rng};
 pub mod gemm;
 pub mod ops;
 mod state;
@@ -32,6 +32,13 @@ pub struct TrainerConfig {
     pub weight_decay: f32,
     /// Keep EMA shadows (`ema_update` is a no-op without them).
     pub ema: bool,
+}
+
+impl TrainerConfig {
+    /// What a [`crate::run::TrainConfig`] asks of any engine.
+    pub fn for_run(cfg: &crate::run::TrainConfig) -> Self {
+        TrainerConfig { optimizer: cfg.optimizer, weight_decay: cfg.weight_decay, ema: cfg.ema_decay.is_some() }
+    }
 }
 
 impl Default for TrainerConfig {
@@ -173,8 +180,7 @@ impl CpuTrainer {
         if cfg.precision != crate::run::Precision::Fp32 {
             return Err(TrainError::Config("the CPU engine trains fp32; bf16 mixed precision is for --device cuda".into()));
         }
-        let config = TrainerConfig { optimizer: cfg.optimizer, weight_decay: cfg.weight_decay, ema: cfg.ema_decay.is_some() };
-        Self::new(graph, weights, config)
+        Self::new(graph, weights, TrainerConfig::for_run(cfg))
     }
 }
 

@@ -167,13 +167,6 @@ impl CudaTrainer {
         self.weights16.as_ref().map_or(0, |w| ptr(w, &self.stream))
     }
 
-    /// The engine a [`crate::run::TrainConfig`] asks for (the factory `train`/`resume` take).
-    pub fn for_run(graph: &Graph, weights: &Weights, cfg: &crate::run::TrainConfig) -> Result<Self, TrainError> {
-        let config = TrainerConfig { optimizer: cfg.optimizer, weight_decay: cfg.weight_decay, ema: cfg.ema_decay.is_some() };
-        let dtype = if cfg.precision == crate::run::Precision::Bf16 { DType::Bf16 } else { DType::F32 };
-        Self::new(graph, weights, config, dtype)
-    }
-
     /// Data-parallel training on GPUs `0..gpus`, one engine per GPU on a thread of its own,
     /// summing over NCCL: each forward's batch is the global one, split over the GPUs. With one
     /// GPU it is that GPU's engine, run on the caller's thread.
@@ -195,11 +188,11 @@ impl CudaTrainer {
         DataParallel::new(replicas, graph.nodes[graph.output].shape.numel())
     }
 
-    /// [`Self::data_parallel`] for a [`crate::run::TrainConfig`] (its `gpus`).
+    /// The engine a [`crate::run::TrainConfig`] asks for (the factory `train`/`resume` take): its
+    /// precision, on its `gpus` (one: that GPU's engine itself).
     pub fn data_parallel_for_run(graph: &Graph, weights: &Weights, cfg: &crate::run::TrainConfig) -> Result<DataParallel<Self>, TrainError> {
-        let config = TrainerConfig { optimizer: cfg.optimizer, weight_decay: cfg.weight_decay, ema: cfg.ema_decay.is_some() };
         let dtype = if cfg.precision == crate::run::Precision::Bf16 { DType::Bf16 } else { DType::F32 };
-        Self::data_parallel(cfg.gpus, graph, weights, config, dtype)
+        Self::data_parallel(cfg.gpus, graph, weights, TrainerConfig::for_run(cfg), dtype)
     }
 
     /// The GPU, for logs.

@@ -60,7 +60,7 @@ impl NcclGroup {
             Summed::F64 => sys::ncclDataType_t::ncclFloat64,
         };
         if self.aborted.load(Ordering::Acquire) {
-            return Err(TrainError::Device("data-parallel group aborted: another replica failed".into()));
+            return Err(TrainError::GroupAborted);
         }
         let p = ptr as *mut std::ffi::c_void;
         unsafe { result::all_reduce(p, p, count, dt, sys::ncclRedOp_t::ncclSum, self.comms[rank], stream.cu_stream() as _) }

@@ -14,8 +14,7 @@ use effv2_runtime::plan::layout::{depthwise_to_hwc, oihw_to_ohwi};
 
 use super::CHAN_CHUNK_ROWS;
 use crate::cpu::bn::RUNNING_MOMENTUM;
-use crate::cpu::node_rng;
-use crate::cpu::ops::{drop_path_mask, dropout_mask};
+use crate::cpu::node_mask;
 use crate::optim::{decays, Optimizer};
 use crate::parallel::Shard;
 use crate::TrainError;
@@ -300,16 +299,10 @@ impl TrainLayout {
     /// out as [`TrainLayout::mask_at`] says; masks of rate 0 / survival 1 are all ones.
     pub fn masks(&self, graph: &Graph, seed: u64) -> Vec<f32> {
         let mut m = vec![1.0f32; self.mask_len];
-        let global = self.shard.global_batch(self.batch);
         for (i, n) in graph.nodes.iter().enumerate() {
             let Some(at) = self.mask_at[i] else { continue };
-            let (draw, per) = match n.op {
-                Op::DropPath { survival } if survival < 1.0 => (drop_path_mask(global, survival, &mut node_rng(seed, i)), 1),
-                Op::Dropout { rate } if rate > 0.0 => (dropout_mask(global * n.shape.numel(), rate, &mut node_rng(seed, i)), n.shape.numel()),
-                _ => continue,
-            };
-            let draw = self.shard.slice_rows(&draw, per, self.batch);
-            m[at / 4..][..draw.len()].copy_from_slice(draw);
+            let Some(draw) = node_mask(&n.op, n.shape.numel(), self.batch, self.shard, seed, i) else { continue };
+            m[at / 4..][..draw.len()].copy_from_slice(&draw);
         }
         m
     }

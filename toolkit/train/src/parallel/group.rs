@@ -51,20 +51,17 @@ pub struct HostMember {
     rank: usize,
 }
 
-fn aborted() -> TrainError {
-    TrainError::Misuse("data-parallel group aborted: another replica failed".into())
-}
 
 impl HostMember {
     fn sum(&self, buf: &[f64]) -> Result<Vec<f64>, TrainError> {
         let g = &self.group;
-        let mut s = g.state.lock().map_err(|_| aborted())?;
+        let mut s = g.state.lock().map_err(|_| TrainError::GroupAborted)?;
         // Wait until the previous round has been read by everyone (its slots are cleared).
         while s.slots[self.rank].is_some() && !s.aborted {
-            s = g.turn.wait(s).map_err(|_| aborted())?;
+            s = g.turn.wait(s).map_err(|_| TrainError::GroupAborted)?;
         }
         if s.aborted {
-            return Err(aborted());
+            return Err(TrainError::GroupAborted);
         }
         s.slots[self.rank] = Some(buf.to_vec());
         let gen = s.generation;
@@ -73,11 +70,11 @@ impl HostMember {
             g.turn.notify_all();
         } else {
             while s.generation == gen && !s.aborted {
-                s = g.turn.wait(s).map_err(|_| aborted())?;
+                s = g.turn.wait(s).map_err(|_| TrainError::GroupAborted)?;
             }
         }
         if s.aborted {
-            return Err(aborted());
+            return Err(TrainError::GroupAborted);
         }
         let slots: Vec<&Vec<f64>> = s.slots.iter().map(|v| v.as_ref().expect("every rank filled its slot")).collect();
         let result = if slots.iter().any(|v| v.len() != buf.len()) {

@@ -94,8 +94,9 @@ impl<E: Replica> DataParallel<E> {
         &self.replicas[rank]
     }
 
-    /// Run `f` on every replica with its part, each on a thread of its own; the first error wins
-    /// and aborts the group so no replica is left waiting in a collective.
+    /// Run `f` on every replica with its part, each on a thread of its own; a failing replica
+    /// aborts the group so none is left waiting in a collective, and its error (not the aborts it
+    /// caused) is the one returned.
     fn each<T: Send, P: Send>(&mut self, parts: Vec<P>, f: impl Fn(&mut E, P) -> Result<T, TrainError> + Sync) -> Result<Vec<T>, TrainError> {
         if let [one] = self.replicas.as_mut_slice() {
             return parts.into_iter().map(|p| f(one, p)).collect();
@@ -127,7 +128,7 @@ impl<E: Replica> DataParallel<E> {
                 Err(e) => errs.push(e),
             }
         }
-        match errs.into_iter().min_by_key(|e| e.to_string().contains("group aborted")) {
+        match errs.into_iter().min_by_key(|e| matches!(e, TrainError::GroupAborted)) {
             Some(e) => Err(e),
             None => Ok(outs),
         }
