@@ -148,7 +148,6 @@ pub fn measure_runtime(rt: &mut dyn Runtime, dir: &Path, load_s: f64, opts: &Mea
 
     let m = rt.manifest();
     let batch = shape[0];
-    let gmacs = m.model.macs as f64 * batch as f64 / 1e9;
     Ok(RunReport {
         bench_version: env!("CARGO_PKG_VERSION").into(),
         artifact: ArtifactInfo {
@@ -175,14 +174,25 @@ pub fn measure_runtime(rt: &mut dyn Runtime, dir: &Path, load_s: f64, opts: &Mea
         load_s,
         first_run_ms,
         percentile_method: PERCENTILE_METHOD.into(),
-        throughput_ips: batch as f64 / (latency_ms.mean / 1e3),
-        ms_per_gmac: if gmacs > 0.0 { latency_ms.p50 / gmacs } else { f64::NAN },
+        throughput_ips: throughput_ips(&latency_ms, batch),
+        ms_per_gmac: ms_per_gmac(&latency_ms, batch, m.model.macs),
         latency_ms,
-        device_throughput_ips: device_latency_ms.as_ref().map(|d| batch as f64 / (d.mean / 1e3)),
+        device_throughput_ips: device_latency_ms.as_ref().map(|d| throughput_ips(d, batch)),
         device_latency_ms,
         peak_rss_bytes: peak_rss_bytes(),
         samples_ms: samples,
     })
+}
+
+/// Images per second at the mean latency of runs of `batch` images.
+pub fn throughput_ips(latency_ms: &Summary, batch: usize) -> f64 {
+    batch as f64 / (latency_ms.mean / 1e3)
+}
+
+/// p50 latency per 10⁹ multiply-accumulates of the batch (NaN when the MAC count is unknown).
+pub fn ms_per_gmac(latency_ms: &Summary, batch: usize, macs_per_image: u64) -> f64 {
+    let gmacs = macs_per_image as f64 * batch as f64 / 1e9;
+    if gmacs > 0.0 { latency_ms.p50 / gmacs } else { f64::NAN }
 }
 
 /// A seeded standard-normal input (what a normalised image looks like), the same on every

@@ -14,7 +14,7 @@ use indicatif::ProgressBar;
 use serde::Serialize;
 
 use crate::machine::{peak_rss_bytes, Machine};
-use crate::measure::{measure_artifact, MeasureOptions, RunReport, PERCENTILE_METHOD};
+use crate::measure::{measure_artifact, ms_per_gmac, throughput_ips, MeasureOptions, RunReport, PERCENTILE_METHOD};
 use crate::stats::Summary;
 use crate::{io_err, BenchError};
 
@@ -253,7 +253,6 @@ pub fn run_sweep(o: &SweepOptions, progress: &ProgressBar) -> Result<SweepReport
         let latency_ms = Summary::from_samples(&samples).expect("rounds and iters are at least 1");
         let last = reports.last().expect("rounds >= 1");
         runtime = (last.backend.clone(), last.device.clone());
-        let gmacs = *macs as f64 * o.batch as f64 / 1e9;
         rows.push(SweepRow {
             fused_stages: fs.to_string(),
             stages: mask.clone(),
@@ -262,8 +261,8 @@ pub fn run_sweep(o: &SweepOptions, progress: &ProgressBar) -> Result<SweepReport
             params: *params,
             macs: *macs,
             load_s: reports.iter().map(|r| r.load_s).sum::<f64>() / reports.len() as f64,
-            throughput_ips: o.batch as f64 / (latency_ms.mean / 1e3),
-            ms_per_gmac: if gmacs > 0.0 { latency_ms.p50 / gmacs } else { f64::NAN },
+            throughput_ips: throughput_ips(&latency_ms, o.batch),
+            ms_per_gmac: ms_per_gmac(&latency_ms, o.batch, *macs),
             latency_ms,
             p50_vs_official: f64::NAN,
         });

@@ -128,7 +128,7 @@ fn run<E: TrainEngine>(o: &TrainStepOptions, mut engine: E, name: String, device
         }
     }
     let step_ms = Summary::from_samples(&times).expect("at least one timed step");
-    let throughput_ips = o.batch as f64 / (step_ms.mean / 1e3);
+    let throughput_ips = crate::measure::throughput_ips(&step_ms, o.batch);
     Ok(TrainStepReport {
         bench_version: env!("CARGO_PKG_VERSION"),
         device: o.device,

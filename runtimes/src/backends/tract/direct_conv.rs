@@ -428,36 +428,50 @@ fn rewrite_convs(model: &mut TypedModel) -> TractResult<usize> {
         let [xi, wi, bi] = node.inputs.as_slice() else { continue };
         let (xf, wf, bf) = (model.outlet_fact(*xi)?, model.outlet_fact(*wi)?, model.outlet_fact(*bi)?);
         let Some((geo, has_n)) = geometry(conv, xf, wf) else { continue };
-        let Some(bias) = bf.konst.as_ref().filter(|b| b.len() == geo.cout && b.datum_type() == f32::datum_type()) else { continue };
-        let w = wf.konst.as_ref().expect("checked by geometry").cast_to::<f32>()?;
-        let packed = pack_weights(w.to_plain_array_view::<f32>()?.as_slice().context("contiguous weights")?, &geo);
-        let bias = (**bias).clone().into_shape(&[geo.cout])?;
+        let Some(bias) = bf.konst.clone().filter(|b| b.len() == geo.cout && b.datum_type() == f32::datum_type()) else { continue };
+        let weights = wf.konst.clone().expect("checked by geometry");
         // A SiLU that is the conv's only reader is computed before the store.
-        let is_output = model.output_outlets()?.contains(&OutletId::new(id, 0));
-        let silu_node = model.single_succ(id)?.filter(|s| !is_output && s.op().name() == "Silu" && s.inputs.len() == 1).map(|s| s.id);
-        let last = silu_node.unwrap_or(id);
-        let name = node.name.clone();
-        let mut patch = TypedModelPatch::new("effv2-direct-conv");
-        let x = patch.tap_model(model, *xi)?;
-        let w = patch.add_const(format!("{name}.packed"), Tensor::from_shape(&[packed.len()], &packed)?)?;
-        let b = patch.add_const(format!("{name}.bias_f32"), bias)?;
-        let op = DirectConv { geo, in_has_n: has_n, out_has_n: has_n, silu: silu_node.is_some(), residual: false };
-        let y = patch.wire_node(format!("{name}.direct"), op, &[x, w, b])?[0];
-        patch.shunt_outside(model, OutletId::new(last, 0), y)?;
-        patch.apply(model)?;
+        let silu = single_reader(model, id, "Silu")?.filter(|s| s.inputs.len() == 1).map(|s| s.id);
+        let op = DirectConv { geo, in_has_n: has_n, out_has_n: has_n, silu: silu.is_some(), residual: false };
+        swap_in(model, id, silu.unwrap_or(id), op, *xi, &weights, &bias, None)?;
         done += 1;
     }
     Ok(done)
 }
 
-/// The single reader of `id`'s output if it is an `Add`, with the other operand.
-fn single_add(model: &TypedModel, id: usize) -> TractResult<Option<(usize, OutletId)>> {
+/// The only reader of `id`'s output when it is an `op_name` node (and the output not a model
+/// output): an op our kernel can take over.
+fn single_reader<'m>(model: &'m TypedModel, id: usize, op_name: &str) -> TractResult<Option<&'m TypedNode>> {
     if model.output_outlets()?.contains(&OutletId::new(id, 0)) {
         return Ok(None);
     }
-    let Some(add) = model.single_succ(id)?.filter(|s| s.op().name() == "Add" && s.inputs.len() == 2) else { return Ok(None) };
+    Ok(model.single_succ(id)?.filter(|s| s.op().name() == op_name))
+}
+
+/// The single reader of `id`'s output if it is an `Add`, with the other operand.
+fn single_add(model: &TypedModel, id: usize) -> TractResult<Option<(usize, OutletId)>> {
+    let Some(add) = single_reader(model, id, "Add")?.filter(|s| s.inputs.len() == 2) else { return Ok(None) };
     let other = if add.inputs[0].node == id { add.inputs[1] } else { add.inputs[0] };
     Ok(Some((add.id, other)))
+}
+
+/// Put `op` in place of the nodes from `first` (whose name it takes) to `last`: it reads `x`,
+/// the OIHW `weights` packed for the kernel, the per-channel `bias` and maybe a `residual`.
+#[allow(clippy::too_many_arguments)]
+fn swap_in(model: &mut TypedModel, first: usize, last: usize, op: DirectConv, x: OutletId, weights: &Tensor, bias: &Tensor, residual: Option<OutletId>) -> TractResult<()> {
+    let name = model.node(first).name.clone();
+    let w = weights.cast_to::<f32>()?;
+    let packed = pack_weights(w.to_plain_array_view::<f32>()?.as_slice().context("contiguous weights")?, &op.geo);
+    let mut patch = TypedModelPatch::new("effv2-direct-conv");
+    let mut inputs = vec![patch.tap_model(model, x)?];
+    inputs.push(patch.add_const(format!("{name}.packed"), Tensor::from_shape(&[packed.len()], &packed)?)?);
+    inputs.push(patch.add_const(format!("{name}.bias_f32"), bias.clone().into_shape(&[op.geo.cout])?)?);
+    if let Some(r) = residual {
+        inputs.push(patch.tap_model(model, r)?);
+    }
+    let y = patch.wire_node(format!("{name}.direct"), op, &inputs)?[0];
+    patch.shunt_outside(model, OutletId::new(last, 0), y)?;
+    patch.apply(model)
 }
 
 fn rewrite_projections(model: &mut TypedModel) -> TractResult<usize> {
@@ -486,21 +500,9 @@ fn rewrite_projections(model: &mut TypedModel) -> TractResult<usize> {
         let out_fact = model.outlet_fact(OutletId::new(bias_add, 0))?.clone();
         let residual = single_add(model, bias_add)?.filter(|(_, r)| model.outlet_fact(*r).is_ok_and(|f| f.shape == out_fact.shape && f.datum_type == f32::datum_type()));
         let geo = Geo { cin, h: hw[0], w: hw[1], cout, oh: hw[0], ow: hw[1], k: 1, stride: 1, pad_top: 0, pad_left: 0 };
-        let w = w.cast_to::<f32>()?;
-        let packed = pack_weights(w.to_plain_array_view::<f32>()?.as_slice().context("contiguous weights")?, &geo);
-        let name = node.name.clone();
-        let mut patch = TypedModelPatch::new("effv2-direct-projection");
-        let mut inputs = vec![patch.tap_model(model, *xi)?];
-        inputs.push(patch.add_const(format!("{name}.packed"), Tensor::from_shape(&[packed.len()], &packed)?)?);
-        inputs.push(patch.add_const(format!("{name}.bias_f32"), (*bias).clone().into_shape(&[cout])?)?);
-        if let Some((_, r)) = residual {
-            inputs.push(patch.tap_model(model, r)?);
-        }
         let op = DirectConv { geo, in_has_n, out_has_n: out_fact.rank() == 4, silu: false, residual: residual.is_some() };
-        let y = patch.wire_node(format!("{name}.direct"), op, &inputs)?[0];
         let last = residual.map_or(bias_add, |(add, _)| add);
-        patch.shunt_outside(model, OutletId::new(last, 0), y)?;
-        patch.apply(model)?;
+        swap_in(model, id, last, op, *xi, &w, &bias, residual.map(|(_, r)| r))?;
         done += 1;
     }
     Ok(done)
