@@ -496,7 +496,9 @@ fn rewrite_projections(model: &mut TypedModel) -> TractResult<usize> {
         let hw = &x_shape[x_shape.len() - 2..];
         // The bias add, then maybe the block's residual add.
         let Some((bias_add, b)) = single_add(model, id)? else { continue };
-        let Some(bias) = model.outlet_fact(b)?.konst.clone().filter(|t| t.len() == cout && t.datum_type() == f32::datum_type()) else { continue };
+        // A per-channel bias: `cout` values along the output's channel axis (OHW: third from last).
+        let per_channel = |t: &Tensor| t.len() == cout && t.datum_type() == f32::datum_type() && t.rank() >= 3 && t.shape()[t.rank() - 3] == cout;
+        let Some(bias) = model.outlet_fact(b)?.konst.clone().filter(|t| per_channel(t)) else { continue };
         let out_fact = model.outlet_fact(OutletId::new(bias_add, 0))?.clone();
         let residual = single_add(model, bias_add)?.filter(|(_, r)| model.outlet_fact(*r).is_ok_and(|f| f.shape == out_fact.shape && f.datum_type == f32::datum_type()));
         let geo = Geo { cin, h: hw[0], w: hw[1], cout, oh: hw[0], ow: hw[1], k: 1, stride: 1, pad_top: 0, pad_left: 0 };
