@@ -11,18 +11,29 @@
 #            bf16 mixed precision and fp32) vs timm bf16 channels_last eager, same call: images/s, TFLOP/s, memory
 #   infer    EfficientNetV2-S 384px batch 128 fp16 inference: ours vs timm eager and torch.compile
 #   sweep    the Fused-MBConv placement sweep of b0 at 224 on this GPU
+#   profile  EFFV2_CUDA_PROFILE tables: where a S@384 b128 fp16 inference pass and a S@224 b128 bf16
+#            training step spend their time, per launch kind and slowest launches
 # Each call must stay under 600 s: "correct train", then "trainperf infer", then "sweep" (the order to
 # drop from when device time runs short). Results go to $OUT.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-OUT=${OUT:-/tmp/effv2-gpu}
-SECTIONS=${*:-correct train trainperf infer sweep}
-mkdir -p "$OUT" /tmp/effv2-bin
+# The device tool brings back at most 8 files from $OUT: results are written to a folder of their own
+# and packed into $OUT/results.tar.gz after every section (so a cut-off call still returns the rest).
+FINAL=${OUT:-/tmp/effv2-gpu}
+OUT=/tmp/effv2-results
+SECTIONS=${*:-correct train trainperf infer sweep profile}
+rm -rf "$OUT"; mkdir -p "$FINAL" "$OUT" /tmp/effv2-bin
+pack() { tar -C "$OUT" -czf "$FINAL/results.tar.gz.part" . && mv "$FINAL/results.tar.gz.part" "$FINAL/results.tar.gz"; }
 tar -C /tmp/effv2-bin -xJf gpu-bin/bins.tar.xz
 B=/tmp/effv2-bin
 export LD_LIBRARY_PATH="/usr/local/cuda/lib64:/usr/local/cuda-13.0/targets/x86_64-linux/lib:/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/gpu.txt"
 has() { [[ " $SECTIONS " == *" $1 "* ]]; }
+# BUDGET (seconds, default 560) caps the whole call: each step's time box is cut to what is left of it,
+# so a slow early section shortens the later ones instead of running the call past the device limit.
+END=$((SECONDS + ${BUDGET:-560}))
+tbox() { local left=$((END - SECONDS)); (( left < 5 )) && left=5; (( $1 < left )) && echo "$1" || echo "$left"; }
+timeout() { local t=$1; shift; command timeout "$(tbox "$t")" "$@"; }
 
 if has correct; then
   echo "== correctness"
@@ -32,6 +43,7 @@ if has correct; then
   timeout 120 "$B/cuda_engine" --nocapture --test-threads 1 2>&1 | tee "$OUT/train_engine.txt" | grep -E "engine on|replica|NCCL|rel err|test result|panicked|skipped"
 fi
 
+pack
 if has train; then
   echo "== Fashion-MNIST on the GPU, main-job recipe"
   export EFFV2_FASHION_MNIST=$PWD/gpu-bin/fashion-mnist
@@ -49,9 +61,10 @@ if has train; then
   fi
 fi
 
+pack
 if has trainperf; then
   echo "== S@224 batch 128 training steps: ours vs timm"
-  for p in bf16 fp32; do
+  for p in ${TRAINPERF_PRECISIONS:-bf16 fp32}; do
     timeout "${T_TRAINPERF:-150}" "$B/effv2-bench" train-step --device cuda --precision $p --model efficientnetv2-s --image-size 224 --batch 128 \
       --warmup 2 --iters 8 --json > "$OUT/ours_train_s224_$p.json" 2> "$OUT/ours_train_s224_$p.log"; cat "$OUT/ours_train_s224_$p.json" "$OUT/ours_train_s224_$p.log" | tail -3
   done
@@ -67,19 +80,34 @@ if has trainperf; then
   fi
 fi
 
+pack
 if has infer; then
   echo "== S@384 batch 128 fp16: ours vs timm"
   timeout 180 "$B/effv2-edge" build --target jetson --model efficientnetv2-s --image-size 384 --batch 128 -o /tmp/s384 2>&1 | tail -2
   timeout 120 "$B/effv2-bench" run --artifact /tmp/s384 --warmup 5 --iters 30 --json > "$OUT/ours_s384_fp16.json"
   timeout 120 "$B/effv2-bench" run --artifact /tmp/s384 --warmup 5 --iters 30 | tee "$OUT/ours_s384_fp16.txt"
-  timeout 180 "$B/effv2-edge" build --target jetson --precision bf16 --model efficientnetv2-s --image-size 384 --batch 128 -o /tmp/s384bf 2>&1 | tail -1
-  timeout 120 "$B/effv2-bench" run --artifact /tmp/s384bf --warmup 5 --iters 30 | tee "$OUT/ours_s384_bf16.txt"
+  if [ "${INFER_BF16:-1}" != 0 ]; then
+    timeout 180 "$B/effv2-edge" build --target jetson --precision bf16 --model efficientnetv2-s --image-size 384 --batch 128 -o /tmp/s384bf 2>&1 | tail -1
+    timeout 120 "$B/effv2-bench" run --artifact /tmp/s384bf --warmup 5 --iters 30 | tee "$OUT/ours_s384_bf16.txt"
+  fi
   timeout "${T_PEER:-300}" python3 scripts/py/gpu_infer_peer.py --model efficientnetv2_s --size 384 --batch 128 --iters 30 \
     > "$OUT/timm_s384.json" 2> "$OUT/timm_s384.log"; cat "$OUT/timm_s384.json"
 fi
 
+pack
 if has sweep; then
   echo "== b0 placement sweep at 224, batch 256, fp16"
   timeout "${T_SWEEP:-240}" "$B/effv2-bench" sweep --target jetson --model efficientnetv2-b0 --fused-stages 0..=6 \
     --image-size 224 --batch 256 --warmup 3 --iters 20 -o "$OUT/sweep-b0-224" 2>&1 | tail -12
 fi
+pack
+if has profile; then
+  echo "== per-launch profiles"
+  [ -d /tmp/s384 ] || timeout 180 "$B/effv2-edge" build --target jetson --model efficientnetv2-s --image-size 384 --batch 128 -o /tmp/s384 2>&1 | tail -1
+  EFFV2_CUDA_PROFILE=1 timeout 120 "$B/effv2-bench" run --artifact /tmp/s384 --warmup 1 --iters 3 > /dev/null 2> "$OUT/profile_infer_s384_fp16.txt"
+  head -30 "$OUT/profile_infer_s384_fp16.txt"
+  EFFV2_CUDA_PROFILE=1 timeout 150 "$B/effv2-bench" train-step --device cuda --precision bf16 --model efficientnetv2-s --image-size 224 --batch 128 \
+    --warmup 1 --iters 2 > /dev/null 2> "$OUT/profile_train_s224_bf16.txt"
+  head -40 "$OUT/profile_train_s224_bf16.txt"
+fi
+pack

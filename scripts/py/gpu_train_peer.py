@@ -8,6 +8,7 @@ import argparse
 import json
 
 import timm
+import timm.optim
 import torch
 
 

@@ -12,6 +12,23 @@ use super::{NetPlan, Step};
 pub const KERNEL_NAMES: [&str; 9] = ["nchw_to_nhwc", "to_f32", "bias_act", "act_only", "depthwise", "pool", "gate_mul", "add", "pad"];
 /// Threads per block of every kernel launch.
 pub const BLOCK: u32 = 256;
+/// Elements per thread on the kernels' vector path (`VEC` in kernels.cu).
+pub const VEC: usize = 8;
+
+/// Threads a launch of inference kernel `kernel` over `total` elements of `c` channels takes:
+/// `total / VEC` where kernels.cu takes its vector path (the same test as there), else `total`.
+pub fn kernel_threads(kernel: &str, total: usize, c: usize) -> usize {
+    let vector = match kernel {
+        "bias_act" | "depthwise" | "gate_mul" => c.is_multiple_of(VEC),
+        "add" | "act_only" => total.is_multiple_of(VEC),
+        _ => false,
+    };
+    if vector {
+        total / VEC
+    } else {
+        total
+    }
+}
 
 /// The activation type `T` and its `ld` / `st` conversions, which every kernel source (the
 /// inference kernels, the training kernels) is compiled after; [`DType::kernel_defines`] picks the type.
@@ -85,7 +102,7 @@ pub struct ConvShape {
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum LaunchSpec {
-    /// `KERNEL_NAMES[f]` over `total` output elements.
+    /// `KERNEL_NAMES[f]` in `total` threads (the output elements, or a VEC-th of them: [`kernel_threads`]).
     Kernel { f: usize, total: usize, args: Vec<Arg> },
     /// `y = conv(x, w)` (no bias; a `bias_act` launch follows).
     Conv { shape: ConvShape, x: u64, w: u64, y: u64 },
@@ -253,7 +270,7 @@ impl Layout {
                 Step::Mul { x, gate } => ("gate_mul", [vec![Arg::Ptr(at(x)), Arg::Ptr(at(gate)), Arg::Ptr(y), tot], i32s(&[h * w, c])].concat()),
                 Step::Add { a, b } => ("add", vec![Arg::Ptr(at(a)), Arg::Ptr(at(b)), Arg::Ptr(y), tot]),
             };
-            out.push(LaunchSpec::Kernel { f: k(kernel), total, args });
+            out.push(LaunchSpec::Kernel { f: k(kernel), total: kernel_threads(kernel, total, oc), args });
         }
         let total = self.output_len;
         out.push(LaunchSpec::Kernel { f: k("to_f32"), total, args: vec![Arg::Ptr(at(plan.output)), Arg::Ptr(output), Arg::I64(total as i64)] });

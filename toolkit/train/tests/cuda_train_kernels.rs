@@ -90,8 +90,9 @@ fn randn(n: usize, seed: u64, scale: f32) -> Vec<f32> {
 
 type Partials = unsafe extern "C" fn(*const f32, *const f32, *const f64, *const f32, *const f32, *mut f64, i64, i32, i32, i32);
 type Finish = unsafe extern "C" fn(*const f64, i64, i32, f64, *mut f64);
+type Regroup = unsafe extern "C" fn(*const f64, i64, i32, i32, *mut f64);
 
-/// Per-channel sums as the engine will run them: chunk partials, then one ordered sum each.
+/// Per-channel sums as the engine runs them: chunk partials, regrouped, then one ordered sum each.
 #[allow(clippy::too_many_arguments)]
 fn chan_sum(h: &Host, a: &[f32], b: &[f32], mean64: &[f64], mean: &[f32], invstd: &[f32], c: usize, mode: i32, scale: f64) -> Vec<f64> {
     let rows = a.len() / c;
@@ -104,8 +105,16 @@ fn chan_sum(h: &Host, a: &[f32], b: &[f32], mean64: &[f64], mean: &[f32], invstd
     let m64 = if mean64.is_empty() { std::ptr::null() } else { mean64.as_ptr() };
     let pp = part.as_mut_ptr();
     h.launch(|| unsafe { p(a.as_ptr(), ptr(b), m64, ptr(mean), ptr(invstd), pp, rows as i64, c as i32, CHAN_CHUNK_ROWS as i32, mode) });
+    // The engine regroups many chunks before the final sum; groups of 2 here, so 3 chunks take
+    // that path (a full group and a short one).
+    let group = 2usize;
+    let groups = chunks.div_ceil(group);
+    let mut part2 = vec![f64::NAN; groups * c];
+    let regroup: Symbol<Regroup> = h.sym("chan_regroup");
+    let p2 = part2.as_mut_ptr();
+    h.launch(|| unsafe { regroup(part.as_ptr(), chunks as i64, c as i32, group as i32, p2) });
     let op = out.as_mut_ptr();
-    h.launch(|| unsafe { f(part.as_ptr(), chunks as i64, c as i32, scale, op) });
+    h.launch(|| unsafe { f(part2.as_ptr(), groups as i64, c as i32, scale, op) });
     out
 }
 
@@ -166,8 +175,10 @@ fn batch_norm_training_forward_and_backward_equal_the_cpu_engine() {
 fn depthwise_backward_equals_the_cpu_engine_for_stride_1_and_2() {
     let h_ = Host::new();
     type Dx = unsafe extern "C" fn(*const f32, *const f32, *mut f32, i64, i32, i32, i32, i32, i32, i32, i32, i32, i32);
-    type Dw = unsafe extern "C" fn(*const f32, *const f32, *mut f32, i64, i32, i32, i32, i32, i32, i32, i32, i32, i32);
+    type Dw = unsafe extern "C" fn(*const f32, *const f32, *mut f64, i64, i32, i32, i32, i32, i32, i32, i32, i32, i32, i32);
+    type DwFinish = unsafe extern "C" fn(*const f64, i64, i32, *mut f32);
     let (fdx, fdw): (Symbol<Dx>, Symbol<Dw>) = (h_.sym("depthwise_backward_dx"), h_.sym("depthwise_backward_dw"));
+    let fdw_finish: Symbol<DwFinish> = h_.sym("depthwise_dw_finish");
     // TF "same" padding: stride 1 pads 1/1, stride 2 on an even size pads 0 top-left, 1 bottom-right;
     // 5x5 with stride 2 on an odd size pads 2/2.
     for (h, k, stride, pt) in [(7usize, 3usize, 1usize, 1usize), (8, 3, 2, 0), (9, 5, 2, 2)] {
@@ -192,7 +203,13 @@ fn depthwise_backward_equals_the_cpu_engine_for_stride_1_and_2() {
         let (dxp, dwp) = (dx.as_mut_ptr(), dw_hwc.as_mut_ptr());
         let [a, b, cc, d, e, f, gg, hh, ii] = geo;
         h_.launch(|| unsafe { fdx(dy.as_ptr(), w_hwc.as_ptr(), dxp, x.len() as i64, a, b, cc, d, e, f, gg, hh, ii) });
-        h_.launch(|| unsafe { fdw(x.as_ptr(), dy.as_ptr(), dwp, n as i64, a, b, cc, d, e, f, gg, hh, ii) });
+        // Filter gradient partials over chunks of 7 output rows (uneven last chunk), then their sum.
+        let chunk = 7usize;
+        let chunks = (n * oh * oh).div_ceil(chunk);
+        let mut part = vec![f64::NAN; chunks * k * k * c];
+        let pp = part.as_mut_ptr();
+        h_.launch(|| unsafe { fdw(x.as_ptr(), dy.as_ptr(), pp, n as i64, a, b, cc, d, e, f, gg, hh, ii, chunk as i32) });
+        h_.launch(|| unsafe { fdw_finish(part.as_ptr(), chunks as i64, (k * k * c) as i32, dwp) });
         let mut dw = vec![0.0; w.len()];
         for ch in 0..c {
             for t in 0..k * k {

@@ -127,7 +127,8 @@ fn the_training_launches_replayed_on_the_host_equal_the_cpu_trainer() {
         cpu.backward(&dlogits).unwrap();
         let want_g = cpu.grads();
 
-        let layout = TrainLayout::new(&g, batch);
+        // Chunk partials summed in groups of 2 (the engine: 64), so the regrouped path is replayed.
+        let layout = TrainLayout::with_chan_group(&g, batch, DType::F32, 2);
         let initial = layout.pack_weights(&g, &w).unwrap();
         let mut arena = vec![0u64; layout.arena_bytes.div_ceil(8)];
         let mut params = vec![0u64; layout.params_bytes.div_ceil(8)];

@@ -160,8 +160,26 @@ impl Conv {
     }
 }
 
-/// The two backward passes of a [`Conv`] (training), algorithms picked by cuDNN's heuristics,
-/// deterministic ones first so a step replays bit for bit.
+/// One of cuDNN's candidate algorithms: (algo, status, ms, workspace bytes, determinism).
+type Candidate<A> = (A, sys::cudnnStatus_t, f32, usize, sys::cudnnDeterminism_t);
+
+/// From candidates ranked best first (by time when timed), one whose workspace fits: the first
+/// deterministic one (a step then replays bit for bit) unless it is over 25% slower than the
+/// best, then the best.
+fn pick<A: Copy>(cands: &[Candidate<A>], max_workspace: usize, timed: bool) -> Option<A> {
+    let ok = sys::cudnnStatus_t::CUDNN_STATUS_SUCCESS;
+    let mut fits = cands.iter().filter(|c| c.1 == ok && c.3 <= max_workspace);
+    let best = fits.clone().next()?;
+    let det = fits.find(|c| c.4 == sys::cudnnDeterminism_t::CUDNN_DETERMINISTIC);
+    Some(match det {
+        Some(d) if !timed || d.2 <= 1.25 * best.2 => d.0,
+        _ => best.0,
+    })
+}
+
+/// The two backward passes of a [`Conv`] (training). Algorithms are timed by cuDNN once per
+/// shape (`tune`, like PyTorch's cudnn.benchmark; cuDNN allocates its own buffers for that) or
+/// picked by its heuristics; see [`pick`].
 pub struct ConvGrad {
     pub conv: Conv,
     pub data_algo: sys::cudnnConvolutionBwdDataAlgo_t,
@@ -171,25 +189,41 @@ pub struct ConvGrad {
 }
 
 impl ConvGrad {
-    pub fn new(h: &Handle, s: ConvShape, dtype: DType, max_workspace: usize) -> Result<ConvGrad, CudnnError> {
-        let conv = Conv::new(h, s, dtype, max_workspace)?;
+    pub fn new(h: &Handle, s: ConvShape, dtype: DType, max_workspace: usize, tune: bool) -> Result<ConvGrad, CudnnError> {
+        let mut conv = Conv::new(h, s, dtype, max_workspace)?;
         const N: usize = 8;
         let ok = sys::cudnnStatus_t::CUDNN_STATUS_SUCCESS;
-        let det = sys::cudnnDeterminism_t::CUDNN_DETERMINISTIC;
         let unsupported = CudnnError(sys::cudnnStatus_t::CUDNN_STATUS_NOT_SUPPORTED);
         unsafe {
+            if tune {
+                let mut count = 0;
+                let mut perf = [std::mem::zeroed::<sys::cudnnConvolutionFwdAlgoPerf_t>(); N];
+                if sys::cudnnFindConvolutionForwardAlgorithm(h.0, conv.x, conv.w, conv.conv, conv.y, N as i32, &mut count, perf.as_mut_ptr()) == ok {
+                    let c: Vec<_> = perf[..count.max(0) as usize].iter().map(|p| (p.algo, p.status, p.time, p.memory, p.determinism)).collect();
+                    if let Some(a) = pick(&c, max_workspace, true) {
+                        conv.algo = a;
+                        conv.workspace = cr::get_convolution_forward_workspace_size(h.0, conv.x, conv.w, conv.conv, conv.y, a)?;
+                    }
+                }
+            }
             let mut count = 0;
             let mut perf = [std::mem::zeroed::<sys::cudnnConvolutionBwdDataAlgoPerf_t>(); N];
-            cr::get_convolution_backward_data_algorithm(h.0, conv.w, conv.y, conv.conv, conv.x, N as i32, &mut count, perf.as_mut_ptr())?;
-            let fits = perf[..count.max(0) as usize].iter().filter(|p| p.status == ok && p.memory <= max_workspace);
-            let data = fits.clone().find(|p| p.determinism == det).or(fits.clone().next()).ok_or(unsupported)?.algo;
+            let timed = tune && sys::cudnnFindConvolutionBackwardDataAlgorithm(h.0, conv.w, conv.y, conv.conv, conv.x, N as i32, &mut count, perf.as_mut_ptr()) == ok;
+            if !timed {
+                cr::get_convolution_backward_data_algorithm(h.0, conv.w, conv.y, conv.conv, conv.x, N as i32, &mut count, perf.as_mut_ptr())?;
+            }
+            let c: Vec<_> = perf[..count.max(0) as usize].iter().map(|p| (p.algo, p.status, p.time, p.memory, p.determinism)).collect();
+            let data = pick(&c, max_workspace, timed).ok_or(unsupported)?;
             let data_ws = cr::get_convolution_backward_data_workspace_size(h.0, conv.w, conv.y, conv.conv, conv.x, data)?;
 
             let mut count = 0;
             let mut perf = [std::mem::zeroed::<sys::cudnnConvolutionBwdFilterAlgoPerf_t>(); N];
-            cr::get_convolution_backward_filter_algorithm(h.0, conv.x, conv.y, conv.conv, conv.w, N as i32, &mut count, perf.as_mut_ptr())?;
-            let fits = perf[..count.max(0) as usize].iter().filter(|p| p.status == ok && p.memory <= max_workspace);
-            let filter = fits.clone().find(|p| p.determinism == det).or(fits.clone().next()).ok_or(unsupported)?.algo;
+            let timed = tune && sys::cudnnFindConvolutionBackwardFilterAlgorithm(h.0, conv.x, conv.y, conv.conv, conv.w, N as i32, &mut count, perf.as_mut_ptr()) == ok;
+            if !timed {
+                cr::get_convolution_backward_filter_algorithm(h.0, conv.x, conv.y, conv.conv, conv.w, N as i32, &mut count, perf.as_mut_ptr())?;
+            }
+            let c: Vec<_> = perf[..count.max(0) as usize].iter().map(|p| (p.algo, p.status, p.time, p.memory, p.determinism)).collect();
+            let filter = pick(&c, max_workspace, timed).ok_or(unsupported)?;
             let filter_ws = cr::get_convolution_backward_filter_workspace_size(h.0, conv.x, conv.y, conv.conv, conv.w, filter)?;
             let workspace = conv.workspace.max(data_ws).max(filter_ws);
             Ok(ConvGrad { conv, data_algo: data, filter_algo: filter, workspace })

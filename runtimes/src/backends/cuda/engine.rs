@@ -10,6 +10,7 @@ use cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions};
 
 use super::blas::Blas;
 use super::cudnn::{self, DType, Handle};
+use super::profile::{self, PassTimer, Profile};
 use crate::plan::launch::{grid, Arg, BlasGemm, LaunchSpec, Layout, BLOCK, KERNEL_NAMES};
 use crate::plan::NetPlan;
 
@@ -61,6 +62,8 @@ pub struct Engine {
     input: CudaSlice<f32>,
     output: CudaSlice<f32>,
     graph: Option<CudaGraph>,
+    /// `EFFV2_CUDA_PROFILE`: per-launch times of every pass (run launch by launch), printed on drop.
+    profile: Option<Profile>,
     // Kept alive for the raw addresses in `launches`.
     _arena: CudaSlice<u8>,
     _params: CudaSlice<u8>,
@@ -166,20 +169,22 @@ impl Engine {
             input,
             output,
             graph: None,
+            profile: profile::enabled().then(Profile::default),
             _arena: arena,
             _params: params,
             _workspace: ws,
         };
         // One eager pass (cuDNN initialises lazily), then capture the same launches.
-        engine.enqueue()?;
+        engine.enqueue(None)?;
         engine.stream.synchronize().map_err(|e| fail("first run", e))?;
-        if use_graph {
+        if use_graph && engine.profile.is_none() {
             engine.capture();
         }
         Ok(engine)
     }
 
-    fn enqueue(&self) -> Result<(), String> {
+    /// Enqueue the launches in order; with a timer, an event after each.
+    fn enqueue(&self, mut timer: Option<&mut PassTimer>) -> Result<(), String> {
         for (i, l) in self.launches.iter().enumerate() {
             match l {
                 Launch::Kernel { f, total, args } => {
@@ -192,6 +197,14 @@ impl Engine {
                     unsafe { self.blas.gemm(self.dtype, *g, *w, *x, *y) }.map_err(|e| format!("launch {i}: {e}"))?;
                 }
             }
+            if let Some(t) = timer.as_deref_mut() {
+                let label = match l {
+                    Launch::Kernel { f, total, .. } => format!("{} n={total}", KERNEL_NAMES[*f]),
+                    Launch::Conv { conv, .. } => format!("conv-fwd {}", profile::conv_label(&conv.shape)),
+                    Launch::Gemm { g, .. } => format!("gemm {}", profile::gemm_label(g)),
+                };
+                t.mark(&self.stream, label).map_err(|e| fail("recording a profiling event", e))?;
+            }
         }
         Ok(())
     }
@@ -201,7 +214,7 @@ impl Engine {
         if self.stream.begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL).is_err() {
             return;
         }
-        let enqueued = self.enqueue();
+        let enqueued = self.enqueue(None);
         let flags = cudarc::driver::sys::CUgraphInstantiate_flags(0);
         let graph = self.stream.end_capture(flags);
         if let (Ok(()), Ok(Some(g))) = (enqueued, graph) {
@@ -215,10 +228,21 @@ impl Engine {
     }
 
     /// Enqueue one forward pass on the input already on the device.
-    fn forward(&self) -> Result<(), String> {
+    fn forward(&mut self) -> Result<(), String> {
+        if let Some(mut profile) = self.profile.take() {
+            let timed = PassTimer::start(&self.stream).map_err(|e| fail("recording a profiling event", e)).and_then(|mut timer| {
+                self.enqueue(Some(&mut timer))?;
+                timer.finish().map_err(|e| fail("timing the launches", e))
+            });
+            if let Ok(pass) = &timed {
+                profile.add(pass.clone());
+            }
+            self.profile = Some(profile);
+            return timed.map(|_| ());
+        }
         match &self.graph {
             Some(g) => g.launch().map_err(|e| fail("replaying the CUDA graph", e)),
-            None => self.enqueue(),
+            None => self.enqueue(None),
         }
     }
 
@@ -241,3 +265,10 @@ impl Engine {
     }
 }
 
+impl Drop for Engine {
+    fn drop(&mut self) {
+        if let Some(p) = self.profile.as_ref().filter(|p| !p.is_empty()) {
+            eprintln!("{}", p.report(&format!("CUDA inference launches ({:?})", self.dtype), 40));
+        }
+    }
+}

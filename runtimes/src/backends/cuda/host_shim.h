@@ -29,6 +29,17 @@ static Dim blockIdx, threadIdx, blockDim, gridDim;
 #define __device__
 #define __forceinline__ inline
 #define __expf expf
+#define __align__(n) alignas(n)
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+// A misaligned wide access faults on the GPU: make it fail the host replay loudly too.
+inline void effv2_host_check_aligned(const void* p) {
+    if ((uintptr_t)p % 16) {
+        std::fprintf(stderr, "misaligned 16-byte access at %p\n", p);
+        std::abort();
+    }
+}
 
 extern "C" void effv2_host_thread(unsigned block, unsigned thread, unsigned block_dim, unsigned grid_dim) {
     blockIdx.x = block;

@@ -15,10 +15,21 @@ __device__ __forceinline__ float act(float x, int kind) {
     }
 }
 
-// Coordinates of element i of an NHWC tensor [N, h, w, c].
+// Coordinates of element i of an NHWC tensor [N, h, w, c]. In 32-bit arithmetic while i fits:
+// 64-bit division is a long software sequence, and index maths dominated these kernels.
 struct Nhwc { long long n; int y, x, ch; };
 __device__ __forceinline__ Nhwc nhwc_at(long long i, int h, int w, int c) {
     Nhwc p;
+    if (i < 4294967296LL) {
+        unsigned u = (unsigned)i;
+        p.ch = (int)(u % (unsigned)c);
+        u /= (unsigned)c;
+        p.x = (int)(u % (unsigned)w);
+        u /= (unsigned)w;
+        p.y = (int)(u % (unsigned)h);
+        p.n = u / (unsigned)h;
+        return p;
+    }
     p.ch = (int)(i % c);
     long long r = i / c;
     p.x = (int)(r % w);
@@ -27,6 +38,15 @@ __device__ __forceinline__ Nhwc nhwc_at(long long i, int h, int w, int c) {
     p.n = r / h;
     return p;
 }
+
+// Vector path: where the channel count (or, for kernels without channels, the element count) is
+// a multiple of VEC, a thread handles VEC neighbouring elements with one wide load or store per
+// operand, and the launch has total / VEC threads (effv2_runtime::plan::launch::vec_threads picks
+// the same way). Tensors start 128-byte aligned (the arenas' alignment), so the loads are too.
+#define VEC 8
+struct __align__(16) Vec { T v[VEC]; };
+__device__ __forceinline__ Vec vload(const T* p) { EFFV2_CHECK_ALIGNED(p); return *(const Vec*)p; }
+__device__ __forceinline__ void vstore(T* p, const Vec& v) { EFFV2_CHECK_ALIGNED(p); *(Vec*)p = v; }
 
 // float NCHW input -> T NHWC.
 extern "C" __global__ void nchw_to_nhwc(const float* x, T* y, long long total, int c, int hw) {
@@ -46,11 +66,28 @@ extern "C" __global__ void to_f32(const T* x, float* y, long long total) {
 
 // In place: y = act(y + bias[c]).
 extern "C" __global__ void bias_act(T* y, const float* bias, long long total, int c, int kind) {
-    GRID_STRIDE(i, total) { y[i] = st(act(ld(y[i]) + bias[i % c], kind)); }
+    if (c % VEC == 0) {
+        GRID_STRIDE(g, total / VEC) {
+            int ch = mod_of(g, c / VEC) * VEC;
+            Vec v = vload(y + g * VEC);
+            for (int j = 0; j < VEC; ++j) v.v[j] = st(act(ld(v.v[j]) + bias[ch + j], kind));
+            vstore(y + g * VEC, v);
+        }
+        return;
+    }
+    GRID_STRIDE(i, total) { y[i] = st(act(ld(y[i]) + bias[mod_of(i, c)], kind)); }
 }
 
 // y = act(x), for activations that do not follow a conv alone.
 extern "C" __global__ void act_only(const T* x, T* y, long long total, int kind) {
+    if (total % VEC == 0) {
+        GRID_STRIDE(g, total / VEC) {
+            Vec v = vload(x + g * VEC);
+            for (int j = 0; j < VEC; ++j) v.v[j] = st(act(ld(v.v[j]), kind));
+            vstore(y + g * VEC, v);
+        }
+        return;
+    }
     GRID_STRIDE(i, total) { y[i] = st(act(ld(x[i]), kind)); }
 }
 
@@ -59,6 +96,32 @@ extern "C" __global__ void act_only(const T* x, T* y, long long total, int kind)
 extern "C" __global__ void depthwise(const T* x, const T* w, const float* bias, T* y, long long total,
                                      int h, int wd, int c, int oh, int ow, int k, int stride, int pad_t,
                                      int pad_l, int kind) {
+    if (c % VEC == 0) {
+        // VEC channels of one output pixel per thread: wide loads of input and weight rows.
+        GRID_STRIDE(g, total / VEC) {
+            Nhwc o = nhwc_at(g, oh, ow, c / VEC);
+            int ch = o.ch * VEC;
+            float acc[VEC];
+            for (int j = 0; j < VEC; ++j) acc[j] = bias[ch + j];
+            int y0 = o.y * stride - pad_t, x0 = o.x * stride - pad_l;
+            for (int ky = 0; ky < k; ++ky) {
+                int iy = y0 + ky;
+                if (iy < 0 || iy >= h) continue;
+                const T* row = x + ((o.n * h + iy) * wd) * c + ch;
+                for (int kx = 0; kx < k; ++kx) {
+                    int ix = x0 + kx;
+                    if (ix < 0 || ix >= wd) continue;
+                    Vec xv = vload(row + (long long)ix * c);
+                    Vec wv = vload(w + (ky * k + kx) * c + ch);
+                    for (int j = 0; j < VEC; ++j) acc[j] += ld(xv.v[j]) * ld(wv.v[j]);
+                }
+            }
+            Vec out;
+            for (int j = 0; j < VEC; ++j) out.v[j] = st(act(acc[j], kind));
+            vstore(y + g * VEC, out);
+        }
+        return;
+    }
     GRID_STRIDE(i, total) {
         Nhwc o = nhwc_at(i, oh, ow, c);
         int ch = o.ch, oy = o.y, ox = o.x;
@@ -92,13 +155,32 @@ extern "C" __global__ void pool(const T* x, T* y, long long total, int hw, int c
 
 // y = x * gate[n, c] (the SE excitation).
 extern "C" __global__ void gate_mul(const T* x, const T* gate, T* y, long long total, int hw, int c) {
+    if (c % VEC == 0) {
+        long long per_sample = (long long)hw * (c / VEC);
+        GRID_STRIDE(g, total / VEC) {
+            long long n = div_of(g, per_sample);
+            int ch = mod_of(g, c / VEC) * VEC;
+            Vec v = vload(x + g * VEC), s = vload(gate + n * c + ch);
+            for (int j = 0; j < VEC; ++j) v.v[j] = st(ld(v.v[j]) * ld(s.v[j]));
+            vstore(y + g * VEC, v);
+        }
+        return;
+    }
     GRID_STRIDE(i, total) {
-        long long n = i / ((long long)hw * c);
-        y[i] = st(ld(x[i]) * ld(gate[n * c + i % c]));
+        long long n = div_of(i, (long long)hw * c);
+        y[i] = st(ld(x[i]) * ld(gate[n * c + mod_of(i, c)]));
     }
 }
 
 extern "C" __global__ void add(const T* a, const T* b, T* y, long long total) {
+    if (total % VEC == 0) {
+        GRID_STRIDE(g, total / VEC) {
+            Vec u = vload(a + g * VEC), v = vload(b + g * VEC);
+            for (int j = 0; j < VEC; ++j) u.v[j] = st(ld(u.v[j]) + ld(v.v[j]));
+            vstore(y + g * VEC, u);
+        }
+        return;
+    }
     GRID_STRIDE(i, total) { y[i] = st(ld(a[i]) + ld(b[i])); }
 }
 

@@ -7,6 +7,7 @@
 pub mod blas;
 pub mod cudnn;
 mod engine;
+pub mod profile;
 
 use std::path::Path;
 

@@ -29,3 +29,18 @@ __device__ __forceinline__ float ld(T v) { return v; }
 __device__ __forceinline__ T st(float f) { return f; }
 #endif
 
+// Wide (16-byte) loads and stores must be 16-byte aligned on the GPU; the host replay checks it.
+#if defined(EFFV2_HOST)
+#define EFFV2_CHECK_ALIGNED(p) effv2_host_check_aligned((const void*)(p))
+#else
+#define EFFV2_CHECK_ALIGNED(p)
+#endif
+
+// i / d and i % d for element indices, in 32-bit arithmetic while i fits: 64-bit division is a
+// long software sequence, and index maths dominated the element-wise kernels.
+__device__ __forceinline__ long long div_of(long long i, long long d) {
+    return (i < 4294967296LL && d < 4294967296LL) ? (long long)((unsigned)i / (unsigned)d) : i / d;
+}
+__device__ __forceinline__ int mod_of(long long i, int d) {
+    return i < 4294967296LL ? (int)((unsigned)i % (unsigned)d) : (int)(i % d);
+}

@@ -17,6 +17,7 @@ use effv2_edge::tensor::Tensor;
 use effv2_edge::weights::Weights;
 use effv2_runtime::cuda::blas::Blas;
 use effv2_runtime::cuda::cudnn::{ConvGrad, DType, Handle};
+use effv2_runtime::cuda::profile::{self, PassTimer, Profile};
 use effv2_runtime::cuda::{compile_kernels, compile_source, fail, launch_kernel, probe_libraries, ptr};
 use effv2_runtime::plan::launch::{ConvShape, KERNEL_NAMES};
 
@@ -74,6 +75,8 @@ pub struct CudaTrainer {
     batch: Option<Batch>,
     /// Whether the last forward was in training mode (what a backward needs).
     trained: bool,
+    /// `EFFV2_CUDA_PROFILE`: per-launch times summed over the steps, printed on drop.
+    profile: Option<Profile>,
     device: String,
 }
 
@@ -108,8 +111,10 @@ impl CudaTrainer {
             let module = ctx.load_module(ptx).map_err(|e| dev(fail("loading kernels", e)))?;
             names.iter().map(|&n| Ok((n, module.load_function(n).map_err(|e| dev(fail(n, e)))?))).collect()
         };
-        let infer_fns = load(compile_kernels(DType::F32, Some(arch.clone())).map_err(dev)?, &KERNEL_NAMES)?;
-        let train_fns = load(compile_source(&train_kernels_source(), "effv2_train_kernels.cu", vec![], Some(arch)).map_err(dev)?, &TRAIN_KERNEL_NAMES)?;
+        // Both sources are compiled for the storage type: the arena's activations and gradients
+        // (and the bf16 weight copy) are `dtype`, and every kernel that touches them reads it as T.
+        let infer_fns = load(compile_kernels(dtype, Some(arch.clone())).map_err(dev)?, &KERNEL_NAMES)?;
+        let train_fns = load(compile_source(&train_kernels_source(), "effv2_train_kernels.cu", dtype.kernel_defines(), Some(arch)).map_err(dev)?, &TRAIN_KERNEL_NAMES)?;
 
         let param_layout = TrainLayout::with_dtype(graph, 1, dtype);
         let initial = param_layout.pack_weights(graph, weights)?;
@@ -146,6 +151,7 @@ impl CudaTrainer {
             ema,
             batch: None,
             trained: false,
+            profile: profile::enabled().then(Profile::default),
             device: format!("{name} (sm_{major}{minor}), {}", if dtype == DType::F32 { "fp32" } else { "bf16 mixed precision" }),
         };
         trainer.refresh_weights16(false)?;
@@ -242,7 +248,7 @@ impl CudaTrainer {
                 _ => continue,
             };
             if !self.convs.contains_key(&shape) {
-                let c = ConvGrad::new(&self.cudnn, shape, self.dtype, MAX_WORKSPACE).map_err(|e| dev(fail(&format!("cuDNN conv {shape:?}"), e)))?;
+                let c = ConvGrad::new(&self.cudnn, shape, self.dtype, MAX_WORKSPACE, tune_convs()).map_err(|e| dev(fail(&format!("cuDNN conv {shape:?}"), e)))?;
                 self.convs.insert(shape, c);
             }
             need = need.max(self.convs[&shape].workspace);
@@ -256,6 +262,10 @@ impl CudaTrainer {
     /// Enqueue `launches` on the stream, in order.
     fn enqueue(&mut self, launches: &[TrainLaunch]) -> Result<(), TrainError> {
         self.prepare(launches)?;
+        let mut timer = match self.profile {
+            Some(_) => Some(PassTimer::start(&self.stream).map_err(|e| dev(fail("recording a profiling event", e)))?),
+            None => None,
+        };
         let (ws, ws_len) = (ptr(&self.workspace, &self.stream), self.workspace.len());
         for (i, l) in launches.iter().enumerate() {
             let at = |what: &str| format!("launch {i} ({what})");
@@ -283,6 +293,12 @@ impl CudaTrainer {
                     unsafe { group.all_reduce(*rank, *ptr, *count, *dtype, &self.stream) }?
                 }
             }
+            if let Some(t) = timer.as_mut() {
+                t.mark(&self.stream, launch_label(l)).map_err(|e| dev(fail("recording a profiling event", e)))?;
+            }
+        }
+        if let (Some(t), Some(p)) = (timer, self.profile.as_mut()) {
+            p.extend(t.finish().map_err(|e| dev(fail("timing the launches", e)))?);
         }
         Ok(())
     }
@@ -303,6 +319,32 @@ impl CudaTrainer {
         Ok(w)
     }
 
+}
+
+/// A launch's line in the `EFFV2_CUDA_PROFILE` table: its kind first, then its shape.
+fn launch_label(l: &TrainLaunch) -> String {
+    match l {
+        TrainLaunch::Kernel { kernel: Kernel::Infer(n) | Kernel::Train(n), total, .. } => format!("{n} n={total}"),
+        TrainLaunch::Conv { shape, .. } => format!("conv-fwd {}", profile::conv_label(shape)),
+        TrainLaunch::ConvBackwardData { shape, .. } => format!("conv-bwd-data {}", profile::conv_label(shape)),
+        TrainLaunch::ConvBackwardFilter { shape, .. } => format!("conv-bwd-filter {}", profile::conv_label(shape)),
+        TrainLaunch::Gemm { g, .. } => format!("gemm {}", profile::gemm_label(g)),
+        TrainLaunch::AllReduce { count, dtype, .. } => format!("all-reduce {count} {dtype:?}"),
+    }
+}
+
+impl Drop for CudaTrainer {
+    fn drop(&mut self) {
+        if let Some(p) = self.profile.as_ref().filter(|p| !p.is_empty()) {
+            eprintln!("{}", p.report(&format!("CUDA training launches, {}", self.device), 40));
+        }
+    }
+}
+
+/// Whether cuDNN times its algorithms per conv shape (the inference backend's switch, on unless
+/// `EFFV2_CUDNN_TUNE=0`).
+fn tune_convs() -> bool {
+    std::env::var(effv2_runtime::cuda::CUDNN_TUNE_ENV).map_or(true, |v| v != "0")
 }
 
 fn upload(stream: &Arc<CudaStream>, bytes: &[u8], to: &mut CudaSlice<u8>) -> Result<(), TrainError> {
@@ -354,6 +396,9 @@ impl TrainEngine for CudaTrainer {
         let bufs = Buffers { arena: ptr(&b.arena, s), params, weights16, grads: 0, masks: ptr(&b.masks, s), input: ptr(&b.input, s), logits: ptr(&b.logits, s), dlogits: 0 };
         let launches = b.layout.forward(&self.graph, train, &bufs);
         self.trained = false;
+        if let (true, Some(p)) = (train, self.profile.as_mut()) {
+            p.add(vec![]); // a training step starts: its launches follow
+        }
         self.enqueue(&launches)?;
         if on_ema {
             self.refresh_weights16(false)?; // back to the trained weights

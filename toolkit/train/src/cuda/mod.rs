@@ -21,8 +21,9 @@ pub fn train_kernels_source() -> String {
     format!("{}{TRAIN_KERNELS}", effv2_runtime::plan::launch::PRECISION_CU)
 }
 
-pub const TRAIN_KERNEL_NAMES: [&str; 21] = [
+pub const TRAIN_KERNEL_NAMES: [&str; 23] = [
     "chan_partials",
+    "chan_regroup",
     "chan_finish",
     "bn_finalize",
     "bn_eval_invstd",
@@ -32,6 +33,7 @@ pub const TRAIN_KERNEL_NAMES: [&str; 21] = [
     "act_backward",
     "depthwise_backward_dx",
     "depthwise_backward_dw",
+    "depthwise_dw_finish",
     "pool_backward",
     "gate_mul_backward_dx",
     "gate_mul_backward_dgate",
@@ -48,6 +50,10 @@ pub const TRAIN_KERNEL_NAMES: [&str; 21] = [
 /// Rows per f64 partial sum of the per-channel reductions: the CPU engine's chunk, so both sum
 /// in the same order.
 pub const CHAN_CHUNK_ROWS: usize = crate::cpu::bn::CHUNK_ROWS;
+/// Chunk partials per first-level sum (`chan_regroup`) where a reduction has more chunks.
+pub const CHAN_GROUP: usize = 64;
+/// Output rows per f64 partial sum of a depthwise filter gradient (`depthwise_backward_dw`).
+pub const DW_CHUNK_ROWS: usize = 256;
 
 #[cfg(test)]
 mod tests {

@@ -9,10 +9,10 @@
 use effv2_edge::graph::{Graph, Op, Role, Shape};
 use effv2_edge::weights::Weights;
 use effv2_runtime::plan::arena::plan_intervals;
-use effv2_runtime::plan::launch::{Arg, BlasGemm, ConvShape, DType};
+use effv2_runtime::plan::launch::{kernel_threads, Arg, BlasGemm, ConvShape, DType};
 use effv2_runtime::plan::layout::{depthwise_to_hwc, oihw_to_ohwi};
 
-use super::CHAN_CHUNK_ROWS;
+use super::{CHAN_CHUNK_ROWS, CHAN_GROUP, DW_CHUNK_ROWS};
 use crate::cpu::bn::RUNNING_MOMENTUM;
 use crate::cpu::node_mask;
 use crate::optim::{decays, Optimizer};
@@ -88,6 +88,10 @@ pub struct TrainLayout {
     pub dlogits16_at: usize,
     /// f64 per-channel partial sums, and the f64 mean / variance of the BN being computed.
     pub partials_at: usize,
+    /// Second-level f64 partials of the per-channel sums (`chan_regroup`), and how many chunk
+    /// partials each of them adds ([`CHAN_GROUP`]; see [`TrainLayout::with_chan_group`]).
+    pub partials2_at: usize,
+    pub chan_group: usize,
     pub mean64_at: usize,
     pub var64_at: usize,
     /// Per BN node: saved f32 mean and invstd (what its backward reads).
@@ -133,6 +137,13 @@ impl TrainLayout {
     /// lays out too, for tests that check errors scale with the storage precision; the engine
     /// trains f32 or bf16 only, as f16 would need loss scaling.)
     pub fn with_dtype(graph: &Graph, batch: usize, dtype: DType) -> TrainLayout {
+        Self::with_chan_group(graph, batch, dtype, CHAN_GROUP)
+    }
+
+    /// As [`TrainLayout::with_dtype`], with `chan_group` chunk partials per first-level sum
+    /// (tests lower it so small networks take the regrouped path).
+    pub fn with_chan_group(graph: &Graph, batch: usize, dtype: DType, chan_group: usize) -> TrainLayout {
+        let chan_group = chan_group.max(2);
         let eb = dtype.bytes();
         let mut at = 0usize;
         let mut take = |bytes: usize| {
@@ -140,12 +151,15 @@ impl TrainLayout {
             at += align(bytes);
             a
         };
-        let (mut pad_len, mut max_c, mut max_rows) = (0usize, 1usize, 1usize);
+        let (mut pad_len, mut max_c, mut max_rows, mut dw_partials) = (0usize, 1usize, 1usize, 0usize);
         for n in &graph.nodes {
             let src = n.inputs.first().map(|&j| graph.nodes[j].shape).unwrap_or(n.shape);
             max_c = max_c.max(n.shape.c);
             max_rows = max_rows.max(batch * src.h * src.w);
             if let Op::Conv(c) = &n.op {
+                if c.is_depthwise() {
+                    dw_partials = dw_partials.max((batch * n.shape.h * n.shape.w).div_ceil(DW_CHUNK_ROWS) * c.kernel * c.kernel * src.c);
+                }
                 let p = c.pads;
                 if c.groups == 1 && (p.top, p.left) != (p.bottom, p.right) {
                     pad_len = pad_len.max(batch * src.c * (src.h + p.top + p.bottom) * (src.w + p.left + p.right));
@@ -156,7 +170,9 @@ impl TrainLayout {
         let max_weight = graph.params.iter().filter(|p| matches!(p.role, Role::ConvWeight | Role::LinearWeight)).map(|p| p.numel()).max().unwrap_or(1);
         let wgrad16_at = take(if dtype == DType::F32 { 0 } else { 2 * max_weight });
         let dlogits16_at = take(if dtype == DType::F32 { 0 } else { 2 * batch * graph.nodes[graph.output].shape.numel() });
-        let partials_at = take(8 * max_rows.div_ceil(CHAN_CHUNK_ROWS) * max_c);
+        // f64 partial sums: a BN's per-channel sums, or a depthwise filter gradient's (one at a time).
+        let partials_at = take(8 * (max_rows.div_ceil(CHAN_CHUNK_ROWS) * max_c).max(dw_partials));
+        let partials2_at = take(8 * max_rows.div_ceil(CHAN_CHUNK_ROWS).div_ceil(chan_group) * max_c);
         let mean64_at = take(8 * max_c);
         let var64_at = take(8 * max_c);
         let zeros_at = take(4 * max_c);
@@ -198,7 +214,7 @@ impl TrainLayout {
             mask_at[i] = Some(4 * mask_len);
             mask_len += floats;
         }
-        TrainLayout { batch, dtype, value_at, pad_at, wgrad16_at, dlogits16_at, partials_at, mean64_at, var64_at, bn_saved_at, zeros_at, arena_bytes, param_at, params_bytes, grad_at, tmp_at, pgrad_at, grads_bytes, mask_at, mask_len, shard: Shard::default() }
+        TrainLayout { batch, dtype, value_at, pad_at, wgrad16_at, dlogits16_at, partials_at, partials2_at, chan_group, mean64_at, var64_at, bn_saved_at, zeros_at, arena_bytes, param_at, params_bytes, grad_at, tmp_at, pgrad_at, grads_bytes, mask_at, mask_len, shard: Shard::default() }
     }
 
     /// The parameter buffer's bytes for `weights` (checked against the graph first).
@@ -335,7 +351,7 @@ impl TrainLayout {
                     if c.is_depthwise() {
                         let bias = c.bias.map(p).unwrap_or(a(self.zeros_at));
                         let geo = i32s(&[h, w, ic, s.h, s.w, c.kernel, c.stride, pd.top, pd.left]);
-                        out.push(infer("depthwise", total, [vec![Arg::Ptr(x), Arg::Ptr(weight_of(c.weight)), Arg::Ptr(bias), Arg::Ptr(y), tot], geo, vec![Arg::I32(0)]].concat()));
+                        out.push(infer("depthwise", kernel_threads("depthwise", total, s.c), [vec![Arg::Ptr(x), Arg::Ptr(weight_of(c.weight)), Arg::Ptr(bias), Arg::Ptr(y), tot], geo, vec![Arg::I32(0)]].concat()));
                         continue;
                     }
                     let mut shape = ConvShape { n: batch, c: ic, h, w, out_ch: c.out_ch, oh: s.h, ow: s.w, kernel: c.kernel, stride: c.stride, pad: [pd.top, pd.left], groups: 1 };
@@ -345,7 +361,7 @@ impl TrainLayout {
                     }
                     out.push(TrainLaunch::Conv { shape, x: from, w: weight_of(c.weight), y });
                     if let Some(b) = c.bias {
-                        out.push(infer("bias_act", total, vec![Arg::Ptr(y), Arg::Ptr(p(b)), tot, Arg::I32(s.c as i32), Arg::I32(0)]));
+                        out.push(infer("bias_act", kernel_threads("bias_act", total, s.c), vec![Arg::Ptr(y), Arg::Ptr(p(b)), tot, Arg::I32(s.c as i32), Arg::I32(0)]));
                     }
                 }
                 Op::BatchNorm(b) if !train_mode => {
@@ -369,10 +385,10 @@ impl TrainLayout {
                     out.push(train("bn_finalize", s.c, fin));
                     out.push(train("bn_apply", total, vec![Arg::Ptr(x), Arg::Ptr(y), Arg::Ptr(mean), Arg::Ptr(invstd), Arg::Ptr(p(b.weight)), Arg::Ptr(p(b.bias)), tot, Arg::I32(s.c as i32)]));
                 }
-                Op::Act(k) => out.push(infer("act_only", total, vec![Arg::Ptr(x), Arg::Ptr(y), tot, Arg::I32(act_code(*k))])),
+                Op::Act(k) => out.push(infer("act_only", kernel_threads("act_only", total, s.c), vec![Arg::Ptr(x), Arg::Ptr(y), tot, Arg::I32(act_code(*k))])),
                 Op::GlobalAvgPool => out.push(infer("pool", total, [vec![Arg::Ptr(x), Arg::Ptr(y), tot], i32s(&[src.h * src.w, src.c])].concat())),
-                Op::Mul => out.push(infer("gate_mul", total, [vec![Arg::Ptr(x), Arg::Ptr(v(node.inputs[1])), Arg::Ptr(y), tot], i32s(&[s.h * s.w, s.c])].concat())),
-                Op::Add => out.push(infer("add", total, vec![Arg::Ptr(x), Arg::Ptr(v(node.inputs[1])), Arg::Ptr(y), tot])),
+                Op::Mul => out.push(infer("gate_mul", kernel_threads("gate_mul", total, s.c), [vec![Arg::Ptr(x), Arg::Ptr(v(node.inputs[1])), Arg::Ptr(y), tot], i32s(&[s.h * s.w, s.c])].concat())),
+                Op::Add => out.push(infer("add", kernel_threads("add", total, s.c), vec![Arg::Ptr(x), Arg::Ptr(v(node.inputs[1])), Arg::Ptr(y), tot])),
                 Op::DropPath { .. } | Op::Dropout { .. } => {
                     let per = if matches!(node.op, Op::DropPath { .. }) { s.numel() } else { 1 };
                     let mask = masks + self.mask_at[i].expect("mask slot") as u64;
@@ -380,7 +396,7 @@ impl TrainLayout {
                 }
                 Op::Linear(l) => {
                     out.push(TrainLaunch::Gemm { g: BlasGemm::for_linear(batch, l.out_features, l.in_features), a: weight_of(l.weight), b: x, c: y });
-                    out.push(infer("bias_act", total, vec![Arg::Ptr(y), Arg::Ptr(p(l.bias)), tot, Arg::I32(s.c as i32), Arg::I32(0)]));
+                    out.push(infer("bias_act", kernel_threads("bias_act", total, s.c), vec![Arg::Ptr(y), Arg::Ptr(p(l.bias)), tot, Arg::I32(s.c as i32), Arg::I32(0)]));
                 }
             }
         }
@@ -445,19 +461,29 @@ impl TrainLayout {
     /// `to[ch] = scale · Σ_rows term` through chunk partials (see `chan_partials`): `ptrs` are its
     /// a, b, mean64, mean, invstd (0 where unused).
     #[allow(clippy::too_many_arguments)]
-    fn chan_sums(&self, arena: u64, ptrs: [u64; 5], rows: usize, c: usize, mode: i32, scale: f64, to: u64) -> [TrainLaunch; 2] {
+    fn chan_sums(&self, arena: u64, ptrs: [u64; 5], rows: usize, c: usize, mode: i32, scale: f64, to: u64) -> Vec<TrainLaunch> {
         let part = arena + self.partials_at as u64;
         let chunks = rows.div_ceil(CHAN_CHUNK_ROWS);
         let mut args: Vec<Arg> = ptrs.iter().map(|&p| Arg::Ptr(p)).collect();
         args.extend([Arg::Ptr(part), Arg::I64(rows as i64), Arg::I32(c as i32), Arg::I32(CHAN_CHUNK_ROWS as i32), Arg::I32(mode)]);
-        let finish = vec![Arg::Ptr(part), Arg::I64(chunks as i64), Arg::I32(c as i32), Arg::F64(scale), Arg::Ptr(to)];
-        [train("chan_partials", chunks * c, args), train("chan_finish", c, finish)]
+        let mut out = vec![train("chan_partials", chunks * c, args)];
+        let (last, n) = if chunks > self.chan_group {
+            // Many chunks: sum them in groups first, so the final sum per channel is short.
+            let part2 = arena + self.partials2_at as u64;
+            let groups = chunks.div_ceil(self.chan_group);
+            out.push(train("chan_regroup", groups * c, vec![Arg::Ptr(part), Arg::I64(chunks as i64), Arg::I32(c as i32), Arg::I32(self.chan_group as i32), Arg::Ptr(part2)]));
+            (part2, groups)
+        } else {
+            (part, chunks)
+        };
+        out.push(train("chan_finish", c, vec![Arg::Ptr(last), Arg::I64(n as i64), Arg::I32(c as i32), Arg::F64(scale), Arg::Ptr(to)]));
+        out
     }
 
     /// `Σ dy` over rows per channel into a parameter gradient (a bias).
     fn bias_grad(&self, arena: u64, dy: u64, rows: usize, c: usize, to: u64) -> Vec<TrainLaunch> {
         let s64 = arena + self.mean64_at as u64;
-        let mut l = self.chan_sums(arena, [dy, 0, 0, 0, 0], rows, c, 0, 1.0, s64).to_vec();
+        let mut l = self.chan_sums(arena, [dy, 0, 0, 0, 0], rows, c, 0, 1.0, s64);
         l.push(train("to_f32_grad", c, vec![Arg::Ptr(s64), Arg::Ptr(to), Arg::I32(c as i32)]));
         l
     }
@@ -577,7 +603,11 @@ impl TrainLayout {
                     let pd = c.pads;
                     if c.is_depthwise() {
                         let geo = i32s(&[src.h, src.w, src.c, s.h, s.w, c.kernel, c.stride, pd.top, pd.left]);
-                        out.push(train("depthwise_backward_dw", src.c * c.kernel * c.kernel, [vec![Arg::Ptr(v(x)), Arg::Ptr(dy), Arg::Ptr(pg(c.weight)), Arg::I64(batch as i64)], geo.clone()].concat()));
+                        let taps_c = src.c * c.kernel * c.kernel;
+                        let chunks = (batch * s.h * s.w).div_ceil(DW_CHUNK_ROWS);
+                        let part = a(self.partials_at);
+                        out.push(train("depthwise_backward_dw", chunks * taps_c, [vec![Arg::Ptr(v(x)), Arg::Ptr(dy), Arg::Ptr(part), Arg::I64(batch as i64)], geo.clone(), vec![Arg::I32(DW_CHUNK_ROWS as i32)]].concat()));
+                        out.push(train("depthwise_dw_finish", taps_c, vec![Arg::Ptr(part), Arg::I64(chunks as i64), Arg::I32(taps_c as i32), Arg::Ptr(pg(c.weight))]));
                         contrib(x, &mut out, &|dst| vec![train("depthwise_backward_dx", xtotal, [vec![Arg::Ptr(dy), Arg::Ptr(weight_of(c.weight)), Arg::Ptr(dst), Arg::I64(xtotal as i64)], geo.clone()].concat())]);
                         continue;
                     }

@@ -42,6 +42,21 @@ extern "C" __global__ void chan_partials(const T* a, const T* b, const double* m
     }
 }
 
+// part2[q·c + ch] = Σ of part[k·c + ch] over the q-th group of `group` chunks, in chunk order: a
+// first level of the final sum, so chan_finish adds a few partials per channel instead of every
+// chunk's (a thread per channel adding thousands of them one after another was the slow part).
+extern "C" __global__ void chan_regroup(const double* part, long long chunks, int c, int group, double* part2) {
+    long long groups = (chunks + group - 1) / group;
+    GRID_STRIDE(i, groups * c) {
+        int ch = (int)(i % c);
+        long long q = i / c;
+        long long k1 = (q + 1) * group < chunks ? (q + 1) * group : chunks;
+        double s = 0.0;
+        for (long long k = q * group; k < k1; ++k) s += part[k * c + ch];
+        part2[i] = s;
+    }
+}
+
 // out[ch] = scale · Σ_k part[k·c + ch], partials added in chunk order.
 extern "C" __global__ void chan_finish(const double* part, long long chunks, int c, double scale, double* out) {
     GRID_STRIDE(ch, c) {
@@ -78,7 +93,7 @@ extern "C" __global__ void bn_eval_invstd(const float* running_var, float* invst
 extern "C" __global__ void bn_apply(const T* x, T* y, const float* mean, const float* invstd,
                                     const float* gamma, const float* beta, long long total, int c) {
     GRID_STRIDE(i, total) {
-        int ch = (int)(i % c);
+        int ch = mod_of(i, c);
         float s = invstd[ch] * gamma[ch];
         y[i] = st(ld(x[i]) * s + (beta[ch] - mean[ch] * s));
     }
@@ -90,7 +105,7 @@ extern "C" __global__ void bn_backward_dx(const T* x, const T* dy, const float* 
                                           const float* gamma, const double* sdy, const double* sdyx, T* dx,
                                           long long total, int c, long long rows) {
     GRID_STRIDE(i, total) {
-        int ch = (int)(i % c);
+        int ch = mod_of(i, c);
         float n = (float)rows;
         float xhat = (ld(x[i]) - mean[ch]) * invstd[ch];
         float k = gamma[ch] * invstd[ch] / n;
@@ -132,12 +147,12 @@ extern "C" __global__ void depthwise_backward_dx(const T* dy, const T* w, T* dx,
                                                  int wd, int c, int oh, int ow, int k, int stride, int pad_t,
                                                  int pad_l) {
     GRID_STRIDE(i, total) {
-        int ch = (int)(i % c);
-        long long r = i / c;
-        int ix = (int)(r % wd);
-        r /= wd;
-        int iy = (int)(r % h);
-        long long n = r / h;
+        int ch = mod_of(i, c);
+        long long r = div_of(i, c);
+        int ix = mod_of(r, wd);
+        r = div_of(r, wd);
+        int iy = mod_of(r, h);
+        long long n = div_of(r, h);
         float s = 0.0f;
         for (int ky = 0; ky < k; ++ky) {
             int ty = iy + pad_t - ky;
@@ -156,27 +171,48 @@ extern "C" __global__ void depthwise_backward_dx(const T* dy, const T* w, T* dx,
     }
 }
 
-// dw[tap, ch] = Σ over samples and output positions of dy · x at that tap, in f64; one thread per
-// (tap, ch). total = k·k·c.
-extern "C" __global__ void depthwise_backward_dw(const T* x, const T* dy, float* dw, long long batch, int h,
+// dw[tap, ch] = Σ over samples and output positions of dy · x at that tap, in f64, in two
+// launches like the BN sums: partials over `chunk` output rows each (one thread per (chunk, tap,
+// ch), neighbouring threads on neighbouring channels, so loads coalesce), then
+// depthwise_dw_finish adds them in chunk order. total = chunks·k·k·c.
+extern "C" __global__ void depthwise_backward_dw(const T* x, const T* dy, double* part, long long batch, int h,
                                                  int wd, int c, int oh, int ow, int k, int stride, int pad_t,
-                                                 int pad_l) {
-    GRID_STRIDE(i, (long long)k * k * c) {
+                                                 int pad_l, int chunk) {
+    long long rows = batch * oh * ow;
+    long long chunks = (rows + chunk - 1) / chunk;
+    long long taps_c = (long long)k * k * c;
+    GRID_STRIDE(i, chunks * taps_c) {
         int ch = (int)(i % c);
-        int t = (int)(i / c);
+        int t = (int)((i / c) % (k * k));
+        long long q = i / taps_c;
         int ky = t / k, kx = t % k;
+        long long r1 = (q + 1) * chunk < rows ? (q + 1) * chunk : rows;
         double s = 0.0;
-        for (long long n = 0; n < batch; ++n)
-            for (int oy = 0; oy < oh; ++oy) {
-                int iy = oy * stride + ky - pad_t;
-                if (iy < 0 || iy >= h) continue;
-                for (int ox = 0; ox < ow; ++ox) {
-                    int ix = ox * stride + kx - pad_l;
-                    if (ix < 0 || ix >= wd) continue;
-                    s += (double)ld(dy[((n * oh + oy) * ow + ox) * c + ch]) * ld(x[((n * h + iy) * wd + ix) * c + ch]);
+        // The row's (n, oy, ox), divided out once and then stepped along.
+        long long r0 = q * chunk;
+        int ox = mod_of(r0, ow), oy = mod_of(div_of(r0, ow), oh);
+        long long n = div_of(r0, (long long)ow * oh);
+        for (long long r = r0; r < r1; ++r) {
+            int iy = oy * stride + ky - pad_t, ix = ox * stride + kx - pad_l;
+            if (iy >= 0 && iy < h && ix >= 0 && ix < wd) s += (double)ld(dy[r * c + ch]) * ld(x[((n * h + iy) * wd + ix) * c + ch]);
+            if (++ox == ow) {
+                ox = 0;
+                if (++oy == oh) {
+                    oy = 0;
+                    ++n;
                 }
             }
-        dw[i] = (float)s;
+        }
+        part[i] = s;
+    }
+}
+
+// dw[j] = Σ_q part[q·n + j] over the chunks, in chunk order; n = k·k·c.
+extern "C" __global__ void depthwise_dw_finish(const double* part, long long chunks, int n, float* dw) {
+    GRID_STRIDE(j, n) {
+        double s = 0.0;
+        for (long long q = 0; q < chunks; ++q) s += part[q * n + j];
+        dw[j] = (float)s;
     }
 }
 
@@ -185,16 +221,16 @@ extern "C" __global__ void depthwise_backward_dw(const T* x, const T* dy, float*
 // Global average pool backward: dx[n, p, ch] = dy[n, ch] / hw.
 extern "C" __global__ void pool_backward(const T* dy, T* dx, long long total, int hw, int c) {
     GRID_STRIDE(i, total) {
-        long long n = i / ((long long)hw * c);
-        dx[i] = st(ld(dy[n * c + i % c]) / (float)hw);
+        long long n = div_of(i, (long long)hw * c);
+        dx[i] = st(ld(dy[n * c + mod_of(i, c)]) / (float)hw);
     }
 }
 
 // y = x · gate[n, ch] backward, part one: dx = dy · gate.
 extern "C" __global__ void gate_mul_backward_dx(const T* gate, const T* dy, T* dx, long long total, int hw, int c) {
     GRID_STRIDE(i, total) {
-        long long n = i / ((long long)hw * c);
-        dx[i] = st(ld(dy[i]) * ld(gate[n * c + i % c]));
+        long long n = div_of(i, (long long)hw * c);
+        dx[i] = st(ld(dy[i]) * ld(gate[n * c + mod_of(i, c)]));
     }
 }
 
@@ -216,7 +252,7 @@ extern "C" __global__ void gate_mul_backward_dgate(const T* x, const T* dy, T* d
 
 // y = x · mask[i / per]: dropout (per = 1) or drop-path (per = one sample); also its backward.
 extern "C" __global__ void apply_mask(const T* x, const float* mask, T* y, long long total, long long per) {
-    GRID_STRIDE(i, total) { y[i] = st(ld(x[i]) * mask[i / per]); }
+    GRID_STRIDE(i, total) { y[i] = st(ld(x[i]) * mask[div_of(i, per)]); }
 }
 
 // dst = src (a gradient passed on unchanged, e.g. to the first input of a residual add).
@@ -229,12 +265,12 @@ extern "C" __global__ void copy(const T* src, T* dst, long long total) {
 extern "C" __global__ void crop(const T* src, T* dst, long long total, int h, int w, int c, int ph, int pw,
                                 int top, int left) {
     GRID_STRIDE(i, total) {
-        int ch = (int)(i % c);
-        long long r = i / c;
-        int x = (int)(r % w);
-        r /= w;
-        int y = (int)(r % h);
-        long long n = r / h;
+        int ch = mod_of(i, c);
+        long long r = div_of(i, c);
+        int x = mod_of(r, w);
+        r = div_of(r, w);
+        int y = mod_of(r, h);
+        long long n = div_of(r, h);
         dst[i] = src[((n * ph + y + top) * pw + x + left) * c + ch];
     }
 }
