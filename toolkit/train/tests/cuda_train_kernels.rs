@@ -121,7 +121,7 @@ fn chan_sum(h: &Host, a: &[f32], b: &[f32], mean64: &[f64], mean: &[f32], invstd
 #[test]
 fn batch_norm_training_forward_and_backward_equal_the_cpu_engine() {
     let h = Host::new();
-    // 600 rows = two full chunks and a partial one; channels with an offset so the mean matters.
+    // 600 rows = nine full chunks and a partial one; channels with an offset so the mean matters.
     let (rows, c) = (600usize, 5usize);
     let x: Vec<f32> = randn(rows * c, 1, 2.0).iter().enumerate().map(|(i, v)| v + (i % c) as f32).collect();
     let dy = randn(rows * c, 2, 1.0);

@@ -47,9 +47,11 @@ pub const TRAIN_KERNEL_NAMES: [&str; 23] = [
     "ema_update",
 ];
 
-/// Rows per f64 partial sum of the per-channel reductions: the CPU engine's chunk, so both sum
-/// in the same order.
-pub const CHAN_CHUNK_ROWS: usize = crate::cpu::bn::CHUNK_ROWS;
+/// Rows per f64 partial sum of the per-channel reductions (`chan_partials`): short chains and
+/// many threads (a thread adds its chunk's rows one after another); the partials are then
+/// regrouped ([`CHAN_GROUP`]) and summed in order. Not the CPU engine's chunk: the two sum f64s
+/// in different orders, which moves the f32 results by an ulp at most.
+pub const CHAN_CHUNK_ROWS: usize = 64;
 /// Chunk partials per first-level sum (`chan_regroup`) where a reduction has more chunks.
 pub const CHAN_GROUP: usize = 64;
 /// Output rows per f64 partial sum of a depthwise filter gradient (`depthwise_backward_dw`).

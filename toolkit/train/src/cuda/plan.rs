@@ -151,11 +151,18 @@ impl TrainLayout {
             at += align(bytes);
             a
         };
-        let (mut pad_len, mut max_c, mut max_rows, mut dw_partials) = (0usize, 1usize, 1usize, 0usize);
+        let (mut pad_len, mut max_c, mut dw_partials) = (0usize, 1usize, 0usize);
+        // Chunk partials of the largest per-channel sum (a BN's or a bias gradient's: over a
+        // node's rows and channels), and of their first-level regrouping.
+        let (mut sum_partials, mut sum_partials2) = (1usize, 1usize);
         for n in &graph.nodes {
             let src = n.inputs.first().map(|&j| graph.nodes[j].shape).unwrap_or(n.shape);
             max_c = max_c.max(n.shape.c);
-            max_rows = max_rows.max(batch * src.h * src.w);
+            for sh in [src, n.shape] {
+                let chunks = (batch * sh.h * sh.w).div_ceil(CHAN_CHUNK_ROWS);
+                sum_partials = sum_partials.max(chunks * sh.c);
+                sum_partials2 = sum_partials2.max(chunks.div_ceil(chan_group) * sh.c);
+            }
             if let Op::Conv(c) = &n.op {
                 if c.is_depthwise() {
                     dw_partials = dw_partials.max((batch * n.shape.h * n.shape.w).div_ceil(DW_CHUNK_ROWS) * c.kernel * c.kernel * src.c);
@@ -171,8 +178,8 @@ impl TrainLayout {
         let wgrad16_at = take(if dtype == DType::F32 { 0 } else { 2 * max_weight });
         let dlogits16_at = take(if dtype == DType::F32 { 0 } else { 2 * batch * graph.nodes[graph.output].shape.numel() });
         // f64 partial sums: a BN's per-channel sums, or a depthwise filter gradient's (one at a time).
-        let partials_at = take(8 * (max_rows.div_ceil(CHAN_CHUNK_ROWS) * max_c).max(dw_partials));
-        let partials2_at = take(8 * max_rows.div_ceil(CHAN_CHUNK_ROWS).div_ceil(chan_group) * max_c);
+        let partials_at = take(8 * sum_partials.max(dw_partials));
+        let partials2_at = take(8 * sum_partials2);
         let mean64_at = take(8 * max_c);
         let var64_at = take(8 * max_c);
         let zeros_at = take(4 * max_c);
