@@ -39,15 +39,6 @@ __device__ __forceinline__ Nhwc nhwc_at(long long i, int h, int w, int c) {
     return p;
 }
 
-// Vector path: where the channel count (or, for kernels without channels, the element count) is
-// a multiple of VEC, a thread handles VEC neighbouring elements with one wide load or store per
-// operand, and the launch has total / VEC threads (effv2_runtime::plan::launch::vec_threads picks
-// the same way). Tensors start 128-byte aligned (the arenas' alignment), so the loads are too.
-#define VEC 8
-struct __align__(16) Vec { T v[VEC]; };
-__device__ __forceinline__ Vec vload(const T* p) { EFFV2_CHECK_ALIGNED(p); return *(const Vec*)p; }
-__device__ __forceinline__ void vstore(T* p, const Vec& v) { EFFV2_CHECK_ALIGNED(p); *(Vec*)p = v; }
-
 // float NCHW input -> T NHWC.
 extern "C" __global__ void nchw_to_nhwc(const float* x, T* y, long long total, int c, int hw) {
     GRID_STRIDE(i, total) {

@@ -29,12 +29,21 @@ __device__ __forceinline__ float ld(T v) { return v; }
 __device__ __forceinline__ T st(float f) { return f; }
 #endif
 
-// Wide (16-byte) loads and stores must be 16-byte aligned on the GPU; the host replay checks it.
+// Vector path: where the channel count (or, for kernels without channels, the element count) is
+// a multiple of VEC, a thread handles VEC neighbouring elements with one wide load or store per
+// operand, and the launch has total / VEC threads (the plans pick the same way:
+// effv2_runtime::plan::launch::kernel_threads and the training plan's train_threads). Tensors
+// start at least 128-byte aligned (the arenas' alignment), so the wide accesses are aligned; the
+// GPU faults on a misaligned one, and the host replay checks every one.
 #if defined(EFFV2_HOST)
 #define EFFV2_CHECK_ALIGNED(p) effv2_host_check_aligned((const void*)(p))
 #else
 #define EFFV2_CHECK_ALIGNED(p)
 #endif
+#define VEC 8
+struct __align__(16) Vec { T v[VEC]; };
+__device__ __forceinline__ Vec vload(const T* p) { EFFV2_CHECK_ALIGNED(p); return *(const Vec*)p; }
+__device__ __forceinline__ void vstore(T* p, const Vec& v) { EFFV2_CHECK_ALIGNED(p); *(Vec*)p = v; }
 
 // i / d and i % d for element indices, in 32-bit arithmetic while i fits: 64-bit division is a
 // long software sequence, and index maths dominated the element-wise kernels.

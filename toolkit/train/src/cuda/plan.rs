@@ -9,7 +9,7 @@
 use effv2_edge::graph::{Graph, Op, Role, Shape};
 use effv2_edge::weights::Weights;
 use effv2_runtime::plan::arena::plan_intervals;
-use effv2_runtime::plan::launch::{kernel_threads, Arg, BlasGemm, ConvShape, DType};
+use effv2_runtime::plan::launch::{kernel_threads, Arg, BlasGemm, ConvShape, DType, VEC};
 use effv2_runtime::plan::layout::{depthwise_to_hwc, oihw_to_ohwi};
 
 use super::{CHAN_CHUNK_ROWS, CHAN_GROUP, DW_CHUNK_ROWS};
@@ -374,9 +374,9 @@ impl TrainLayout {
                 Op::BatchNorm(b) if !train_mode => {
                     let (_, invstd) = self.bn_saved_at[i].map(|(m, s)| (a(m), a(s))).expect("a BN node has saved slots");
                     out.push(train("bn_eval_invstd", s.c, vec![Arg::Ptr(p(b.var)), Arg::Ptr(invstd), Arg::I32(s.c as i32), Arg::F32(b.eps)]));
-                    out.push(train("bn_apply", total, vec![Arg::Ptr(x), Arg::Ptr(y), Arg::Ptr(p(b.mean)), Arg::Ptr(invstd), Arg::Ptr(p(b.weight)), Arg::Ptr(p(b.bias)), tot, Arg::I32(s.c as i32)]));
+                    out.push(train("bn_apply", train_threads("bn_apply", total, s.c), vec![Arg::Ptr(x), Arg::Ptr(y), Arg::Ptr(p(b.mean)), Arg::Ptr(invstd), Arg::Ptr(p(b.weight)), Arg::Ptr(p(b.bias)), tot, Arg::I32(s.c as i32)]));
                 }
-                Op::DropPath { .. } | Op::Dropout { .. } if !train_mode => out.push(train("copy", total, vec![Arg::Ptr(x), Arg::Ptr(y), tot])),
+                Op::DropPath { .. } | Op::Dropout { .. } if !train_mode => out.push(train("copy", train_threads("copy", total, 1), vec![Arg::Ptr(x), Arg::Ptr(y), tot])),
                 Op::BatchNorm(b) => {
                     let rows = batch * s.h * s.w;
                     // Each replica's share of the global mean and variance, summed over the group.
@@ -390,7 +390,7 @@ impl TrainLayout {
                     out.extend(self.sync_sums(v64, s.c));
                     let fin = vec![Arg::Ptr(m64), Arg::Ptr(v64), Arg::Ptr(mean), Arg::Ptr(invstd), Arg::Ptr(p(b.mean)), Arg::Ptr(p(b.var)), Arg::I32(s.c as i32), Arg::I64(global_rows as i64), Arg::F32(b.eps), Arg::F32(RUNNING_MOMENTUM)];
                     out.push(train("bn_finalize", s.c, fin));
-                    out.push(train("bn_apply", total, vec![Arg::Ptr(x), Arg::Ptr(y), Arg::Ptr(mean), Arg::Ptr(invstd), Arg::Ptr(p(b.weight)), Arg::Ptr(p(b.bias)), tot, Arg::I32(s.c as i32)]));
+                    out.push(train("bn_apply", train_threads("bn_apply", total, s.c), vec![Arg::Ptr(x), Arg::Ptr(y), Arg::Ptr(mean), Arg::Ptr(invstd), Arg::Ptr(p(b.weight)), Arg::Ptr(p(b.bias)), tot, Arg::I32(s.c as i32)]));
                 }
                 Op::Act(k) => out.push(infer("act_only", kernel_threads("act_only", total, s.c), vec![Arg::Ptr(x), Arg::Ptr(y), tot, Arg::I32(act_code(*k))])),
                 Op::GlobalAvgPool => out.push(infer("pool", total, [vec![Arg::Ptr(x), Arg::Ptr(y), tot], i32s(&[src.h * src.w, src.c])].concat())),
@@ -551,7 +551,7 @@ impl TrainLayout {
                 } else {
                     let t = batch * graph.nodes[j].shape.numel();
                     out.extend(f(tmp));
-                    out.push(train("accumulate", t, vec![Arg::Ptr(g(j)), Arg::Ptr(tmp), Arg::I64(t as i64)]));
+                    out.push(train("accumulate", train_threads("accumulate", t, 1), vec![Arg::Ptr(g(j)), Arg::Ptr(tmp), Arg::I64(t as i64)]));
                 }
             };
             match &node.op {
@@ -571,7 +571,7 @@ impl TrainLayout {
                 }
                 Op::Add => {
                     for &j in &node.inputs {
-                        contrib(j, &mut out, &|dst| vec![train("copy", total, vec![Arg::Ptr(dy), Arg::Ptr(dst), Arg::I64(total as i64)])]);
+                        contrib(j, &mut out, &|dst| vec![train("copy", train_threads("copy", total, 1), vec![Arg::Ptr(dy), Arg::Ptr(dst), Arg::I64(total as i64)])]);
                     }
                 }
                 Op::Mul => {
@@ -585,7 +585,7 @@ impl TrainLayout {
                 }
                 Op::Act(k) => {
                     let code = act_code(*k);
-                    contrib(x, &mut out, &|dst| vec![train("act_backward", total, vec![Arg::Ptr(v(x)), Arg::Ptr(v(i)), Arg::Ptr(dy), Arg::Ptr(dst), Arg::I64(total as i64), Arg::I32(code)])]);
+                    contrib(x, &mut out, &|dst| vec![train("act_backward", train_threads("act_backward", total, 1), vec![Arg::Ptr(v(x)), Arg::Ptr(v(i)), Arg::Ptr(dy), Arg::Ptr(dst), Arg::I64(total as i64), Arg::I32(code)])]);
                 }
                 Op::BatchNorm(b) => {
                     let rows = batch * s.h * s.w;
@@ -601,7 +601,7 @@ impl TrainLayout {
                     out.extend(self.sync_sums(sdyx, s.c));
                     let global_rows = self.shard.global_batch(batch) * s.h * s.w;
                     let args = vec![Arg::Ptr(v(x)), Arg::Ptr(dy), Arg::Ptr(mean), Arg::Ptr(invstd), Arg::Ptr(p(b.weight)), Arg::Ptr(sdy), Arg::Ptr(sdyx)];
-                    contrib(x, &mut out, &|dst| vec![train("bn_backward_dx", total, [args.clone(), vec![Arg::Ptr(dst), Arg::I64(total as i64), Arg::I32(s.c as i32), Arg::I64(global_rows as i64)]].concat())]);
+                    contrib(x, &mut out, &|dst| vec![train("bn_backward_dx", train_threads("bn_backward_dx", total, s.c), [args.clone(), vec![Arg::Ptr(dst), Arg::I64(total as i64), Arg::I32(s.c as i32), Arg::I64(global_rows as i64)]].concat())]);
                 }
                 Op::Conv(c) => {
                     if let Some(bias) = c.bias {
@@ -664,6 +664,21 @@ fn conv_of(graph: &Graph, id: usize) -> Option<effv2_edge::graph::Conv> {
 
 fn infer(name: &'static str, total: usize, args: Vec<Arg>) -> TrainLaunch {
     TrainLaunch::Kernel { kernel: Kernel::Infer(name), total, args }
+}
+
+/// Threads a launch of training kernel `name` over `total` elements of `c` channels takes: a
+/// VEC-th of them where train_kernels.cu takes its wide path (the same test as there), else `total`.
+fn train_threads(name: &str, total: usize, c: usize) -> usize {
+    let wide = match name {
+        "bn_apply" | "bn_backward_dx" => c.is_multiple_of(VEC),
+        "act_backward" | "copy" | "accumulate" => total.is_multiple_of(VEC),
+        _ => false,
+    };
+    if wide {
+        total / VEC
+    } else {
+        total
+    }
 }
 
 fn train(name: &'static str, total: usize, args: Vec<Arg>) -> TrainLaunch {

@@ -92,6 +92,18 @@ extern "C" __global__ void bn_eval_invstd(const float* running_var, float* invst
 // mean and invstd.
 extern "C" __global__ void bn_apply(const T* x, T* y, const float* mean, const float* invstd,
                                     const float* gamma, const float* beta, long long total, int c) {
+    if (c % VEC == 0) {
+        GRID_STRIDE(g, total / VEC) {
+            int ch = mod_of(g, c / VEC) * VEC;
+            Vec v = vload(x + g * VEC);
+            for (int j = 0; j < VEC; ++j) {
+                float s = invstd[ch + j] * gamma[ch + j];
+                v.v[j] = st(ld(v.v[j]) * s + (beta[ch + j] - mean[ch + j] * s));
+            }
+            vstore(y + g * VEC, v);
+        }
+        return;
+    }
     GRID_STRIDE(i, total) {
         int ch = mod_of(i, c);
         float s = invstd[ch] * gamma[ch];
@@ -104,6 +116,21 @@ extern "C" __global__ void bn_apply(const T* x, T* y, const float* mean, const f
 extern "C" __global__ void bn_backward_dx(const T* x, const T* dy, const float* mean, const float* invstd,
                                           const float* gamma, const double* sdy, const double* sdyx, T* dx,
                                           long long total, int c, long long rows) {
+    if (c % VEC == 0) {
+        float n = (float)rows;
+        GRID_STRIDE(g, total / VEC) {
+            int ch = mod_of(g, c / VEC) * VEC;
+            Vec xv = vload(x + g * VEC), dv = vload(dy + g * VEC), out;
+            for (int j = 0; j < VEC; ++j) {
+                int cj = ch + j;
+                float xhat = (ld(xv.v[j]) - mean[cj]) * invstd[cj];
+                float k = gamma[cj] * invstd[cj] / n;
+                out.v[j] = st(k * (n * ld(dv.v[j]) - (float)sdy[cj] - xhat * (float)sdyx[cj]));
+            }
+            vstore(dx + g * VEC, out);
+        }
+        return;
+    }
     GRID_STRIDE(i, total) {
         int ch = mod_of(i, c);
         float n = (float)rows;
@@ -122,19 +149,28 @@ extern "C" __global__ void to_f32_grad(const double* s, float* g, int c) {
 
 // Codes of effv2_edge::graph::ActKind as the engine numbers them: 1 SiLU, 2 ReLU6, 3 sigmoid.
 // dx from the op's input x and output y.
+__device__ __forceinline__ float act_grad(float d, float xi, float yi, int kind) {
+    if (kind == 1) {
+        float s = sigm(xi);
+        return d * s * (1.0f + xi * (1.0f - s));
+    }
+    if (kind == 2) return (xi > 0.0f && xi < 6.0f) ? d : 0.0f;
+    return d * yi * (1.0f - yi);
+}
+
 extern "C" __global__ void act_backward(const T* x, const T* y, const T* dy, T* dx, long long total, int kind) {
-    GRID_STRIDE(i, total) {
-        float d = ld(dy[i]), xi = ld(x[i]), r;
-        if (kind == 1) {
-            float s = sigm(xi);
-            r = d * s * (1.0f + xi * (1.0f - s));
-        } else if (kind == 2) {
-            r = (xi > 0.0f && xi < 6.0f) ? d : 0.0f;
-        } else {
-            float yi = ld(y[i]);
-            r = d * yi * (1.0f - yi);
+    if (total % VEC == 0) {
+        GRID_STRIDE(g, total / VEC) {
+            Vec xv = vload(x + g * VEC), dv = vload(dy + g * VEC), yv = xv;
+            if (kind != 1 && kind != 2) yv = vload(y + g * VEC);  // only the sigmoid's gradient reads its output
+            for (int j = 0; j < VEC; ++j) dv.v[j] = st(act_grad(ld(dv.v[j]), ld(xv.v[j]), ld(yv.v[j]), kind));
+            vstore(dx + g * VEC, dv);
         }
-        dx[i] = st(r);
+        return;
+    }
+    GRID_STRIDE(i, total) {
+        float d = ld(dy[i]), xi = ld(x[i]);
+        dx[i] = st(act_grad(d, xi, (kind != 1 && kind != 2) ? ld(y[i]) : 0.0f, kind));
     }
 }
 
@@ -257,6 +293,10 @@ extern "C" __global__ void apply_mask(const T* x, const float* mask, T* y, long 
 
 // dst = src (a gradient passed on unchanged, e.g. to the first input of a residual add).
 extern "C" __global__ void copy(const T* src, T* dst, long long total) {
+    if (total % VEC == 0) {
+        GRID_STRIDE(g, total / VEC) { vstore(dst + g * VEC, vload(src + g * VEC)); }
+        return;
+    }
     GRID_STRIDE(i, total) { dst[i] = src[i]; }
 }
 
@@ -277,6 +317,14 @@ extern "C" __global__ void crop(const T* src, T* dst, long long total, int h, in
 
 // acc += g: a value read by two ops (a residual input) gets both gradients.
 extern "C" __global__ void accumulate(T* acc, const T* g, long long total) {
+    if (total % VEC == 0) {
+        GRID_STRIDE(q, total / VEC) {
+            Vec a = vload(acc + q * VEC), b = vload(g + q * VEC);
+            for (int j = 0; j < VEC; ++j) a.v[j] = st(ld(a.v[j]) + ld(b.v[j]));
+            vstore(acc + q * VEC, a);
+        }
+        return;
+    }
     GRID_STRIDE(i, total) { acc[i] = st(ld(acc[i]) + ld(g[i])); }
 }
 
