@@ -270,10 +270,8 @@ fn activation_se_and_mask_backwards_equal_the_cpu_ops() {
     let gp = got.as_mut_ptr();
     h.launch(|| unsafe { am(x.as_ptr(), mask.as_ptr(), gp, total as i64, (hw * c) as i64) });
     close(&got, &want, 0.0, "drop-path mask");
-    let acc: Symbol<unsafe extern "C" fn(*mut f32, *const f32, i64)> = h.sym("accumulate");
-    let want: Vec<f32> = got.iter().zip(&dy).map(|(a, b)| a + b).collect();
-    h.launch(|| unsafe { acc(gp, dy.as_ptr(), total as i64) });
-    close(&got, &want, 0.0, "accumulate");
+    // (Gradient sums run the inference `add` in place: covered by the launch-list replay in
+    // cuda_train_plan.rs, whose residual inputs get two gradients.)
 }
 
 #[test]

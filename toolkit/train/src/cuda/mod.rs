@@ -21,7 +21,7 @@ pub fn train_kernels_source() -> String {
     format!("{}{TRAIN_KERNELS}", effv2_runtime::plan::launch::PRECISION_CU)
 }
 
-pub const TRAIN_KERNEL_NAMES: [&str; 23] = [
+pub const TRAIN_KERNEL_NAMES: [&str; 22] = [
     "chan_partials",
     "chan_regroup",
     "chan_finish",
@@ -40,7 +40,6 @@ pub const TRAIN_KERNEL_NAMES: [&str; 23] = [
     "apply_mask",
     "copy",
     "crop",
-    "accumulate",
     "softmax_xent",
     "rmsprop_step",
     "sgd_step",

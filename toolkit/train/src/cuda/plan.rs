@@ -551,7 +551,8 @@ impl TrainLayout {
                 } else {
                     let t = batch * graph.nodes[j].shape.numel();
                     out.extend(f(tmp));
-                    out.push(train("accumulate", train_threads("accumulate", t, 1), vec![Arg::Ptr(g(j)), Arg::Ptr(tmp), Arg::I64(t as i64)]));
+                    // acc += tmp: the inference `add`, in place (each element reads and writes its own index).
+                    out.push(infer("add", kernel_threads("add", t, 1), vec![Arg::Ptr(g(j)), Arg::Ptr(tmp), Arg::Ptr(g(j)), Arg::I64(t as i64)]));
                 }
             };
             match &node.op {
@@ -671,7 +672,7 @@ fn infer(name: &'static str, total: usize, args: Vec<Arg>) -> TrainLaunch {
 fn train_threads(name: &str, total: usize, c: usize) -> usize {
     let wide = match name {
         "bn_apply" | "bn_backward_dx" => c.is_multiple_of(VEC),
-        "act_backward" | "copy" | "accumulate" => total.is_multiple_of(VEC),
+        "act_backward" | "copy" => total.is_multiple_of(VEC),
         _ => false,
     };
     if wide {

@@ -315,18 +315,6 @@ extern "C" __global__ void crop(const T* src, T* dst, long long total, int h, in
     }
 }
 
-// acc += g: a value read by two ops (a residual input) gets both gradients.
-extern "C" __global__ void accumulate(T* acc, const T* g, long long total) {
-    if (total % VEC == 0) {
-        GRID_STRIDE(q, total / VEC) {
-            Vec a = vload(acc + q * VEC), b = vload(g + q * VEC);
-            for (int j = 0; j < VEC; ++j) a.v[j] = st(ld(a.v[j]) + ld(b.v[j]));
-            vstore(acc + q * VEC, a);
-        }
-        return;
-    }
-    GRID_STRIDE(i, total) { acc[i] = st(ld(acc[i]) + ld(g[i])); }
-}
 
 // ---- loss ----
 

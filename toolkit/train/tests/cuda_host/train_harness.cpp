@@ -46,5 +46,4 @@ void host_rmsprop_step(unsigned g, unsigned b, void** p) {
 }
 void host_sgd_step(unsigned g, unsigned b, void** p) { LOOP(sgd_step(MF(0), CF(1), MF(2), L(3), P(4, float), P(5, float), I(6), P(7, float))) }
 void host_ema_update(unsigned g, unsigned b, void** p) { LOOP(ema_update(MF(0), CF(1), L(2), P(3, float))) }
-void host_accumulate(unsigned g, unsigned b, void** p) { LOOP(accumulate(MT(0), CT(1), L(2))) }
 }
