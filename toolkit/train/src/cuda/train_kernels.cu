@@ -18,6 +18,15 @@ __device__ __forceinline__ float sigm(float x) { return 1.0f / (1.0f + expf(-x))
 
 // ---- per-channel sums over rows of an NHWC tensor viewed as [rows, c] ----
 
+// Σ of term(r) over r in [k·chunk, min((k+1)·chunk, n)), in order, in f64.
+template <typename F>
+__device__ __forceinline__ double chunk_sum(long long k, long long n, int chunk, F term) {
+    long long r1 = (k + 1) * chunk < n ? (k + 1) * chunk : n;
+    double s = 0.0;
+    for (long long r = k * chunk; r < r1; ++r) s += term(r);
+    return s;
+}
+
 // part[k * c + ch] = Σ over rows [k·chunk, (k+1)·chunk) of term(row, ch), for every (k, ch):
 //   mode 0: a                      (Σx, Σdy)
 //   mode 1: (a − mean64)²              (variance around the f64 batch mean)
@@ -28,17 +37,17 @@ extern "C" __global__ void chan_partials(const T* a, const T* b, const double* m
                                          int mode) {
     long long chunks = (rows + chunk - 1) / chunk;
     GRID_STRIDE(i, chunks * c) {
-        int ch = (int)(i % c);
-        long long k = i / c;
-        long long r1 = (k + 1) * chunk < rows ? (k + 1) * chunk : rows;
-        double s = 0.0;
-        for (long long r = k * chunk; r < r1; ++r) {
+        int ch = mod_of(i, c);
+        part[i] = chunk_sum(div_of(i, c), rows, chunk, [&](long long r) {
             double v = ld(a[r * c + ch]);
-            if (mode == 1) { v -= mean64[ch]; v *= v; }
-            else if (mode == 2) v *= (double)((ld(b[r * c + ch]) - mean[ch]) * invstd[ch]);
-            s += v;
-        }
-        part[i] = s;
+            if (mode == 1) {
+                v -= mean64[ch];
+                v *= v;
+            } else if (mode == 2) {
+                v *= (double)((ld(b[r * c + ch]) - mean[ch]) * invstd[ch]);
+            }
+            return v;
+        });
     }
 }
 
@@ -48,12 +57,8 @@ extern "C" __global__ void chan_partials(const T* a, const T* b, const double* m
 extern "C" __global__ void chan_regroup(const double* part, long long chunks, int c, int group, double* part2) {
     long long groups = (chunks + group - 1) / group;
     GRID_STRIDE(i, groups * c) {
-        int ch = (int)(i % c);
-        long long q = i / c;
-        long long k1 = (q + 1) * group < chunks ? (q + 1) * group : chunks;
-        double s = 0.0;
-        for (long long k = q * group; k < k1; ++k) s += part[k * c + ch];
-        part2[i] = s;
+        int ch = mod_of(i, c);
+        part2[i] = chunk_sum(div_of(i, c), chunks, group, [&](long long k) { return part[k * c + ch]; });
     }
 }
 
