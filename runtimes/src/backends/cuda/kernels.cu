@@ -15,30 +15,6 @@ __device__ __forceinline__ float act(float x, int kind) {
     }
 }
 
-// Coordinates of element i of an NHWC tensor [N, h, w, c]. In 32-bit arithmetic while i fits:
-// 64-bit division is a long software sequence, and index maths dominated these kernels.
-struct Nhwc { long long n; int y, x, ch; };
-__device__ __forceinline__ Nhwc nhwc_at(long long i, int h, int w, int c) {
-    Nhwc p;
-    if (i < 4294967296LL) {
-        unsigned u = (unsigned)i;
-        p.ch = (int)(u % (unsigned)c);
-        u /= (unsigned)c;
-        p.x = (int)(u % (unsigned)w);
-        u /= (unsigned)w;
-        p.y = (int)(u % (unsigned)h);
-        p.n = u / (unsigned)h;
-        return p;
-    }
-    p.ch = (int)(i % c);
-    long long r = i / c;
-    p.x = (int)(r % w);
-    r /= w;
-    p.y = (int)(r % h);
-    p.n = r / h;
-    return p;
-}
-
 // float NCHW input -> T NHWC.
 extern "C" __global__ void nchw_to_nhwc(const float* x, T* y, long long total, int c, int hw) {
     GRID_STRIDE(i, total) {

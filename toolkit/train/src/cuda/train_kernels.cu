@@ -188,12 +188,9 @@ extern "C" __global__ void depthwise_backward_dx(const T* dy, const T* w, T* dx,
                                                  int wd, int c, int oh, int ow, int k, int stride, int pad_t,
                                                  int pad_l) {
     GRID_STRIDE(i, total) {
-        int ch = mod_of(i, c);
-        long long r = div_of(i, c);
-        int ix = mod_of(r, wd);
-        r = div_of(r, wd);
-        int iy = mod_of(r, h);
-        long long n = div_of(r, h);
+        Nhwc p = nhwc_at(i, h, wd, c);
+        int ch = p.ch, ix = p.x, iy = p.y;
+        long long n = p.n;
         float s = 0.0f;
         for (int ky = 0; ky < k; ++ky) {
             int ty = iy + pad_t - ky;
@@ -310,13 +307,8 @@ extern "C" __global__ void copy(const T* src, T* dst, long long total) {
 extern "C" __global__ void crop(const T* src, T* dst, long long total, int h, int w, int c, int ph, int pw,
                                 int top, int left) {
     GRID_STRIDE(i, total) {
-        int ch = mod_of(i, c);
-        long long r = div_of(i, c);
-        int x = mod_of(r, w);
-        r = div_of(r, w);
-        int y = mod_of(r, h);
-        long long n = div_of(r, h);
-        dst[i] = src[((n * ph + y + top) * pw + x + left) * c + ch];
+        Nhwc p = nhwc_at(i, h, w, c);
+        dst[i] = src[((p.n * ph + p.y + top) * pw + p.x + left) * c + p.ch];
     }
 }
 
