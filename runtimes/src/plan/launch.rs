@@ -15,18 +15,23 @@ pub const BLOCK: u32 = 256;
 /// Elements per thread on the kernels' vector path (`VEC` in kernels.cu).
 pub const VEC: usize = 8;
 
-/// Threads a launch of inference kernel `kernel` over `total` elements of `c` channels takes:
-/// `total / VEC` where kernels.cu takes its vector path (the same test as there), else `total`.
-pub fn kernel_threads(kernel: &str, total: usize, c: usize) -> usize {
-    let vector = match kernel {
-        "bias_act" | "depthwise" | "gate_mul" => c.is_multiple_of(VEC),
-        "add" | "act_only" => total.is_multiple_of(VEC),
-        _ => false,
-    };
-    if vector {
+/// Threads of a launch over `total` elements whose kernel takes the vector path when `unit` (its
+/// channel count, or `total` itself for kernels without channels) is a multiple of VEC — the
+/// test the kernels make (precision.cu) — else one thread per element.
+pub fn wide_threads(total: usize, unit: usize) -> usize {
+    if unit.is_multiple_of(VEC) {
         total / VEC
     } else {
         total
+    }
+}
+
+/// [`wide_threads`] for inference kernel `kernel` over `total` elements of `c` channels.
+pub fn kernel_threads(kernel: &str, total: usize, c: usize) -> usize {
+    match kernel {
+        "bias_act" | "depthwise" | "gate_mul" => wide_threads(total, c),
+        "add" | "act_only" => wide_threads(total, total),
+        _ => total,
     }
 }
 

@@ -163,6 +163,14 @@ impl Conv {
 /// One of cuDNN's candidate algorithms: (algo, status, ms, workspace bytes, determinism).
 type Candidate<A> = (A, sys::cudnnStatus_t, f32, usize, sys::cudnnDeterminism_t);
 
+/// The first `count` of a cuDNN perf-result array (forward, backward data and backward filter
+/// have one struct each, with the same fields) as [`Candidate`]s.
+macro_rules! candidates {
+    ($perf:expr, $count:expr) => {
+        $perf[..$count.max(0) as usize].iter().map(|p| (p.algo, p.status, p.time, p.memory, p.determinism)).collect::<Vec<Candidate<_>>>()
+    };
+}
+
 /// From candidates ranked best first (by time when timed), one whose workspace fits: the first
 /// deterministic one (a step then replays bit for bit) unless it is over 25% slower than the
 /// best, then the best.
@@ -199,7 +207,7 @@ impl ConvGrad {
                 let mut count = 0;
                 let mut perf = [std::mem::zeroed::<sys::cudnnConvolutionFwdAlgoPerf_t>(); N];
                 if sys::cudnnFindConvolutionForwardAlgorithm(h.0, conv.x, conv.w, conv.conv, conv.y, N as i32, &mut count, perf.as_mut_ptr()) == ok {
-                    let c: Vec<_> = perf[..count.max(0) as usize].iter().map(|p| (p.algo, p.status, p.time, p.memory, p.determinism)).collect();
+                    let c = candidates!(perf, count);
                     if let Some(a) = pick(&c, max_workspace, true) {
                         conv.algo = a;
                         conv.workspace = cr::get_convolution_forward_workspace_size(h.0, conv.x, conv.w, conv.conv, conv.y, a)?;
@@ -212,7 +220,7 @@ impl ConvGrad {
             if !timed {
                 cr::get_convolution_backward_data_algorithm(h.0, conv.w, conv.y, conv.conv, conv.x, N as i32, &mut count, perf.as_mut_ptr())?;
             }
-            let c: Vec<_> = perf[..count.max(0) as usize].iter().map(|p| (p.algo, p.status, p.time, p.memory, p.determinism)).collect();
+            let c = candidates!(perf, count);
             let data = pick(&c, max_workspace, timed).ok_or(unsupported)?;
             let data_ws = cr::get_convolution_backward_data_workspace_size(h.0, conv.w, conv.y, conv.conv, conv.x, data)?;
 
@@ -222,7 +230,7 @@ impl ConvGrad {
             if !timed {
                 cr::get_convolution_backward_filter_algorithm(h.0, conv.x, conv.y, conv.conv, conv.w, N as i32, &mut count, perf.as_mut_ptr())?;
             }
-            let c: Vec<_> = perf[..count.max(0) as usize].iter().map(|p| (p.algo, p.status, p.time, p.memory, p.determinism)).collect();
+            let c = candidates!(perf, count);
             let filter = pick(&c, max_workspace, timed).ok_or(unsupported)?;
             let filter_ws = cr::get_convolution_backward_filter_workspace_size(h.0, conv.x, conv.y, conv.conv, conv.w, filter)?;
             let workspace = conv.workspace.max(data_ws).max(filter_ws);

@@ -234,11 +234,9 @@ impl Engine {
                 self.enqueue(Some(&mut timer))?;
                 timer.finish().map_err(|e| fail("timing the launches", e))
             });
-            if let Ok(pass) = &timed {
-                profile.add(pass.clone());
-            }
+            let added = timed.map(|pass| profile.add(pass));
             self.profile = Some(profile);
-            return timed.map(|_| ());
+            return added;
         }
         match &self.graph {
             Some(g) => g.launch().map_err(|e| fail("replaying the CUDA graph", e)),

@@ -26,6 +26,11 @@ pub const CUDA_GRAPH_ENV: &str = "EFFV2_CUDA_GRAPH";
 /// Set to `0` to keep cuDNN's heuristic algorithm choice instead of timing the candidates at load.
 pub const CUDNN_TUNE_ENV: &str = "EFFV2_CUDNN_TUNE";
 
+/// A switch that is on unless its variable is `0` ([`CUDA_GRAPH_ENV`], [`CUDNN_TUNE_ENV`]).
+pub fn switch_on(var: &str) -> bool {
+    std::env::var(var).map_or(true, |v| v != "0")
+}
+
 fn err(why: impl Into<String>) -> RuntimeError {
     RuntimeError::Backend { backend: "cuda".into(), why: why.into() }
 }
@@ -108,8 +113,7 @@ impl CudaRuntime {
         let ctx = CudaContext::new(0).map_err(|e| unavailable(format!("no usable CUDA GPU ({e})")))?;
         let name = ctx.name().unwrap_or_else(|_| "unknown GPU".into());
         let (major, minor) = ctx.compute_capability().unwrap_or((0, 0));
-        let on = |var: &str| std::env::var(var).map_or(true, |v| v != "0");
-        let engine = Engine::new(ctx, &plan, &weights, n, dtype, on(CUDA_GRAPH_ENV), on(CUDNN_TUNE_ENV)).map_err(err)?;
+        let engine = Engine::new(ctx, &plan, &weights, n, dtype, switch_on(CUDA_GRAPH_ENV), switch_on(CUDNN_TUNE_ENV)).map_err(err)?;
         let mode = if engine.graph_captured() { "CUDA graph" } else { "eager launches" };
         let mib = engine.device_bytes as f64 / (1024.0 * 1024.0);
         let device = format!("cuda {name} (sm_{major}{minor}), {}, {mode}, {mib:.0} MiB device memory", manifest.precision);

@@ -29,30 +29,6 @@ __device__ __forceinline__ float ld(T v) { return v; }
 __device__ __forceinline__ T st(float f) { return f; }
 #endif
 
-// Coordinates of element i of an NHWC tensor [N, h, w, c]. In 32-bit arithmetic while i fits:
-// 64-bit division is a long software sequence, and index maths dominated these kernels.
-struct Nhwc { long long n; int y, x, ch; };
-__device__ __forceinline__ Nhwc nhwc_at(long long i, int h, int w, int c) {
-    Nhwc p;
-    if (i < 4294967296LL) {
-        unsigned u = (unsigned)i;
-        p.ch = (int)(u % (unsigned)c);
-        u /= (unsigned)c;
-        p.x = (int)(u % (unsigned)w);
-        u /= (unsigned)w;
-        p.y = (int)(u % (unsigned)h);
-        p.n = u / (unsigned)h;
-        return p;
-    }
-    p.ch = (int)(i % c);
-    long long r = i / c;
-    p.x = (int)(r % w);
-    r /= w;
-    p.y = (int)(r % h);
-    p.n = r / h;
-    return p;
-}
-
 // Vector path: where the channel count (or, for kernels without channels, the element count) is
 // a multiple of VEC, a thread handles VEC neighbouring elements with one wide load or store per
 // operand, and the launch has total / VEC threads (the plans pick the same way:
@@ -76,4 +52,17 @@ __device__ __forceinline__ long long div_of(long long i, long long d) {
 }
 __device__ __forceinline__ int mod_of(long long i, int d) {
     return i < 4294967296LL ? (int)((unsigned)i % (unsigned)d) : (int)(i % d);
+}
+
+// Coordinates of element i of an NHWC tensor [N, h, w, c] (32-bit divisions while they fit).
+struct Nhwc { long long n; int y, x, ch; };
+__device__ __forceinline__ Nhwc nhwc_at(long long i, int h, int w, int c) {
+    Nhwc p;
+    p.ch = mod_of(i, c);
+    long long r = div_of(i, c);
+    p.x = mod_of(r, w);
+    r = div_of(r, w);
+    p.y = mod_of(r, h);
+    p.n = div_of(r, h);
+    return p;
 }

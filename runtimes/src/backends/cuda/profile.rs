@@ -55,9 +55,14 @@ pub struct Profile {
 }
 
 impl Profile {
+    /// A new pass begins: launches [`Profile::extend`] adds from now on count towards it.
+    pub fn start_pass(&mut self) {
+        self.passes += 1;
+    }
+
     /// One more pass, made of these launches.
     pub fn add(&mut self, pass: Vec<(String, f64)>) {
-        self.passes += 1;
+        self.start_pass();
         self.extend(pass);
     }
 

@@ -18,7 +18,7 @@ use effv2_edge::weights::Weights;
 use effv2_runtime::cuda::blas::Blas;
 use effv2_runtime::cuda::cudnn::{ConvGrad, DType, Handle};
 use effv2_runtime::cuda::profile::{self, PassTimer, Profile};
-use effv2_runtime::cuda::{compile_kernels, compile_source, fail, launch_kernel, probe_libraries, ptr};
+use effv2_runtime::cuda::{compile_kernels, compile_source, fail, launch_kernel, probe_libraries, ptr, switch_on, CUDNN_TUNE_ENV};
 use effv2_runtime::plan::launch::{ConvShape, KERNEL_NAMES};
 
 use super::nccl::NcclGroup;
@@ -77,6 +77,8 @@ pub struct CudaTrainer {
     trained: bool,
     /// `EFFV2_CUDA_PROFILE`: per-launch times summed over the steps, printed on drop.
     profile: Option<Profile>,
+    /// Whether cuDNN times its algorithms per conv shape (on unless `EFFV2_CUDNN_TUNE=0`).
+    tune: bool,
     device: String,
 }
 
@@ -152,6 +154,7 @@ impl CudaTrainer {
             batch: None,
             trained: false,
             profile: profile::enabled().then(Profile::default),
+            tune: switch_on(CUDNN_TUNE_ENV),
             device: format!("{name} (sm_{major}{minor}), {}", if dtype == DType::F32 { "fp32" } else { "bf16 mixed precision" }),
         };
         trainer.refresh_weights16(false)?;
@@ -248,7 +251,7 @@ impl CudaTrainer {
                 _ => continue,
             };
             if !self.convs.contains_key(&shape) {
-                let c = ConvGrad::new(&self.cudnn, shape, self.dtype, MAX_WORKSPACE, tune_convs()).map_err(|e| dev(fail(&format!("cuDNN conv {shape:?}"), e)))?;
+                let c = ConvGrad::new(&self.cudnn, shape, self.dtype, MAX_WORKSPACE, self.tune).map_err(|e| dev(fail(&format!("cuDNN conv {shape:?}"), e)))?;
                 self.convs.insert(shape, c);
             }
             need = need.max(self.convs[&shape].workspace);
@@ -262,10 +265,7 @@ impl CudaTrainer {
     /// Enqueue `launches` on the stream, in order.
     fn enqueue(&mut self, launches: &[TrainLaunch]) -> Result<(), TrainError> {
         self.prepare(launches)?;
-        let mut timer = match self.profile {
-            Some(_) => Some(PassTimer::start(&self.stream).map_err(|e| dev(fail("recording a profiling event", e)))?),
-            None => None,
-        };
+        let mut timer = self.profile.as_ref().map(|_| PassTimer::start(&self.stream)).transpose().map_err(|e| dev(fail("recording a profiling event", e)))?;
         let (ws, ws_len) = (ptr(&self.workspace, &self.stream), self.workspace.len());
         for (i, l) in launches.iter().enumerate() {
             let at = |what: &str| format!("launch {i} ({what})");
@@ -341,12 +341,6 @@ impl Drop for CudaTrainer {
     }
 }
 
-/// Whether cuDNN times its algorithms per conv shape (the inference backend's switch, on unless
-/// `EFFV2_CUDNN_TUNE=0`).
-fn tune_convs() -> bool {
-    std::env::var(effv2_runtime::cuda::CUDNN_TUNE_ENV).map_or(true, |v| v != "0")
-}
-
 fn upload(stream: &Arc<CudaStream>, bytes: &[u8], to: &mut CudaSlice<u8>) -> Result<(), TrainError> {
     stream.memcpy_htod(bytes, to).map_err(|e| dev(fail("copying to the device", e)))
 }
@@ -397,7 +391,7 @@ impl TrainEngine for CudaTrainer {
         let launches = b.layout.forward(&self.graph, train, &bufs);
         self.trained = false;
         if let (true, Some(p)) = (train, self.profile.as_mut()) {
-            p.add(vec![]); // a training step starts: its launches follow
+            p.start_pass(); // a training step: its forward, backward and update launches follow
         }
         self.enqueue(&launches)?;
         if on_ema {

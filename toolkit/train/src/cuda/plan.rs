@@ -9,7 +9,7 @@
 use effv2_edge::graph::{Graph, Op, Role, Shape};
 use effv2_edge::weights::Weights;
 use effv2_runtime::plan::arena::plan_intervals;
-use effv2_runtime::plan::launch::{kernel_threads, Arg, BlasGemm, ConvShape, DType, VEC};
+use effv2_runtime::plan::launch::{kernel_threads, wide_threads, Arg, BlasGemm, ConvShape, DType};
 use effv2_runtime::plan::layout::{depthwise_to_hwc, oihw_to_ohwi};
 
 use super::{CHAN_CHUNK_ROWS, CHAN_GROUP, DW_CHUNK_ROWS};
@@ -358,7 +358,7 @@ impl TrainLayout {
                     if c.is_depthwise() {
                         let bias = c.bias.map(p).unwrap_or(a(self.zeros_at));
                         let geo = i32s(&[h, w, ic, s.h, s.w, c.kernel, c.stride, pd.top, pd.left]);
-                        out.push(infer("depthwise", kernel_threads("depthwise", total, s.c), [vec![Arg::Ptr(x), Arg::Ptr(weight_of(c.weight)), Arg::Ptr(bias), Arg::Ptr(y), tot], geo, vec![Arg::I32(0)]].concat()));
+                        out.push(infer_wide("depthwise", total, s.c, [vec![Arg::Ptr(x), Arg::Ptr(weight_of(c.weight)), Arg::Ptr(bias), Arg::Ptr(y), tot], geo, vec![Arg::I32(0)]].concat()));
                         continue;
                     }
                     let mut shape = ConvShape { n: batch, c: ic, h, w, out_ch: c.out_ch, oh: s.h, ow: s.w, kernel: c.kernel, stride: c.stride, pad: [pd.top, pd.left], groups: 1 };
@@ -368,15 +368,15 @@ impl TrainLayout {
                     }
                     out.push(TrainLaunch::Conv { shape, x: from, w: weight_of(c.weight), y });
                     if let Some(b) = c.bias {
-                        out.push(infer("bias_act", kernel_threads("bias_act", total, s.c), vec![Arg::Ptr(y), Arg::Ptr(p(b)), tot, Arg::I32(s.c as i32), Arg::I32(0)]));
+                        out.push(infer_wide("bias_act", total, s.c, vec![Arg::Ptr(y), Arg::Ptr(p(b)), tot, Arg::I32(s.c as i32), Arg::I32(0)]));
                     }
                 }
                 Op::BatchNorm(b) if !train_mode => {
                     let (_, invstd) = self.bn_saved_at[i].map(|(m, s)| (a(m), a(s))).expect("a BN node has saved slots");
                     out.push(train("bn_eval_invstd", s.c, vec![Arg::Ptr(p(b.var)), Arg::Ptr(invstd), Arg::I32(s.c as i32), Arg::F32(b.eps)]));
-                    out.push(train("bn_apply", train_threads("bn_apply", total, s.c), vec![Arg::Ptr(x), Arg::Ptr(y), Arg::Ptr(p(b.mean)), Arg::Ptr(invstd), Arg::Ptr(p(b.weight)), Arg::Ptr(p(b.bias)), tot, Arg::I32(s.c as i32)]));
+                    out.push(train_wide("bn_apply", total, s.c, vec![Arg::Ptr(x), Arg::Ptr(y), Arg::Ptr(p(b.mean)), Arg::Ptr(invstd), Arg::Ptr(p(b.weight)), Arg::Ptr(p(b.bias)), tot, Arg::I32(s.c as i32)]));
                 }
-                Op::DropPath { .. } | Op::Dropout { .. } if !train_mode => out.push(train("copy", train_threads("copy", total, 1), vec![Arg::Ptr(x), Arg::Ptr(y), tot])),
+                Op::DropPath { .. } | Op::Dropout { .. } if !train_mode => out.push(train_wide("copy", total, s.c, vec![Arg::Ptr(x), Arg::Ptr(y), tot])),
                 Op::BatchNorm(b) => {
                     let rows = batch * s.h * s.w;
                     // Each replica's share of the global mean and variance, summed over the group.
@@ -390,12 +390,12 @@ impl TrainLayout {
                     out.extend(self.sync_sums(v64, s.c));
                     let fin = vec![Arg::Ptr(m64), Arg::Ptr(v64), Arg::Ptr(mean), Arg::Ptr(invstd), Arg::Ptr(p(b.mean)), Arg::Ptr(p(b.var)), Arg::I32(s.c as i32), Arg::I64(global_rows as i64), Arg::F32(b.eps), Arg::F32(RUNNING_MOMENTUM)];
                     out.push(train("bn_finalize", s.c, fin));
-                    out.push(train("bn_apply", train_threads("bn_apply", total, s.c), vec![Arg::Ptr(x), Arg::Ptr(y), Arg::Ptr(mean), Arg::Ptr(invstd), Arg::Ptr(p(b.weight)), Arg::Ptr(p(b.bias)), tot, Arg::I32(s.c as i32)]));
+                    out.push(train_wide("bn_apply", total, s.c, vec![Arg::Ptr(x), Arg::Ptr(y), Arg::Ptr(mean), Arg::Ptr(invstd), Arg::Ptr(p(b.weight)), Arg::Ptr(p(b.bias)), tot, Arg::I32(s.c as i32)]));
                 }
-                Op::Act(k) => out.push(infer("act_only", kernel_threads("act_only", total, s.c), vec![Arg::Ptr(x), Arg::Ptr(y), tot, Arg::I32(act_code(*k))])),
+                Op::Act(k) => out.push(infer_wide("act_only", total, s.c, vec![Arg::Ptr(x), Arg::Ptr(y), tot, Arg::I32(act_code(*k))])),
                 Op::GlobalAvgPool => out.push(infer("pool", total, [vec![Arg::Ptr(x), Arg::Ptr(y), tot], i32s(&[src.h * src.w, src.c])].concat())),
-                Op::Mul => out.push(infer("gate_mul", kernel_threads("gate_mul", total, s.c), [vec![Arg::Ptr(x), Arg::Ptr(v(node.inputs[1])), Arg::Ptr(y), tot], i32s(&[s.h * s.w, s.c])].concat())),
-                Op::Add => out.push(infer("add", kernel_threads("add", total, s.c), vec![Arg::Ptr(x), Arg::Ptr(v(node.inputs[1])), Arg::Ptr(y), tot])),
+                Op::Mul => out.push(infer_wide("gate_mul", total, s.c, [vec![Arg::Ptr(x), Arg::Ptr(v(node.inputs[1])), Arg::Ptr(y), tot], i32s(&[s.h * s.w, s.c])].concat())),
+                Op::Add => out.push(infer_wide("add", total, s.c, vec![Arg::Ptr(x), Arg::Ptr(v(node.inputs[1])), Arg::Ptr(y), tot])),
                 Op::DropPath { .. } | Op::Dropout { .. } => {
                     let per = if matches!(node.op, Op::DropPath { .. }) { s.numel() } else { 1 };
                     let mask = masks + self.mask_at[i].expect("mask slot") as u64;
@@ -403,7 +403,7 @@ impl TrainLayout {
                 }
                 Op::Linear(l) => {
                     out.push(TrainLaunch::Gemm { g: BlasGemm::for_linear(batch, l.out_features, l.in_features), a: weight_of(l.weight), b: x, c: y });
-                    out.push(infer("bias_act", kernel_threads("bias_act", total, s.c), vec![Arg::Ptr(y), Arg::Ptr(p(l.bias)), tot, Arg::I32(s.c as i32), Arg::I32(0)]));
+                    out.push(infer_wide("bias_act", total, s.c, vec![Arg::Ptr(y), Arg::Ptr(p(l.bias)), tot, Arg::I32(s.c as i32), Arg::I32(0)]));
                 }
             }
         }
@@ -552,7 +552,7 @@ impl TrainLayout {
                     let t = batch * graph.nodes[j].shape.numel();
                     out.extend(f(tmp));
                     // acc += tmp: the inference `add`, in place (each element reads and writes its own index).
-                    out.push(infer("add", kernel_threads("add", t, 1), vec![Arg::Ptr(g(j)), Arg::Ptr(tmp), Arg::Ptr(g(j)), Arg::I64(t as i64)]));
+                    out.push(infer_wide("add", t, graph.nodes[j].shape.c, vec![Arg::Ptr(g(j)), Arg::Ptr(tmp), Arg::Ptr(g(j)), Arg::I64(t as i64)]));
                 }
             };
             match &node.op {
@@ -572,7 +572,7 @@ impl TrainLayout {
                 }
                 Op::Add => {
                     for &j in &node.inputs {
-                        contrib(j, &mut out, &|dst| vec![train("copy", train_threads("copy", total, 1), vec![Arg::Ptr(dy), Arg::Ptr(dst), Arg::I64(total as i64)])]);
+                        contrib(j, &mut out, &|dst| vec![train_wide("copy", total, s.c, vec![Arg::Ptr(dy), Arg::Ptr(dst), Arg::I64(total as i64)])]);
                     }
                 }
                 Op::Mul => {
@@ -586,7 +586,7 @@ impl TrainLayout {
                 }
                 Op::Act(k) => {
                     let code = act_code(*k);
-                    contrib(x, &mut out, &|dst| vec![train("act_backward", train_threads("act_backward", total, 1), vec![Arg::Ptr(v(x)), Arg::Ptr(v(i)), Arg::Ptr(dy), Arg::Ptr(dst), Arg::I64(total as i64), Arg::I32(code)])]);
+                    contrib(x, &mut out, &|dst| vec![train_wide("act_backward", total, s.c, vec![Arg::Ptr(v(x)), Arg::Ptr(v(i)), Arg::Ptr(dy), Arg::Ptr(dst), Arg::I64(total as i64), Arg::I32(code)])]);
                 }
                 Op::BatchNorm(b) => {
                     let rows = batch * s.h * s.w;
@@ -602,7 +602,7 @@ impl TrainLayout {
                     out.extend(self.sync_sums(sdyx, s.c));
                     let global_rows = self.shard.global_batch(batch) * s.h * s.w;
                     let args = vec![Arg::Ptr(v(x)), Arg::Ptr(dy), Arg::Ptr(mean), Arg::Ptr(invstd), Arg::Ptr(p(b.weight)), Arg::Ptr(sdy), Arg::Ptr(sdyx)];
-                    contrib(x, &mut out, &|dst| vec![train("bn_backward_dx", train_threads("bn_backward_dx", total, s.c), [args.clone(), vec![Arg::Ptr(dst), Arg::I64(total as i64), Arg::I32(s.c as i32), Arg::I64(global_rows as i64)]].concat())]);
+                    contrib(x, &mut out, &|dst| vec![train_wide("bn_backward_dx", total, s.c, [args.clone(), vec![Arg::Ptr(dst), Arg::I64(total as i64), Arg::I32(s.c as i32), Arg::I64(global_rows as i64)]].concat())]);
                 }
                 Op::Conv(c) => {
                     if let Some(bias) = c.bias {
@@ -667,19 +667,17 @@ fn infer(name: &'static str, total: usize, args: Vec<Arg>) -> TrainLaunch {
     TrainLaunch::Kernel { kernel: Kernel::Infer(name), total, args }
 }
 
-/// Threads a launch of training kernel `name` over `total` elements of `c` channels takes: a
-/// VEC-th of them where train_kernels.cu takes its wide path (the same test as there), else `total`.
-fn train_threads(name: &str, total: usize, c: usize) -> usize {
-    let wide = match name {
-        "bn_apply" | "bn_backward_dx" => c.is_multiple_of(VEC),
-        "act_backward" | "copy" => total.is_multiple_of(VEC),
-        _ => false,
-    };
-    if wide {
-        total / VEC
-    } else {
-        total
-    }
+/// An inference kernel over `total` elements of `c` channels, in as many threads as its vector
+/// path takes ([`kernel_threads`]).
+fn infer_wide(name: &'static str, total: usize, c: usize, args: Vec<Arg>) -> TrainLaunch {
+    infer(name, kernel_threads(name, total, c), args)
+}
+
+/// A training kernel over `total` elements of `c` channels, in as many threads as its vector path
+/// in train_kernels.cu takes ([`wide_threads`]: by channels for the BN kernels, by elements else).
+fn train_wide(name: &'static str, total: usize, c: usize, args: Vec<Arg>) -> TrainLaunch {
+    let unit = if matches!(name, "bn_apply" | "bn_backward_dx") { c } else { total };
+    train(name, wide_threads(total, unit), args)
 }
 
 fn train(name: &'static str, total: usize, args: Vec<Arg>) -> TrainLaunch {
