@@ -50,8 +50,9 @@ fn check(model: &str, options: ModelOptions, size: usize, batch: usize, dir: &Pa
 
 /// The stem and the Fused-MBConv stages' convs run on effv2-runtime's direct AVX-512 kernel inside
 /// tract's plan (where the CPU has AVX-512): the 3x3s with their SiLU folded in and no Pad node
-/// left in front, the 1x1 projections with their residual add. (Numerics: the tests around this
-/// one compare whole runs with the reference engine and onnxruntime.)
+/// left in front, the 1x1 projections with their residual add; the MBConv stages' 1x1 convs on its
+/// channel-last product. (Numerics: the tests around this one compare whole runs with the
+/// reference engine and onnxruntime.)
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn tract_runs_the_dense_convs_on_our_direct_kernel() {
@@ -77,6 +78,17 @@ fn tract_runs_the_dense_convs_on_our_direct_kernel() {
     // The SE gate products tract would broadcast generically: b0's five 672-channel blocks.
     let scales: Vec<_> = model.nodes().iter().filter(|n| n.op().name() == "Effv2ChannelScale").map(|n| n.name.clone()).collect();
     assert_eq!(scales.len(), 5, "{scales:?}");
+    // Every 1x1 conv of the MBConv stages and the head on our channel-last product: 16 blocks'
+    // expand (with SiLU) and project convs (13 adding a residual), and the head (SiLU).
+    let pointwise: Vec<String> = model.nodes().iter().filter(|n| n.op().name() == "Effv2Pointwise").map(|n| format!("{} {}", n.name, n.op().info().unwrap()[0])).collect();
+    assert_eq!(pointwise.len(), 33, "{pointwise:#?}");
+    assert_eq!(pointwise.iter().filter(|i| i.contains("expand") && i.ends_with("SiLU")).count(), 16, "{pointwise:#?}");
+    assert_eq!(pointwise.iter().filter(|i| i.contains("project") && i.ends_with("+ residual")).count(), 13, "{pointwise:#?}");
+    assert!(pointwise.iter().any(|i| i.starts_with("head") && i.ends_with("SiLU")), "{pointwise:#?}");
+    // Block boundaries moved channel-last: only the first MBConv block reads a channel-first image
+    // (the last fused stage's output).
+    assert_eq!(pointwise.iter().filter(|i| i.contains("chw → hwc")).count(), 1, "{pointwise:#?}");
+    assert!(!model.nodes().iter().any(|n| n.op().name() == "OptMatMul" && (n.name.contains("expand.conv") || n.name.contains("project.conv"))), "a 1x1 conv left to tract");
 }
 
 #[test]

@@ -96,7 +96,7 @@ pub fn reference(g: &Geo, x: &[f32], w: &[f32], bias: &[f32], silu: bool, residu
 }
 
 /// Whether this CPU runs the kernel.
-pub fn supported() -> bool {
+pub(super) fn supported() -> bool {
     is_x86_feature_detected!("avx512f")
 }
 
@@ -128,7 +128,7 @@ unsafe fn exp512(x: __m512) -> __m512 {
 /// `x·σ(x)` = `x / (1 + e^−x)`, the division as a 14-bit reciprocal and one Newton step (a
 /// full-width divide costs more than the rest of the epilogue).
 #[target_feature(enable = "avx512f")]
-unsafe fn silu512(x: __m512) -> __m512 {
+pub(super) unsafe fn silu512(x: __m512) -> __m512 {
     let d = _mm512_add_ps(_mm512_set1_ps(1.0), unsafe { exp512(_mm512_sub_ps(_mm512_setzero_ps(), x)) });
     let r = _mm512_rcp14_ps(d);
     let r = _mm512_mul_ps(r, _mm512_fnmadd_ps(d, r, _mm512_set1_ps(2.0)));
@@ -441,7 +441,7 @@ fn rewrite_convs(model: &mut TypedModel) -> TractResult<usize> {
 
 /// The only reader of `id`'s output when it is an `op_name` node (and the output not a model
 /// output): an op our kernel can take over.
-fn single_reader<'m>(model: &'m TypedModel, id: usize, op_name: &str) -> TractResult<Option<&'m TypedNode>> {
+pub(super) fn single_reader<'m>(model: &'m TypedModel, id: usize, op_name: &str) -> TractResult<Option<&'m TypedNode>> {
     if model.output_outlets()?.contains(&OutletId::new(id, 0)) {
         return Ok(None);
     }
@@ -449,7 +449,7 @@ fn single_reader<'m>(model: &'m TypedModel, id: usize, op_name: &str) -> TractRe
 }
 
 /// The single reader of `id`'s output if it is an `Add`, with the other operand.
-fn single_add(model: &TypedModel, id: usize) -> TractResult<Option<(usize, OutletId)>> {
+pub(super) fn single_add(model: &TypedModel, id: usize) -> TractResult<Option<(usize, OutletId)>> {
     let Some(add) = single_reader(model, id, "Add")?.filter(|s| s.inputs.len() == 2) else { return Ok(None) };
     let other = if add.inputs[0].node == id { add.inputs[1] } else { add.inputs[0] };
     Ok(Some((add.id, other)))

@@ -13,6 +13,8 @@ mod depthwise_c;
 mod channel_scale;
 #[cfg(target_arch = "x86_64")]
 mod direct_conv;
+#[cfg(target_arch = "x86_64")]
+mod pointwise;
 
 /// Which channel-inner depthwise kernel tract runs here (x86_64: ours, filed in its registry).
 /// Anything using tract in this process gets it once this crate is linked.
@@ -51,13 +53,16 @@ fn filled_f32(shape: &[usize], fill: impl FnOnce(&mut [f32])) -> TractResult<TVa
 }
 
 /// tract's optimisation of a typed model with our kernels in it: decluttered, the dense convs
-/// the x86_64 direct kernel takes swapped in (see `direct_conv`) and the squeeze-excite products
+/// the x86_64 direct kernel takes swapped in (see `direct_conv`), the MBConv stages moved
+/// channel-last between blocks and their 1x1 convs swapped in (`pointwise`), the squeeze-excite products
 /// tract would broadcast slowly (`channel_scale`), then tract's own codegen.
 /// What every tract run of an artifact goes through (the profiling example too).
 pub fn optimize(model: TypedModel) -> TractResult<TypedModel> {
     let mut model = model.into_decluttered()?;
     #[cfg(target_arch = "x86_64")]
     direct_conv::rewrite(&mut model)?;
+    #[cfg(target_arch = "x86_64")]
+    pointwise::rewrite(&mut model)?;
     channel_scale::rewrite(&mut model)?;
     model.into_optimized()
 }
@@ -69,6 +74,15 @@ pub fn dense_conv_kernel() -> &'static str {
         return "effv2 direct avx512";
     }
     "tract im2col"
+}
+
+/// Which kernel runs the MBConv stages' 1x1 convs here.
+pub fn pointwise_kernel() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    if pointwise::enabled() {
+        return "effv2 avx512 12x32 channel-last";
+    }
+    "tract matmul"
 }
 
 pub struct TractRuntime {
@@ -127,7 +141,7 @@ impl Runtime for TractRuntime {
 
     fn device(&self) -> String {
         let threads = format!("{} thread{}", self.threads, if self.threads == 1 { "" } else { "s" });
-        format!("cpu {}, {threads}, depthwise kernel {}, dense conv {}", std::env::consts::ARCH, depthwise_kernel(), dense_conv_kernel())
+        format!("cpu {}, {threads}, depthwise kernel {}, dense conv {}, 1x1 conv {}", std::env::consts::ARCH, depthwise_kernel(), dense_conv_kernel(), pointwise_kernel())
     }
 
     fn manifest(&self) -> &Manifest {
