@@ -75,13 +75,14 @@ fn tract_runs_the_dense_convs_on_our_direct_kernel() {
     assert_eq!(info.iter().filter(|i| i.contains("project") && i.contains("1x1")).count(), 4, "{info:#?}");
     assert_eq!(info.iter().filter(|i| i.ends_with("+ residual")).count(), 2, "{info:#?}");
     assert!(!model.nodes().iter().any(|n| n.op().name() == "Pad"), "no explicit pads left");
-    // The SE gate products tract would broadcast generically: b0's five 672-channel blocks.
-    let scales: Vec<_> = model.nodes().iter().filter(|n| n.op().name() == "Effv2ChannelScale").map(|n| n.name.clone()).collect();
-    assert_eq!(scales.len(), 5, "{scales:?}");
     // Every 1x1 conv of the MBConv stages and the head on our channel-last product: 16 blocks'
-    // expand (with SiLU) and project convs (13 adding a residual), and the head (SiLU).
+    // expand (with SiLU) and project convs (13 adding a residual, all 16 taking the SE gate in
+    // their weights instead of a gate product over the image), and the head (SiLU).
     let pointwise: Vec<String> = model.nodes().iter().filter(|n| n.op().name() == "Effv2Pointwise").map(|n| format!("{} {}", n.name, n.op().info().unwrap()[0])).collect();
     assert_eq!(pointwise.len(), 33, "{pointwise:#?}");
+    assert_eq!(pointwise.iter().filter(|i| i.contains("project") && i.contains("SE gate")).count(), 16, "{pointwise:#?}");
+    let products: Vec<_> = model.nodes().iter().filter(|n| n.op().name().contains("Mul") && !n.op().name().contains("MatMul") && !n.op().name().contains("Scalar")).map(|n| n.name.clone()).collect();
+    assert!(products.is_empty(), "gate products left: {products:?}");
     assert_eq!(pointwise.iter().filter(|i| i.contains("expand") && i.ends_with("SiLU")).count(), 16, "{pointwise:#?}");
     assert_eq!(pointwise.iter().filter(|i| i.contains("project") && i.ends_with("+ residual")).count(), 13, "{pointwise:#?}");
     assert!(pointwise.iter().any(|i| i.starts_with("head") && i.ends_with("SiLU")), "{pointwise:#?}");

@@ -86,26 +86,28 @@ fn pad_bias(b: &[f32], g: &Geo) -> Vec<f32> {
 
 /// The same conv in plain loops: what the kernel is tested against.
 #[cfg(test)]
-pub fn reference(g: &Geo, x: &[f32], w: &[f32], bias: &[f32], silu: bool, residual: Option<&[f32]>) -> Vec<f32> {
+pub fn reference(g: &Geo, x: &[f32], w: &[f32], bias: &[f32], f: Fused) -> Vec<f32> {
     let (ps, ks) = g.x_strides();
     let mut y = vec![0.0; g.pixels * g.cout];
     for p in 0..g.pixels {
         for o in 0..g.cout {
             let mut s = bias[o] as f64;
             for i in 0..g.cin {
-                s += x[p * ps + i * ks] as f64 * w[o * g.cin + i] as f64;
+                let gate = f.gate.map_or(1.0, |s| s[i] as f64);
+                s += x[p * ps + i * ks] as f64 * gate * w[o * g.cin + i] as f64;
             }
             let mut v = s as f32;
-            if silu {
+            if f.silu {
                 v /= 1.0 + (-v).exp();
             }
-            y[p * g.cout + o] = v + residual.map_or(0.0, |r| r[p * g.cout + o]);
+            y[p * g.cout + o] = v + f.residual.map_or(0.0, |r| r[p * g.cout + o]);
         }
     }
     y
 }
 
-/// Pointers of one eval: input, packed weights, padded bias, output, residual (null if none).
+/// Pointers of one eval: input, packed weights, padded bias, output, residual and per-input-channel
+/// gate (null if none).
 #[derive(Clone, Copy)]
 struct Ptrs {
     x: *const f32,
@@ -113,6 +115,7 @@ struct Ptrs {
     b: *const f32,
     y: *mut f32,
     r: *const f32,
+    gate: *const f32,
 }
 
 // Each task writes its own panels of `y`; the rest is read-only.
@@ -130,9 +133,11 @@ fn first_lanes(n: usize) -> __mmask16 {
 
 /// One K block of a panel: input channels `k0..k0 + kc`. The first starts from zero, later ones
 /// from the partial sums already in `y`; the last applies bias, SiLU and residual before its
-/// store. `ahead` is the weight block a later tile reads, fetched into L2 meanwhile.
+/// store. `w` is the block's weights (gated, if there is a gate); `ahead` the weight block a later
+/// tile reads, fetched into L2 meanwhile.
 #[derive(Clone, Copy)]
 struct Block {
+    w: *const f32,
     k0: usize,
     kc: usize,
     first: bool,
@@ -162,7 +167,7 @@ unsafe fn tile<const M: usize, const V: usize>(g: &Geo, p: Ptrs, j: usize, p0: u
             }
         }
         let mut x = p.x.add(p0 * ps + blk.k0 * ks);
-        let mut w = p.w.add(j * NR * g.cin + blk.k0 * width);
+        let mut w = blk.w;
         for k in 0..blk.kc {
             let wv: [__m512; V] = std::array::from_fn(|v| _mm512_loadu_ps(w.add(v * LANES)));
             #[allow(clippy::needless_range_loop)]
@@ -211,16 +216,31 @@ unsafe fn tile<const M: usize, const V: usize>(g: &Geo, p: Ptrs, j: usize, p0: u
 /// would load two weight vectors per two products.
 #[target_feature(enable = "avx512f")]
 unsafe fn panel(g: &Geo, p: Ptrs, j: usize, px: std::ops::Range<usize>, silu: bool) {
-    let wide = g.panel_width(j) > LANES;
+    let width = g.panel_width(j);
+    let wide = width > LANES;
     let tiles = px.len().div_ceil(MR);
+    let mut gated = std::mem::MaybeUninit::<[f32; KC * NR]>::uninit();
     let mut k0 = 0;
     while k0 < g.cin {
         let kc = KC.min(g.cin - k0);
+        let mut w = p.w.add(j * NR * g.cin + k0 * width);
+        // A squeeze-excite gate scales input channel i: scale weight row i of the block instead
+        // (kc × 32 products once, where gating the input would be a pass over the whole image).
+        if !p.gate.is_null() {
+            let out = gated.as_mut_ptr() as *mut f32;
+            for k in 0..kc {
+                let s = _mm512_set1_ps(*p.gate.add(k0 + k));
+                for v in (0..width).step_by(LANES) {
+                    _mm512_storeu_ps(out.add(k * width + v), _mm512_mul_ps(s, _mm512_loadu_ps(w.add(k * width + v))));
+                }
+            }
+            w = out;
+        }
         // The stage-5 weights (14 MB for b0) come from L3 on every run: while this block is
         // worked on, the same block of the next panel is fetched (the last panel refetches its own).
         let next = if j + 1 < g.panels() { j + 1 } else { j };
         let ahead = p.w.wrapping_add(next * NR * g.cin + k0 * g.panel_width(next));
-        let blk = Block { k0, kc, first: k0 == 0, last: k0 + kc == g.cin, silu, ahead };
+        let blk = Block { w, k0, kc, first: k0 == 0, last: k0 + kc == g.cin, silu, ahead };
         for t in 0..tiles {
             let p0 = px.start + t * px.len() / tiles;
             let m = px.start + (t + 1) * px.len() / tiles - p0;
@@ -239,18 +259,28 @@ unsafe fn panel(g: &Geo, p: Ptrs, j: usize, px: std::ops::Range<usize>, silu: bo
     }
 }
 
+/// What a conv takes in with its product: a SiLU after the bias, a residual (shaped like the
+/// output) added last, and a squeeze-excite gate (`cin` values) scaling the input channels.
+#[derive(Clone, Copy, Default)]
+pub struct Fused<'a> {
+    pub silu: bool,
+    pub residual: Option<&'a [f32]>,
+    pub gate: Option<&'a [f32]>,
+}
+
 /// The conv of one image: `x` as [`Geo`] says, `w` packed by [`pack_weights`], `bias` padded to
-/// whole panels, `y` `[pixels, cout]` = SiLU (if `silu`) of the product + bias, plus `residual`
-/// (shaped like `y`) if given. Panels go to the rayon pool the caller runs in, if it is one of
-/// several threads.
+/// whole panels, `y` `[pixels, cout]` = the product of the (gated) input + bias, then what `f`
+/// adds. Panels go to the rayon pool the caller runs in, if it is one of several threads.
 ///
 /// # Safety
 /// The CPU has AVX-512F ([`supported`]).
-pub unsafe fn run(g: &Geo, x: &[f32], w: &[f32], bias: &[f32], y: &mut [f32], silu: bool, residual: Option<&[f32]>) {
+pub unsafe fn run(g: &Geo, x: &[f32], w: &[f32], bias: &[f32], y: &mut [f32], f: Fused) {
     let out = g.pixels * g.cout;
     assert!(x.len() >= g.cin * g.pixels && w.len() >= g.panels() * NR * g.cin && bias.len() >= g.panels() * NR && y.len() >= out);
-    assert!(residual.is_none_or(|r| r.len() >= out));
-    let p = Ptrs { x: x.as_ptr(), w: w.as_ptr(), b: bias.as_ptr(), y: y.as_mut_ptr(), r: residual.map_or(std::ptr::null(), |r| r.as_ptr()) };
+    assert!(f.residual.is_none_or(|r| r.len() >= out) && f.gate.is_none_or(|s| s.len() >= g.cin));
+    let null_or = |t: Option<&[f32]>| t.map_or(std::ptr::null(), |t| t.as_ptr());
+    let p = Ptrs { x: x.as_ptr(), w: w.as_ptr(), b: bias.as_ptr(), y: y.as_mut_ptr(), r: null_or(f.residual), gate: null_or(f.gate) };
+    let silu = f.silu;
     let threads = if rayon::current_thread_index().is_some() { rayon::current_num_threads() } else { 1 };
     if threads == 1 {
         (0..g.panels()).for_each(|j| unsafe { panel(g, p, j, 0..g.pixels, silu) });
@@ -268,13 +298,15 @@ pub unsafe fn run(g: &Geo, x: &[f32], w: &[f32], bias: &[f32], y: &mut [f32], si
 }
 
 /// The op in tract's graph: inputs the image (`[c, h, w]` or `[h, w, c]`), the packed weights and
-/// padded bias (constants) and, with `residual`, a `[h, w, cout]` tensor to add.
+/// padded bias (constants), then with `gate` the `[1, 1, cin]` squeeze-excite gate of the image,
+/// with `residual` a `[h, w, cout]` tensor to add.
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct Pointwise {
     geo: Geo,
     /// Output `[h, w, cout]`.
     out_shape: [usize; 3],
     silu: bool,
+    gate: bool,
     residual: bool,
 }
 
@@ -291,7 +323,8 @@ impl Op for Pointwise {
             _ => "",
         };
         let layout = if g.in_last { "hwc" } else { "chw" };
-        Ok(vec![format!("1x1 {}→{} ch, {} px, {layout} → hwc{extra}", g.cin, g.cout, g.pixels)])
+        let gate = if self.gate { " · SE gate" } else { "" };
+        Ok(vec![format!("1x1 {}→{} ch, {} px, {layout}{gate} → hwc{extra}", g.cin, g.cout, g.pixels)])
     }
 
     fn validation(&self) -> Validation {
@@ -305,20 +338,20 @@ impl Op for Pointwise {
 
 impl EvalOp for Pointwise {
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        let (x, w, b) = match &*inputs {
-            [x, w, b] | [x, w, b, _] => (x, w, b),
-            _ => bail!("Effv2Pointwise takes 3 or 4 inputs"),
-        };
+        let wanted = 3 + self.gate as usize + self.residual as usize;
+        ensure!(inputs.len() == wanted, "Effv2Pointwise takes {wanted} inputs, got {}", inputs.len());
         let g = &self.geo;
-        let (x, w, b) = (x.to_plain_array_view::<f32>()?, w.to_plain_array_view::<f32>()?, b.to_plain_array_view::<f32>()?);
-        let (x, w, b) = (x.as_slice().context("contiguous input")?, w.as_slice().context("packed weights")?, b.as_slice().context("bias")?);
-        let res = inputs.get(3).map(|r| r.to_plain_array_view::<f32>()).transpose()?;
-        let res = res.as_ref().map(|r| r.as_slice().context("contiguous residual")).transpose()?;
+        let views = inputs.iter().map(|t| t.to_plain_array_view::<f32>()).collect::<TractResult<Vec<_>>>()?;
+        let slices = views.iter().map(|v| v.as_slice().context("Effv2Pointwise: a non-contiguous input")).collect::<TractResult<Vec<_>>>()?;
+        let (x, w, b) = (slices[0], slices[1], slices[2]);
+        let gate = self.gate.then(|| slices[3]);
+        let residual = self.residual.then(|| slices[wanted - 1]);
         let out = g.pixels * g.cout;
-        ensure!(x.len() == g.pixels * g.cin && res.is_none_or(|r| r.len() == out), "Effv2Pointwise: input of {} values for {g:?}", x.len());
+        ensure!(x.len() == g.pixels * g.cin && residual.is_none_or(|r| r.len() == out) && gate.is_none_or(|s| s.len() == g.cin), "Effv2Pointwise: input of {} values for {g:?}", x.len());
         ensure!(w.len() == g.panels() * NR * g.cin && b.len() == g.panels() * NR, "Effv2Pointwise: packed constants do not fit {g:?}");
+        let f = Fused { silu: self.silu, residual, gate };
         // The kernel writes every element of the output.
-        let y = super::filled_f32(&self.out_shape, |y| unsafe { run(g, x, w, b, y, self.silu, res) })?;
+        let y = super::filled_f32(&self.out_shape, |y| unsafe { run(g, x, w, b, y, f) })?;
         Ok(tvec!(y))
     }
 
@@ -383,6 +416,27 @@ fn move_boundaries_channel_last(model: &mut TypedModel) -> TractResult<usize> {
     }
 }
 
+/// If `x` is `Mul(image [h, w, c], gate [1, 1, c])` (f32, not constant) read only by the conv,
+/// the image and the gate.
+fn se_gate(model: &TypedModel, x: OutletId, c: usize) -> TractResult<Option<(OutletId, OutletId)>> {
+    let mul = model.node(x.node);
+    if mul.op().name() != "Mul" || mul.inputs.len() != 2 || model.outlet_successors(x).len() != 1 || model.output_outlets()?.contains(&x) {
+        return Ok(None);
+    }
+    let facts = [model.outlet_fact(mul.inputs[0])?, model.outlet_fact(mul.inputs[1])?];
+    if facts.iter().any(|f| f.datum_type != f32::datum_type() || f.konst.is_some()) {
+        return Ok(None);
+    }
+    let shapes = facts.map(|f| f.shape.as_concrete().map(|s| s.to_vec()));
+    let out = model.outlet_fact(x)?.shape.as_concrete().map(|s| s.to_vec());
+    let gate_shape = Some(vec![1, 1, c]);
+    Ok(match () {
+        _ if shapes[1] == gate_shape && shapes[0] == out => Some((mul.inputs[0], mul.inputs[1])),
+        _ if shapes[0] == gate_shape && shapes[1] == out => Some((mul.inputs[1], mul.inputs[0])),
+        _ => None,
+    })
+}
+
 /// Replace the 1x1 convs writing channel-last (after [`move_boundaries_channel_last`]: every
 /// expand and project conv of the MBConv stages) with [`Pointwise`], absorbing the bias add and
 /// then a SiLU or a residual add. Returns how many were replaced.
@@ -395,8 +449,8 @@ pub fn rewrite(model: &mut TypedModel) -> TractResult<usize> {
     for id in model.eval_order()? {
         let node = model.node(id);
         let Some((in_last, true)) = node.op_as::<EinSum>().and_then(layouts) else { continue };
-        let [xi, wi] = node.inputs.as_slice() else { continue };
-        let (xf, wf) = (model.outlet_fact(*xi)?, model.outlet_fact(*wi)?);
+        let [mut xi, wi] = *node.inputs.as_slice() else { continue };
+        let (xf, wf) = (model.outlet_fact(xi)?, model.outlet_fact(wi)?);
         let (Some(x_shape), Some(w)) = (xf.shape.as_concrete(), wf.konst.clone()) else { continue };
         if xf.datum_type != f32::datum_type() || w.datum_type() != f32::datum_type() {
             continue;
@@ -411,16 +465,25 @@ pub fn rewrite(model: &mut TypedModel) -> TractResult<usize> {
         let silu = single_reader(model, bias_add, "Silu")?.filter(|s| s.inputs.len() == 1).map(|s| s.id);
         let shaped_like_out = |f: &TypedFact| f.shape.as_concrete() == Some(&out_shape[..]) && f.datum_type == f32::datum_type();
         let residual = if silu.is_none() { single_add(model, bias_add)?.filter(|(_, r)| model.outlet_fact(*r).is_ok_and(shaped_like_out)) } else { None };
+        // A channel-last input that is a squeeze-excite gate product read by this conv alone:
+        // the gate goes to the weights instead.
+        let gate = if in_last { se_gate(model, xi, cin)? } else { None };
+        if let Some((x, _)) = gate {
+            xi = x;
+        }
         let geo = Geo { cin, cout, pixels: h * wd, in_last };
-        let op = Pointwise { geo, out_shape, silu: silu.is_some(), residual: residual.is_some() };
+        let op = Pointwise { geo, out_shape, silu: silu.is_some(), gate: gate.is_some(), residual: residual.is_some() };
         let last = silu.or(residual.map(|(add, _)| add)).unwrap_or(bias_add);
         let name = node.name.clone();
         let packed = pack_weights(w.to_plain_array_view::<f32>()?.as_slice().context("contiguous weights")?, &geo);
         let bias = pad_bias(bias.to_plain_array_view::<f32>()?.as_slice().context("contiguous bias")?, &geo);
         let mut patch = TypedModelPatch::new("effv2-pointwise");
-        let mut inputs = vec![patch.tap_model(model, *xi)?];
+        let mut inputs = vec![patch.tap_model(model, xi)?];
         inputs.push(patch.add_const(format!("{name}.packed"), Tensor::from_shape(&[packed.len()], &packed)?)?);
         inputs.push(patch.add_const(format!("{name}.bias_padded"), Tensor::from_shape(&[bias.len()], &bias)?)?);
+        if let Some((_, s)) = gate {
+            inputs.push(patch.tap_model(model, s)?);
+        }
         if let Some((_, r)) = residual {
             inputs.push(patch.tap_model(model, r)?);
         }
@@ -464,18 +527,21 @@ mod tests {
                 let b: Vec<f32> = (0..cout).map(|_| rnd()).collect();
                 let r: Vec<f32> = (0..cout * pixels).map(|_| rnd()).collect();
                 let (wp, bp) = (pack_weights(&w, &g), pad_bias(&b, &g));
-                for (silu, res) in [(false, None), (true, None), (false, Some(&r[..]))] {
-                    let want = reference(&g, &x, &w, &b, silu, res);
+                let s: Vec<f32> = (0..cin).map(|_| rnd()).collect();
+                let cases = [(false, None, None), (true, None, None), (false, Some(&r[..]), None), (false, Some(&r[..]), Some(&s[..])), (true, None, Some(&s[..]))];
+                for (silu, residual, gate) in cases {
+                    let f = Fused { silu, residual, gate };
+                    let want = reference(&g, &x, &w, &b, f);
                     // On the calling thread, then split over a pool of three.
                     for pool in [None, Some(&pool)] {
                         let mut got = vec![f32::NAN; want.len()];
-                        let go = |got: &mut [f32]| unsafe { run(&g, &x, &wp, &bp, got, silu, res) };
+                        let go = |got: &mut [f32]| unsafe { run(&g, &x, &wp, &bp, got, f) };
                         match pool {
                             Some(p) => p.install(|| go(&mut got)),
                             None => go(&mut got),
                         }
                         let e = rel(&got, &want);
-                        assert!(e < 1e-5, "{g:?} silu {silu} residual {} pool {}: {e}", res.is_some(), pool.is_some());
+                        assert!(e < 1e-5, "{g:?} silu {silu} residual {} gate {} pool {}: {e}", residual.is_some(), gate.is_some(), pool.is_some());
                     }
                 }
             }
