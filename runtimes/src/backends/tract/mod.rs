@@ -12,6 +12,8 @@ use crate::manifest::Manifest;
 mod depthwise_c;
 mod channel_scale;
 #[cfg(target_arch = "x86_64")]
+mod depthwise_block;
+#[cfg(target_arch = "x86_64")]
 mod direct_conv;
 #[cfg(target_arch = "x86_64")]
 mod pointwise;
@@ -63,6 +65,8 @@ pub fn optimize(model: TypedModel) -> TractResult<TypedModel> {
     direct_conv::rewrite(&mut model)?;
     #[cfg(target_arch = "x86_64")]
     pointwise::rewrite(&mut model)?;
+    #[cfg(target_arch = "x86_64")]
+    depthwise_block::rewrite(&mut model)?;
     channel_scale::rewrite(&mut model)?;
     model.into_optimized()
 }
