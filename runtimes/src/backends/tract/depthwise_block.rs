@@ -107,24 +107,36 @@ struct Ptrs {
 unsafe impl Send for Ptrs {}
 unsafe impl Sync for Ptrs {}
 
-/// Output row `oy`, chunks `chunks`, for a `K`×`K` kernel.
+/// Output row `oy`, chunks `chunks`, for a `K`×`K` kernel. Plain index loops throughout: the
+/// closures of `array::from_fn` / `map` were not inlined here and left the weights in memory.
 #[target_feature(enable = "avx512f")]
+#[allow(clippy::needless_range_loop)]
 unsafe fn row<const K: usize>(g: &Geo, p: Ptrs, oy: usize, chunks: std::ops::Range<usize>) {
     unsafe {
         let cp = g.chunks() * CHUNK;
         // Input rows of the taps, null above or below the image.
-        let rows: [*const f32; K] = std::array::from_fn(|kh| {
+        let mut rows = [std::ptr::null::<f32>(); K];
+        for kh in 0..K {
             let iy = (oy * g.stride + kh) as isize - g.pad_top as isize;
-            if iy >= 0 && (iy as usize) < g.h { p.x.add(iy as usize * g.w * g.c) } else { std::ptr::null() }
-        });
+            if iy >= 0 && (iy as usize) < g.h {
+                rows[kh] = p.x.add(iy as usize * g.w * g.c);
+            }
+        }
         for ch in chunks {
             let c0 = ch * CHUNK;
-            let masks = [0, 1].map(|v| {
+            let mut masks = [0 as __mmask16; 2];
+            let mut bias = [_mm512_setzero_ps(); 2];
+            let mut wt = [[[_mm512_setzero_ps(); 2]; K]; K];
+            for v in 0..2 {
                 let left = g.c.saturating_sub(c0 + v * LANES);
-                if left >= LANES { 0xffff } else { ((1u32 << left) - 1) as __mmask16 }
-            });
-            let wt: [[[__m512; 2]; K]; K] = std::array::from_fn(|kh| std::array::from_fn(|kw| [0, 1].map(|v| _mm512_loadu_ps(p.w.add((kh * K + kw) * cp + c0 + v * LANES)))));
-            let bias = [0, 1].map(|v| _mm512_loadu_ps(p.b.add(c0 + v * LANES)));
+                masks[v] = if left >= LANES { 0xffff } else { ((1u32 << left) - 1) as __mmask16 };
+                bias[v] = _mm512_loadu_ps(p.b.add(c0 + v * LANES));
+                for kh in 0..K {
+                    for kw in 0..K {
+                        wt[kh][kw][v] = _mm512_loadu_ps(p.w.add((kh * K + kw) * cp + c0 + v * LANES));
+                    }
+                }
+            }
             let mut sum = [_mm512_setzero_ps(); 2];
             for ox in 0..g.ow {
                 let mut acc = bias;
@@ -148,8 +160,8 @@ unsafe fn row<const K: usize>(g: &Geo, p: Ptrs, oy: usize, chunks: std::ops::Ran
                     sum[v] = _mm512_add_ps(sum[v], _mm512_maskz_mov_ps(masks[v], val));
                 }
             }
-            for (v, s) in sum.iter().enumerate() {
-                _mm512_storeu_ps(p.rows.add(oy * cp + c0 + v * LANES), *s);
+            for v in 0..2 {
+                _mm512_storeu_ps(p.rows.add(oy * cp + c0 + v * LANES), sum[v]);
             }
         }
     }
