@@ -51,7 +51,8 @@ fn check(model: &str, options: ModelOptions, size: usize, batch: usize, dir: &Pa
 /// The stem and the Fused-MBConv stages' convs run on effv2-runtime's direct AVX-512 kernel inside
 /// tract's plan (where the CPU has AVX-512): the 3x3s with their SiLU folded in and no Pad node
 /// left in front, the 1x1 projections with their residual add; the MBConv stages' 1x1 convs on its
-/// channel-last product, their depthwise convs on its fused depthwise + SiLU + SE-pooling pass. (Numerics: the tests around this one compare whole runs with the
+/// channel-last product, their depthwise convs on its fused depthwise + SiLU + SE-pooling pass, the
+/// SE products and the classifier on its matrix-vector pass. (Numerics: the tests around this one compare whole runs with the
 /// reference engine and onnxruntime.)
 #[cfg(target_arch = "x86_64")]
 #[test]
@@ -88,6 +89,10 @@ fn tract_runs_the_dense_convs_on_our_direct_kernel() {
     assert_eq!(depthwise.len(), 16, "{depthwise:#?}");
     assert!(depthwise.iter().all(|i| i.ends_with("SiLU + pixel sums")), "{depthwise:#?}");
     assert_eq!(model.nodes().iter().filter(|n| n.op().name() == "Reduce<Sum>").count(), 1, "only the head's pooling stays tract's");
+    // The 32 SE products on a 1x1 image and the classifier as streaming matrix-vector products.
+    let matvec: Vec<String> = model.nodes().iter().filter(|n| n.op().name() == "Effv2MatVec").map(|n| n.name.clone()).collect();
+    assert_eq!(matvec.len(), 33, "{matvec:#?}");
+    assert!(!model.nodes().iter().any(|n| n.op().name() == "OptMatMul"), "a product left to tract");
     assert_eq!(pointwise.iter().filter(|i| i.contains("expand") && i.ends_with("SiLU")).count(), 16, "{pointwise:#?}");
     assert_eq!(pointwise.iter().filter(|i| i.contains("project") && i.ends_with("+ residual")).count(), 13, "{pointwise:#?}");
     assert!(pointwise.iter().any(|i| i.starts_with("head") && i.ends_with("SiLU")), "{pointwise:#?}");

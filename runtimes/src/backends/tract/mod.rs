@@ -16,6 +16,8 @@ mod depthwise_block;
 #[cfg(target_arch = "x86_64")]
 mod direct_conv;
 #[cfg(target_arch = "x86_64")]
+mod matvec;
+#[cfg(target_arch = "x86_64")]
 mod pointwise;
 
 /// Which channel-inner depthwise kernel tract runs here (x86_64: ours, filed in its registry).
@@ -67,6 +69,8 @@ pub fn optimize(model: TypedModel) -> TractResult<TypedModel> {
     pointwise::rewrite(&mut model)?;
     #[cfg(target_arch = "x86_64")]
     depthwise_block::rewrite(&mut model)?;
+    #[cfg(target_arch = "x86_64")]
+    matvec::rewrite(&mut model)?;
     channel_scale::rewrite(&mut model)?;
     model.into_optimized()
 }
