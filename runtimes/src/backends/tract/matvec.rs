@@ -115,6 +115,13 @@ struct Out(*mut f32);
 unsafe impl Send for Out {}
 unsafe impl Sync for Out {}
 
+impl Out {
+    // A method, so closures capture the `Send` wrapper rather than its raw pointer.
+    fn ptr(self) -> *mut f32 {
+        self.0
+    }
+}
+
 /// `y = w x` with `w` packed by [`pack`]. Rows of a large matrix go to the rayon pool the caller
 /// runs in, if it is one of several threads.
 ///
@@ -130,8 +137,7 @@ pub unsafe fn run(g: &Geo, w: &[f32], x: &[f32], y: &mut [f32]) {
     let out = Out(y.as_mut_ptr());
     let task = |t: usize| {
         let rows = t * ROWS_PER_TASK..((t + 1) * ROWS_PER_TASK).min(g.n);
-        let out = out;
-        unsafe { dots(g, w.as_ptr(), x, out.0, rows) }
+        unsafe { dots(g, w.as_ptr(), x, out.ptr(), rows) }
     };
     if threads > 1 && tasks >= 2 * threads {
         use rayon::prelude::*;
