@@ -21,7 +21,7 @@ fn main() -> TractResult<()> {
     let per_node = args.get(4).is_some_and(|a| a == "nodes");
     // Also links effv2-runtime's x86_64 depthwise kernels into tract's registry.
     effv2_runtime::avoid_tract_amx_int8();
-    println!("channel-inner depthwise kernel: {}; dense convs: {}; 1x1 convs: {}", effv2_runtime::tract_depthwise_kernel(), effv2_runtime::tract_dense_conv_kernel(), effv2_runtime::tract_pointwise_kernel());
+    println!("{}", effv2_runtime::tract_kernels());
     let model = effv2_runtime::tract_optimize(tract_onnx::onnx().model_for_path(&args[1])?.with_input_fact(0, f32::fact(&shape).into())?.into_typed()?)?;
     // EFFV2_THREADS=N: the multi-threaded executor, as `effv2-bench run --threads N` sets it.
     let threads: usize = std::env::var("EFFV2_THREADS").ok().and_then(|t| t.parse().ok()).unwrap_or(1);

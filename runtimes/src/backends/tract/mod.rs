@@ -56,11 +56,13 @@ fn filled_f32(shape: &[usize], fill: impl FnOnce(&mut [f32])) -> TractResult<TVa
     Ok(out.into_tvalue())
 }
 
-/// tract's optimisation of a typed model with our kernels in it: decluttered, the dense convs
-/// the x86_64 direct kernel takes swapped in (see `direct_conv`), the MBConv stages moved
-/// channel-last between blocks and their 1x1 convs swapped in (`pointwise`), the squeeze-excite products
-/// tract would broadcast slowly (`channel_scale`), then tract's own codegen.
-/// What every tract run of an artifact goes through (the profiling example too).
+/// tract's optimisation of a typed model with our kernels in it: decluttered, then on x86_64 with
+/// AVX-512 the dense convs of the stem and fused stages (`direct_conv`), the MBConv stages moved
+/// channel-last between blocks with their 1x1 convs and SE gates (`pointwise`), their depthwise
+/// convs with SiLU and SE pooling (`depthwise_block`) and the matrix-vector products
+/// (`matvec`) swapped in; on any CPU the SE gate products tract would broadcast slowly
+/// (`channel_scale`); then tract's own codegen. What every tract run of an artifact goes
+/// through (the profiling example too).
 pub fn optimize(model: TypedModel) -> TractResult<TypedModel> {
     let mut model = model.into_decluttered()?;
     #[cfg(target_arch = "x86_64")]
@@ -84,13 +86,25 @@ pub fn dense_conv_kernel() -> &'static str {
     "tract im2col"
 }
 
-/// Which kernel runs the MBConv stages' 1x1 convs here.
-pub fn pointwise_kernel() -> &'static str {
+/// Which kernels run the network's ops here, in words: the depthwise convs (our fused pass, or
+/// tract's with the registry's channel-inner kernel), the dense convs, the 1x1 convs and the
+/// matrix-vector products. For `device()` and the bench reports.
+pub fn kernels() -> String {
     #[cfg(target_arch = "x86_64")]
-    if pointwise::enabled() {
-        return "effv2 avx512 12x32 channel-last";
-    }
-    "tract matmul"
+    let (depthwise, pointwise, matvec) = (
+        depthwise_block::enabled().then_some("effv2 avx512 (+ SiLU + SE pooling)"),
+        pointwise::enabled().then_some("effv2 avx512 12x32 channel-last"),
+        matvec::enabled().then_some("effv2 avx512 streaming"),
+    );
+    #[cfg(not(target_arch = "x86_64"))]
+    let (depthwise, pointwise, matvec) = (None::<&str>, None::<&str>, None::<&str>);
+    let depthwise = depthwise.map_or_else(|| format!("tract, kernel {}", depthwise_kernel()), str::to_string);
+    format!(
+        "depthwise {depthwise}, dense conv {}, 1x1 conv {}, matrix-vector {}",
+        dense_conv_kernel(),
+        pointwise.unwrap_or("tract matmul"),
+        matvec.unwrap_or("tract matmul")
+    )
 }
 
 pub struct TractRuntime {
@@ -149,7 +163,7 @@ impl Runtime for TractRuntime {
 
     fn device(&self) -> String {
         let threads = format!("{} thread{}", self.threads, if self.threads == 1 { "" } else { "s" });
-        format!("cpu {}, {threads}, depthwise kernel {}, dense conv {}, 1x1 conv {}", std::env::consts::ARCH, depthwise_kernel(), dense_conv_kernel(), pointwise_kernel())
+        format!("cpu {}, {threads}, {}", std::env::consts::ARCH, kernels())
     }
 
     fn manifest(&self) -> &Manifest {
