@@ -2,7 +2,7 @@ use tract_onnx::prelude::*;
 fn main() -> TractResult<()> {
     let args: Vec<String> = std::env::args().collect();
     eprintln!("{}", effv2_runtime::tract_depthwise_kernel());
-    let m = tract_onnx::onnx().model_for_path(&args[1])?.with_input_fact(0, f32::fact([1usize,3,224,224]).into())?.into_typed()?.into_decluttered()?;
+    let m = tract_onnx::onnx().model_for_path(&args[1])?.with_input_fact(0, f32::fact([2usize,3,224,224]).into())?.into_typed()?.into_decluttered()?;
     for id in m.eval_order()? {
         let n = m.node(id);
         if !n.name.starts_with(&args[2]) { continue }

@@ -9,7 +9,7 @@
 //! the image read a zero vector instead of branching, SiLU is applied before the one store and
 //! the stored values are summed per row; the row sums are added up in row order afterwards, so
 //! the pooled result does not depend on the thread count.
-//! Only on AVX-512 CPUs, for f32, batch 1, 3x3 and 5x5 kernels, stride 1 or 2.
+//! Only on AVX-512 CPUs, for f32, 3x3 and 5x5 kernels, stride 1 or 2.
 
 use std::arch::x86_64::*;
 
@@ -216,7 +216,24 @@ pub unsafe fn run(g: &Geo, x: &[f32], w: &[f32], bias: &[f32], y: &mut [f32]) ->
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct Depthwise {
     geo: Geo,
+    /// Images in the batch (`[n, h, w, c]`), or `None` for an image without a batch axis.
+    images: Option<usize>,
     pool: bool,
+}
+
+impl Depthwise {
+    fn n(&self) -> usize {
+        self.images.unwrap_or(1)
+    }
+
+    /// `[(n,) rest…]`.
+    fn shape(&self, rest: [usize; 3]) -> TVec<usize> {
+        let mut shape: TVec<usize> = rest.into_iter().collect();
+        if let Some(n) = self.images {
+            shape.insert(0, n);
+        }
+        shape
+    }
 }
 
 impl Op for Depthwise {
@@ -245,14 +262,18 @@ impl EvalOp for Depthwise {
         let g = &self.geo;
         let (x, w, b) = (x.to_plain_array_view::<f32>()?, w.to_plain_array_view::<f32>()?, b.to_plain_array_view::<f32>()?);
         let (x, w, b) = (x.as_slice().context("contiguous input")?, w.as_slice().context("packed weights")?, b.as_slice().context("bias")?);
-        let cp = g.chunks() * CHUNK;
-        ensure!(x.len() == g.h * g.w * g.c && w.len() == g.k * g.k * cp && b.len() == cp, "Effv2Depthwise: input of {} values for {g:?}", x.len());
-        let mut sums = Vec::new();
+        let (cp, n, xs, ys) = (g.chunks() * CHUNK, self.n(), g.h * g.w * g.c, g.oh * g.ow * g.c);
+        ensure!(x.len() == n * xs && w.len() == g.k * g.k * cp && b.len() == cp, "Effv2Depthwise: input of {} values for {n} x {g:?}", x.len());
+        let mut sums = Vec::with_capacity(n * g.c);
         // The kernel writes every element of the output.
-        let y = super::filled_f32(&[g.oh, g.ow, g.c], |y| sums = unsafe { run(g, x, w, b, y) })?;
+        let y = super::filled_f32(&self.shape([g.oh, g.ow, g.c]), |y| {
+            for i in 0..n {
+                sums.extend(unsafe { run(g, &x[i * xs..][..xs], w, b, &mut y[i * ys..][..ys]) });
+            }
+        })?;
         let mut out = tvec!(y);
         if self.pool {
-            out.push(Tensor::from_shape(&[1, 1, g.c], &sums)?.into_tvalue());
+            out.push(Tensor::from_shape(&self.shape([1, 1, g.c]), &sums)?.into_tvalue());
         }
         Ok(out)
     }
@@ -265,24 +286,25 @@ impl TypedOp for Depthwise {
 
     fn output_facts(&self, _inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
         let g = &self.geo;
-        let mut facts = tvec!(f32::fact([g.oh, g.ow, g.c]));
+        let mut facts = tvec!(f32::fact(&*self.shape([g.oh, g.ow, g.c])));
         if self.pool {
-            facts.push(f32::fact([1, 1, g.c]));
+            facts.push(f32::fact(&*self.shape([1, 1, g.c])));
         }
         Ok(facts)
     }
 
     fn cost(&self, _inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
         let g = &self.geo;
-        Ok(tvec!((Cost::FMA(f32::datum_type()), (g.oh * g.ow * g.c * g.k * g.k).into())))
+        Ok(tvec!((Cost::FMA(f32::datum_type()), (self.n() * g.oh * g.ow * g.c * g.k * g.k).into())))
     }
 }
 
-/// The geometry of a channel-last, batch-1, f32 depthwise `conv` reading `x`, if the kernel takes it.
-fn geometry(conv: &Conv, x: &TypedFact, w: &TypedFact) -> Option<Geo> {
+/// The geometry of a channel-last f32 depthwise `conv` reading `x` and its batch size (`None`:
+/// no batch axis), if the kernel takes it.
+fn geometry(conv: &Conv, x: &TypedFact, w: &TypedFact) -> Option<(Geo, Option<usize>)> {
     let ps = &conv.pool_spec;
     let c = ps.input_channels;
-    if ps.data_format != DataFormat::HWC || conv.q_params.is_some() || conv.group != c || ps.output_channels != c || conv.kernel_fmt != KernelFormat::OIHW {
+    if !matches!(ps.data_format, DataFormat::HWC | DataFormat::NHWC) || conv.q_params.is_some() || conv.group != c || ps.output_channels != c || conv.kernel_fmt != KernelFormat::OIHW {
         return None;
     }
     if x.datum_type != f32::datum_type() || w.konst.as_ref().is_none_or(|k| k.datum_type() != f32::datum_type()) {
@@ -293,10 +315,14 @@ fn geometry(conv: &Conv, x: &TypedFact, w: &TypedFact) -> Option<Geo> {
     if kh != kw || !(*kh == 3 || *kh == 5) || strides[0] != strides[1] || !(1..=2).contains(&strides[0]) || ps.dilations().iter().any(|&d| d != 1) {
         return None;
     }
-    let shape = x.shape.as_concrete()?;
-    let [h, w, _] = *shape else { return None };
+    let (images, h, w) = match *x.shape.as_concrete()? {
+        [h, w, _] => (None, h, w),
+        [n, h, w, _] => (Some(n), h, w),
+        _ => return None,
+    };
     let pads = ps.computed_padding(&[h, w]);
-    Some(Geo { c, h, w, oh: pads[0].convoluted, ow: pads[1].convoluted, k: *kh, stride: strides[0], pad_top: pads[0].pad_before, pad_left: pads[1].pad_before })
+    let geo = Geo { c, h, w, oh: pads[0].convoluted, ow: pads[1].convoluted, k: *kh, stride: strides[0], pad_top: pads[0].pad_before, pad_left: pads[1].pad_before };
+    Some((geo, images))
 }
 
 /// Whether the rewrite is on: AVX-512 here and not turned off with `EFFV2_TRACT_DEPTHWISE=0`
@@ -318,12 +344,14 @@ pub fn rewrite(model: &mut TypedModel) -> TractResult<usize> {
         let Some(conv) = node.op_as::<Conv>() else { continue };
         let [xi, wi, bi] = node.inputs.as_slice() else { continue };
         let (xf, wf, bf) = (model.outlet_fact(*xi)?, model.outlet_fact(*wi)?, model.outlet_fact(*bi)?);
-        let Some(geo) = geometry(conv, xf, wf) else { continue };
+        let Some((geo, images)) = geometry(conv, xf, wf) else { continue };
+        // The pixel axes of the image, after the batch axis if there is one.
+        let pixel_axes = if images.is_some() { [1, 2] } else { [0, 1] };
         let Some(bias) = bf.konst.clone().filter(|b| b.len() == geo.c && b.datum_type() == f32::datum_type()) else { continue };
         let Some(silu) = single_reader(model, id, "Silu")?.filter(|s| s.inputs.len() == 1).map(|s| s.id) else { continue };
         let silu_out = OutletId::new(silu, 0);
         let pool = model.outlet_successors(silu_out).iter().map(|s| s.node).find(|&r| {
-            model.node(r).op_as::<Reduce>().is_some_and(|red| red.reducer == Reducer::Sum && red.axes.as_slice() == [0, 1])
+            model.node(r).op_as::<Reduce>().is_some_and(|red| red.reducer == Reducer::Sum && red.axes.as_slice() == pixel_axes)
         });
         let name = node.name.clone();
         let weights = wf.konst.clone().expect("checked by geometry");
@@ -335,7 +363,7 @@ pub fn rewrite(model: &mut TypedModel) -> TractResult<usize> {
             patch.add_const(format!("{name}.packed"), Tensor::from_shape(&[packed.len()], &packed)?)?,
             patch.add_const(format!("{name}.bias_padded"), Tensor::from_shape(&[bias.len()], &bias)?)?,
         ];
-        let outs = patch.wire_node(format!("{name}.fused"), Depthwise { geo, pool: pool.is_some() }, &inputs)?;
+        let outs = patch.wire_node(format!("{name}.fused"), Depthwise { geo, images, pool: pool.is_some() }, &inputs)?;
         patch.shunt_outside(model, silu_out, outs[0])?;
         if let Some(r) = pool {
             patch.shunt_outside(model, OutletId::new(r, 0), outs[1])?;

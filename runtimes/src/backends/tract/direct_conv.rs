@@ -481,7 +481,7 @@ fn rewrite_projections(model: &mut TypedModel) -> TractResult<usize> {
         let Some(einsum) = node.op_as::<EinSum>() else { continue };
         let expr = einsum.axes.to_string();
         let in_has_n = match expr.as_str() {
-            "NIHW,OI->OHW" => true,
+            "NIHW,OI->OHW" | "NIHW,OI->NOHW" => true,
             "IHW,OI->OHW" => false,
             _ => continue,
         };

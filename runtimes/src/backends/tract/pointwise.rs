@@ -11,8 +11,7 @@
 //! sits in 24 zmm registers, each step loads two weight vectors and broadcasts 12 inputs, and the
 //! bias, SiLU and residual are applied before the one store. The input dimension is cut into
 //! blocks of [`KC`] so a block of weights stays in L1 while every pixel tile passes over it.
-//! Only on AVX-512 CPUs, for f32, constant weights, batch 1 (tract drops the unit batch axis);
-//! everything else stays tract's.
+//! Only on AVX-512 CPUs, for f32 and constant weights; everything else stays tract's.
 
 use std::arch::x86_64::*;
 
@@ -303,8 +302,10 @@ pub unsafe fn run(g: &Geo, x: &[f32], w: &[f32], bias: &[f32], y: &mut [f32], f:
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct Pointwise {
     geo: Geo,
-    /// Output `[h, w, cout]`.
-    out_shape: [usize; 3],
+    /// Images in the batch, each its own product (a gate is per image).
+    images: usize,
+    /// Output `[(n,) h, w, cout]`.
+    out_shape: TVec<usize>,
     silu: bool,
     gate: bool,
     residual: bool,
@@ -324,7 +325,8 @@ impl Op for Pointwise {
         };
         let layout = if g.in_last { "hwc" } else { "chw" };
         let gate = if self.gate { " · SE gate" } else { "" };
-        Ok(vec![format!("1x1 {}→{} ch, {} px, {layout}{gate} → hwc{extra}", g.cin, g.cout, g.pixels)])
+        let batch = if self.images > 1 { format!("{} × ", self.images) } else { String::new() };
+        Ok(vec![format!("1x1 {}→{} ch, {batch}{} px, {layout}{gate} → hwc{extra}", g.cin, g.cout, g.pixels)])
     }
 
     fn validation(&self) -> Validation {
@@ -346,12 +348,16 @@ impl EvalOp for Pointwise {
         let (x, w, b) = (slices[0], slices[1], slices[2]);
         let gate = self.gate.then(|| slices[3]);
         let residual = self.residual.then(|| slices[wanted - 1]);
-        let out = g.pixels * g.cout;
-        ensure!(x.len() == g.pixels * g.cin && residual.is_none_or(|r| r.len() == out) && gate.is_none_or(|s| s.len() == g.cin), "Effv2Pointwise: input of {} values for {g:?}", x.len());
+        let (n, xs, ys) = (self.images, g.pixels * g.cin, g.pixels * g.cout);
+        ensure!(x.len() == n * xs && residual.is_none_or(|r| r.len() == n * ys) && gate.is_none_or(|s| s.len() == n * g.cin), "Effv2Pointwise: input of {} values for {n} x {g:?}", x.len());
         ensure!(w.len() == g.panels() * NR * g.cin && b.len() == g.panels() * NR, "Effv2Pointwise: packed constants do not fit {g:?}");
-        let f = Fused { silu: self.silu, residual, gate };
         // The kernel writes every element of the output.
-        let y = super::filled_f32(&self.out_shape, |y| unsafe { run(g, x, w, b, y, f) })?;
+        let y = super::filled_f32(&self.out_shape, |y| {
+            for i in 0..n {
+                let f = Fused { silu: self.silu, residual: residual.map(|r| &r[i * ys..][..ys]), gate: gate.map(|s| &s[i * g.cin..][..g.cin]) };
+                unsafe { run(g, &x[i * xs..][..xs], w, b, &mut y[i * ys..][..ys], f) };
+            }
+        })?;
         Ok(tvec!(y))
     }
 
@@ -362,12 +368,12 @@ impl TypedOp for Pointwise {
     tract_onnx::tract_core::as_op!();
 
     fn output_facts(&self, _inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        Ok(tvec!(f32::fact(self.out_shape)))
+        Ok(tvec!(f32::fact(&*self.out_shape)))
     }
 
     fn cost(&self, _inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
         let g = &self.geo;
-        Ok(tvec!((Cost::FMA(f32::datum_type()), (g.pixels * g.cout * g.cin).into())))
+        Ok(tvec!((Cost::FMA(f32::datum_type()), (self.images * g.pixels * g.cout * g.cin).into())))
     }
 }
 
@@ -377,19 +383,33 @@ pub(super) fn enabled() -> bool {
     supported() && std::env::var("EFFV2_TRACT_POINTWISE").map_or(true, |v| v != "0")
 }
 
-/// The 1x1-conv einsum of a batch-1 image, as tract's declutter writes it: `(input channel-last,
-/// output channel-last)`.
-fn layouts(einsum: &EinSum) -> Option<(bool, bool)> {
+/// How a 1x1-conv einsum lays out its image, as tract's declutter writes it: channels first or
+/// last, and a batch axis in front of the input and of the output or not (tract drops a unit one
+/// where it can, so the two may differ).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Layouts {
+    in_last: bool,
+    out_last: bool,
+    in_n: bool,
+    out_n: bool,
+}
+
+fn layouts(einsum: &EinSum) -> Option<Layouts> {
     if einsum.q_params.is_some() {
         return None;
     }
-    match einsum.axes.to_string().as_str() {
-        "IHW,OI->OHW" => Some((false, false)),
-        "IHW,OI->HWO" => Some((false, true)),
-        "HWI,OI->OHW" => Some((true, false)),
-        "HWI,OI->HWO" => Some((true, true)),
-        _ => None,
-    }
+    let expr = einsum.axes.to_string();
+    let (ins, out) = expr.split_once("->")?;
+    let (in_n, out_n) = (ins.starts_with('N'), out.starts_with('N'));
+    let expr = format!("{}->{}", ins.trim_start_matches('N'), out.trim_start_matches('N'));
+    let (in_last, out_last) = match expr.as_str() {
+        "IHW,OI->OHW" => (false, false),
+        "IHW,OI->HWO" => (false, true),
+        "HWI,OI->OHW" => (true, false),
+        "HWI,OI->HWO" => (true, true),
+        _ => return None,
+    };
+    Some(Layouts { in_last, out_last, in_n, out_n })
 }
 
 /// Move the output of every channel-first 1x1 conv that reads a channel-last image (an MBConv
@@ -402,13 +422,14 @@ fn move_boundaries_channel_last(model: &mut TypedModel) -> TractResult<usize> {
     loop {
         let candidate = model.eval_order()?.into_iter().find(|&id| {
             let node = model.node(id);
-            !tried.contains(&node.name) && node.op_as::<EinSum>().and_then(layouts) == Some((true, false))
+            !tried.contains(&node.name) && node.op_as::<EinSum>().and_then(layouts).is_some_and(|l| l.in_last && !l.out_last)
         });
         let Some(id) = candidate else { return Ok(moved) };
         tried.insert(model.node(id).name.clone());
+        let batch = model.node(id).op_as::<EinSum>().and_then(layouts).is_some_and(|l| l.out_n) as usize;
         let mut interfaces = model.output_outlets()?.to_vec();
         interfaces.extend(model.input_outlets()?.iter());
-        let change = AxisChange { outlet: OutletId::new(id, 0), op: AxisOp::Move(0, 2) };
+        let change = AxisChange { outlet: OutletId::new(id, 0), op: AxisOp::Move(batch, batch + 2) };
         if let Some((patch, _)) = change_axes(model, &change, &interfaces, &[], &mut Default::default())? {
             patch.apply(model)?;
             moved += 1;
@@ -416,9 +437,9 @@ fn move_boundaries_channel_last(model: &mut TypedModel) -> TractResult<usize> {
     }
 }
 
-/// If `x` is `Mul(image [h, w, c], gate [1, 1, c])` (f32, not constant) read only by the conv,
-/// the image and the gate.
-fn se_gate(model: &TypedModel, x: OutletId, c: usize) -> TractResult<Option<(OutletId, OutletId)>> {
+/// If `x` is `Mul(image [(n,) h, w, c], gate [(n,) 1, 1, c])` (f32, not constant) read only by
+/// the conv, the image and the gate.
+fn se_gate(model: &TypedModel, x: OutletId, gate_shape: &[usize]) -> TractResult<Option<(OutletId, OutletId)>> {
     let mul = model.node(x.node);
     if mul.op().name() != "Mul" || mul.inputs.len() != 2 || model.outlet_successors(x).len() != 1 || model.output_outlets()?.contains(&x) {
         return Ok(None);
@@ -429,7 +450,7 @@ fn se_gate(model: &TypedModel, x: OutletId, c: usize) -> TractResult<Option<(Out
     }
     let shapes = facts.map(|f| f.shape.as_concrete().map(|s| s.to_vec()));
     let out = model.outlet_fact(x)?.shape.as_concrete().map(|s| s.to_vec());
-    let gate_shape = Some(vec![1, 1, c]);
+    let gate_shape = Some(gate_shape.to_vec());
     Ok(match () {
         _ if shapes[1] == gate_shape && shapes[0] == out => Some((mul.inputs[0], mul.inputs[1])),
         _ if shapes[0] == gate_shape && shapes[1] == out => Some((mul.inputs[1], mul.inputs[0])),
@@ -448,7 +469,7 @@ pub fn rewrite(model: &mut TypedModel) -> TractResult<usize> {
     let mut done = 0;
     for id in model.eval_order()? {
         let node = model.node(id);
-        let Some((in_last, true)) = node.op_as::<EinSum>().and_then(layouts) else { continue };
+        let Some(Layouts { in_last, out_last: true, in_n, out_n }) = node.op_as::<EinSum>().and_then(layouts) else { continue };
         let [mut xi, wi] = *node.inputs.as_slice() else { continue };
         let (xf, wf) = (model.outlet_fact(xi)?, model.outlet_fact(wi)?);
         let (Some(x_shape), Some(w)) = (xf.shape.as_concrete(), wf.konst.clone()) else { continue };
@@ -456,8 +477,13 @@ pub fn rewrite(model: &mut TypedModel) -> TractResult<usize> {
             continue;
         }
         let [cout, cin] = *w.shape() else { continue };
-        let [h, wd] = if in_last { [x_shape[0], x_shape[1]] } else { [x_shape[1], x_shape[2]] };
-        let out_shape = [h, wd, cout];
+        // The image axes after the batch axis, if any.
+        let (n, img) = if in_n { (x_shape[0], &x_shape[1..]) } else { (1, x_shape) };
+        if img.len() != 3 || (n > 1 && !out_n) {
+            continue;
+        }
+        let [h, wd] = if in_last { [img[0], img[1]] } else { [img[1], img[2]] };
+        let out_shape: TVec<usize> = if out_n { tvec![n, h, wd, cout] } else { tvec![h, wd, cout] };
         let Some((bias_add, b)) = single_add(model, id)? else { continue };
         // A per-channel bias: `cout` values along the last axis.
         let per_channel = |t: &Tensor| t.len() == cout && t.datum_type() == f32::datum_type() && t.shape().last() == Some(&cout);
@@ -467,12 +493,13 @@ pub fn rewrite(model: &mut TypedModel) -> TractResult<usize> {
         let residual = if silu.is_none() { single_add(model, bias_add)?.filter(|(_, r)| model.outlet_fact(*r).is_ok_and(shaped_like_out)) } else { None };
         // A channel-last input that is a squeeze-excite gate product read by this conv alone:
         // the gate goes to the weights instead.
-        let gate = if in_last { se_gate(model, xi, cin)? } else { None };
+        let gate_shape: TVec<usize> = if in_n { tvec![n, 1, 1, cin] } else { tvec![1, 1, cin] };
+        let gate = if in_last { se_gate(model, xi, &gate_shape)? } else { None };
         if let Some((x, _)) = gate {
             xi = x;
         }
         let geo = Geo { cin, cout, pixels: h * wd, in_last };
-        let op = Pointwise { geo, out_shape, silu: silu.is_some(), gate: gate.is_some(), residual: residual.is_some() };
+        let op = Pointwise { geo, images: n, out_shape, silu: silu.is_some(), gate: gate.is_some(), residual: residual.is_some() };
         let last = silu.or(residual.map(|(add, _)| add)).unwrap_or(bias_add);
         let name = node.name.clone();
         let packed = pack_weights(w.to_plain_array_view::<f32>()?.as_slice().context("contiguous weights")?, &geo);
