@@ -81,9 +81,15 @@ fn tract_runs_the_dense_convs_on_our_direct_kernel() {
     // their weights instead of a gate product over the image), and the head (SiLU).
     let pointwise: Vec<String> = model.nodes().iter().filter(|n| n.op().name() == "Effv2Pointwise").map(|n| format!("{} {}", n.name, n.op().info().unwrap()[0])).collect();
     assert_eq!(pointwise.len(), 33, "{pointwise:#?}");
+    assert_eq!(pointwise.iter().filter(|i| i.contains("expand") && i.ends_with("SiLU")).count(), 16, "{pointwise:#?}");
+    assert_eq!(pointwise.iter().filter(|i| i.contains("project") && i.ends_with("+ residual")).count(), 13, "{pointwise:#?}");
     assert_eq!(pointwise.iter().filter(|i| i.contains("project") && i.contains("SE gate")).count(), 16, "{pointwise:#?}");
+    assert!(pointwise.iter().any(|i| i.starts_with("head") && i.ends_with("SiLU")), "{pointwise:#?}");
     let products: Vec<_> = model.nodes().iter().filter(|n| n.op().name().contains("Mul") && !n.op().name().contains("MatMul") && !n.op().name().contains("Scalar")).map(|n| n.name.clone()).collect();
     assert!(products.is_empty(), "gate products left: {products:?}");
+    // Block boundaries moved channel-last: only the first MBConv block reads a channel-first image
+    // (the last fused stage's output).
+    assert_eq!(pointwise.iter().filter(|i| i.contains("chw → hwc")).count(), 1, "{pointwise:#?}");
     // The 16 depthwise convs with their SiLU and the SE pooling sum as one pass each.
     let depthwise: Vec<String> = model.nodes().iter().filter(|n| n.op().name() == "Effv2Depthwise").map(|n| n.op().info().unwrap()[0].clone()).collect();
     assert_eq!(depthwise.len(), 16, "{depthwise:#?}");
@@ -93,13 +99,13 @@ fn tract_runs_the_dense_convs_on_our_direct_kernel() {
     let matvec: Vec<String> = model.nodes().iter().filter(|n| n.op().name() == "Effv2MatVec").map(|n| n.name.clone()).collect();
     assert_eq!(matvec.len(), 33, "{matvec:#?}");
     assert!(!model.nodes().iter().any(|n| n.op().name() == "OptMatMul"), "a product left to tract");
-    assert_eq!(pointwise.iter().filter(|i| i.contains("expand") && i.ends_with("SiLU")).count(), 16, "{pointwise:#?}");
-    assert_eq!(pointwise.iter().filter(|i| i.contains("project") && i.ends_with("+ residual")).count(), 13, "{pointwise:#?}");
-    assert!(pointwise.iter().any(|i| i.starts_with("head") && i.ends_with("SiLU")), "{pointwise:#?}");
-    // Block boundaries moved channel-last: only the first MBConv block reads a channel-first image
-    // (the last fused stage's output).
-    assert_eq!(pointwise.iter().filter(|i| i.contains("chw → hwc")).count(), 1, "{pointwise:#?}");
-    assert!(!model.nodes().iter().any(|n| n.op().name() == "OptMatMul" && (n.name.contains("expand.conv") || n.name.contains("project.conv"))), "a 1x1 conv left to tract");
+    // A batch of two keeps its batch axis through the graph: the same convs are ours (the SE
+    // products and the classifier become matrix products, tract's).
+    let typed = tract_onnx::onnx().model_for_path(dir.path().join("model.onnx")).unwrap().with_input_fact(0, f32::fact([2, 3, 224, 224]).into()).unwrap().into_typed().unwrap();
+    let model = effv2_runtime::tract_optimize(typed).unwrap();
+    let count = |op: &str| model.nodes().iter().filter(|n| n.op().name() == op).count();
+    assert_eq!((count("Effv2DirectConv"), count("Effv2Pointwise"), count("Effv2Depthwise")), (10, 33, 16));
+    assert_eq!(count("MoveAxis"), 0, "no layout shuffles left in a batch");
 }
 
 #[test]
