@@ -19,7 +19,8 @@ use tract_onnx::tract_core::ops::cnn::conv::KernelFormat;
 use tract_onnx::tract_core::ops::cnn::Conv;
 use tract_onnx::tract_core::ops::nn::{DataFormat, Reduce, Reducer};
 
-use super::direct_conv::{silu512, single_reader, supported};
+use super::avx512::{first_lanes, pool_threads, silu512, supported};
+use super::single_reader;
 
 const LANES: usize = 16;
 /// Channels per chunk: two vectors, so a 3x3 chunk's weights take 18 of the 32 registers.
@@ -128,8 +129,7 @@ unsafe fn row<const K: usize>(g: &Geo, p: Ptrs, oy: usize, chunks: std::ops::Ran
             let mut bias = [_mm512_setzero_ps(); 2];
             let mut wt = [[[_mm512_setzero_ps(); 2]; K]; K];
             for v in 0..2 {
-                let left = g.c.saturating_sub(c0 + v * LANES);
-                masks[v] = if left >= LANES { 0xffff } else { ((1u32 << left) - 1) as __mmask16 };
+                masks[v] = first_lanes(g.c.saturating_sub(c0 + v * LANES));
                 bias[v] = _mm512_loadu_ps(p.b.add(c0 + v * LANES));
                 for kh in 0..K {
                     for kw in 0..K {
@@ -180,7 +180,7 @@ pub unsafe fn run(g: &Geo, x: &[f32], w: &[f32], bias: &[f32], y: &mut [f32]) ->
     assert!(g.k == 3 || g.k == 5, "3x3 and 5x5 only");
     let mut rows = vec![0f32; g.oh * cp];
     let p = Ptrs { x: x.as_ptr(), w: w.as_ptr(), b: bias.as_ptr(), y: y.as_mut_ptr(), rows: rows.as_mut_ptr() };
-    let threads = if rayon::current_thread_index().is_some() { rayon::current_num_threads() } else { 1 };
+    let threads = pool_threads();
     // Rows, each cut into chunk ranges when there are too few rows for the threads (b0's last
     // stage has seven).
     let per_row = (4 * threads).div_ceil(g.oh).min(g.chunks());
@@ -377,11 +377,7 @@ pub fn rewrite(model: &mut TypedModel) -> TractResult<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn rel(a: &[f32], b: &[f32]) -> f32 {
-        let m = b.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
-        a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max) / m
-    }
+    use crate::backends::tract::avx512::testing::*;
 
     #[test]
     fn the_kernel_equals_plain_loops_on_odd_shapes() {
@@ -389,12 +385,7 @@ mod tests {
             eprintln!("skipped: no AVX-512 here");
             return;
         }
-        let mut seed = 5u64;
-        let mut rnd = move || {
-            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            ((seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        };
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
+        let mut rnd = uniform(5);
         // (c, h, w, k, stride, pad_top, pad_left, pad_bottom, pad_right): b0's shapes, TF-same
         // stride 2 (no pad before), channel tails of 8 and 24, a 5x5, a single row.
         let cases = [
@@ -414,15 +405,14 @@ mod tests {
             let b: Vec<f32> = (0..c).map(|_| rnd()).collect();
             let (want, want_sums) = reference(&g, &x, &wt, &b);
             let (wp, bp) = (pack_weights(&wt, &g), pad_bias(&b, &g));
-            for threads in [None, Some(&pool)] {
+            let runs = both_ways(3, || {
                 let mut got = vec![f32::NAN; want.len()];
-                let go = |got: &mut [f32]| unsafe { run(&g, &x, &wp, &bp, got) };
-                let sums = match threads {
-                    Some(p) => p.install(|| go(&mut got)),
-                    None => go(&mut got),
-                };
-                assert!(rel(&got, &want) < 1e-5, "{g:?}: {}", rel(&got, &want));
-                assert!(rel(&sums, &want_sums) < 1e-5, "{g:?} sums: {}", rel(&sums, &want_sums));
+                let sums = unsafe { run(&g, &x, &wp, &bp, &mut got) };
+                (got, sums)
+            });
+            for (got, sums) in &runs {
+                assert!(rel(got, &want) < 1e-5, "{g:?}: {}", rel(got, &want));
+                assert!(rel(sums, &want_sums) < 1e-5, "{g:?} sums: {}", rel(sums, &want_sums));
             }
         }
     }

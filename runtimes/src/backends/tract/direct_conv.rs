@@ -21,6 +21,9 @@ use tract_onnx::tract_core::ops::cnn::Conv;
 use tract_onnx::tract_core::ops::einsum::EinSum;
 use tract_onnx::tract_core::ops::nn::DataFormat;
 
+use super::avx512::{lanes, pool_threads, silu512, supported};
+use super::{single_add, single_reader};
+
 /// Output channels per register block.
 const OCB: usize = 8;
 /// f32 lanes of a zmm register.
@@ -93,46 +96,6 @@ pub fn reference(g: &Geo, x: &[f32], w: &[f32], bias: &[f32], silu: bool, residu
         }
     }
     y
-}
-
-/// Whether this CPU runs the kernel.
-pub(super) fn supported() -> bool {
-    is_x86_feature_detected!("avx512f")
-}
-
-/// Lanes `[lo, hi)` of a 16-lane mask.
-fn lanes(lo: isize, hi: isize) -> __mmask16 {
-    let (lo, hi) = (lo.clamp(0, 16), hi.clamp(0, 16));
-    if hi <= lo {
-        0
-    } else {
-        (((1u32 << hi) - 1) & !((1u32 << lo) - 1)) as __mmask16
-    }
-}
-
-/// `e^x`, |rel err| ≈ 1e-7 over the range SiLU needs (inputs clamped to where f32 `e^x` is finite).
-#[target_feature(enable = "avx512f")]
-unsafe fn exp512(x: __m512) -> __m512 {
-    let x = _mm512_max_ps(_mm512_min_ps(x, _mm512_set1_ps(88.0)), _mm512_set1_ps(-87.0));
-    let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E)));
-    // r = x − n·ln2 in two steps (ln2 split so n·ln2_hi is exact).
-    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693_145_75), x);
-    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428_606_8e-6), r);
-    let mut p = _mm512_set1_ps(1.0 / 5040.0);
-    for c in [1.0 / 720.0, 1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
-        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
-    }
-    _mm512_scalef_ps(p, n)
-}
-
-/// `x·σ(x)` = `x / (1 + e^−x)`, the division as a 14-bit reciprocal and one Newton step (a
-/// full-width divide costs more than the rest of the epilogue).
-#[target_feature(enable = "avx512f")]
-pub(super) unsafe fn silu512(x: __m512) -> __m512 {
-    let d = _mm512_add_ps(_mm512_set1_ps(1.0), unsafe { exp512(_mm512_sub_ps(_mm512_setzero_ps(), x)) });
-    let r = _mm512_rcp14_ps(d);
-    let r = _mm512_mul_ps(r, _mm512_fnmadd_ps(d, r, _mm512_set1_ps(2.0)));
-    _mm512_mul_ps(x, r)
 }
 
 /// Pointers of one eval: input image, packed weights, bias, output image, and a tensor shaped like
@@ -270,7 +233,7 @@ pub unsafe fn run(g: &Geo, x: &[f32], w: &[f32], bias: &[f32], y: &mut [f32], si
             unsafe { row(g, p, blk, oy, silu) }
         }
     };
-    if rayon::current_thread_index().is_some() && rayon::current_num_threads() > 1 {
+    if pool_threads() > 1 {
         use rayon::prelude::*;
         (0..g.oh).into_par_iter().for_each(task);
     } else {
@@ -439,22 +402,6 @@ fn rewrite_convs(model: &mut TypedModel) -> TractResult<usize> {
     Ok(done)
 }
 
-/// The only reader of `id`'s output when it is an `op_name` node (and the output not a model
-/// output): an op our kernel can take over.
-pub(super) fn single_reader<'m>(model: &'m TypedModel, id: usize, op_name: &str) -> TractResult<Option<&'m TypedNode>> {
-    if model.output_outlets()?.contains(&OutletId::new(id, 0)) {
-        return Ok(None);
-    }
-    Ok(model.single_succ(id)?.filter(|s| s.op().name() == op_name))
-}
-
-/// The single reader of `id`'s output if it is an `Add`, with the other operand.
-pub(super) fn single_add(model: &TypedModel, id: usize) -> TractResult<Option<(usize, OutletId)>> {
-    let Some(add) = single_reader(model, id, "Add")?.filter(|s| s.inputs.len() == 2) else { return Ok(None) };
-    let other = if add.inputs[0].node == id { add.inputs[1] } else { add.inputs[0] };
-    Ok(Some((add.id, other)))
-}
-
 /// Put `op` in place of the nodes from `first` (whose name it takes) to `last`: it reads `x`,
 /// the OIHW `weights` packed for the kernel, the per-channel `bias` and maybe a `residual`.
 #[allow(clippy::too_many_arguments)]
@@ -513,11 +460,7 @@ fn rewrite_projections(model: &mut TypedModel) -> TractResult<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn rel(a: &[f32], b: &[f32]) -> f32 {
-        let m = b.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
-        a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max) / m
-    }
+    use crate::backends::tract::avx512::testing::*;
 
     #[test]
     fn the_kernel_equals_plain_loops_on_odd_shapes() {
@@ -525,11 +468,7 @@ mod tests {
             eprintln!("skipped: no AVX-512 here");
             return;
         }
-        let mut seed = 7u64;
-        let mut rnd = move || {
-            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            ((seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        };
+        let mut rnd = uniform(7);
         // (cin, h, w, cout, k, stride, pad_top, pad_left, pad_bottom, pad_right)
         let cases = [
             (3, 37, 37, 32, 3, 2, 0, 0, 1, 1), // TF-same stem on an odd size
@@ -562,21 +501,4 @@ mod tests {
             assert!(rel(&got, &want) < 1e-5, "{g:?} + residual");
         }
     }
-
-    #[test]
-    fn exp_is_accurate_over_the_silu_range() {
-        if !supported() {
-            return;
-        }
-        let xs: Vec<f32> = (0..16 * 64).map(|i| -80.0 + i as f32 * 0.157).collect();
-        for c in xs.chunks(16) {
-            let mut out = [0f32; 16];
-            unsafe { _mm512_storeu_ps(out.as_mut_ptr(), exp512(_mm512_loadu_ps(c.as_ptr()))) };
-            for (x, e) in c.iter().zip(out) {
-                let want = (*x as f64).exp();
-                assert!(((e as f64 - want) / want).abs() < 3e-7, "exp({x}) = {e}, want {want}");
-            }
-        }
-    }
 }
-

@@ -16,7 +16,7 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::einsum::EinSum;
 
-use super::direct_conv::supported;
+use super::avx512::{first_lanes as mask, pool_threads, supported};
 
 const LANES: usize = 16;
 /// Rows up to this long are stored transposed and summed as scaled rows.
@@ -49,14 +49,6 @@ pub fn pack(w: &[f32], g: &Geo) -> Vec<f32> {
         }
     }
     t
-}
-
-fn mask(left: usize) -> __mmask16 {
-    if left >= LANES {
-        0xffff
-    } else {
-        ((1u32 << left) - 1) as __mmask16
-    }
 }
 
 /// Rows `rows` of `y` as dot products, four rows at a time.
@@ -132,7 +124,7 @@ pub unsafe fn run(g: &Geo, w: &[f32], x: &[f32], y: &mut [f32]) {
     if g.transposed() {
         return unsafe { scaled_rows(g, w.as_ptr(), x, y.as_mut_ptr()) };
     }
-    let threads = if rayon::current_thread_index().is_some() { rayon::current_num_threads() } else { 1 };
+    let threads = pool_threads();
     let tasks = g.n.div_ceil(ROWS_PER_TASK);
     let out = Out(y.as_mut_ptr());
     let task = |t: usize| {
@@ -267,6 +259,7 @@ pub fn rewrite(model: &mut TypedModel) -> TractResult<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backends::tract::avx512::testing::*;
 
     #[test]
     fn the_kernel_equals_plain_loops() {
@@ -274,12 +267,7 @@ mod tests {
             eprintln!("skipped: no AVX-512 here");
             return;
         }
-        let mut seed = 3u64;
-        let mut rnd = move || {
-            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            ((seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        };
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+        let mut rnd = uniform(3);
         // SE reduce and expand shapes, the classifier, odd sizes on both sides of SHORT_K.
         for (n, k) in [(48, 1152), (1152, 48), (1000, 1280), (7, 3), (131, 129), (300, 128), (5, 17)] {
             let g = Geo { n, k };
@@ -287,12 +275,12 @@ mod tests {
             let x: Vec<f32> = (0..k).map(|_| rnd()).collect();
             let want: Vec<f64> = (0..n).map(|r| (0..k).map(|c| w[r * k + c] as f64 * x[c] as f64).sum()).collect();
             let packed = pack(&w, &g);
-            for threads in [None, Some(&pool)] {
+            let runs = both_ways(2, || {
                 let mut y = vec![f32::NAN; n];
-                match threads {
-                    Some(p) => p.install(|| unsafe { run(&g, &packed, &x, &mut y) }),
-                    None => unsafe { run(&g, &packed, &x, &mut y) },
-                }
+                unsafe { run(&g, &packed, &x, &mut y) };
+                y
+            });
+            for y in &runs {
                 for (r, (a, b)) in y.iter().zip(&want).enumerate() {
                     assert!((*a as f64 - b).abs() < 1e-4 * (1.0 + b.abs()), "{n}x{k} row {r}: {a} vs {b}");
                 }

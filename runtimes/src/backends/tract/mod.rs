@@ -12,6 +12,8 @@ use crate::manifest::Manifest;
 mod depthwise_c;
 mod channel_scale;
 #[cfg(target_arch = "x86_64")]
+mod avx512;
+#[cfg(target_arch = "x86_64")]
 mod depthwise_block;
 #[cfg(target_arch = "x86_64")]
 mod direct_conv;
@@ -56,6 +58,22 @@ fn filled_f32(shape: &[usize], fill: impl FnOnce(&mut [f32])) -> TractResult<TVa
     Ok(out.into_tvalue())
 }
 
+/// The only reader of `id`'s output when it is an `op_name` node (and the output not a model
+/// output): an op our kernel can take over.
+fn single_reader<'m>(model: &'m TypedModel, id: usize, op_name: &str) -> TractResult<Option<&'m TypedNode>> {
+    if model.output_outlets()?.contains(&OutletId::new(id, 0)) {
+        return Ok(None);
+    }
+    Ok(model.single_succ(id)?.filter(|s| s.op().name() == op_name))
+}
+
+/// The single reader of `id`'s output if it is an `Add`, with the other operand.
+fn single_add(model: &TypedModel, id: usize) -> TractResult<Option<(usize, OutletId)>> {
+    let Some(add) = single_reader(model, id, "Add")?.filter(|s| s.inputs.len() == 2) else { return Ok(None) };
+    let other = if add.inputs[0].node == id { add.inputs[1] } else { add.inputs[0] };
+    Ok(Some((add.id, other)))
+}
+
 /// tract's optimisation of a typed model with our kernels in it: decluttered, then on x86_64 with
 /// AVX-512 the dense convs of the stem and fused stages (`direct_conv`), the MBConv stages moved
 /// channel-last between blocks with their 1x1 convs and SE gates (`pointwise`), their depthwise
@@ -80,7 +98,7 @@ pub fn optimize(model: TypedModel) -> TractResult<TypedModel> {
 /// Which dense-conv kernel the tract backend uses for the stem and fused stages here.
 pub fn dense_conv_kernel() -> &'static str {
     #[cfg(target_arch = "x86_64")]
-    if direct_conv::supported() && std::env::var("EFFV2_TRACT_DIRECT_CONV").map_or(true, |v| v != "0") {
+    if avx512::supported() && std::env::var("EFFV2_TRACT_DIRECT_CONV").map_or(true, |v| v != "0") {
         return "effv2 direct avx512";
     }
     "tract im2col"

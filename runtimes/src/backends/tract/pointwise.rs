@@ -21,7 +21,8 @@ use tract_onnx::tract_core::ops::change_axes::{AxisChange, AxisOp};
 use tract_onnx::tract_core::ops::einsum::EinSum;
 use tract_onnx::tract_core::optim::change_axes::change_axes;
 
-use super::direct_conv::{silu512, single_add, single_reader, supported};
+use super::avx512::{first_lanes, pool_threads, silu512, supported};
+use super::{single_add, single_reader};
 
 /// Output channels per panel: two zmm registers.
 const NR: usize = 32;
@@ -120,15 +121,6 @@ struct Ptrs {
 // Each task writes its own panels of `y`; the rest is read-only.
 unsafe impl Send for Ptrs {}
 unsafe impl Sync for Ptrs {}
-
-/// Lanes `[0, n)` of a 16-lane mask.
-fn first_lanes(n: usize) -> __mmask16 {
-    if n >= LANES {
-        0xffff
-    } else {
-        ((1u32 << n) - 1) as __mmask16
-    }
-}
 
 /// One K block of a panel: input channels `k0..k0 + kc`. The first starts from zero, later ones
 /// from the partial sums already in `y`; the last applies bias, SiLU and residual before its
@@ -280,7 +272,7 @@ pub unsafe fn run(g: &Geo, x: &[f32], w: &[f32], bias: &[f32], y: &mut [f32], f:
     let null_or = |t: Option<&[f32]>| t.map_or(std::ptr::null(), |t| t.as_ptr());
     let p = Ptrs { x: x.as_ptr(), w: w.as_ptr(), b: bias.as_ptr(), y: y.as_mut_ptr(), r: null_or(f.residual), gate: null_or(f.gate) };
     let silu = f.silu;
-    let threads = if rayon::current_thread_index().is_some() { rayon::current_num_threads() } else { 1 };
+    let threads = pool_threads();
     if threads == 1 {
         (0..g.panels()).for_each(|j| unsafe { panel(g, p, j, 0..g.pixels, silu) });
         return;
@@ -525,11 +517,7 @@ pub fn rewrite(model: &mut TypedModel) -> TractResult<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn rel(a: &[f32], b: &[f32]) -> f32 {
-        let m = b.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
-        a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max) / m
-    }
+    use crate::backends::tract::avx512::testing::*;
 
     #[test]
     fn the_kernel_equals_plain_loops_on_odd_shapes() {
@@ -537,14 +525,9 @@ mod tests {
             eprintln!("skipped: no AVX-512 here");
             return;
         }
-        let mut seed = 11u64;
-        let mut rnd = move || {
-            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            ((seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        };
+        let mut rnd = uniform(11);
         // (cin, cout, pixels): channel tails of 8 and 16, pixel tails of every tile size, a K
         // block split (cin > 256) with a short last block.
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
         let cases = [(96, 672, 196), (672, 112, 196), (1152, 192, 49), (40, 24, 13), (300, 56, 25), (17, 8, 1), (513, 80, 23), (64, 40, 12)];
         for (cin, cout, pixels) in cases {
             for in_last in [false, true] {
@@ -560,15 +543,14 @@ mod tests {
                     let f = Fused { silu, residual, gate };
                     let want = reference(&g, &x, &w, &b, f);
                     // On the calling thread, then split over a pool of three.
-                    for pool in [None, Some(&pool)] {
+                    let runs = both_ways(3, || {
                         let mut got = vec![f32::NAN; want.len()];
-                        let go = |got: &mut [f32]| unsafe { run(&g, &x, &wp, &bp, got, f) };
-                        match pool {
-                            Some(p) => p.install(|| go(&mut got)),
-                            None => go(&mut got),
-                        }
-                        let e = rel(&got, &want);
-                        assert!(e < 1e-5, "{g:?} silu {silu} residual {} gate {} pool {}: {e}", residual.is_some(), gate.is_some(), pool.is_some());
+                        unsafe { run(&g, &x, &wp, &bp, &mut got, f) };
+                        got
+                    });
+                    for (got, pooled) in runs.iter().zip([false, true]) {
+                        let e = rel(got, &want);
+                        assert!(e < 1e-5, "{g:?} silu {silu} residual {} gate {} pool {pooled}: {e}", residual.is_some(), gate.is_some());
                     }
                 }
             }
