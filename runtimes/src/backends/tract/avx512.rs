@@ -48,15 +48,34 @@ pub fn first_lanes(n: usize) -> __mmask16 {
     lanes(0, n.min(16) as isize)
 }
 
+/// Whether one of our rewrites is on: AVX-512 here and not turned off with `var=0` (each
+/// rewrite has its variable, for A/B measurements).
+pub fn switched_on(var: &str) -> bool {
+    supported() && std::env::var(var).map_or(true, |v| v != "0")
+}
+
 /// Threads of the rayon pool the caller runs in (1 outside a pool): a kernel splits its work
 /// over them.
 pub fn pool_threads() -> usize {
     if rayon::current_thread_index().is_some() { rayon::current_num_threads() } else { 1 }
 }
 
+/// Tasks `0..tasks` over the rayon pool the caller runs in, or one after another on the calling
+/// thread outside a pool of several.
+pub fn spread(tasks: usize, task: impl Fn(usize) + Send + Sync) {
+    if pool_threads() > 1 {
+        use rayon::prelude::*;
+        (0..tasks).into_par_iter().for_each(task);
+    } else {
+        (0..tasks).for_each(task);
+    }
+}
+
 /// Test helpers of the kernels' tests.
 #[cfg(test)]
 pub mod testing {
+    pub use super::supported;
+
     /// max |a − b| / max |b|.
     pub fn rel(a: &[f32], b: &[f32]) -> f32 {
         let m = b.iter().fold(1e-6f32, |m, v| m.max(v.abs()));

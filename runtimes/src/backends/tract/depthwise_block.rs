@@ -19,7 +19,7 @@ use tract_onnx::tract_core::ops::cnn::conv::KernelFormat;
 use tract_onnx::tract_core::ops::cnn::Conv;
 use tract_onnx::tract_core::ops::nn::{DataFormat, Reduce, Reducer};
 
-use super::avx512::{first_lanes, pool_threads, silu512, supported};
+use super::avx512::{first_lanes, pool_threads, silu512, spread, switched_on};
 use super::single_reader;
 
 const LANES: usize = 16;
@@ -173,7 +173,7 @@ unsafe fn row<const K: usize>(g: &Geo, p: Ptrs, oy: usize, chunks: std::ops::Ran
 /// is one of several threads.
 ///
 /// # Safety
-/// The CPU has AVX-512F ([`supported`]).
+/// The CPU has AVX-512F ([`supported`](super::avx512::supported)).
 pub unsafe fn run(g: &Geo, x: &[f32], w: &[f32], bias: &[f32], y: &mut [f32]) -> Vec<f32> {
     let cp = g.chunks() * CHUNK;
     assert!(x.len() >= g.h * g.w * g.c && w.len() >= g.k * g.k * cp && bias.len() >= cp && y.len() >= g.oh * g.ow * g.c);
@@ -194,12 +194,7 @@ pub unsafe fn run(g: &Geo, x: &[f32], w: &[f32], bias: &[f32], y: &mut [f32]) ->
             }
         }
     };
-    if threads == 1 {
-        (0..g.oh * per_row).for_each(task);
-    } else {
-        use rayon::prelude::*;
-        (0..g.oh * per_row).into_par_iter().for_each(task);
-    }
+    spread(g.oh * per_row, task);
     let mut sums = vec![0f32; cp];
     for r in rows.chunks_exact(cp) {
         for (s, v) in sums.iter_mut().zip(r) {
@@ -328,7 +323,7 @@ fn geometry(conv: &Conv, x: &TypedFact, w: &TypedFact) -> Option<(Geo, Option<us
 /// Whether the rewrite is on: AVX-512 here and not turned off with `EFFV2_TRACT_DEPTHWISE=0`
 /// (for A/B measurements).
 pub(super) fn enabled() -> bool {
-    supported() && std::env::var("EFFV2_TRACT_DEPTHWISE").map_or(true, |v| v != "0")
+    switched_on("EFFV2_TRACT_DEPTHWISE")
 }
 
 /// Replace every depthwise conv the kernel takes whose only reader is a SiLU with

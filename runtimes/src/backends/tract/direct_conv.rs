@@ -21,7 +21,7 @@ use tract_onnx::tract_core::ops::cnn::Conv;
 use tract_onnx::tract_core::ops::einsum::EinSum;
 use tract_onnx::tract_core::ops::nn::DataFormat;
 
-use super::avx512::{lanes, pool_threads, silu512, supported};
+use super::avx512::{lanes, silu512, spread, switched_on};
 use super::{single_add, single_reader};
 
 /// Output channels per register block.
@@ -220,7 +220,7 @@ unsafe fn chunk<const WV: usize, const S: usize>(g: &Geo, p: Ptrs, blk: usize, o
 /// Rows go to the rayon pool the caller runs in, if it is one of several threads.
 ///
 /// # Safety
-/// The CPU has AVX-512F ([`supported`]).
+/// The CPU has AVX-512F ([`supported`](super::avx512::supported)).
 pub unsafe fn run(g: &Geo, x: &[f32], w: &[f32], bias: &[f32], y: &mut [f32], silu: bool, residual: Option<&[f32]>) {
     let out = g.cout * g.oh * g.ow;
     assert!(x.len() >= g.cin * g.h * g.w && w.len() >= g.blocks() * g.cin * g.k * g.k * OCB && bias.len() >= g.cout && y.len() >= out);
@@ -233,12 +233,7 @@ pub unsafe fn run(g: &Geo, x: &[f32], w: &[f32], bias: &[f32], y: &mut [f32], si
             unsafe { row(g, p, blk, oy, silu) }
         }
     };
-    if pool_threads() > 1 {
-        use rayon::prelude::*;
-        (0..g.oh).into_par_iter().for_each(task);
-    } else {
-        (0..g.oh).for_each(task);
-    }
+    spread(g.oh, task);
 }
 
 /// The op in tract's graph: inputs the image (`[n, cin, h, w]` or `[cin, h, w]`), the packed
@@ -370,13 +365,18 @@ fn geometry(conv: &Conv, x: &TypedFact, w: &TypedFact) -> Option<(Geo, bool)> {
     (geo.ow >= MIN_OW).then_some((geo, has_n))
 }
 
+/// Whether the rewrite is on: AVX-512 here and not turned off with `EFFV2_TRACT_DIRECT_CONV=0`.
+pub(super) fn enabled() -> bool {
+    switched_on("EFFV2_TRACT_DIRECT_CONV")
+}
+
 /// Replace every conv of `model` the kernel takes (see the module doc) with [`DirectConv`],
 /// absorbing a SiLU that is its only reader; then the 1x1 projections reading those (a Fused-MBConv
 /// block's `project` conv, which tract sees as an `EinSum` plus a bias `Add`), absorbing the
 /// residual `Add` after them. Returns how many were replaced; none on a CPU without AVX-512, or
 /// when `EFFV2_TRACT_DIRECT_CONV=0` (for A/B measurements).
 pub fn rewrite(model: &mut TypedModel) -> TractResult<usize> {
-    if !supported() || std::env::var("EFFV2_TRACT_DIRECT_CONV").is_ok_and(|v| v == "0") {
+    if !enabled() {
         return Ok(0);
     }
     let convs = rewrite_convs(model)?;

@@ -16,7 +16,7 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::einsum::EinSum;
 
-use super::avx512::{first_lanes as mask, pool_threads, supported};
+use super::avx512::{first_lanes as mask, pool_threads, spread, switched_on};
 
 const LANES: usize = 16;
 /// Rows up to this long are stored transposed and summed as scaled rows.
@@ -118,7 +118,7 @@ impl Out {
 /// runs in, if it is one of several threads.
 ///
 /// # Safety
-/// The CPU has AVX-512F ([`supported`]).
+/// The CPU has AVX-512F ([`supported`](super::avx512::supported)).
 pub unsafe fn run(g: &Geo, w: &[f32], x: &[f32], y: &mut [f32]) {
     assert!(w.len() >= g.n * g.k && x.len() >= g.k && y.len() >= g.n);
     if g.transposed() {
@@ -131,9 +131,9 @@ pub unsafe fn run(g: &Geo, w: &[f32], x: &[f32], y: &mut [f32]) {
         let rows = t * ROWS_PER_TASK..((t + 1) * ROWS_PER_TASK).min(g.n);
         unsafe { dots(g, w.as_ptr(), x, out.ptr(), rows) }
     };
-    if threads > 1 && tasks >= 2 * threads {
-        use rayon::prelude::*;
-        (0..tasks).into_par_iter().for_each(task);
+    // A matrix of few row blocks is not worth waking the other threads for.
+    if tasks >= 2 * threads {
+        spread(tasks, task);
     } else {
         (0..tasks).for_each(task);
     }
@@ -194,7 +194,7 @@ impl TypedOp for MatVec {
 
 /// Whether the rewrite is on: AVX-512 here and not turned off with `EFFV2_TRACT_MATVEC=0`.
 pub(super) fn enabled() -> bool {
-    supported() && std::env::var("EFFV2_TRACT_MATVEC").map_or(true, |v| v != "0")
+    switched_on("EFFV2_TRACT_MATVEC")
 }
 
 /// `(n, k, matrix transposed)` if `einsum` multiplies a vector (its first input: every axis but

@@ -98,7 +98,7 @@ pub fn optimize(model: TypedModel) -> TractResult<TypedModel> {
 /// Which dense-conv kernel the tract backend uses for the stem and fused stages here.
 pub fn dense_conv_kernel() -> &'static str {
     #[cfg(target_arch = "x86_64")]
-    if avx512::supported() && std::env::var("EFFV2_TRACT_DIRECT_CONV").map_or(true, |v| v != "0") {
+    if direct_conv::enabled() {
         return "effv2 direct avx512";
     }
     "tract im2col"

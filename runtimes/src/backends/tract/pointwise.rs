@@ -21,7 +21,7 @@ use tract_onnx::tract_core::ops::change_axes::{AxisChange, AxisOp};
 use tract_onnx::tract_core::ops::einsum::EinSum;
 use tract_onnx::tract_core::optim::change_axes::change_axes;
 
-use super::avx512::{first_lanes, pool_threads, silu512, supported};
+use super::avx512::{first_lanes, pool_threads, silu512, spread, switched_on};
 use super::{single_add, single_reader};
 
 /// Output channels per panel: two zmm registers.
@@ -264,7 +264,7 @@ pub struct Fused<'a> {
 /// adds. Panels go to the rayon pool the caller runs in, if it is one of several threads.
 ///
 /// # Safety
-/// The CPU has AVX-512F ([`supported`]).
+/// The CPU has AVX-512F ([`supported`](super::avx512::supported)).
 pub unsafe fn run(g: &Geo, x: &[f32], w: &[f32], bias: &[f32], y: &mut [f32], f: Fused) {
     let out = g.pixels * g.cout;
     assert!(x.len() >= g.cin * g.pixels && w.len() >= g.panels() * NR * g.cin && bias.len() >= g.panels() * NR && y.len() >= out);
@@ -272,20 +272,14 @@ pub unsafe fn run(g: &Geo, x: &[f32], w: &[f32], bias: &[f32], y: &mut [f32], f:
     let null_or = |t: Option<&[f32]>| t.map_or(std::ptr::null(), |t| t.as_ptr());
     let p = Ptrs { x: x.as_ptr(), w: w.as_ptr(), b: bias.as_ptr(), y: y.as_mut_ptr(), r: null_or(f.residual), gate: null_or(f.gate) };
     let silu = f.silu;
+    // Tasks are panels, each cut into even pixel ranges (at most one per tile) when there are
+    // too few panels to keep every thread busy (a 96-channel project conv is three panels).
     let threads = pool_threads();
-    if threads == 1 {
-        (0..g.panels()).for_each(|j| unsafe { panel(g, p, j, 0..g.pixels, silu) });
-        return;
-    }
-    // Tasks are panels, each cut into pixel ranges of whole tiles when there are too few panels
-    // to keep every thread busy (a 96-channel project conv is three panels).
-    let per_panel = (4 * threads).div_ceil(g.panels()).min(g.pixels.div_ceil(MR));
-    let task = |t: usize| {
+    let per_panel = if threads == 1 { 1 } else { (4 * threads).div_ceil(g.panels()).min(g.pixels.div_ceil(MR)) };
+    spread(g.panels() * per_panel, |t| {
         let (j, s) = (t / per_panel, t % per_panel);
         unsafe { panel(g, p, j, s * g.pixels / per_panel..(s + 1) * g.pixels / per_panel, silu) }
-    };
-    use rayon::prelude::*;
-    (0..g.panels() * per_panel).into_par_iter().for_each(task);
+    });
 }
 
 /// The op in tract's graph: inputs the image (`[c, h, w]` or `[h, w, c]`), the packed weights and
@@ -372,7 +366,7 @@ impl TypedOp for Pointwise {
 /// Whether the rewrite is on: AVX-512 here and not turned off with `EFFV2_TRACT_POINTWISE=0`
 /// (for A/B measurements).
 pub(super) fn enabled() -> bool {
-    supported() && std::env::var("EFFV2_TRACT_POINTWISE").map_or(true, |v| v != "0")
+    switched_on("EFFV2_TRACT_POINTWISE")
 }
 
 /// How a 1x1-conv einsum lays out its image, as tract's declutter writes it: channels first or
