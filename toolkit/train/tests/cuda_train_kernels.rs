@@ -88,23 +88,24 @@ fn randn(n: usize, seed: u64, scale: f32) -> Vec<f32> {
     (0..n).map(|_| r.normal() as f32 * scale).collect()
 }
 
-type Partials = unsafe extern "C" fn(*const f32, *const f32, *const f64, *const f32, *const f32, *mut f64, i64, i32, i32, i32);
+type Partials = unsafe extern "C" fn(*const f32, *const f32, *const f32, *const f32, *mut f64, i64, i32, i32, i32);
 type Finish = unsafe extern "C" fn(*const f64, i64, i32, f64, *mut f64);
 type Regroup = unsafe extern "C" fn(*const f64, i64, i32, i32, *mut f64);
 
-/// Per-channel sums as the engine runs them: chunk partials, regrouped, then one ordered sum each.
-#[allow(clippy::too_many_arguments)]
-fn chan_sum(h: &Host, a: &[f32], b: &[f32], mean64: &[f64], mean: &[f32], invstd: &[f32], c: usize, mode: i32, scale: f64) -> Vec<f64> {
+/// The two per-channel sums of `chan_partials` mode `mode` as the engine runs them: chunk
+/// partials, regrouped, then one ordered sum each; `[2c]` out (Σa, then the mode's second sum).
+fn chan_sums(h: &Host, a: &[f32], b: &[f32], mean: &[f32], invstd: &[f32], c: usize, mode: i32, scale: f64) -> Vec<f64> {
     let rows = a.len() / c;
     let chunks = rows.div_ceil(CHAN_CHUNK_ROWS);
-    let mut part = vec![f64::NAN; chunks * c];
-    let mut out = vec![f64::NAN; c];
+    let mut part = vec![f64::NAN; chunks * 2 * c];
+    let mut out = vec![f64::NAN; 2 * c];
     let p: Symbol<Partials> = h.sym("chan_partials");
     let f: Symbol<Finish> = h.sym("chan_finish");
     let ptr = |v: &[f32]| if v.is_empty() { std::ptr::null() } else { v.as_ptr() };
-    let m64 = if mean64.is_empty() { std::ptr::null() } else { mean64.as_ptr() };
     let pp = part.as_mut_ptr();
-    h.launch(|| unsafe { p(a.as_ptr(), ptr(b), m64, ptr(mean), ptr(invstd), pp, rows as i64, c as i32, CHAN_CHUNK_ROWS as i32, mode) });
+    h.launch(|| unsafe { p(a.as_ptr(), ptr(b), ptr(mean), ptr(invstd), pp, rows as i64, c as i32, CHAN_CHUNK_ROWS as i32, mode) });
+    // The partials are added as 2c channels.
+    let c = 2 * c;
     // The engine regroups many chunks before the final sum; groups of 2 here, so 3 chunks take
     // that path (a full group and a short one).
     let group = 2usize;
@@ -132,8 +133,9 @@ fn batch_norm_training_forward_and_backward_equal_the_cpu_engine() {
     let mut y_cpu = vec![0.0; rows * c];
     let saved = bn::forward_train(&p, &x, &mut y_cpu, &mut rm_cpu, &mut rv_cpu, None).unwrap();
 
-    let mean64 = chan_sum(&h, &x, &[], &[], &[], &[], c, 0, 1.0 / rows as f64);
-    let var64 = chan_sum(&h, &x, &[], &mean64, &[], &[], c, 1, 1.0 / rows as f64);
+    // Mean and mean square in one pass.
+    let moments = chan_sums(&h, &x, &[], &[], &[], c, 0, 1.0 / rows as f64);
+    let (mean64, meansq64) = moments.split_at(c);
     let (mut mean, mut invstd) = (vec![0f32; c], vec![0f32; c]);
     let (mut rm, mut rv) = (vec![0.5f32; c], vec![2.0f32; c]);
     let fin: Symbol<unsafe extern "C" fn(*const f64, *const f64, *mut f32, *mut f32, *mut f32, *mut f32, i32, i64, f32, f32)> = h.sym("bn_finalize");
@@ -141,7 +143,7 @@ fn batch_norm_training_forward_and_backward_equal_the_cpu_engine() {
     let set: Symbol<unsafe extern "C" fn(u32, u32, u32, u32)> = h.sym("effv2_host_thread");
     unsafe {
         set(0, 0, 1, 1);
-        fin(mean64.as_ptr(), var64.as_ptr(), mean.as_mut_ptr(), invstd.as_mut_ptr(), rm.as_mut_ptr(), rv.as_mut_ptr(), c as i32, rows as i64, 1e-3, bn::RUNNING_MOMENTUM);
+        fin(mean64.as_ptr(), meansq64.as_ptr(), mean.as_mut_ptr(), invstd.as_mut_ptr(), rm.as_mut_ptr(), rv.as_mut_ptr(), c as i32, rows as i64, 1e-3, bn::RUNNING_MOMENTUM);
     }
     close(&mean, &saved.mean, 1e-6, "mean");
     close(&invstd, &saved.invstd, 1e-6, "invstd");
@@ -155,8 +157,9 @@ fn batch_norm_training_forward_and_backward_equal_the_cpu_engine() {
 
     let (mut dx_cpu, mut dg_cpu, mut db_cpu) = (vec![0.0; rows * c], vec![0.0; c], vec![0.0; c]);
     bn::backward(&p, &saved, &x, &dy, &mut dx_cpu, &mut dg_cpu, &mut db_cpu, None).unwrap();
-    let sdy = chan_sum(&h, &dy, &[], &[], &[], &[], c, 0, 1.0);
-    let sdyx = chan_sum(&h, &dy, &x, &[], &mean, &invstd, c, 2, 1.0);
+    // Σdy and Σdy·x̂ in one pass.
+    let sums = chan_sums(&h, &dy, &x, &mean, &invstd, c, 1, 1.0);
+    let (sdy, sdyx) = sums.split_at(c);
     let mut dx = vec![f32::NAN; rows * c];
     let bwd: Symbol<unsafe extern "C" fn(*const f32, *const f32, *const f32, *const f32, *const f32, *const f64, *const f64, *mut f32, i64, i32, i64)> = h.sym("bn_backward_dx");
     let dxp = dx.as_mut_ptr();
@@ -181,8 +184,10 @@ fn depthwise_backward_equals_the_cpu_engine_for_stride_1_and_2() {
     let fdw_finish: Symbol<DwFinish> = h_.sym("depthwise_dw_finish");
     // TF "same" padding: stride 1 pads 1/1, stride 2 on an even size pads 0 top-left, 1 bottom-right;
     // 5x5 with stride 2 on an odd size pads 2/2.
-    for (h, k, stride, pt) in [(7usize, 3usize, 1usize, 1usize), (8, 3, 2, 0), (9, 5, 2, 2)] {
-        let (n, c) = (3usize, 19usize);
+    // 19 channels: one per thread; 24: the wide path (8 per thread).
+    let cases = [(7usize, 3usize, 1usize, 1usize), (8, 3, 2, 0), (9, 5, 2, 2)];
+    for ((h, k, stride, pt), c) in cases.into_iter().flat_map(|g| [(g, 19usize), (g, 24)]) {
+        let n = 3usize;
         let oh = h.div_ceil(stride);
         let pb = ((oh - 1) * stride + k).saturating_sub(h + pt);
         let g = Geo { cin: c, cout: c, h, w: h, oh, ow: oh, k, stride, pads: Pads { top: pt, left: pt, bottom: pb, right: pb } };
@@ -216,60 +221,66 @@ fn depthwise_backward_equals_the_cpu_engine_for_stride_1_and_2() {
                 dw[ch * k * k + t] = dw_hwc[t * c + ch];
             }
         }
-        close(&dx, &dx_want, 1e-5, &format!("depthwise dx k{k} s{stride}"));
-        close(&dw, &dw_want, 1e-5, &format!("depthwise dw k{k} s{stride}"));
+        close(&dx, &dx_want, 1e-5, &format!("depthwise dx k{k} s{stride} c{c}"));
+        close(&dw, &dw_want, 1e-5, &format!("depthwise dw k{k} s{stride} c{c}"));
     }
 }
 
 #[test]
 fn activation_se_and_mask_backwards_equal_the_cpu_ops() {
     let h = Host::new();
-    let (n, hw, c) = (2usize, 9usize, 6usize);
-    let total = n * hw * c;
-    let x = randn(total, 5, 3.0);
-    let dy = randn(total, 6, 1.0);
-    let act: Symbol<unsafe extern "C" fn(*const f32, *const f32, *const f32, *mut f32, i64, i32)> = h.sym("act_backward");
-    for (kind, code) in [(ActKind::Silu, 1), (ActKind::Relu6, 2), (ActKind::Sigmoid, 3)] {
-        let mut y = vec![0.0; total];
-        ops::act_forward(kind, &x, &mut y);
+    // 6 channels: one element per thread; 16: the wide paths (8 per thread).
+    for c in [6usize, 16] {
+        let (n, hw) = (2usize, 9usize);
+        let total = n * hw * c;
+        let x = randn(total, 5, 3.0);
+        let dy = randn(total, 6, 1.0);
+        let act: Symbol<unsafe extern "C" fn(*const f32, *const f32, *const f32, *mut f32, i64, i32)> = h.sym("act_backward");
+        for (kind, code) in [(ActKind::Silu, 1), (ActKind::Relu6, 2), (ActKind::Sigmoid, 3)] {
+            let mut y = vec![0.0; total];
+            ops::act_forward(kind, &x, &mut y);
+            let mut want = vec![0.0; total];
+            ops::act_backward(kind, &x, &y, &dy, &mut want);
+            let mut got = vec![f32::NAN; total];
+            let gp = got.as_mut_ptr();
+            h.launch(|| unsafe { act(x.as_ptr(), y.as_ptr(), dy.as_ptr(), gp, total as i64, code) });
+            close(&got, &want, 1e-6, &format!("{kind:?} backward c{c}"));
+        }
+
+        let dpool = randn(n * c, 7, 1.0);
         let mut want = vec![0.0; total];
-        ops::act_backward(kind, &x, &y, &dy, &mut want);
+        ops::pool_backward(&dpool, hw, c, &mut want);
         let mut got = vec![f32::NAN; total];
+        let pool: Symbol<unsafe extern "C" fn(*const f32, *mut f32, i64, i32, i32)> = h.sym("pool_backward");
         let gp = got.as_mut_ptr();
-        h.launch(|| unsafe { act(x.as_ptr(), y.as_ptr(), dy.as_ptr(), gp, total as i64, code) });
-        close(&got, &want, 1e-6, &format!("{kind:?} backward"));
+        h.launch(|| unsafe { pool(dpool.as_ptr(), gp, total as i64, hw as i32, c as i32) });
+        close(&got, &want, 1e-7, &format!("pool backward c{c}"));
+
+        // The gate's gradient (dx = dy · gate is the inference gate_mul: covered by the launch-list
+        // replay in cuda_train_plan.rs).
+        let gate = randn(n * c, 8, 1.0);
+        let (mut dx_want, mut dg_want) = (vec![0.0; total], vec![0.0; n * c]);
+        ops::mul_backward(&x, &gate, &dy, hw, c, &mut dx_want, &mut dg_want);
+        let mut dg = vec![f32::NAN; n * c];
+        let gdg: Symbol<unsafe extern "C" fn(*const f32, *const f32, *mut f32, i64, i32, i32)> = h.sym("gate_mul_backward_dgate");
+        let dgp = dg.as_mut_ptr();
+        h.launch(|| unsafe { gdg(x.as_ptr(), dy.as_ptr(), dgp, n as i64, hw as i32, c as i32) });
+        close(&dg, &dg_want, 1e-6, &format!("gate dgate c{c}"));
+
+        // Drop-path (one factor per sample) and dropout (one per element).
+        let am: Symbol<unsafe extern "C" fn(*const f32, *const f32, *mut f32, i64, i64)> = h.sym("apply_mask");
+        let mut rng = Rng::new(9);
+        let drop_path = ops::drop_path_mask(n, 0.5, &mut rng);
+        let dropout: Vec<f32> = (0..total).map(|_| if rng.uniform() < 0.3 { 0.0 } else { 1.0 / 0.7 }).collect();
+        for (what, mask, per) in [("drop-path", &drop_path, hw * c), ("dropout", &dropout, 1)] {
+            let mut want = vec![0.0; total];
+            ops::apply_mask(&x, mask, per, &mut want);
+            let mut got = vec![f32::NAN; total];
+            let gp = got.as_mut_ptr();
+            h.launch(|| unsafe { am(x.as_ptr(), mask.as_ptr(), gp, total as i64, per as i64) });
+            close(&got, &want, 0.0, &format!("{what} mask c{c}"));
+        }
     }
-
-    let dpool = randn(n * c, 7, 1.0);
-    let mut want = vec![0.0; total];
-    ops::pool_backward(&dpool, hw, c, &mut want);
-    let mut got = vec![f32::NAN; total];
-    let pool: Symbol<unsafe extern "C" fn(*const f32, *mut f32, i64, i32, i32)> = h.sym("pool_backward");
-    let gp = got.as_mut_ptr();
-    h.launch(|| unsafe { pool(dpool.as_ptr(), gp, total as i64, hw as i32, c as i32) });
-    close(&got, &want, 1e-7, "pool backward");
-
-    let gate = randn(n * c, 8, 1.0);
-    let (mut dx_want, mut dg_want) = (vec![0.0; total], vec![0.0; n * c]);
-    ops::mul_backward(&x, &gate, &dy, hw, c, &mut dx_want, &mut dg_want);
-    let (mut dx, mut dg) = (vec![f32::NAN; total], vec![f32::NAN; n * c]);
-    let gdx: Symbol<unsafe extern "C" fn(*const f32, *const f32, *mut f32, i64, i32, i32)> = h.sym("gate_mul_backward_dx");
-    let gdg: Symbol<unsafe extern "C" fn(*const f32, *const f32, *mut f32, i64, i32, i32)> = h.sym("gate_mul_backward_dgate");
-    let (dxp, dgp) = (dx.as_mut_ptr(), dg.as_mut_ptr());
-    h.launch(|| unsafe { gdx(gate.as_ptr(), dy.as_ptr(), dxp, total as i64, hw as i32, c as i32) });
-    h.launch(|| unsafe { gdg(x.as_ptr(), dy.as_ptr(), dgp, n as i64, hw as i32, c as i32) });
-    close(&dx, &dx_want, 1e-7, "gate dx");
-    close(&dg, &dg_want, 1e-6, "gate dgate");
-
-    // Drop-path: one factor per sample; then a residual's two gradients summed.
-    let mask = ops::drop_path_mask(n, 0.5, &mut Rng::new(9));
-    let mut want = vec![0.0; total];
-    ops::apply_mask(&x, &mask, hw * c, &mut want);
-    let mut got = vec![f32::NAN; total];
-    let am: Symbol<unsafe extern "C" fn(*const f32, *const f32, *mut f32, i64, i64)> = h.sym("apply_mask");
-    let gp = got.as_mut_ptr();
-    h.launch(|| unsafe { am(x.as_ptr(), mask.as_ptr(), gp, total as i64, (hw * c) as i64) });
-    close(&got, &want, 0.0, "drop-path mask");
     // (Gradient sums run the inference `add` in place: covered by the launch-list replay in
     // cuda_train_plan.rs, whose residual inputs get two gradients.)
 }
@@ -353,31 +364,35 @@ fn train_kernels_on_a_gpu_equal_the_cpu_maths_or_name_what_is_missing() {
     let f = |n: &str| module.load_function(n).unwrap();
     let cfg = |n: usize| LaunchConfig::for_num_elems(n as u32);
 
-    // BN statistics of a [rows, c] tensor: chunk partials, ordered finish, f64 mean.
+    // BN statistics of a [rows, c] tensor: chunk partials, ordered finish, f64 mean and mean square.
     let (rows, c) = (1000usize, 24usize);
     let x: Vec<f32> = randn(rows * c, 21, 2.0).iter().enumerate().map(|(i, v)| v + (i % c) as f32).collect();
     let chunks = rows.div_ceil(CHAN_CHUNK_ROWS);
     let xd = stream.clone_htod(&x).unwrap();
-    let mut part = stream.alloc_zeros::<f64>(chunks * c).unwrap();
-    let mut mean64 = stream.alloc_zeros::<f64>(c).unwrap();
-    let (nul32, nul64) = (stream.alloc_zeros::<f32>(1).unwrap(), stream.alloc_zeros::<f64>(1).unwrap());
-    let (rows_i, c_i, chunk_i, chunks_i, mode0, scale) = (rows as i64, c as i32, CHAN_CHUNK_ROWS as i32, chunks as i64, 0i32, 1.0 / rows as f64);
+    // Two sums per channel (mean, mean square): partials [chunks, 2c], finished as 2c channels.
+    let mut part = stream.alloc_zeros::<f64>(chunks * 2 * c).unwrap();
+    let mut moments = stream.alloc_zeros::<f64>(2 * c).unwrap();
+    let nul32 = stream.alloc_zeros::<f32>(1).unwrap();
+    let (rows_i, c_i, c2_i, chunk_i, chunks_i, mode0, scale) = (rows as i64, c as i32, 2 * c as i32, CHAN_CHUNK_ROWS as i32, chunks as i64, 0i32, 1.0 / rows as f64);
     unsafe {
         let p = f("chan_partials");
         let mut b = stream.launch_builder(&p);
-        b.arg(&xd).arg(&nul32).arg(&nul64).arg(&nul32).arg(&nul32).arg(&mut part).arg(&rows_i).arg(&c_i).arg(&chunk_i).arg(&mode0);
+        b.arg(&xd).arg(&nul32).arg(&nul32).arg(&nul32).arg(&mut part).arg(&rows_i).arg(&c_i).arg(&chunk_i).arg(&mode0);
         b.launch(cfg(chunks * c)).unwrap();
         let fin = f("chan_finish");
         let mut b = stream.launch_builder(&fin);
-        b.arg(&part).arg(&chunks_i).arg(&c_i).arg(&scale).arg(&mut mean64);
+        b.arg(&part).arg(&chunks_i).arg(&c2_i).arg(&scale).arg(&mut moments);
         b.launch(cfg(c)).unwrap();
     }
-    let mean = stream.clone_dtoh(&mean64).unwrap();
+    let moments = stream.clone_dtoh(&moments).unwrap();
+    let (mean, meansq) = moments.split_at(c);
     let gamma = vec![1.0f32; c];
     let beta = vec![0.0f32; c];
     let (mut rm, mut rv, mut y) = (vec![0.0; c], vec![1.0; c], vec![0.0; rows * c]);
     let saved = bn::forward_train(&bn::Params { gamma: &gamma, beta: &beta, eps: 1e-3 }, &x, &mut y, &mut rm, &mut rv, None).unwrap();
     close(&mean.iter().map(|&m| m as f32).collect::<Vec<_>>(), &saved.mean, 1e-6, "gpu batch mean");
+    let invstd: Vec<f32> = mean.iter().zip(meansq).map(|(m, q)| (1.0 / (q - m * m + 1e-3).sqrt()) as f32).collect();
+    close(&invstd, &saved.invstd, 1e-6, "gpu batch invstd");
 
     // Loss gradient.
     let (batch, classes) = (64usize, 10usize);

@@ -163,6 +163,14 @@ fn the_training_launches_replayed_on_the_host_equal_the_cpu_trainer() {
         bufs.dlogits = dlogits.as_ptr() as u64;
         let back = layout.backward(&g, &bufs);
         replay(&lib, &back);
+        // Every 1x1 conv, like the classifier, is a cuBLAS product; cuDNN gets the rest.
+        let pointwise = g.nodes.iter().filter(|n| matches!(&n.op, Op::Conv(c) if c.kernel == 1 && c.groups == 1)).count();
+        assert_eq!(launches.iter().filter(|l| matches!(l, TrainLaunch::Gemm { .. })).count(), pointwise + 1, "{name}: forward products");
+        let cudnn_1x1 = launches.iter().chain(&back).filter(|l| match l {
+            TrainLaunch::Conv { shape, .. } | TrainLaunch::ConvBackwardData { shape, .. } | TrainLaunch::ConvBackwardFilter { shape, .. } => shape.kernel == 1,
+            _ => false,
+        });
+        assert_eq!(cudnn_1x1.count(), 0, "{name}: 1x1 convs left to cuDNN");
         // Gradients that are zero in exact arithmetic (a BN bias whose output only feeds another
         // conv + BN: shift-invariant) come out as ~1e-7 noise on both sides; errors are measured
         // against each tensor's scale, but no less than 1e-3 of the largest gradient anywhere.

@@ -21,7 +21,7 @@ pub fn train_kernels_source() -> String {
     format!("{}{TRAIN_KERNELS}", effv2_runtime::plan::launch::PRECISION_CU)
 }
 
-pub const TRAIN_KERNEL_NAMES: [&str; 22] = [
+pub const TRAIN_KERNEL_NAMES: [&str; 21] = [
     "chan_partials",
     "chan_regroup",
     "chan_finish",
@@ -35,7 +35,6 @@ pub const TRAIN_KERNEL_NAMES: [&str; 22] = [
     "depthwise_backward_dw",
     "depthwise_dw_finish",
     "pool_backward",
-    "gate_mul_backward_dx",
     "gate_mul_backward_dgate",
     "apply_mask",
     "copy",
@@ -53,8 +52,10 @@ pub const TRAIN_KERNEL_NAMES: [&str; 22] = [
 pub const CHAN_CHUNK_ROWS: usize = 64;
 /// Chunk partials per first-level sum (`chan_regroup`) where a reduction has more chunks.
 pub const CHAN_GROUP: usize = 64;
-/// Output rows per f64 partial sum of a depthwise filter gradient (`depthwise_backward_dw`).
-pub const DW_CHUNK_ROWS: usize = 256;
+/// Output rows per f64 partial sum of a depthwise filter gradient (`depthwise_backward_dw`): its
+/// wide path has a thread per 8 channels, so shorter chunks keep enough threads for the small
+/// late-stage images (S at 224: 7x7, 1536 channels).
+pub const DW_CHUNK_ROWS: usize = 128;
 
 #[cfg(test)]
 mod tests {

@@ -86,14 +86,15 @@ pub struct TrainLayout {
     /// into `grads`, and dLoss/dLogits narrowed to bf16.
     pub wgrad16_at: usize,
     pub dlogits16_at: usize,
-    /// f64 per-channel partial sums, and the f64 mean / variance of the BN being computed.
+    /// f64 per-channel partial sums (two per channel, see `chan_partials`).
     pub partials_at: usize,
     /// Second-level f64 partials of the per-channel sums (`chan_regroup`), and how many chunk
     /// partials each of them adds ([`CHAN_GROUP`]; see [`TrainLayout::with_chan_group`]).
     pub partials2_at: usize,
     pub chan_group: usize,
-    pub mean64_at: usize,
-    pub var64_at: usize,
+    /// The two f64 per-channel sums being computed, `[2, C]`: a BN's mean and mean square, or
+    /// Σdy and Σdy·x̂ in its backward (a bias gradient uses the first).
+    pub sums64_at: usize,
     /// Per BN node: saved f32 mean and invstd (what its backward reads).
     pub bn_saved_at: Vec<Option<(usize, usize)>>,
     /// A zero f32 bias for depthwise convs without one.
@@ -160,8 +161,8 @@ impl TrainLayout {
             max_c = max_c.max(n.shape.c);
             for sh in [src, n.shape] {
                 let chunks = (batch * sh.h * sh.w).div_ceil(CHAN_CHUNK_ROWS);
-                sum_partials = sum_partials.max(chunks * sh.c);
-                sum_partials2 = sum_partials2.max(chunks.div_ceil(chan_group) * sh.c);
+                sum_partials = sum_partials.max(chunks * 2 * sh.c);
+                sum_partials2 = sum_partials2.max(chunks.div_ceil(chan_group) * 2 * sh.c);
             }
             if let Op::Conv(c) = &n.op {
                 if c.is_depthwise() {
@@ -180,8 +181,7 @@ impl TrainLayout {
         // f64 partial sums: a BN's per-channel sums, or a depthwise filter gradient's (one at a time).
         let partials_at = take(8 * sum_partials.max(dw_partials));
         let partials2_at = take(8 * sum_partials2);
-        let mean64_at = take(8 * max_c);
-        let var64_at = take(8 * max_c);
+        let sums64_at = take(16 * max_c);
         let zeros_at = take(4 * max_c);
         let bn_saved_at = graph.nodes.iter().map(|n| matches!(n.op, Op::BatchNorm(_)).then(|| (take(4 * n.shape.c), take(4 * n.shape.c)))).collect();
         let tmp_at = take(eb * batch * graph.nodes.iter().map(|n| n.shape.numel()).max().unwrap_or(1).max(pad_len / batch.max(1)));
@@ -221,7 +221,7 @@ impl TrainLayout {
             mask_at[i] = Some(4 * mask_len);
             mask_len += floats;
         }
-        TrainLayout { batch, dtype, value_at, pad_at, wgrad16_at, dlogits16_at, partials_at, partials2_at, chan_group, mean64_at, var64_at, bn_saved_at, zeros_at, arena_bytes, param_at, params_bytes, grad_at, tmp_at, pgrad_at, grads_bytes, mask_at, mask_len, shard: Shard::default() }
+        TrainLayout { batch, dtype, value_at, pad_at, wgrad16_at, dlogits16_at, partials_at, partials2_at, chan_group, sums64_at, bn_saved_at, zeros_at, arena_bytes, param_at, params_bytes, grad_at, tmp_at, pgrad_at, grads_bytes, mask_at, mask_len, shard: Shard::default() }
     }
 
     /// The parameter buffer's bytes for `weights` (checked against the graph first).
@@ -361,12 +361,16 @@ impl TrainLayout {
                         out.push(infer_wide("depthwise", total, s.c, [vec![Arg::Ptr(x), Arg::Ptr(weight_of(c.weight)), Arg::Ptr(bias), Arg::Ptr(y), tot], geo, vec![Arg::I32(0)]].concat()));
                         continue;
                     }
-                    let mut shape = ConvShape { n: batch, c: ic, h, w, out_ch: c.out_ch, oh: s.h, ow: s.w, kernel: c.kernel, stride: c.stride, pad: [pd.top, pd.left], groups: 1 };
-                    let mut from = x;
-                    if let Some((ptotal, args)) = shape.pad_into([pd.top, pd.left, pd.bottom, pd.right], &mut from, a(self.pad_at)) {
-                        out.push(infer("pad", ptotal, args));
+                    if let Some(rp) = RowProduct::of_conv(c, batch * s.h * s.w) {
+                        out.push(TrainLaunch::Gemm { g: rp.forward(), a: weight_of(c.weight), b: x, c: y });
+                    } else {
+                        let mut shape = ConvShape { n: batch, c: ic, h, w, out_ch: c.out_ch, oh: s.h, ow: s.w, kernel: c.kernel, stride: c.stride, pad: [pd.top, pd.left], groups: 1 };
+                        let mut from = x;
+                        if let Some((ptotal, args)) = shape.pad_into([pd.top, pd.left, pd.bottom, pd.right], &mut from, a(self.pad_at)) {
+                            out.push(infer("pad", ptotal, args));
+                        }
+                        out.push(TrainLaunch::Conv { shape, x: from, w: weight_of(c.weight), y });
                     }
-                    out.push(TrainLaunch::Conv { shape, x: from, w: weight_of(c.weight), y });
                     if let Some(b) = c.bias {
                         out.push(infer_wide("bias_act", total, s.c, vec![Arg::Ptr(y), Arg::Ptr(p(b)), tot, Arg::I32(s.c as i32), Arg::I32(0)]));
                     }
@@ -381,14 +385,12 @@ impl TrainLayout {
                     let rows = batch * s.h * s.w;
                     // Each replica's share of the global mean and variance, summed over the group.
                     let global_rows = self.shard.global_batch(batch) * s.h * s.w;
-                    let (m64, v64) = (a(self.mean64_at), a(self.var64_at));
+                    // Mean and mean square in one pass over x.
+                    let (m64, msq64) = (a(self.sums64_at), a(self.sums64_at) + 8 * s.c as u64);
                     let (mean, invstd) = self.bn_saved_at[i].map(|(m, s)| (a(m), a(s))).expect("a BN node has saved slots");
-                    let sums = |mode, mean64, to| self.chan_sums(arena, [x, 0, mean64, 0, 0], rows, s.c, mode, 1.0 / global_rows as f64, to);
-                    out.extend(sums(0, 0, m64));
-                    out.extend(self.sync_sums(m64, s.c));
-                    out.extend(sums(1, m64, v64));
-                    out.extend(self.sync_sums(v64, s.c));
-                    let fin = vec![Arg::Ptr(m64), Arg::Ptr(v64), Arg::Ptr(mean), Arg::Ptr(invstd), Arg::Ptr(p(b.mean)), Arg::Ptr(p(b.var)), Arg::I32(s.c as i32), Arg::I64(global_rows as i64), Arg::F32(b.eps), Arg::F32(RUNNING_MOMENTUM)];
+                    out.extend(self.chan_sums(arena, [x, 0, 0, 0], rows, s.c, 0, 1.0 / global_rows as f64, m64));
+                    out.extend(self.sync_sums(m64, 2 * s.c));
+                    let fin = vec![Arg::Ptr(m64), Arg::Ptr(msq64), Arg::Ptr(mean), Arg::Ptr(invstd), Arg::Ptr(p(b.mean)), Arg::Ptr(p(b.var)), Arg::I32(s.c as i32), Arg::I64(global_rows as i64), Arg::F32(b.eps), Arg::F32(RUNNING_MOMENTUM)];
                     out.push(train("bn_finalize", s.c, fin));
                     out.push(train_wide("bn_apply", total, s.c, vec![Arg::Ptr(x), Arg::Ptr(y), Arg::Ptr(mean), Arg::Ptr(invstd), Arg::Ptr(p(b.weight)), Arg::Ptr(p(b.bias)), tot, Arg::I32(s.c as i32)]));
                 }
@@ -399,10 +401,11 @@ impl TrainLayout {
                 Op::DropPath { .. } | Op::Dropout { .. } => {
                     let per = if matches!(node.op, Op::DropPath { .. }) { s.numel() } else { 1 };
                     let mask = masks + self.mask_at[i].expect("mask slot") as u64;
-                    out.push(train("apply_mask", total, vec![Arg::Ptr(x), Arg::Ptr(mask), Arg::Ptr(y), tot, Arg::I64(per as i64)]));
+                    out.push(train_wide("apply_mask", total, per, vec![Arg::Ptr(x), Arg::Ptr(mask), Arg::Ptr(y), tot, Arg::I64(per as i64)]));
                 }
                 Op::Linear(l) => {
-                    out.push(TrainLaunch::Gemm { g: BlasGemm::for_linear(batch, l.out_features, l.in_features), a: weight_of(l.weight), b: x, c: y });
+                    let rp = RowProduct { rows: batch, inp: l.in_features, out: l.out_features };
+                    out.push(TrainLaunch::Gemm { g: rp.forward(), a: weight_of(l.weight), b: x, c: y });
                     out.push(infer_wide("bias_act", total, s.c, vec![Arg::Ptr(y), Arg::Ptr(p(l.bias)), tot, Arg::I32(s.c as i32), Arg::I32(0)]));
                 }
             }
@@ -465,15 +468,17 @@ impl TrainLayout {
         train("ema_update", n, vec![Arg::Ptr(shadow), Arg::Ptr(params), Arg::I64(n as i64), Arg::F32(decay)])
     }
 
-    /// `to[ch] = scale · Σ_rows term` through chunk partials (see `chan_partials`): `ptrs` are its
-    /// a, b, mean64, mean, invstd (0 where unused).
+    /// The two per-channel sums of `chan_partials` mode `mode` over `rows`, times `scale`, into
+    /// `to[0..2c]` through chunk partials, which are then added as `2c` channels: `ptrs` are its
+    /// a, b, mean, invstd (0 where unused).
     #[allow(clippy::too_many_arguments)]
-    fn chan_sums(&self, arena: u64, ptrs: [u64; 5], rows: usize, c: usize, mode: i32, scale: f64, to: u64) -> Vec<TrainLaunch> {
+    fn chan_sums(&self, arena: u64, ptrs: [u64; 4], rows: usize, c: usize, mode: i32, scale: f64, to: u64) -> Vec<TrainLaunch> {
         let part = arena + self.partials_at as u64;
         let chunks = rows.div_ceil(CHAN_CHUNK_ROWS);
         let mut args: Vec<Arg> = ptrs.iter().map(|&p| Arg::Ptr(p)).collect();
         args.extend([Arg::Ptr(part), Arg::I64(rows as i64), Arg::I32(c as i32), Arg::I32(CHAN_CHUNK_ROWS as i32), Arg::I32(mode)]);
         let mut out = vec![train("chan_partials", chunks * c, args)];
+        let c = 2 * c;
         let (last, n) = if chunks > self.chan_group {
             // Many chunks: sum them in groups first, so the final sum per channel is short.
             let part2 = arena + self.partials2_at as u64;
@@ -489,8 +494,8 @@ impl TrainLayout {
 
     /// `Σ dy` over rows per channel into a parameter gradient (a bias).
     fn bias_grad(&self, arena: u64, dy: u64, rows: usize, c: usize, to: u64) -> Vec<TrainLaunch> {
-        let s64 = arena + self.mean64_at as u64;
-        let mut l = self.chan_sums(arena, [dy, 0, 0, 0, 0], rows, c, 0, 1.0, s64);
+        let s64 = arena + self.sums64_at as u64;
+        let mut l = self.chan_sums(arena, [dy, 0, 0, 0], rows, c, 0, 1.0, s64);
         l.push(train("to_f32_grad", c, vec![Arg::Ptr(s64), Arg::Ptr(to), Arg::I32(c as i32)]));
         l
     }
@@ -558,17 +563,16 @@ impl TrainLayout {
             match &node.op {
                 Op::Input => {}
                 Op::Linear(l) => {
-                    let dw = BlasGemm { trans_a: false, trans_b: true, m: l.in_features, n: l.out_features, k: batch, lda: l.in_features, ldb: l.out_features, ldc: l.in_features };
-                    out.push(TrainLaunch::Gemm { g: dw, a: v(x), b: dy, c: wgrad(l.weight) });
+                    let rp = RowProduct { rows: batch, inp: l.in_features, out: l.out_features };
+                    out.push(TrainLaunch::Gemm { g: rp.weight_grad(), a: v(x), b: dy, c: wgrad(l.weight) });
                     widen(l.weight, &mut out);
                     out.extend(self.bias_grad(arena, dy, batch, l.out_features, pg(l.bias)));
-                    let dx = BlasGemm { trans_a: false, trans_b: false, m: l.in_features, n: batch, k: l.out_features, lda: l.in_features, ldb: l.out_features, ldc: l.in_features };
-                    contrib(x, &mut out, &|dst| vec![TrainLaunch::Gemm { g: dx, a: weight_of(l.weight), b: dy, c: dst }]);
+                    contrib(x, &mut out, &|dst| vec![TrainLaunch::Gemm { g: rp.input_grad(), a: weight_of(l.weight), b: dy, c: dst }]);
                 }
                 Op::DropPath { .. } | Op::Dropout { .. } => {
                     let per = if matches!(node.op, Op::DropPath { .. }) { s.numel() } else { 1 };
                     let mask = masks + self.mask_at[i].expect("mask slot") as u64;
-                    contrib(x, &mut out, &|dst| vec![train("apply_mask", total, vec![Arg::Ptr(dy), Arg::Ptr(mask), Arg::Ptr(dst), Arg::I64(total as i64), Arg::I64(per as i64)])]);
+                    contrib(x, &mut out, &|dst| vec![train_wide("apply_mask", total, per, vec![Arg::Ptr(dy), Arg::Ptr(mask), Arg::Ptr(dst), Arg::I64(total as i64), Arg::I64(per as i64)])]);
                 }
                 Op::Add => {
                     for &j in &node.inputs {
@@ -578,11 +582,11 @@ impl TrainLayout {
                 Op::Mul => {
                     let gate = node.inputs[1];
                     let hw_c = i32s(&[s.h * s.w, s.c]);
-                    contrib(x, &mut out, &|dst| vec![train("gate_mul_backward_dx", total, [vec![Arg::Ptr(v(gate)), Arg::Ptr(dy), Arg::Ptr(dst), Arg::I64(total as i64)], hw_c.clone()].concat())]);
+                    contrib(x, &mut out, &|dst| vec![infer_wide("gate_mul", total, s.c, [vec![Arg::Ptr(dy), Arg::Ptr(v(gate)), Arg::Ptr(dst), Arg::I64(total as i64)], hw_c.clone()].concat())]);
                     contrib(gate, &mut out, &|dst| vec![train("gate_mul_backward_dgate", batch * s.c, [vec![Arg::Ptr(v(x)), Arg::Ptr(dy), Arg::Ptr(dst), Arg::I64(batch as i64)], hw_c.clone()].concat())]);
                 }
                 Op::GlobalAvgPool => {
-                    contrib(x, &mut out, &|dst| vec![train("pool_backward", xtotal, [vec![Arg::Ptr(dy), Arg::Ptr(dst), Arg::I64(xtotal as i64)], i32s(&[src.h * src.w, src.c])].concat())]);
+                    contrib(x, &mut out, &|dst| vec![train_wide("pool_backward", xtotal, src.c, [vec![Arg::Ptr(dy), Arg::Ptr(dst), Arg::I64(xtotal as i64)], i32s(&[src.h * src.w, src.c])].concat())]);
                 }
                 Op::Act(k) => {
                     let code = act_code(*k);
@@ -590,16 +594,15 @@ impl TrainLayout {
                 }
                 Op::BatchNorm(b) => {
                     let rows = batch * s.h * s.w;
-                    let (sdy, sdyx) = (a(self.mean64_at), a(self.var64_at));
+                    // Σdy and Σdy·x̂ in one pass over dy and x.
+                    let (sdy, sdyx) = (a(self.sums64_at), a(self.sums64_at) + 8 * s.c as u64);
                     let (mean, invstd) = self.bn_saved_at[i].map(|(m, s)| (a(m), a(s))).expect("a BN node has saved slots");
-                    out.extend(self.chan_sums(arena, [dy, 0, 0, 0, 0], rows, s.c, 0, 1.0, sdy));
-                    out.extend(self.chan_sums(arena, [dy, v(x), 0, mean, invstd], rows, s.c, 2, 1.0, sdyx));
+                    out.extend(self.chan_sums(arena, [dy, v(x), mean, invstd], rows, s.c, 1, 1.0, sdy));
                     // dγ, dβ: this replica's share (summed with every gradient at the end); dx needs
                     // the group's sums and row count.
                     out.push(train("to_f32_grad", s.c, vec![Arg::Ptr(sdyx), Arg::Ptr(pg(b.weight)), Arg::I32(s.c as i32)]));
                     out.push(train("to_f32_grad", s.c, vec![Arg::Ptr(sdy), Arg::Ptr(pg(b.bias)), Arg::I32(s.c as i32)]));
-                    out.extend(self.sync_sums(sdy, s.c));
-                    out.extend(self.sync_sums(sdyx, s.c));
+                    out.extend(self.sync_sums(sdy, 2 * s.c));
                     let global_rows = self.shard.global_batch(batch) * s.h * s.w;
                     let args = vec![Arg::Ptr(v(x)), Arg::Ptr(dy), Arg::Ptr(mean), Arg::Ptr(invstd), Arg::Ptr(p(b.weight)), Arg::Ptr(sdy), Arg::Ptr(sdyx)];
                     contrib(x, &mut out, &|dst| vec![train_wide("bn_backward_dx", total, s.c, [args.clone(), vec![Arg::Ptr(dst), Arg::I64(total as i64), Arg::I32(s.c as i32), Arg::I64(global_rows as i64)]].concat())]);
@@ -614,9 +617,16 @@ impl TrainLayout {
                         let taps_c = src.c * c.kernel * c.kernel;
                         let chunks = (batch * s.h * s.w).div_ceil(DW_CHUNK_ROWS);
                         let part = a(self.partials_at);
-                        out.push(train("depthwise_backward_dw", chunks * taps_c, [vec![Arg::Ptr(v(x)), Arg::Ptr(dy), Arg::Ptr(part), Arg::I64(batch as i64)], geo.clone(), vec![Arg::I32(DW_CHUNK_ROWS as i32)]].concat()));
+                        out.push(train_wide("depthwise_backward_dw", chunks * taps_c, src.c, [vec![Arg::Ptr(v(x)), Arg::Ptr(dy), Arg::Ptr(part), Arg::I64(batch as i64)], geo.clone(), vec![Arg::I32(DW_CHUNK_ROWS as i32)]].concat()));
                         out.push(train("depthwise_dw_finish", taps_c, vec![Arg::Ptr(part), Arg::I64(chunks as i64), Arg::I32(taps_c as i32), Arg::Ptr(pg(c.weight))]));
-                        contrib(x, &mut out, &|dst| vec![train("depthwise_backward_dx", xtotal, [vec![Arg::Ptr(dy), Arg::Ptr(weight_of(c.weight)), Arg::Ptr(dst), Arg::I64(xtotal as i64)], geo.clone()].concat())]);
+                        contrib(x, &mut out, &|dst| vec![train_wide("depthwise_backward_dx", xtotal, src.c, [vec![Arg::Ptr(dy), Arg::Ptr(weight_of(c.weight)), Arg::Ptr(dst), Arg::I64(xtotal as i64)], geo.clone()].concat())]);
+                        continue;
+                    }
+                    if let Some(rp) = RowProduct::of_conv(c, batch * s.h * s.w) {
+                        out.push(TrainLaunch::Gemm { g: rp.weight_grad(), a: v(x), b: dy, c: wgrad(c.weight) });
+                        widen(c.weight, &mut out);
+                        let wt = weight_of(c.weight);
+                        contrib(x, &mut out, &|dst| vec![TrainLaunch::Gemm { g: rp.input_grad(), a: wt, b: dy, c: dst }]);
                         continue;
                     }
                     let (h, w) = (src.h, src.w);
@@ -649,9 +659,43 @@ impl TrainLayout {
         out
     }
 
-    /// Synchronised BN: `c` f64 per-channel sums at `at` summed over the data-parallel group.
-    fn sync_sums(&self, at: u64, c: usize) -> Option<TrainLaunch> {
-        (self.shard.global > 0).then_some(TrainLaunch::AllReduce { ptr: at, count: c, dtype: Summed::F64 })
+    /// Synchronised BN: `count` f64 per-channel sums at `at` summed over the data-parallel group.
+    fn sync_sums(&self, at: u64, count: usize) -> Option<TrainLaunch> {
+        (self.shard.global > 0).then_some(TrainLaunch::AllReduce { ptr: at, count, dtype: Summed::F64 })
+    }
+}
+
+/// `y[rows, out] = x[rows, inp] · w[out, inp]ᵀ` over row-major values: the classifier (a row per
+/// sample), and a 1x1 conv with stride 1 and no padding on NHWC values (a row per pixel), which
+/// is a plain matrix product: cuBLAS runs it and its two gradients (cuDNN's conv kernels, and its
+/// deterministic backward-filter algorithms above all, were several times slower on these).
+/// The products as column-major GEMMs, `w` being `a` or the output.
+#[derive(Clone, Copy, Debug)]
+struct RowProduct {
+    rows: usize,
+    inp: usize,
+    out: usize,
+}
+
+impl RowProduct {
+    fn of_conv(c: &effv2_edge::graph::Conv, rows: usize) -> Option<RowProduct> {
+        let p = c.pads;
+        (c.is_pointwise() && [p.top, p.left, p.bottom, p.right] == [0; 4]).then_some(RowProduct { rows, inp: c.in_ch, out: c.out_ch })
+    }
+
+    /// y (a = w, b = x).
+    fn forward(self) -> BlasGemm {
+        BlasGemm::for_linear(self.rows, self.out, self.inp)
+    }
+
+    /// dw[out, inp] = dyᵀ · x, column-major dwᵀ = xᵀ · dy (a = x, b = dy).
+    fn weight_grad(self) -> BlasGemm {
+        BlasGemm { trans_a: false, trans_b: true, m: self.inp, n: self.out, k: self.rows, lda: self.inp, ldb: self.out, ldc: self.inp }
+    }
+
+    /// dx[rows, inp] = dy · w, column-major dxᵀ = wᵀ · dyᵀ (a = w, b = dy).
+    fn input_grad(self) -> BlasGemm {
+        BlasGemm { trans_a: false, trans_b: false, m: self.inp, n: self.rows, k: self.out, lda: self.inp, ldb: self.out, ldc: self.inp }
     }
 }
 
@@ -674,9 +718,11 @@ fn infer_wide(name: &'static str, total: usize, c: usize, args: Vec<Arg>) -> Tra
 }
 
 /// A training kernel over `total` elements of `c` channels, in as many threads as its vector path
-/// in train_kernels.cu takes ([`wide_threads`]: by channels for the BN kernels, by elements else).
+/// in train_kernels.cu takes ([`wide_threads`]: by `c` for the kernels whose wide path needs whole
+/// VECs of channels (or of a drop-path mask's elements, for `apply_mask`), by elements else).
 fn train_wide(name: &'static str, total: usize, c: usize, args: Vec<Arg>) -> TrainLaunch {
-    let unit = if matches!(name, "bn_apply" | "bn_backward_dx") { c } else { total };
+    let by_c = matches!(name, "bn_apply" | "bn_backward_dx" | "depthwise_backward_dx" | "depthwise_backward_dw" | "pool_backward" | "apply_mask");
+    let unit = if by_c { c } else { total };
     train(name, wide_threads(total, unit), args)
 }
 

@@ -27,27 +27,29 @@ __device__ __forceinline__ double chunk_sum(long long k, long long n, int chunk,
     return s;
 }
 
-// part[k * c + ch] = Σ over rows [k·chunk, (k+1)·chunk) of term(row, ch), for every (k, ch):
-//   mode 0: a                      (Σx, Σdy)
-//   mode 1: (a − mean64)²              (variance around the f64 batch mean)
-//   mode 2: a · (b − mean) · invstd    (Σ dy·x̂ for the BN backward, with the saved f32 mean / invstd)
-// Unused pointers may be null. total = chunks · c threads.
-extern "C" __global__ void chan_partials(const T* a, const T* b, const double* mean64, const float* mean,
-                                         const float* invstd, double* part, long long rows, int c, int chunk,
-                                         int mode) {
+// Two sums per (chunk k, channel ch) over rows [k·chunk, (k+1)·chunk), in order, in f64, in one
+// read of the tensor: part[k·2c + ch] = Σ a, and part[k·2c + c + ch] =
+//   mode 0: Σ a²                       (batch statistics: mean and mean square; a bias gradient
+//                                       uses only Σ a)
+//   mode 1: Σ a · (b − mean) · invstd  (the BN backward's Σ dy·x̂, with the saved f32 mean / invstd)
+// b, mean and invstd are read in mode 1 only (null otherwise). The partials are [chunks, 2c]:
+// chan_regroup and chan_finish add them as 2c channels. total = chunks · c threads.
+extern "C" __global__ void chan_partials(const T* a, const T* b, const float* mean, const float* invstd,
+                                         double* part, long long rows, int c, int chunk, int mode) {
     long long chunks = (rows + chunk - 1) / chunk;
     GRID_STRIDE(i, chunks * c) {
         int ch = mod_of(i, c);
-        part[i] = chunk_sum(div_of(i, c), rows, chunk, [&](long long r) {
+        long long k = div_of(i, c);
+        long long r1 = (k + 1) * chunk < rows ? (k + 1) * chunk : rows;
+        float m = mode == 1 ? mean[ch] : 0.0f, is = mode == 1 ? invstd[ch] : 0.0f;
+        double s = 0.0, s2 = 0.0;
+        for (long long r = k * chunk; r < r1; ++r) {
             double v = ld(a[r * c + ch]);
-            if (mode == 1) {
-                v -= mean64[ch];
-                v *= v;
-            } else if (mode == 2) {
-                v *= (double)((ld(b[r * c + ch]) - mean[ch]) * invstd[ch]);
-            }
-            return v;
-        });
+            s += v;
+            s2 += mode == 1 ? v * (double)((ld(b[r * c + ch]) - m) * is) : v * v;
+        }
+        part[k * 2 * c + ch] = s;
+        part[k * 2 * c + c + ch] = s2;
     }
 }
 
@@ -73,13 +75,15 @@ extern "C" __global__ void chan_finish(const double* part, long long chunks, int
 
 // ---- batch norm, training mode ----
 
-// From the batch mean and (biased) variance: the saved mean / invstd for apply and backward, and
-// the running statistics (unbiased variance, momentum 0.1 as PyTorch; TF's decay 0.9).
-extern "C" __global__ void bn_finalize(const double* mean64, const double* var64, float* mean, float* invstd,
+// From the batch mean and mean square (f64; the variance is their difference, clamped at zero):
+// the saved mean / invstd for apply and backward, and the running statistics (unbiased variance,
+// momentum 0.1 as PyTorch; TF's decay 0.9).
+extern "C" __global__ void bn_finalize(const double* mean64, const double* meansq64, float* mean, float* invstd,
                                        float* running_mean, float* running_var, int c, long long rows, float eps,
                                        float momentum) {
     GRID_STRIDE(ch, c) {
-        double m = mean64[ch], v = var64[ch];
+        double m = mean64[ch], v = meansq64[ch] - m * m;
+        v = v > 0.0 ? v : 0.0;
         mean[ch] = (float)m;
         invstd[ch] = (float)(1.0 / sqrt(v + (double)eps));
         double unbias = rows > 1 ? (double)rows / (double)(rows - 1) : 1.0;
@@ -183,56 +187,86 @@ extern "C" __global__ void act_backward(const T* x, const T* y, const T* dy, T* 
 // NHWC [n, h, w, c] input, [n, oh, ow, c] output, weights [k·k, c]; "same" padding by its top / left.
 
 // dx[n, iy, ix, ch] = Σ over the taps that read it of dy[n, oy, ox, ch] · w[tap, ch] (a gather: no
-// atomics, so deterministic). total = n·h·w·c.
+// atomics, so deterministic). total = n·h·w·c; where c is a multiple of VEC, a thread takes VEC
+// neighbouring channels of one input pixel (wide loads of dy and w, one index decomposition per
+// VEC elements), adding the taps in the same order as the scalar path.
 extern "C" __global__ void depthwise_backward_dx(const T* dy, const T* w, T* dx, long long total, int h,
                                                  int wd, int c, int oh, int ow, int k, int stride, int pad_t,
                                                  int pad_l) {
-    GRID_STRIDE(i, total) {
-        Nhwc p = nhwc_at(i, h, wd, c);
-        int ch = p.ch, ix = p.x, iy = p.y;
-        long long n = p.n;
-        float s = 0.0f;
+    bool wide = c % VEC == 0;
+    int lanes = wide ? VEC : 1;
+    GRID_STRIDE(g, total / lanes) {
+        Nhwc p = nhwc_at(g, h, wd, c / lanes);
+        int ch = p.ch * lanes;
+        float s[VEC] = {};
         for (int ky = 0; ky < k; ++ky) {
-            int ty = iy + pad_t - ky;
+            int ty = p.y + pad_t - ky;
             if (ty < 0 || ty % stride) continue;
             int oy = ty / stride;
             if (oy >= oh) continue;
+            const T* row = dy + ((p.n * oh + oy) * ow) * c + ch;
             for (int kx = 0; kx < k; ++kx) {
-                int tx = ix + pad_l - kx;
+                int tx = p.x + pad_l - kx;
                 if (tx < 0 || tx % stride) continue;
                 int ox = tx / stride;
                 if (ox >= ow) continue;
-                s += ld(dy[((n * oh + oy) * ow + ox) * c + ch]) * ld(w[(ky * k + kx) * c + ch]);
+                const T* d = row + (long long)ox * c;
+                const T* wt = w + (ky * k + kx) * c + ch;
+                if (wide) {
+                    Vec dv = vload(d), wv = vload(wt);
+                    for (int j = 0; j < VEC; ++j) s[j] += ld(dv.v[j]) * ld(wv.v[j]);
+                } else {
+                    s[0] += ld(*d) * ld(*wt);
+                }
             }
         }
-        dx[i] = st(s);
+        if (wide) {
+            Vec out;
+            for (int j = 0; j < VEC; ++j) out.v[j] = st(s[j]);
+            vstore(dx + g * VEC, out);
+        } else {
+            dx[g] = st(s[0]);
+        }
     }
 }
 
 // dw[tap, ch] = Σ over samples and output positions of dy · x at that tap, in f64, in two
-// launches like the BN sums: partials over `chunk` output rows each (one thread per (chunk, tap,
-// ch), neighbouring threads on neighbouring channels, so loads coalesce), then
-// depthwise_dw_finish adds them in chunk order. total = chunks·k·k·c.
+// launches like the BN sums: partials over `chunk` output rows each, then depthwise_dw_finish adds
+// them in chunk order. One thread per (chunk, tap, channel), or per (chunk, tap, VEC channels)
+// where c is a multiple of VEC (wide loads; the same sums in the same order); neighbouring threads
+// on neighbouring channels, so loads coalesce. Partials are [chunks, k·k, c]; total = chunks·k·k·c
+// (divided by VEC on the wide path).
 extern "C" __global__ void depthwise_backward_dw(const T* x, const T* dy, double* part, long long batch, int h,
                                                  int wd, int c, int oh, int ow, int k, int stride, int pad_t,
                                                  int pad_l, int chunk) {
+    bool wide = c % VEC == 0;
+    int lanes = wide ? VEC : 1, groups = c / lanes;
     long long rows = batch * oh * ow;
     long long chunks = (rows + chunk - 1) / chunk;
-    long long taps_c = (long long)k * k * c;
-    GRID_STRIDE(i, chunks * taps_c) {
-        int ch = (int)(i % c);
-        int t = (int)((i / c) % (k * k));
-        long long q = i / taps_c;
+    GRID_STRIDE(i, chunks * k * k * groups) {
+        int ch = mod_of(i, groups) * lanes;
+        long long tq = div_of(i, groups);
+        int t = mod_of(tq, k * k);
+        long long q = div_of(tq, k * k);
         int ky = t / k, kx = t % k;
         long long r1 = (q + 1) * chunk < rows ? (q + 1) * chunk : rows;
-        double s = 0.0;
+        double s[VEC] = {};
         // The row's (n, oy, ox), divided out once and then stepped along.
         long long r0 = q * chunk;
         int ox = mod_of(r0, ow), oy = mod_of(div_of(r0, ow), oh);
         long long n = div_of(r0, (long long)ow * oh);
         for (long long r = r0; r < r1; ++r) {
             int iy = oy * stride + ky - pad_t, ix = ox * stride + kx - pad_l;
-            if (iy >= 0 && iy < h && ix >= 0 && ix < wd) s += (double)ld(dy[r * c + ch]) * ld(x[((n * h + iy) * wd + ix) * c + ch]);
+            if (iy >= 0 && iy < h && ix >= 0 && ix < wd) {
+                const T* d = dy + r * c + ch;
+                const T* xs = x + ((n * h + iy) * wd + ix) * c + ch;
+                if (wide) {
+                    Vec dv = vload(d), xv = vload(xs);
+                    for (int j = 0; j < VEC; ++j) s[j] += (double)ld(dv.v[j]) * ld(xv.v[j]);
+                } else {
+                    s[0] += (double)ld(*d) * ld(*xs);
+                }
+            }
             if (++ox == ow) {
                 ox = 0;
                 if (++oy == oh) {
@@ -241,7 +275,8 @@ extern "C" __global__ void depthwise_backward_dw(const T* x, const T* dy, double
                 }
             }
         }
-        part[i] = s;
+        double* out = part + (q * k * k + t) * c + ch;
+        for (int j = 0; j < lanes; ++j) out[j] = s[j];
     }
 }
 
@@ -256,23 +291,26 @@ extern "C" __global__ void depthwise_dw_finish(const double* part, long long chu
 
 // ---- squeeze-excitation ----
 
-// Global average pool backward: dx[n, p, ch] = dy[n, ch] / hw.
+// Global average pool backward: dx[n, p, ch] = dy[n, ch] / hw; VEC channels a thread where c
+// is a multiple of VEC.
 extern "C" __global__ void pool_backward(const T* dy, T* dx, long long total, int hw, int c) {
+    if (c % VEC == 0) {
+        long long per_sample = (long long)hw * (c / VEC);
+        GRID_STRIDE(g, total / VEC) {
+            Vec d = vload(dy + div_of(g, per_sample) * c + mod_of(g, c / VEC) * VEC);
+            for (int j = 0; j < VEC; ++j) d.v[j] = st(ld(d.v[j]) / (float)hw);
+            vstore(dx + g * VEC, d);
+        }
+        return;
+    }
     GRID_STRIDE(i, total) {
         long long n = div_of(i, (long long)hw * c);
         dx[i] = st(ld(dy[n * c + mod_of(i, c)]) / (float)hw);
     }
 }
 
-// y = x · gate[n, ch] backward, part one: dx = dy · gate.
-extern "C" __global__ void gate_mul_backward_dx(const T* gate, const T* dy, T* dx, long long total, int hw, int c) {
-    GRID_STRIDE(i, total) {
-        long long n = div_of(i, (long long)hw * c);
-        dx[i] = st(ld(dy[i]) * ld(gate[n * c + mod_of(i, c)]));
-    }
-}
-
-// Part two: dgate[n, ch] = Σ_p dy·x over the sample's positions; one thread per (n, ch).
+// y = x · gate[n, ch] backward: dx = dy · gate is the inference `gate_mul` itself (dy in x's place).
+// dgate[n, ch] = Σ_p dy·x over the sample's positions; one thread per (n, ch).
 extern "C" __global__ void gate_mul_backward_dgate(const T* x, const T* dy, T* dgate, long long batch, int hw,
                                                    int c) {
     GRID_STRIDE(i, batch * c) {
@@ -289,7 +327,18 @@ extern "C" __global__ void gate_mul_backward_dgate(const T* x, const T* dy, T* d
 // ---- masks, gradient sums ----
 
 // y = x · mask[i / per]: dropout (per = 1) or drop-path (per = one sample); also its backward.
+// Where per is a multiple of VEC (drop-path on channels in VECs), VEC elements a thread, which
+// share their mask.
 extern "C" __global__ void apply_mask(const T* x, const float* mask, T* y, long long total, long long per) {
+    if (per % VEC == 0) {
+        GRID_STRIDE(g, total / VEC) {
+            Vec v = vload(x + g * VEC);
+            float m = mask[div_of(g, per / VEC)];
+            for (int j = 0; j < VEC; ++j) v.v[j] = st(ld(v.v[j]) * m);
+            vstore(y + g * VEC, v);
+        }
+        return;
+    }
     GRID_STRIDE(i, total) { y[i] = st(ld(x[i]) * mask[div_of(i, per)]); }
 }
 

@@ -13,7 +13,7 @@
 #define MD(i) P(i, double*)
 
 extern "C" {
-void host_chan_partials(unsigned g, unsigned b, void** p) { LOOP(chan_partials(CT(0), CT(1), CD(2), CF(3), CF(4), MD(5), L(6), I(7), I(8), I(9))) }
+void host_chan_partials(unsigned g, unsigned b, void** p) { LOOP(chan_partials(CT(0), CT(1), CF(2), CF(3), MD(4), L(5), I(6), I(7), I(8))) }
 void host_chan_regroup(unsigned g, unsigned b, void** p) { LOOP(chan_regroup(CD(0), L(1), I(2), I(3), MD(4))) }
 void host_chan_finish(unsigned g, unsigned b, void** p) { LOOP(chan_finish(CD(0), L(1), I(2), P(3, double), MD(4))) }
 void host_bn_finalize(unsigned g, unsigned b, void** p) {
@@ -35,7 +35,6 @@ void host_depthwise_backward_dw(unsigned g, unsigned b, void** p) {
 }
 void host_depthwise_dw_finish(unsigned g, unsigned b, void** p) { LOOP(depthwise_dw_finish(CD(0), L(1), I(2), MF(3))) }
 void host_pool_backward(unsigned g, unsigned b, void** p) { LOOP(pool_backward(CT(0), MT(1), L(2), I(3), I(4))) }
-void host_gate_mul_backward_dx(unsigned g, unsigned b, void** p) { LOOP(gate_mul_backward_dx(CT(0), CT(1), MT(2), L(3), I(4), I(5))) }
 void host_gate_mul_backward_dgate(unsigned g, unsigned b, void** p) {
     LOOP(gate_mul_backward_dgate(CT(0), CT(1), MT(2), L(3), I(4), I(5)))
 }
