@@ -88,13 +88,25 @@ fn randn(n: usize, seed: u64, scale: f32) -> Vec<f32> {
     (0..n).map(|_| r.normal() as f32 * scale).collect()
 }
 
-type Partials = unsafe extern "C" fn(*const f32, *const f32, *const f32, *const f32, *mut f64, i64, i32, i32, i32);
+type Partials = unsafe extern "C" fn(*const f32, *const f32, *const f32, *const f32, *const f32, *const f32, *mut f64, i64, i32, i32, i32, i32);
 type Finish = unsafe extern "C" fn(*const f64, i64, i32, f64, *mut f64);
 type Regroup = unsafe extern "C" fn(*const f64, i64, i32, i32, *mut f64);
 
+/// What `chan_partials` reads besides `a`: the BN input, its saved statistics and parameters
+/// (empty where the mode does not read them), and the fused activation's code.
+#[derive(Default)]
+struct SumsOf<'a> {
+    b: &'a [f32],
+    mean: &'a [f32],
+    invstd: &'a [f32],
+    gamma: &'a [f32],
+    beta: &'a [f32],
+    kind: i32,
+}
+
 /// The two per-channel sums of `chan_partials` mode `mode` as the engine runs them: chunk
-/// partials, regrouped, then one ordered sum each; `[2c]` out (Σa, then the mode's second sum).
-fn chan_sums(h: &Host, a: &[f32], b: &[f32], mean: &[f32], invstd: &[f32], c: usize, mode: i32, scale: f64) -> Vec<f64> {
+/// partials, regrouped, then one ordered sum each; `[2c]` out (Σ, then the mode's second sum).
+fn chan_sums(h: &Host, a: &[f32], with: &SumsOf, c: usize, mode: i32, scale: f64) -> Vec<f64> {
     let rows = a.len() / c;
     let chunks = rows.div_ceil(CHAN_CHUNK_ROWS);
     let mut part = vec![f64::NAN; chunks * 2 * c];
@@ -103,7 +115,8 @@ fn chan_sums(h: &Host, a: &[f32], b: &[f32], mean: &[f32], invstd: &[f32], c: us
     let f: Symbol<Finish> = h.sym("chan_finish");
     let ptr = |v: &[f32]| if v.is_empty() { std::ptr::null() } else { v.as_ptr() };
     let pp = part.as_mut_ptr();
-    h.launch(|| unsafe { p(a.as_ptr(), ptr(b), ptr(mean), ptr(invstd), pp, rows as i64, c as i32, CHAN_CHUNK_ROWS as i32, mode) });
+    let w = with;
+    h.launch(|| unsafe { p(a.as_ptr(), ptr(w.b), ptr(w.mean), ptr(w.invstd), ptr(w.gamma), ptr(w.beta), pp, rows as i64, c as i32, CHAN_CHUNK_ROWS as i32, mode, w.kind) });
     // The partials are added as 2c channels.
     let c = 2 * c;
     // The engine regroups many chunks before the final sum; groups of 2 here, so 3 chunks take
@@ -119,59 +132,73 @@ fn chan_sums(h: &Host, a: &[f32], b: &[f32], mean: &[f32], invstd: &[f32], c: us
     out
 }
 
+/// Batch norm in training mode, alone (5 channels: a thread per element) and with a SiLU or a
+/// sigmoid fused in (16 channels: 8 per thread), against the CPU engine's BN and activation.
 #[test]
 fn batch_norm_training_forward_and_backward_equal_the_cpu_engine() {
     let h = Host::new();
-    // 600 rows = nine full chunks and a partial one; channels with an offset so the mean matters.
-    let (rows, c) = (600usize, 5usize);
-    let x: Vec<f32> = randn(rows * c, 1, 2.0).iter().enumerate().map(|(i, v)| v + (i % c) as f32).collect();
-    let dy = randn(rows * c, 2, 1.0);
-    let gamma = randn(c, 3, 1.0);
-    let beta = randn(c, 4, 1.0);
-    let p = bn::Params { gamma: &gamma, beta: &beta, eps: 1e-3 };
-    let (mut rm_cpu, mut rv_cpu) = (vec![0.5f32; c], vec![2.0f32; c]);
-    let mut y_cpu = vec![0.0; rows * c];
-    let saved = bn::forward_train(&p, &x, &mut y_cpu, &mut rm_cpu, &mut rv_cpu, None).unwrap();
+    for (c, act) in [(5usize, None), (16, Some((ActKind::Silu, 1))), (5, Some((ActKind::Sigmoid, 3)))] {
+        let what = |s: &str| format!("{s} (c{c}, {act:?})");
+        // 600 rows = nine full chunks and a partial one; channels with an offset so the mean matters.
+        let rows = 600usize;
+        let x: Vec<f32> = randn(rows * c, 1, 2.0).iter().enumerate().map(|(i, v)| v + (i % c) as f32).collect();
+        let dz = randn(rows * c, 2, 1.0);
+        let gamma = randn(c, 3, 1.0);
+        let beta = randn(c, 4, 1.0);
+        let p = bn::Params { gamma: &gamma, beta: &beta, eps: 1e-3 };
+        let (mut rm_cpu, mut rv_cpu) = (vec![0.5f32; c], vec![2.0f32; c]);
+        let mut y_cpu = vec![0.0; rows * c];
+        let saved = bn::forward_train(&p, &x, &mut y_cpu, &mut rm_cpu, &mut rv_cpu, None).unwrap();
+        // The activation after the BN: its output, and the gradient it hands the BN.
+        let (mut z_cpu, mut dy) = (y_cpu.clone(), dz.clone());
+        let kind = act.map_or(0, |(k, code)| {
+            ops::act_forward(k, &y_cpu, &mut z_cpu);
+            ops::act_backward(k, &y_cpu, &z_cpu, &dz, &mut dy);
+            code
+        });
 
-    // Mean and mean square in one pass.
-    let moments = chan_sums(&h, &x, &[], &[], &[], c, 0, 1.0 / rows as f64);
-    let (mean64, meansq64) = moments.split_at(c);
-    let (mut mean, mut invstd) = (vec![0f32; c], vec![0f32; c]);
-    let (mut rm, mut rv) = (vec![0.5f32; c], vec![2.0f32; c]);
-    let fin: Symbol<unsafe extern "C" fn(*const f64, *const f64, *mut f32, *mut f32, *mut f32, *mut f32, i32, i64, f32, f32)> = h.sym("bn_finalize");
-    // One thread per channel updates its running statistics once: a single-thread launch.
-    let set: Symbol<unsafe extern "C" fn(u32, u32, u32, u32)> = h.sym("effv2_host_thread");
-    unsafe {
-        set(0, 0, 1, 1);
-        fin(mean64.as_ptr(), meansq64.as_ptr(), mean.as_mut_ptr(), invstd.as_mut_ptr(), rm.as_mut_ptr(), rv.as_mut_ptr(), c as i32, rows as i64, 1e-3, bn::RUNNING_MOMENTUM);
+        // Mean and mean square in one pass.
+        let moments = chan_sums(&h, &x, &SumsOf::default(), c, 0, 1.0 / rows as f64);
+        let (mean64, meansq64) = moments.split_at(c);
+        let (mut mean, mut invstd) = (vec![0f32; c], vec![0f32; c]);
+        let (mut rm, mut rv) = (vec![0.5f32; c], vec![2.0f32; c]);
+        let fin: Symbol<unsafe extern "C" fn(*const f64, *const f64, *mut f32, *mut f32, *mut f32, *mut f32, i32, i64, f32, f32)> = h.sym("bn_finalize");
+        // One thread per channel updates its running statistics once: a single-thread launch.
+        let set: Symbol<unsafe extern "C" fn(u32, u32, u32, u32)> = h.sym("effv2_host_thread");
+        unsafe {
+            set(0, 0, 1, 1);
+            fin(mean64.as_ptr(), meansq64.as_ptr(), mean.as_mut_ptr(), invstd.as_mut_ptr(), rm.as_mut_ptr(), rv.as_mut_ptr(), c as i32, rows as i64, 1e-3, bn::RUNNING_MOMENTUM);
+        }
+        close(&mean, &saved.mean, 1e-6, &what("mean"));
+        close(&invstd, &saved.invstd, 1e-6, &what("invstd"));
+        close(&rm, &rm_cpu, 1e-6, &what("running mean"));
+        close(&rv, &rv_cpu, 1e-6, &what("running var"));
+        let mut z = vec![f32::NAN; rows * c];
+        let apply: Symbol<unsafe extern "C" fn(*const f32, *mut f32, *const f32, *const f32, *const f32, *const f32, i64, i32, i32)> = h.sym("bn_apply");
+        let zp = z.as_mut_ptr();
+        h.launch(|| unsafe { apply(x.as_ptr(), zp, mean.as_ptr(), invstd.as_ptr(), gamma.as_ptr(), beta.as_ptr(), (rows * c) as i64, c as i32, kind) });
+        close(&z, &z_cpu, 1e-5, &what("BN (+ activation) output"));
+
+        let (mut dx_cpu, mut dg_cpu, mut db_cpu) = (vec![0.0; rows * c], vec![0.0; c], vec![0.0; c]);
+        bn::backward(&p, &saved, &x, &dy, &mut dx_cpu, &mut dg_cpu, &mut db_cpu, None).unwrap();
+        // Σdy and Σdy·x̂ in one pass, from the activation's gradient where one is fused.
+        let with = SumsOf { b: &x, mean: &mean, invstd: &invstd, gamma: &gamma, beta: &beta, kind };
+        let sums = chan_sums(&h, &dz, &with, c, 1, 1.0);
+        let (sdy, sdyx) = sums.split_at(c);
+        let mut dx = vec![f32::NAN; rows * c];
+        type Bwd = unsafe extern "C" fn(*const f32, *const f32, *const f32, *const f32, *const f32, *const f32, *const f64, *const f64, *mut f32, i64, i32, i64, i32);
+        let bwd: Symbol<Bwd> = h.sym("bn_backward_dx");
+        let dxp = dx.as_mut_ptr();
+        h.launch(|| unsafe { bwd(x.as_ptr(), dz.as_ptr(), mean.as_ptr(), invstd.as_ptr(), gamma.as_ptr(), beta.as_ptr(), sdy.as_ptr(), sdyx.as_ptr(), dxp, (rows * c) as i64, c as i32, rows as i64, kind) });
+        let (mut dg, mut db) = (vec![f32::NAN; c], vec![f32::NAN; c]);
+        let to32: Symbol<unsafe extern "C" fn(*const f64, *mut f32, i32)> = h.sym("to_f32_grad");
+        let (dgp, dbp) = (dg.as_mut_ptr(), db.as_mut_ptr());
+        h.launch(|| unsafe { to32(sdyx.as_ptr(), dgp, c as i32) });
+        h.launch(|| unsafe { to32(sdy.as_ptr(), dbp, c as i32) });
+        close(&dg, &dg_cpu, 1e-5, &what("dgamma"));
+        close(&db, &db_cpu, 1e-5, &what("dbeta"));
+        close(&dx, &dx_cpu, 1e-4, &what("dx"));
     }
-    close(&mean, &saved.mean, 1e-6, "mean");
-    close(&invstd, &saved.invstd, 1e-6, "invstd");
-    close(&rm, &rm_cpu, 1e-6, "running mean");
-    close(&rv, &rv_cpu, 1e-6, "running var");
-    let mut y = vec![f32::NAN; rows * c];
-    let apply: Symbol<unsafe extern "C" fn(*const f32, *mut f32, *const f32, *const f32, *const f32, *const f32, i64, i32)> = h.sym("bn_apply");
-    let yp = y.as_mut_ptr();
-    h.launch(|| unsafe { apply(x.as_ptr(), yp, mean.as_ptr(), invstd.as_ptr(), gamma.as_ptr(), beta.as_ptr(), (rows * c) as i64, c as i32) });
-    close(&y, &y_cpu, 1e-5, "y");
-
-    let (mut dx_cpu, mut dg_cpu, mut db_cpu) = (vec![0.0; rows * c], vec![0.0; c], vec![0.0; c]);
-    bn::backward(&p, &saved, &x, &dy, &mut dx_cpu, &mut dg_cpu, &mut db_cpu, None).unwrap();
-    // Σdy and Σdy·x̂ in one pass.
-    let sums = chan_sums(&h, &dy, &x, &mean, &invstd, c, 1, 1.0);
-    let (sdy, sdyx) = sums.split_at(c);
-    let mut dx = vec![f32::NAN; rows * c];
-    let bwd: Symbol<unsafe extern "C" fn(*const f32, *const f32, *const f32, *const f32, *const f32, *const f64, *const f64, *mut f32, i64, i32, i64)> = h.sym("bn_backward_dx");
-    let dxp = dx.as_mut_ptr();
-    h.launch(|| unsafe { bwd(x.as_ptr(), dy.as_ptr(), mean.as_ptr(), invstd.as_ptr(), gamma.as_ptr(), sdy.as_ptr(), sdyx.as_ptr(), dxp, (rows * c) as i64, c as i32, rows as i64) });
-    let (mut dg, mut db) = (vec![f32::NAN; c], vec![f32::NAN; c]);
-    let to32: Symbol<unsafe extern "C" fn(*const f64, *mut f32, i32)> = h.sym("to_f32_grad");
-    let (dgp, dbp) = (dg.as_mut_ptr(), db.as_mut_ptr());
-    h.launch(|| unsafe { to32(sdyx.as_ptr(), dgp, c as i32) });
-    h.launch(|| unsafe { to32(sdy.as_ptr(), dbp, c as i32) });
-    close(&dg, &dg_cpu, 1e-5, "dgamma");
-    close(&db, &db_cpu, 1e-5, "dbeta");
-    close(&dx, &dx_cpu, 1e-4, "dx");
 }
 
 #[test]
@@ -377,7 +404,7 @@ fn train_kernels_on_a_gpu_equal_the_cpu_maths_or_name_what_is_missing() {
     unsafe {
         let p = f("chan_partials");
         let mut b = stream.launch_builder(&p);
-        b.arg(&xd).arg(&nul32).arg(&nul32).arg(&nul32).arg(&mut part).arg(&rows_i).arg(&c_i).arg(&chunk_i).arg(&mode0);
+        b.arg(&xd).arg(&nul32).arg(&nul32).arg(&nul32).arg(&nul32).arg(&nul32).arg(&mut part).arg(&rows_i).arg(&c_i).arg(&chunk_i).arg(&mode0).arg(&mode0);
         b.launch(cfg(chunks * c)).unwrap();
         let fin = f("chan_finish");
         let mut b = stream.launch_builder(&fin);

@@ -257,9 +257,24 @@ fn the_training_arena_reuses_gradient_space_for_s_at_224() {
     let l = TrainLayout::new(&g, batch);
     let bytes = |i: usize| 4 * batch * g.nodes[i].shape.numel();
     let values: usize = (0..g.nodes.len()).map(bytes).sum();
-    let side_by_side = values + l.grad_at.iter().enumerate().filter(|(_, a)| a.is_some()).map(|(i, _)| bytes(i)).sum::<usize>();
+    // A BN whose activation is fused in stores neither its output nor that output's gradient:
+    // every BN followed by its SiLU (all but the project convs' BNs, whose output a residual add
+    // or the next block reads).
+    let fused: Vec<usize> = (0..g.nodes.len()).filter(|&i| l.fused_act[i].is_some()).collect();
+    let silu_after_bn = g.nodes.iter().filter(|n| matches!(n.op, Op::Act(_)) && matches!(g.nodes[n.inputs[0]].op, Op::BatchNorm(_))).count();
+    assert_eq!(fused.len(), silu_after_bn);
+    assert!(fused.iter().all(|&i| l.grad_at[i].is_none()));
+    let stored = values - fused.iter().map(|&i| bytes(i)).sum::<usize>();
+    let side_by_side = stored + l.grad_at.iter().enumerate().filter(|(_, a)| a.is_some()).map(|(i, _)| bytes(i)).sum::<usize>();
     let gib = |b: usize| b as f64 / (1u64 << 30) as f64;
-    println!("S@224 b128: arena {:.1} GiB (values {:.1} GiB; values and gradients side by side {:.1} GiB)", gib(l.arena_bytes), gib(values), gib(side_by_side));
+    println!(
+        "S@224 b128: arena {:.1} GiB (values {:.1} GiB, {:.1} GiB stored with {} activations fused into their BN; stored values and gradients side by side {:.1} GiB)",
+        gib(l.arena_bytes),
+        gib(values),
+        gib(stored),
+        fused.len(),
+        gib(side_by_side)
+    );
     assert!((l.arena_bytes as f64) < 0.65 * side_by_side as f64, "{} vs {side_by_side}", l.arena_bytes);
     for (i, &at) in l.value_at.iter().enumerate() {
         assert!(at % 256 == 0 && at + bytes(i) <= l.arena_bytes);

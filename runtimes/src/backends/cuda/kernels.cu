@@ -1,19 +1,10 @@
 // Element-wise and depthwise kernels of the CUDA backend, compiled by NVRTC at load time after
-// precision.cu (the activation type T and its ld / st conversions). Math is always f32.
+// precision.cu (the activation type T, its ld / st conversions, the activation functions). Math
+// is always f32.
 // Every kernel is a grid-stride loop over its output elements; `total` counts them.
 
 #define GRID_STRIDE(i, total) \
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < (total); i += (long long)blockDim.x * gridDim.x)
-
-// Codes of effv2_runtime::plan::Act.
-__device__ __forceinline__ float act(float x, int kind) {
-    switch (kind) {
-        case 1: return x / (1.0f + __expf(-x));
-        case 2: return fminf(fmaxf(x, 0.0f), 6.0f);
-        case 3: return 1.0f / (1.0f + __expf(-x));
-        default: return x;
-    }
-}
 
 // float NCHW input -> T NHWC.
 extern "C" __global__ void nchw_to_nhwc(const float* x, T* y, long long total, int c, int hw) {

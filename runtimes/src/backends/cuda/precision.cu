@@ -1,6 +1,7 @@
-// The activation storage type T of the CUDA kernels and its conversions, prepended to every kernel
-// source the engines compile: float, or 16-bit words holding IEEE half (EFFV2_HALF) or bfloat16
-// (EFFV2_BF16), so the sources need no CUDA headers. ld widens to f32, st rounds to nearest even.
+// The activation storage type T of the CUDA kernels and its conversions (and, at the end, the
+// activation functions), prepended to every kernel source the engines compile: float, or 16-bit
+// words holding IEEE half (EFFV2_HALF) or bfloat16 (EFFV2_BF16), so the sources need no CUDA
+// headers. ld widens to f32, st rounds to nearest even.
 // EFFV2_HOST: compiled as C++ for the host replay, with host_shim.h's conversions.
 
 #if defined(EFFV2_HALF) || defined(EFFV2_BF16)
@@ -65,4 +66,15 @@ __device__ __forceinline__ Nhwc nhwc_at(long long i, int h, int w, int c) {
     p.y = mod_of(r, h);
     p.n = div_of(r, h);
     return p;
+}
+
+// The activations, by the codes of effv2_runtime::plan::Act (0 = none): applied by the inference
+// kernels and by the training engine's batch norm when an activation is fused into it.
+__device__ __forceinline__ float act(float x, int kind) {
+    switch (kind) {
+        case 1: return x / (1.0f + __expf(-x));
+        case 2: return fminf(fmaxf(x, 0.0f), 6.0f);
+        case 3: return 1.0f / (1.0f + __expf(-x));
+        default: return x;
+    }
 }

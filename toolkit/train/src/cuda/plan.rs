@@ -97,6 +97,11 @@ pub struct TrainLayout {
     pub sums64_at: usize,
     /// Per BN node: saved f32 mean and invstd (what its backward reads).
     pub bn_saved_at: Vec<Option<(usize, usize)>>,
+    /// Per BN node whose output only an activation reads: that node and its activation code. The
+    /// BN writes the activation's output directly (`bn_apply` with the activation), and its
+    /// backward starts from the activation's gradient (the BN output recomputed from its input):
+    /// the BN's own value and gradient are never stored, two passes over the tensor fewer each way.
+    pub fused_act: Vec<Option<(usize, i32)>>,
     /// A zero f32 bias for depthwise convs without one.
     pub zeros_at: usize,
     pub arena_bytes: usize,
@@ -185,7 +190,8 @@ impl TrainLayout {
         let zeros_at = take(4 * max_c);
         let bn_saved_at = graph.nodes.iter().map(|n| matches!(n.op, Op::BatchNorm(_)).then(|| (take(4 * n.shape.c), take(4 * n.shape.c)))).collect();
         let tmp_at = take(eb * batch * graph.nodes.iter().map(|n| n.shape.numel()).max().unwrap_or(1).max(pad_len / batch.max(1)));
-        let (value_at, grad_at, lifetimes_bytes) = Self::plan_values_and_grads(graph, batch * eb, at);
+        let fused_act = fused_activations(graph);
+        let (value_at, grad_at, lifetimes_bytes) = Self::plan_values_and_grads(graph, &fused_act, batch * eb, at);
         let arena_bytes = at + lifetimes_bytes;
         let mut grads_bytes = 0;
         let pgrad_at = graph
@@ -221,7 +227,7 @@ impl TrainLayout {
             mask_at[i] = Some(4 * mask_len);
             mask_len += floats;
         }
-        TrainLayout { batch, dtype, value_at, pad_at, wgrad16_at, dlogits16_at, partials_at, partials2_at, chan_group, sums64_at, bn_saved_at, zeros_at, arena_bytes, param_at, params_bytes, grad_at, tmp_at, pgrad_at, grads_bytes, mask_at, mask_len, shard: Shard::default() }
+        TrainLayout { batch, dtype, value_at, pad_at, wgrad16_at, dlogits16_at, partials_at, partials2_at, chan_group, sums64_at, bn_saved_at, fused_act, zeros_at, arena_bytes, param_at, params_bytes, grad_at, tmp_at, pgrad_at, grads_bytes, mask_at, mask_len, shard: Shard::default() }
     }
 
     /// The parameter buffer's bytes for `weights` (checked against the graph first).
@@ -285,9 +291,11 @@ impl TrainLayout {
     /// last consumer (which writes it first) through its own node's backward; the input and
     /// the output (whose gradient is dLoss/dLogits, outside the arena) have none, nor have nodes
     /// nothing reads. So gradients reuse the values of the nodes already back-propagated.
+    /// A BN with a fused activation (`fused_act`) stores neither: its value is the activation's
+    /// (written at the BN's time), and the activation's gradient lives on through the BN's backward.
     /// Returns the value offsets, the gradient offsets and the bytes they span.
     /// `per_element`: bytes of one element times the batch.
-    fn plan_values_and_grads(graph: &Graph, per_element: usize, base: usize) -> (Vec<usize>, Vec<Option<usize>>, usize) {
+    fn plan_values_and_grads(graph: &Graph, fused_act: &[Option<(usize, i32)>], per_element: usize, base: usize) -> (Vec<usize>, Vec<Option<usize>>, usize) {
         let n = graph.nodes.len();
         let backward_at = |i: usize| 2 * n - 1 - i;
         let mut last_consumer = vec![None; n];
@@ -296,24 +304,42 @@ impl TrainLayout {
                 last_consumer[j] = Some(i);
             }
         }
+        // The fused BN an activation's value and gradient stand in for.
+        let mut fused_bn = vec![None; n];
+        for (i, f) in fused_act.iter().enumerate() {
+            if let Some((j, _)) = *f {
+                fused_bn[j] = Some(i);
+            }
+        }
+        let stored: Vec<usize> = (0..n).filter(|&i| fused_act[i].is_none()).collect();
         let bytes = |i: usize| align(per_element * graph.nodes[i].shape.numel());
-        let mut lens: Vec<usize> = (0..n).map(bytes).collect();
-        let mut born: Vec<usize> = (0..n).collect();
-        let mut dies: Vec<usize> = (0..n).map(backward_at).collect();
-        let with_grad: Vec<(usize, usize)> = (0..n)
+        let mut lens: Vec<usize> = stored.iter().map(|&i| bytes(i)).collect();
+        let mut born: Vec<usize> = stored.iter().map(|&i| fused_bn[i].unwrap_or(i)).collect();
+        let mut dies: Vec<usize> = stored.iter().map(|&i| backward_at(i)).collect();
+        let with_grad: Vec<(usize, usize)> = stored
+            .iter()
+            .copied()
             .filter(|&j| !matches!(graph.nodes[j].op, Op::Input) && j != graph.output)
             .filter_map(|j| last_consumer[j].map(|c| (j, c)))
             .collect();
         for &(j, c) in &with_grad {
             lens.push(bytes(j));
             born.push(backward_at(c));
-            dies.push(backward_at(j));
+            dies.push(backward_at(fused_bn[j].unwrap_or(j)));
         }
         let (offsets, total) = plan_intervals(&lens, &born, &dies);
-        let value_at = offsets[..n].iter().map(|o| base + o).collect();
+        let mut value_at = vec![0; n];
+        for (k, &i) in stored.iter().enumerate() {
+            value_at[i] = base + offsets[k];
+        }
+        for (i, f) in fused_act.iter().enumerate() {
+            if let Some((j, _)) = *f {
+                value_at[i] = value_at[j];
+            }
+        }
         let mut grad_at = vec![None; n];
         for (k, &(j, _)) in with_grad.iter().enumerate() {
-            grad_at[j] = Some(base + offsets[n + k]);
+            grad_at[j] = Some(base + offsets[stored.len() + k]);
         }
         (value_at, grad_at, total)
     }
@@ -378,7 +404,7 @@ impl TrainLayout {
                 Op::BatchNorm(b) if !train_mode => {
                     let (_, invstd) = self.bn_saved_at[i].map(|(m, s)| (a(m), a(s))).expect("a BN node has saved slots");
                     out.push(train("bn_eval_invstd", s.c, vec![Arg::Ptr(p(b.var)), Arg::Ptr(invstd), Arg::I32(s.c as i32), Arg::F32(b.eps)]));
-                    out.push(train_wide("bn_apply", total, s.c, vec![Arg::Ptr(x), Arg::Ptr(y), Arg::Ptr(p(b.mean)), Arg::Ptr(invstd), Arg::Ptr(p(b.weight)), Arg::Ptr(p(b.bias)), tot, Arg::I32(s.c as i32)]));
+                    out.push(train_wide("bn_apply", total, s.c, vec![Arg::Ptr(x), Arg::Ptr(y), Arg::Ptr(p(b.mean)), Arg::Ptr(invstd), Arg::Ptr(p(b.weight)), Arg::Ptr(p(b.bias)), tot, Arg::I32(s.c as i32), Arg::I32(self.fused_code(i))]));
                 }
                 Op::DropPath { .. } | Op::Dropout { .. } if !train_mode => out.push(train_wide("copy", total, s.c, vec![Arg::Ptr(x), Arg::Ptr(y), tot])),
                 Op::BatchNorm(b) => {
@@ -388,12 +414,14 @@ impl TrainLayout {
                     // Mean and mean square in one pass over x.
                     let (m64, msq64) = (a(self.sums64_at), a(self.sums64_at) + 8 * s.c as u64);
                     let (mean, invstd) = self.bn_saved_at[i].map(|(m, s)| (a(m), a(s))).expect("a BN node has saved slots");
-                    out.extend(self.chan_sums(arena, [x, 0, 0, 0], rows, s.c, 0, 1.0 / global_rows as f64, m64));
+                    out.extend(self.chan_sums(arena, [x, 0, 0, 0, 0, 0], rows, s.c, 0, 0, 1.0 / global_rows as f64, m64));
                     out.extend(self.sync_sums(m64, 2 * s.c));
                     let fin = vec![Arg::Ptr(m64), Arg::Ptr(msq64), Arg::Ptr(mean), Arg::Ptr(invstd), Arg::Ptr(p(b.mean)), Arg::Ptr(p(b.var)), Arg::I32(s.c as i32), Arg::I64(global_rows as i64), Arg::F32(b.eps), Arg::F32(RUNNING_MOMENTUM)];
                     out.push(train("bn_finalize", s.c, fin));
-                    out.push(train_wide("bn_apply", total, s.c, vec![Arg::Ptr(x), Arg::Ptr(y), Arg::Ptr(mean), Arg::Ptr(invstd), Arg::Ptr(p(b.weight)), Arg::Ptr(p(b.bias)), tot, Arg::I32(s.c as i32)]));
+                    out.push(train_wide("bn_apply", total, s.c, vec![Arg::Ptr(x), Arg::Ptr(y), Arg::Ptr(mean), Arg::Ptr(invstd), Arg::Ptr(p(b.weight)), Arg::Ptr(p(b.bias)), tot, Arg::I32(s.c as i32), Arg::I32(self.fused_code(i))]));
                 }
+                // Written by its BN (fused).
+                Op::Act(_) if self.is_fused_act(node) => {}
                 Op::Act(k) => out.push(infer_wide("act_only", total, s.c, vec![Arg::Ptr(x), Arg::Ptr(y), tot, Arg::I32(act_code(*k))])),
                 Op::GlobalAvgPool => out.push(infer("pool", total, [vec![Arg::Ptr(x), Arg::Ptr(y), tot], i32s(&[src.h * src.w, src.c])].concat())),
                 Op::Mul => out.push(infer_wide("gate_mul", total, s.c, [vec![Arg::Ptr(x), Arg::Ptr(v(node.inputs[1])), Arg::Ptr(y), tot], i32s(&[s.h * s.w, s.c])].concat())),
@@ -468,15 +496,25 @@ impl TrainLayout {
         train("ema_update", n, vec![Arg::Ptr(shadow), Arg::Ptr(params), Arg::I64(n as i64), Arg::F32(decay)])
     }
 
+    /// The activation code fused into BN node `i` (0: none).
+    fn fused_code(&self, i: usize) -> i32 {
+        self.fused_act[i].map_or(0, |(_, k)| k)
+    }
+
+    /// Whether `node` is an activation its BN applies (see [`TrainLayout::fused_act`]).
+    fn is_fused_act(&self, node: &effv2_edge::graph::Node) -> bool {
+        matches!(node.op, Op::Act(_)) && node.inputs.first().is_some_and(|&x| self.fused_act[x].is_some())
+    }
+
     /// The two per-channel sums of `chan_partials` mode `mode` over `rows`, times `scale`, into
     /// `to[0..2c]` through chunk partials, which are then added as `2c` channels: `ptrs` are its
-    /// a, b, mean, invstd (0 where unused).
+    /// a, b, mean, invstd, gamma, beta (0 where unused), `kind` the fused activation.
     #[allow(clippy::too_many_arguments)]
-    fn chan_sums(&self, arena: u64, ptrs: [u64; 4], rows: usize, c: usize, mode: i32, scale: f64, to: u64) -> Vec<TrainLaunch> {
+    fn chan_sums(&self, arena: u64, ptrs: [u64; 6], rows: usize, c: usize, mode: i32, kind: i32, scale: f64, to: u64) -> Vec<TrainLaunch> {
         let part = arena + self.partials_at as u64;
         let chunks = rows.div_ceil(CHAN_CHUNK_ROWS);
         let mut args: Vec<Arg> = ptrs.iter().map(|&p| Arg::Ptr(p)).collect();
-        args.extend([Arg::Ptr(part), Arg::I64(rows as i64), Arg::I32(c as i32), Arg::I32(CHAN_CHUNK_ROWS as i32), Arg::I32(mode)]);
+        args.extend([Arg::Ptr(part), Arg::I64(rows as i64), Arg::I32(c as i32), Arg::I32(CHAN_CHUNK_ROWS as i32), Arg::I32(mode), Arg::I32(kind)]);
         let mut out = vec![train("chan_partials", chunks * c, args)];
         let c = 2 * c;
         let (last, n) = if chunks > self.chan_group {
@@ -495,7 +533,7 @@ impl TrainLayout {
     /// `Σ dy` over rows per channel into a parameter gradient (a bias).
     fn bias_grad(&self, arena: u64, dy: u64, rows: usize, c: usize, to: u64) -> Vec<TrainLaunch> {
         let s64 = arena + self.sums64_at as u64;
-        let mut l = self.chan_sums(arena, [dy, 0, 0, 0], rows, c, 0, 1.0, s64);
+        let mut l = self.chan_sums(arena, [dy, 0, 0, 0, 0, 0], rows, c, 0, 0, 1.0, s64);
         l.push(train("to_f32_grad", c, vec![Arg::Ptr(s64), Arg::Ptr(to), Arg::I32(c as i32)]));
         l
     }
@@ -540,8 +578,13 @@ impl TrainLayout {
             }
             let s = node.shape;
             let total = batch * s.numel();
-            let dy = g(i);
+            // A BN with its activation fused starts from the activation's gradient.
+            let dy = g(self.fused_act[i].map_or(i, |(j, _)| j));
             let x = node.inputs.first().copied().unwrap_or(0);
+            if self.is_fused_act(node) {
+                seen[x] = true; // its BN's backward takes it on
+                continue;
+            }
             let src = graph.nodes[x].shape;
             let xtotal = batch * src.numel();
             // Input j's gradient from `f(destination)`: straight into its slot the first time, else
@@ -594,18 +637,21 @@ impl TrainLayout {
                 }
                 Op::BatchNorm(b) => {
                     let rows = batch * s.h * s.w;
-                    // Σdy and Σdy·x̂ in one pass over dy and x.
+                    // Σdy and Σdy·x̂ in one pass over dy (or the fused activation's gradient) and x.
                     let (sdy, sdyx) = (a(self.sums64_at), a(self.sums64_at) + 8 * s.c as u64);
                     let (mean, invstd) = self.bn_saved_at[i].map(|(m, s)| (a(m), a(s))).expect("a BN node has saved slots");
-                    out.extend(self.chan_sums(arena, [dy, v(x), mean, invstd], rows, s.c, 1, 1.0, sdy));
+                    let kind = self.fused_code(i);
+                    let bn_ptrs = [dy, v(x), mean, invstd, p(b.weight), p(b.bias)];
+                    out.extend(self.chan_sums(arena, bn_ptrs, rows, s.c, 1, kind, 1.0, sdy));
                     // dγ, dβ: this replica's share (summed with every gradient at the end); dx needs
                     // the group's sums and row count.
                     out.push(train("to_f32_grad", s.c, vec![Arg::Ptr(sdyx), Arg::Ptr(pg(b.weight)), Arg::I32(s.c as i32)]));
                     out.push(train("to_f32_grad", s.c, vec![Arg::Ptr(sdy), Arg::Ptr(pg(b.bias)), Arg::I32(s.c as i32)]));
                     out.extend(self.sync_sums(sdy, 2 * s.c));
                     let global_rows = self.shard.global_batch(batch) * s.h * s.w;
-                    let args = vec![Arg::Ptr(v(x)), Arg::Ptr(dy), Arg::Ptr(mean), Arg::Ptr(invstd), Arg::Ptr(p(b.weight)), Arg::Ptr(sdy), Arg::Ptr(sdyx)];
-                    contrib(x, &mut out, &|dst| vec![train_wide("bn_backward_dx", total, s.c, [args.clone(), vec![Arg::Ptr(dst), Arg::I64(total as i64), Arg::I32(s.c as i32), Arg::I64(global_rows as i64)]].concat())]);
+                    let args = vec![Arg::Ptr(v(x)), Arg::Ptr(dy), Arg::Ptr(mean), Arg::Ptr(invstd), Arg::Ptr(p(b.weight)), Arg::Ptr(p(b.bias)), Arg::Ptr(sdy), Arg::Ptr(sdyx)];
+                    let tail = |dst| vec![Arg::Ptr(dst), Arg::I64(total as i64), Arg::I32(s.c as i32), Arg::I64(global_rows as i64), Arg::I32(kind)];
+                    contrib(x, &mut out, &|dst| vec![train_wide("bn_backward_dx", total, s.c, [args.clone(), tail(dst)].concat())]);
                 }
                 Op::Conv(c) => {
                     if let Some(bias) = c.bias {
@@ -697,6 +743,26 @@ impl RowProduct {
     fn input_grad(self) -> BlasGemm {
         BlasGemm { trans_a: false, trans_b: false, m: self.inp, n: self.rows, k: self.out, lda: self.inp, ldb: self.out, ldc: self.inp }
     }
+}
+
+/// Per node: for a BN whose output only an activation reads (and that is not the graph's
+/// output), that activation's node and code ([`TrainLayout::fused_act`]).
+fn fused_activations(graph: &Graph) -> Vec<Option<(usize, i32)>> {
+    let mut readers = vec![vec![]; graph.nodes.len()];
+    for (j, node) in graph.nodes.iter().enumerate() {
+        for &i in &node.inputs {
+            readers[i].push(j);
+        }
+    }
+    (0..graph.nodes.len())
+        .map(|i| match (&graph.nodes[i].op, readers[i].as_slice()) {
+            (Op::BatchNorm(_), &[j]) if i != graph.output => match graph.nodes[j].op {
+                Op::Act(k) => Some((j, act_code(k))),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
 }
 
 /// The conv whose weight parameter `id` is.

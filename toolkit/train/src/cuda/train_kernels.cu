@@ -16,6 +16,27 @@
 
 __device__ __forceinline__ float sigm(float x) { return 1.0f / (1.0f + expf(-x)); }
 
+// ---- activation gradients (act_backward, and fused into the BN backward) ----
+
+// Codes of effv2_edge::graph::ActKind as the engine numbers them: 1 SiLU, 2 ReLU6, 3 sigmoid.
+// dx from the op's input x and output y.
+__device__ __forceinline__ float act_grad(float d, float xi, float yi, int kind) {
+    if (kind == 1) {
+        float s = sigm(xi);
+        return d * s * (1.0f + xi * (1.0f - s));
+    }
+    if (kind == 2) return (xi > 0.0f && xi < 6.0f) ? d : 0.0f;
+    return d * yi * (1.0f - yi);
+}
+
+// The gradient reaching a BN's output y from its fused activation (kind ≠ 0; 0 = none: d itself),
+// y recomputed from the BN input x exactly as bn_apply computes it (s = γ·invstd).
+__device__ __forceinline__ float bn_act_grad(float d, float x, float mean, float s, float beta, int kind) {
+    if (kind == 0) return d;
+    float y = x * s + (beta - mean * s);
+    return act_grad(d, y, kind == 3 ? act(y, 3) : 0.0f, kind);
+}
+
 // ---- per-channel sums over rows of an NHWC tensor viewed as [rows, c] ----
 
 // Σ of term(r) over r in [k·chunk, min((k+1)·chunk, n)), in order, in f64.
@@ -28,25 +49,44 @@ __device__ __forceinline__ double chunk_sum(long long k, long long n, int chunk,
 }
 
 // Two sums per (chunk k, channel ch) over rows [k·chunk, (k+1)·chunk), in order, in f64, in one
-// read of the tensor: part[k·2c + ch] = Σ a, and part[k·2c + c + ch] =
-//   mode 0: Σ a²                       (batch statistics: mean and mean square; a bias gradient
-//                                       uses only Σ a)
-//   mode 1: Σ a · (b − mean) · invstd  (the BN backward's Σ dy·x̂, with the saved f32 mean / invstd)
-// b, mean and invstd are read in mode 1 only (null otherwise). The partials are [chunks, 2c]:
-// chan_regroup and chan_finish add them as 2c channels. total = chunks · c threads.
+// read of the tensors: part[k·2c + ch] = Σ v, and part[k·2c + c + ch] =
+//   mode 0: Σ v²        with v = a     (batch statistics: mean and mean square; a bias gradient
+//                                       uses only Σ v)
+//   mode 1: Σ v · x̂     with v = the BN output's gradient from a = the gradient reaching the BN
+//                       (or its fused activation `kind`), x̂ = (b − mean) · invstd, b = the BN
+//                       input: Σdy and Σdy·x̂ of the BN backward, from its saved f32 mean / invstd
+// b, mean, invstd are read in mode 1 only, gamma and beta only with an activation (null
+// otherwise). The partials are [chunks, 2c]: chan_regroup and chan_finish add them as 2c
+// channels. total = chunks · c threads.
 extern "C" __global__ void chan_partials(const T* a, const T* b, const float* mean, const float* invstd,
-                                         double* part, long long rows, int c, int chunk, int mode) {
+                                         const float* gamma, const float* beta, double* part, long long rows,
+                                         int c, int chunk, int mode, int kind) {
     long long chunks = (rows + chunk - 1) / chunk;
     GRID_STRIDE(i, chunks * c) {
         int ch = mod_of(i, c);
         long long k = div_of(i, c);
         long long r1 = (k + 1) * chunk < rows ? (k + 1) * chunk : rows;
-        float m = mode == 1 ? mean[ch] : 0.0f, is = mode == 1 ? invstd[ch] : 0.0f;
+        float m = 0.0f, is = 0.0f, sc = 0.0f, be = 0.0f;
+        if (mode == 1) {
+            m = mean[ch];
+            is = invstd[ch];
+            if (kind != 0) {
+                sc = is * gamma[ch];
+                be = beta[ch];
+            }
+        }
         double s = 0.0, s2 = 0.0;
         for (long long r = k * chunk; r < r1; ++r) {
-            double v = ld(a[r * c + ch]);
-            s += v;
-            s2 += mode == 1 ? v * (double)((ld(b[r * c + ch]) - m) * is) : v * v;
+            float av = ld(a[r * c + ch]);
+            if (mode == 1) {
+                float xv = ld(b[r * c + ch]);
+                double v = bn_act_grad(av, xv, m, sc, be, kind);
+                s += v;
+                s2 += v * (double)((xv - m) * is);
+            } else {
+                s += av;
+                s2 += (double)av * av;
+            }
         }
         part[k * 2 * c + ch] = s;
         part[k * 2 * c + c + ch] = s2;
@@ -97,17 +137,18 @@ extern "C" __global__ void bn_eval_invstd(const float* running_var, float* invst
     GRID_STRIDE(ch, c) { invstd[ch] = 1.0f / sqrtf(running_var[ch] + eps); }
 }
 
-// y = x·(γ·invstd) + (β − mean·γ·invstd); also the eval mode, given the running statistics'
-// mean and invstd.
+// y = act(x·(γ·invstd) + (β − mean·γ·invstd), kind): the BN, with the activation that alone reads
+// its output fused in (kind ≠ 0; see bn_act_grad for the backward); also the eval mode, given the
+// running statistics' mean and invstd.
 extern "C" __global__ void bn_apply(const T* x, T* y, const float* mean, const float* invstd,
-                                    const float* gamma, const float* beta, long long total, int c) {
+                                    const float* gamma, const float* beta, long long total, int c, int kind) {
     if (c % VEC == 0) {
         GRID_STRIDE(g, total / VEC) {
             int ch = mod_of(g, c / VEC) * VEC;
             Vec v = vload(x + g * VEC);
             for (int j = 0; j < VEC; ++j) {
                 float s = invstd[ch + j] * gamma[ch + j];
-                v.v[j] = st(ld(v.v[j]) * s + (beta[ch + j] - mean[ch + j] * s));
+                v.v[j] = st(act(ld(v.v[j]) * s + (beta[ch + j] - mean[ch + j] * s), kind));
             }
             vstore(y + g * VEC, v);
         }
@@ -116,36 +157,42 @@ extern "C" __global__ void bn_apply(const T* x, T* y, const float* mean, const f
     GRID_STRIDE(i, total) {
         int ch = mod_of(i, c);
         float s = invstd[ch] * gamma[ch];
-        y[i] = st(ld(x[i]) * s + (beta[ch] - mean[ch] * s));
+        y[i] = st(act(ld(x[i]) * s + (beta[ch] - mean[ch] * s), kind));
     }
 }
 
 // dx = γ·invstd/N · (N·dy − Σdy − x̂·Σ(dy·x̂)), given sdy = Σdy and sdyx = Σdy·x̂ per channel
-// (which are also dβ and dγ).
-extern "C" __global__ void bn_backward_dx(const T* x, const T* dy, const float* mean, const float* invstd,
-                                          const float* gamma, const double* sdy, const double* sdyx, T* dx,
-                                          long long total, int c, long long rows) {
-    if (c % VEC == 0) {
-        float n = (float)rows;
-        GRID_STRIDE(g, total / VEC) {
-            int ch = mod_of(g, c / VEC) * VEC;
-            Vec xv = vload(x + g * VEC), dv = vload(dy + g * VEC), out;
-            for (int j = 0; j < VEC; ++j) {
-                int cj = ch + j;
-                float xhat = (ld(xv.v[j]) - mean[cj]) * invstd[cj];
-                float k = gamma[cj] * invstd[cj] / n;
-                out.v[j] = st(k * (n * ld(dv.v[j]) - (float)sdy[cj] - xhat * (float)sdyx[cj]));
-            }
-            vstore(dx + g * VEC, out);
+// (which are also dβ and dγ); dy from `d`, the gradient of the BN's output or of its fused
+// activation `kind` (bn_act_grad).
+extern "C" __global__ void bn_backward_dx(const T* x, const T* d, const float* mean, const float* invstd,
+                                          const float* gamma, const float* beta, const double* sdy,
+                                          const double* sdyx, T* dx, long long total, int c, long long rows,
+                                          int kind) {
+    float n = (float)rows;
+    bool wide = c % VEC == 0;
+    int lanes = wide ? VEC : 1;
+    GRID_STRIDE(g, total / lanes) {
+        int ch = mod_of(g, c / lanes) * lanes;
+        Vec xv, dv, out;
+        if (wide) {
+            xv = vload(x + g * VEC);
+            dv = vload(d + g * VEC);
+        } else {
+            xv.v[0] = x[g];
+            dv.v[0] = d[g];
         }
-        return;
-    }
-    GRID_STRIDE(i, total) {
-        int ch = mod_of(i, c);
-        float n = (float)rows;
-        float xhat = (ld(x[i]) - mean[ch]) * invstd[ch];
-        float k = gamma[ch] * invstd[ch] / n;
-        dx[i] = st(k * (n * ld(dy[i]) - (float)sdy[ch] - xhat * (float)sdyx[ch]));
+        for (int j = 0; j < lanes; ++j) {
+            int cj = ch + j;
+            float xj = ld(xv.v[j]), is = invstd[cj];
+            float dy = bn_act_grad(ld(dv.v[j]), xj, mean[cj], is * gamma[cj], kind ? beta[cj] : 0.0f, kind);
+            float k = gamma[cj] * is / n;
+            out.v[j] = st(k * (n * dy - (float)sdy[cj] - (xj - mean[cj]) * is * (float)sdyx[cj]));
+        }
+        if (wide) {
+            vstore(dx + g * VEC, out);
+        } else {
+            dx[g] = out.v[0];
+        }
     }
 }
 
@@ -155,17 +202,6 @@ extern "C" __global__ void to_f32_grad(const double* s, float* g, int c) {
 }
 
 // ---- activations ----
-
-// Codes of effv2_edge::graph::ActKind as the engine numbers them: 1 SiLU, 2 ReLU6, 3 sigmoid.
-// dx from the op's input x and output y.
-__device__ __forceinline__ float act_grad(float d, float xi, float yi, int kind) {
-    if (kind == 1) {
-        float s = sigm(xi);
-        return d * s * (1.0f + xi * (1.0f - s));
-    }
-    if (kind == 2) return (xi > 0.0f && xi < 6.0f) ? d : 0.0f;
-    return d * yi * (1.0f - yi);
-}
 
 extern "C" __global__ void act_backward(const T* x, const T* y, const T* dy, T* dx, long long total, int kind) {
     if (total % VEC == 0) {
