@@ -426,7 +426,7 @@ impl TrainEngine for CudaTrainer {
         self.bind()?;
         let s = &self.stream;
         let slots: Vec<u64> = self.slots.iter().map(|b| ptr(b, s)).collect();
-        let launches = self.param_layout.optimizer_step(&self.graph, &self.config.optimizer, ptr(&self.params, s), ptr(&self.grads, s), &slots, lr, self.config.weight_decay);
+        let launches = self.param_layout.optimizer_step(&self.config.optimizer, ptr(&self.params, s), ptr(&self.grads, s), &slots, lr, self.config.weight_decay);
         self.enqueue(&launches)?;
         self.refresh_weights16(false)?;
         self.sync("the optimizer step")

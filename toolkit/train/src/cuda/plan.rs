@@ -109,6 +109,9 @@ pub struct TrainLayout {
     /// [`TrainLayout::pack_weights`] fills; optimizer slots and EMA shadows are laid out alike).
     pub param_at: Vec<usize>,
     pub params_bytes: usize,
+    /// Bytes of the parameters with weight decay, which lead the buffer (the other trainable ones
+    /// follow, up to `grads_bytes`, then the BN statistics).
+    pub decayed_bytes: usize,
     /// Each value's gradient in the arena (NHWC, `dtype`; none for the input), a scratch gradient for
     /// second contributions, and each trainable parameter's gradient in `grads` (device layout).
     pub grad_at: Vec<Option<usize>>,
@@ -193,29 +196,20 @@ impl TrainLayout {
         let fused_act = fused_activations(graph);
         let (value_at, grad_at, lifetimes_bytes) = Self::plan_values_and_grads(graph, &fused_act, batch * eb, at);
         let arena_bytes = at + lifetimes_bytes;
-        let mut grads_bytes = 0;
-        let pgrad_at = graph
-            .params
-            .iter()
-            .map(|p| {
-                p.role.is_trainable().then(|| {
-                    let a = grads_bytes;
-                    grads_bytes += align(4 * p.numel());
-                    a
-                })
-            })
-            .collect();
-
-        let mut params_bytes = 0;
-        let param_at = graph
-            .params
-            .iter()
-            .map(|p| {
-                let a = params_bytes;
+        // Trainable parameters first, those with weight decay leading, then the BN statistics: the
+        // optimizer updates each group in one launch over a contiguous range, and the gradients
+        // are laid out as the trainable prefix (the same offsets).
+        let group = |r: Role| if !r.is_trainable() { 2 } else if decays(r) { 0 } else { 1 };
+        let (mut param_at, mut params_bytes, mut group_end) = (vec![0; graph.params.len()], 0, [0; 3]);
+        for (g, end) in group_end.iter_mut().enumerate() {
+            for (id, p) in graph.params.iter().enumerate().filter(|(_, p)| group(p.role) == g) {
+                param_at[id] = params_bytes;
                 params_bytes += align(4 * p.numel());
-                a
-            })
-            .collect();
+            }
+            *end = params_bytes;
+        }
+        let pgrad_at = graph.params.iter().zip(&param_at).map(|(p, &at)| p.role.is_trainable().then_some(at)).collect();
+        let (decayed_bytes, grads_bytes) = (group_end[0], group_end[1]);
         let mut mask_len = 0;
         let mut mask_at = vec![None; graph.nodes.len()];
         for (i, n) in graph.nodes.iter().enumerate() {
@@ -227,7 +221,7 @@ impl TrainLayout {
             mask_at[i] = Some(4 * mask_len);
             mask_len += floats;
         }
-        TrainLayout { batch, dtype, value_at, pad_at, wgrad16_at, dlogits16_at, partials_at, partials2_at, chan_group, sums64_at, bn_saved_at, fused_act, zeros_at, arena_bytes, param_at, params_bytes, grad_at, tmp_at, pgrad_at, grads_bytes, mask_at, mask_len, shard: Shard::default() }
+        TrainLayout { batch, dtype, value_at, pad_at, wgrad16_at, dlogits16_at, partials_at, partials2_at, chan_group, sums64_at, bn_saved_at, fused_act, zeros_at, arena_bytes, param_at, params_bytes, decayed_bytes, grad_at, tmp_at, pgrad_at, grads_bytes, mask_at, mask_len, shard: Shard::default() }
     }
 
     /// The parameter buffer's bytes for `weights` (checked against the graph first).
@@ -459,18 +453,19 @@ impl TrainLayout {
         (self.dtype != DType::F32).then(|| infer("nchw_to_nhwc", n, vec![Arg::Ptr(params), Arg::Ptr(weights16), Arg::I64(n as i64), Arg::I32(1), Arg::I32(1)]))
     }
 
-    /// One optimizer update of every trainable parameter from its gradient at `grads`. The
+    /// One optimizer update of every trainable parameter from its gradient at `grads`, in two
+    /// launches (with and without weight decay: each a contiguous range, alignment gaps zero). The
     /// optimizer's slots live in buffers laid out like the parameters (`slots[k]` for slot `k` of
     /// [`Optimizer::slot_names`]); weight decay as [`decays`] says.
     #[allow(clippy::too_many_arguments)]
-    pub fn optimizer_step(&self, graph: &Graph, opt: &Optimizer, params: u64, grads: u64, slots: &[u64], lr: f32, weight_decay: f32) -> Vec<TrainLaunch> {
+    pub fn optimizer_step(&self, opt: &Optimizer, params: u64, grads: u64, slots: &[u64], lr: f32, weight_decay: f32) -> Vec<TrainLaunch> {
         let mut out = vec![];
-        for (id, p) in graph.params.iter().enumerate() {
-            let Some(g) = self.pgrad_at[id] else { continue };
-            let at = self.param_at[id] as u64;
-            let n = p.numel();
-            let wd = if decays(p.role) { weight_decay } else { 0.0 };
-            let (w, g) = (Arg::Ptr(params + at), Arg::Ptr(grads + g as u64));
+        for (from, to, wd) in [(0, self.decayed_bytes, weight_decay), (self.decayed_bytes, self.grads_bytes, 0.0)] {
+            if to == from {
+                continue;
+            }
+            let (at, n) = (from as u64, (to - from) / 4);
+            let (w, g) = (Arg::Ptr(params + at), Arg::Ptr(grads + at));
             let slot = |k: usize| Arg::Ptr(slots[k] + at);
             out.push(match *opt {
                 Optimizer::RmsProp { decay, momentum, eps } => {
