@@ -14,7 +14,7 @@ use effv2_runtime::plan::host::HostKernels;
 use effv2_runtime::plan::launch::DType;
 use effv2_train::cpu::{CpuTrainer, TrainerConfig};
 use effv2_train::optim::Optimizer;
-use effv2_train::cuda::plan::{Buffers, Kernel, Summed, TrainLaunch, TrainLayout};
+use effv2_train::cuda::plan::{Buffers, Kernel, Lowering, Summed, TrainLaunch, TrainLayout};
 use effv2_train::parallel::Shard;
 use effv2_train::cuda::TRAIN_KERNELS;
 use effv2_train::{Mode, TrainEngine};
@@ -110,7 +110,14 @@ fn the_training_launches_replayed_on_the_host_equal_the_cpu_trainer() {
     };
     let rmsprop = Optimizer::tf_rmsprop();
     let sgd = Optimizer::Sgd { momentum: 0.9, nesterov: true };
-    for (name, o, size, opt) in [("official tf-same", small("official", Padding::TfSame), 40, rmsprop), ("none symmetric", small("none", Padding::Symmetric), 33, sgd)] {
+    // The default lowering, and the plain one (no BN + activation fusion, 1x1 convs on cuDNN).
+    let (full, plain) = (Lowering::default(), Lowering { fuse_bn_act: false, gemm_1x1: false });
+    let cases = [
+        ("official tf-same", small("official", Padding::TfSame), 40, rmsprop, full),
+        ("none symmetric", small("none", Padding::Symmetric), 33, sgd, full),
+        ("official tf-same, plain lowering", small("official", Padding::TfSame), 40, rmsprop, plain),
+    ];
+    for (name, o, size, opt, lowering) in cases {
         let g = graph(o, size);
         let batch = 3;
         let w = random_weights(&g, 5);
@@ -128,7 +135,7 @@ fn the_training_launches_replayed_on_the_host_equal_the_cpu_trainer() {
         let want_g = cpu.grads();
 
         // Chunk partials summed in groups of 2 (the engine: 64), so the regrouped path is replayed.
-        let layout = TrainLayout::with_chan_group(&g, batch, DType::F32, 2);
+        let layout = TrainLayout::with_lowering(&g, batch, DType::F32, 2, lowering);
         let initial = layout.pack_weights(&g, &w).unwrap();
         let mut arena = vec![0u64; layout.arena_bytes.div_ceil(8)];
         let mut params = vec![0u64; layout.params_bytes.div_ceil(8)];
@@ -163,14 +170,17 @@ fn the_training_launches_replayed_on_the_host_equal_the_cpu_trainer() {
         bufs.dlogits = dlogits.as_ptr() as u64;
         let back = layout.backward(&g, &bufs);
         replay(&lib, &back);
-        // Every 1x1 conv, like the classifier, is a cuBLAS product; cuDNN gets the rest.
+        // Every 1x1 conv, like the classifier, is a cuBLAS product and cuDNN gets the rest (in the
+        // plain lowering cuDNN gets them all).
         let pointwise = g.nodes.iter().filter(|n| matches!(&n.op, Op::Conv(c) if c.kernel == 1 && c.groups == 1)).count();
-        assert_eq!(launches.iter().filter(|l| matches!(l, TrainLaunch::Gemm { .. })).count(), pointwise + 1, "{name}: forward products");
+        let on_blas = if lowering.gemm_1x1 { pointwise } else { 0 };
+        assert_eq!(launches.iter().filter(|l| matches!(l, TrainLaunch::Gemm { .. })).count(), on_blas + 1, "{name}: forward products");
         let cudnn_1x1 = launches.iter().chain(&back).filter(|l| match l {
             TrainLaunch::Conv { shape, .. } | TrainLaunch::ConvBackwardData { shape, .. } | TrainLaunch::ConvBackwardFilter { shape, .. } => shape.kernel == 1,
             _ => false,
         });
-        assert_eq!(cudnn_1x1.count(), 0, "{name}: 1x1 convs left to cuDNN");
+        assert_eq!(cudnn_1x1.count() > 0, !lowering.gemm_1x1, "{name}: 1x1 convs on cuDNN");
+        assert_eq!(layout.fused_act.iter().any(Option::is_some), lowering.fuse_bn_act, "{name}: BN + activation fusion");
         // Gradients that are zero in exact arithmetic (a BN bias whose output only feeds another
         // conv + BN: shift-invariant) come out as ~1e-7 noise on both sides; errors are measured
         // against each tensor's scale, but no less than 1e-3 of the largest gradient anywhere.

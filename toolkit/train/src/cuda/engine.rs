@@ -22,14 +22,18 @@ use effv2_runtime::cuda::{compile_kernels, compile_source, fail, launch_kernel, 
 use effv2_runtime::plan::launch::{ConvShape, KERNEL_NAMES};
 
 use super::nccl::NcclGroup;
-use super::plan::{Buffers, Kernel, TrainLaunch, TrainLayout};
-use super::{train_kernels_source, TRAIN_KERNEL_NAMES};
+use super::plan::{Buffers, Kernel, Lowering, TrainLaunch, TrainLayout};
+use super::{train_kernels_source, CHAN_GROUP, TRAIN_KERNEL_NAMES};
 use crate::cpu::{check_supported, TrainerConfig};
 use crate::parallel::{DataParallel, Replica, Shard};
 use crate::{Mode, TrainEngine, TrainError};
 
 /// Largest cuDNN workspace one convolution's algorithms may ask for.
 const MAX_WORKSPACE: usize = 256 << 20;
+/// `0`: BN and its activation as two launch groups each way (see [`Lowering`]).
+pub const FUSE_BN_ACT_ENV: &str = "EFFV2_CUDA_FUSE_BN_ACT";
+/// `0`: 1x1 convs on cuDNN instead of cuBLAS.
+pub const GEMM_1X1_ENV: &str = "EFFV2_CUDA_GEMM_1X1";
 
 fn dev(e: String) -> TrainError {
     TrainError::Device(e)
@@ -79,6 +83,8 @@ pub struct CudaTrainer {
     profile: Option<Profile>,
     /// Whether cuDNN times its algorithms per conv shape (on unless `EFFV2_CUDNN_TUNE=0`).
     tune: bool,
+    /// The plan's fusions, each on unless its variable is `0` (for A/B timing on a GPU).
+    lowering: Lowering,
     device: String,
 }
 
@@ -155,6 +161,7 @@ impl CudaTrainer {
             trained: false,
             profile: profile::enabled().then(Profile::default),
             tune: switch_on(CUDNN_TUNE_ENV),
+            lowering: Lowering { fuse_bn_act: switch_on(FUSE_BN_ACT_ENV), gemm_1x1: switch_on(GEMM_1X1_ENV) },
             device: format!("{name} (sm_{major}{minor}), {}", if dtype == DType::F32 { "fp32" } else { "bf16 mixed precision" }),
         };
         trainer.refresh_weights16(false)?;
@@ -225,7 +232,7 @@ impl CudaTrainer {
             return Ok(());
         }
         self.batch = None; // free the old arena first
-        let layout = TrainLayout::with_dtype(&self.graph, batch, self.dtype);
+        let layout = TrainLayout::with_lowering(&self.graph, batch, self.dtype, CHAN_GROUP, self.lowering);
         debug_assert_eq!(layout.param_at, self.param_layout.param_at);
         let alloc_f32 = |n: usize, what: &str| self.stream.alloc_zeros::<f32>(n.max(1)).map_err(|e| dev(fail(what, e)));
         let classes = self.graph.nodes[self.graph.output].shape.numel();

@@ -71,6 +71,23 @@ pub struct Buffers {
     pub dlogits: u64,
 }
 
+/// Choices in lowering a training graph, both on by default; the engine reads them from the
+/// environment (`EFFV2_CUDA_FUSE_BN_ACT=0`, `EFFV2_CUDA_GEMM_1X1=0`) so a GPU run can time each
+/// against the plain lowering, and the host tests replay both.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Lowering {
+    /// A BN's activation fused into it where it alone reads the BN's output ([`TrainLayout::fused_act`]).
+    pub fuse_bn_act: bool,
+    /// 1x1 convs (stride 1, no padding) as cuBLAS products instead of cuDNN convolutions.
+    pub gemm_1x1: bool,
+}
+
+impl Default for Lowering {
+    fn default() -> Self {
+        Lowering { fuse_bn_act: true, gemm_1x1: true }
+    }
+}
+
 /// Where every value, parameter and statistic lives for one graph and batch size. Offsets are in
 /// bytes from the start of their buffer (arena, params, masks).
 pub struct TrainLayout {
@@ -109,6 +126,8 @@ pub struct TrainLayout {
     /// [`TrainLayout::pack_weights`] fills; optimizer slots and EMA shadows are laid out alike).
     pub param_at: Vec<usize>,
     pub params_bytes: usize,
+    /// What the launch lists fuse or hand to cuBLAS.
+    pub lowering: Lowering,
     /// Bytes of the parameters with weight decay, which lead the buffer (the other trainable ones
     /// follow, up to `grads_bytes`, then the BN statistics).
     pub decayed_bytes: usize,
@@ -146,12 +165,12 @@ impl TrainLayout {
     /// lays out too, for tests that check errors scale with the storage precision; the engine
     /// trains f32 or bf16 only, as f16 would need loss scaling.)
     pub fn with_dtype(graph: &Graph, batch: usize, dtype: DType) -> TrainLayout {
-        Self::with_chan_group(graph, batch, dtype, CHAN_GROUP)
+        Self::with_lowering(graph, batch, dtype, CHAN_GROUP, Lowering::default())
     }
 
     /// As [`TrainLayout::with_dtype`], with `chan_group` chunk partials per first-level sum
-    /// (tests lower it so small networks take the regrouped path).
-    pub fn with_chan_group(graph: &Graph, batch: usize, dtype: DType, chan_group: usize) -> TrainLayout {
+    /// (tests lower it so small networks take the regrouped path) and the [`Lowering`] choices.
+    pub fn with_lowering(graph: &Graph, batch: usize, dtype: DType, chan_group: usize, lowering: Lowering) -> TrainLayout {
         let chan_group = chan_group.max(2);
         let eb = dtype.bytes();
         let mut at = 0usize;
@@ -193,7 +212,7 @@ impl TrainLayout {
         let zeros_at = take(4 * max_c);
         let bn_saved_at = graph.nodes.iter().map(|n| matches!(n.op, Op::BatchNorm(_)).then(|| (take(4 * n.shape.c), take(4 * n.shape.c)))).collect();
         let tmp_at = take(eb * batch * graph.nodes.iter().map(|n| n.shape.numel()).max().unwrap_or(1).max(pad_len / batch.max(1)));
-        let fused_act = fused_activations(graph);
+        let fused_act = if lowering.fuse_bn_act { fused_activations(graph) } else { vec![None; graph.nodes.len()] };
         let (value_at, grad_at, lifetimes_bytes) = Self::plan_values_and_grads(graph, &fused_act, batch * eb, at);
         let arena_bytes = at + lifetimes_bytes;
         // Trainable parameters first, those with weight decay leading, then the BN statistics: the
@@ -221,7 +240,7 @@ impl TrainLayout {
             mask_at[i] = Some(4 * mask_len);
             mask_len += floats;
         }
-        TrainLayout { batch, dtype, value_at, pad_at, wgrad16_at, dlogits16_at, partials_at, partials2_at, chan_group, sums64_at, bn_saved_at, fused_act, zeros_at, arena_bytes, param_at, params_bytes, decayed_bytes, grad_at, tmp_at, pgrad_at, grads_bytes, mask_at, mask_len, shard: Shard::default() }
+        TrainLayout { batch, dtype, value_at, pad_at, wgrad16_at, dlogits16_at, partials_at, partials2_at, chan_group, sums64_at, bn_saved_at, fused_act, zeros_at, arena_bytes, param_at, params_bytes, lowering, decayed_bytes, grad_at, tmp_at, pgrad_at, grads_bytes, mask_at, mask_len, shard: Shard::default() }
     }
 
     /// The parameter buffer's bytes for `weights` (checked against the graph first).
@@ -381,7 +400,7 @@ impl TrainLayout {
                         out.push(infer_wide("depthwise", total, s.c, [vec![Arg::Ptr(x), Arg::Ptr(weight_of(c.weight)), Arg::Ptr(bias), Arg::Ptr(y), tot], geo, vec![Arg::I32(0)]].concat()));
                         continue;
                     }
-                    if let Some(rp) = RowProduct::of_conv(c, batch * s.h * s.w) {
+                    if let Some(rp) = self.row_product(c, batch * s.h * s.w) {
                         out.push(TrainLaunch::Gemm { g: rp.forward(), a: weight_of(c.weight), b: x, c: y });
                     } else {
                         let mut shape = ConvShape { n: batch, c: ic, h, w, out_ch: c.out_ch, oh: s.h, ow: s.w, kernel: c.kernel, stride: c.stride, pad: [pd.top, pd.left], groups: 1 };
@@ -489,6 +508,11 @@ impl TrainLayout {
     pub fn ema_update(&self, shadow: u64, params: u64, decay: f32) -> TrainLaunch {
         let n = self.params_bytes / 4;
         train("ema_update", n, vec![Arg::Ptr(shadow), Arg::Ptr(params), Arg::I64(n as i64), Arg::F32(decay)])
+    }
+
+    /// A 1x1 conv over `rows` pixels as a cuBLAS product, where the lowering says so.
+    fn row_product(&self, c: &effv2_edge::graph::Conv, rows: usize) -> Option<RowProduct> {
+        RowProduct::of_conv(c, rows).filter(|_| self.lowering.gemm_1x1)
     }
 
     /// The activation code fused into BN node `i` (0: none).
@@ -663,7 +687,7 @@ impl TrainLayout {
                         contrib(x, &mut out, &|dst| vec![train_wide("depthwise_backward_dx", xtotal, src.c, [vec![Arg::Ptr(dy), Arg::Ptr(weight_of(c.weight)), Arg::Ptr(dst), Arg::I64(xtotal as i64)], geo.clone()].concat())]);
                         continue;
                     }
-                    if let Some(rp) = RowProduct::of_conv(c, batch * s.h * s.w) {
+                    if let Some(rp) = self.row_product(c, batch * s.h * s.w) {
                         out.push(TrainLaunch::Gemm { g: rp.weight_grad(), a: v(x), b: dy, c: wgrad(c.weight) });
                         widen(c.weight, &mut out);
                         let wt = weight_of(c.weight);
