@@ -51,9 +51,15 @@ fn model_and_reference(model: &str, options: ModelOptions, size: usize, x: &Tens
 }
 
 /// The engine's launches for `plan` with activations of `dtype` (the host kernels built for it),
-/// replayed on host memory; logits [N, classes].
-fn replay_on_host(host: &HostKernels, plan: &NetPlan, weights: &[f32], x: &Tensor, dtype: DType) -> Vec<f32> {
-    let layout = Layout::new(plan, weights, x.shape()[0], dtype).unwrap();
+/// replayed on host memory; logits [N, classes]. `fuse_pools`: every depthwise conv the SE pool
+/// reads sums its rows for it (`depthwise_pool` + `pool_rows`, what large batches take), or none
+/// (the engine's choice at these small batches).
+fn replay_on_host(host: &HostKernels, plan: &NetPlan, weights: &[f32], x: &Tensor, dtype: DType, fuse_pools: bool) -> Vec<f32> {
+    let mut layout = Layout::new(plan, weights, x.shape()[0], dtype).unwrap();
+    layout.fuse_pools(plan, if fuse_pools { 0 } else { usize::MAX });
+    use effv2_runtime::plan::Step;
+    let pools_a_depthwise_conv = plan.steps.iter().any(|s| matches!(*s, Step::Pool { x } if x > 0 && matches!(plan.steps[x - 1], Step::Conv { groups, .. } if groups > 1)));
+    assert_eq!(layout.pool_fused.iter().any(|&f| f), fuse_pools && pools_a_depthwise_conv);
     // u64 backing keeps every block 8-byte aligned, like device allocations.
     let mut arena = vec![0u64; layout.arena_bytes.div_ceil(8)];
     let mut params = vec![0u64; layout.params.len().div_ceil(8)];
@@ -83,10 +89,17 @@ fn the_engine_launches_replayed_on_the_host_equal_the_reference_engine() {
         let x = Rng::new(9).normal_tensor(vec![2, 3, size, size]);
         let (m, want) = model_and_reference("efficientnetv2-b0", options, size, &x);
         let (plan, weights) = cuda_plan(&m.graph(Some(size)).unwrap(), &m.weights).unwrap();
-        let got = replay_on_host(&host, &plan, &weights, &x, DType::F32);
-        let e = rel_err(&got, &want);
-        println!("host replay {name}: rel err {e:.2e}");
-        assert!(e < 1e-4, "{name}: {e}");
+        let mut replays = vec![];
+        for fuse_pools in [false, true] {
+            let got = replay_on_host(&host, &plan, &weights, &x, DType::F32, fuse_pools);
+            let e = rel_err(&got, &want);
+            println!("host replay {name}{}: rel err {e:.2e}", if fuse_pools { ", SE pools fused" } else { "" });
+            assert!(e < 1e-4, "{name}: {e}");
+            replays.push(got);
+        }
+        // The two differ only in the order the pool adds (a missed pixel of one row: 6.7e-5).
+        let e = rel_err(&replays[1], &replays[0]);
+        assert!(e < 1e-5, "{name}: SE pools fused vs not: {e}");
     }
 }
 
@@ -111,7 +124,7 @@ fn the_half_and_bf16_launches_replayed_on_the_host_stay_within_1e_2() {
         std::fs::create_dir_all(&dir).unwrap();
         let host = HostKernels::compile_for(&inference_harness(), &[], dtype, &dir).unwrap();
         for (name, x, plan, weights, want) in &models {
-            let got = replay_on_host(&host, plan, weights, x, dtype);
+            let got = replay_on_host(&host, plan, weights, x, dtype, true);
             let e = rel_err(&got, want);
             println!("host replay {name} {dtype:?}: rel err {e:.2e}");
             assert!(e < 1e-2, "{name} {dtype:?}: {e}");

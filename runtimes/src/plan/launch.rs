@@ -9,7 +9,17 @@ use super::layout::{depthwise_to_hwc, oihw_to_ohwi};
 use super::{NetPlan, Step};
 
 /// Kernels of `kernels.cu`, by index.
-pub const KERNEL_NAMES: [&str; 9] = ["nchw_to_nhwc", "to_f32", "bias_act", "act_only", "depthwise", "pool", "gate_mul", "add", "pad"];
+pub const KERNEL_NAMES: [&str; 11] = ["nchw_to_nhwc", "to_f32", "bias_act", "act_only", "depthwise", "depthwise_pool", "pool", "pool_rows", "gate_mul", "add", "pad"];
+
+/// Fewest threads (`batch · oh · ⌈ow / POOL_SEGMENT⌉ · c / 8`) for which a depthwise conv whose
+/// output the SE pool reads runs as `depthwise_pool` (a thread per [`POOL_SEGMENT`] pixels of a row,
+/// their sums for the pool): below, so few threads would leave most of a GPU idle (b0 at batch 1
+/// has 1,680 of them at 14x14), so the conv keeps a pixel per thread and the pool its own pass.
+pub const POOL_FUSION_MIN_THREADS: usize = 1 << 15;
+/// Output pixels of a row per `depthwise_pool` thread: long enough to cut the pool's reads
+/// (oh · ⌈ow / 8⌉ partials per channel instead of oh · ow values), short enough to keep several
+/// waves of threads (S at 384, batch 128: 1.1 M threads at 24x24).
+pub const POOL_SEGMENT: usize = 8;
 /// Threads per block of every kernel launch.
 pub const BLOCK: u32 = 256;
 /// Elements per thread on the kernels' vector path (`VEC` in kernels.cu).
@@ -185,6 +195,11 @@ pub struct Layout {
     /// f32 elements of the NCHW input and of the logits.
     pub input_len: usize,
     pub output_len: usize,
+    /// Per step: a depthwise conv that also sums its rows for the SE pool reading its output
+    /// (`depthwise_pool`, then `pool_rows`; see [`Layout::fuse_pools`]).
+    pub pool_fused: Vec<bool>,
+    /// Byte offset of the f32 row sums those convs write (after the scratch block).
+    pub partials_at: usize,
 }
 
 fn push_block(bytes: &mut Vec<u8>, v: &[f32], dtype: DType) -> usize {
@@ -227,7 +242,35 @@ impl Layout {
         let arena_bytes = (arena.size + scratch_len.next_multiple_of(ALIGN)) * eb;
         let [c0, h0, w0] = plan.input;
         let output_len = batch * shapes[plan.output][0];
-        Ok(Layout { dtype, batch, shapes, arena, arena_bytes, scratch_at, params, param_at, input_len: batch * c0 * h0 * w0, output_len })
+        let partials_at = arena_bytes.next_multiple_of(256);
+        let mut layout = Layout { dtype, batch, shapes, arena, arena_bytes, scratch_at, params, param_at, input_len: batch * c0 * h0 * w0, output_len, pool_fused: vec![], partials_at };
+        layout.fuse_pools(plan, POOL_FUSION_MIN_THREADS);
+        Ok(layout)
+    }
+
+    /// Picks the depthwise convs that sum their rows for the SE pool (channels a multiple of
+    /// VEC, at least `min_threads` rows x channel groups; tests pass 0 to take every one) and sizes
+    /// the arena for their row sums.
+    pub fn fuse_pools(&mut self, plan: &NetPlan, min_threads: usize) {
+        let pooled: Vec<usize> = plan.steps.iter().filter_map(|s| if let Step::Pool { x } = *s { Some(x) } else { None }).collect();
+        let mut partial_bytes = 0;
+        self.pool_fused = plan
+            .steps
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let Step::Conv { x, out_ch, groups, .. } = *s else { return false };
+                let [c, _, _] = self.shapes[x];
+                let [_, oh, ow] = self.shapes[i + 1];
+                let pieces = self.batch * oh * ow.div_ceil(POOL_SEGMENT);
+                let fused = is_depthwise(c, out_ch, groups) && c % VEC == 0 && pooled.contains(&(i + 1)) && pieces * c / VEC >= min_threads;
+                if fused {
+                    partial_bytes = partial_bytes.max(4 * pieces * c);
+                }
+                fused
+            })
+            .collect();
+        self.arena_bytes = self.partials_at + partial_bytes;
     }
 
     /// The launches of one forward pass, given the device (or host) addresses of the arena, the
@@ -236,6 +279,7 @@ impl Layout {
         let eb = self.dtype.bytes() as u64;
         let at = |v: usize| arena + self.arena.offsets[v] as u64 * eb;
         let scratch = arena + self.scratch_at as u64;
+        let partials = arena + self.partials_at as u64;
         let size = |v: usize| self.batch * self.shapes[v].iter().product::<usize>();
         let k = |name: &str| KERNEL_NAMES.iter().position(|n| *n == name).expect("known kernel");
         let i32s = |v: &[usize]| v.iter().map(|&x| Arg::I32(x as i32)).collect::<Vec<_>>();
@@ -253,9 +297,16 @@ impl Layout {
             let (kernel, args) = match *s {
                 Step::Conv { x, out_ch, kernel, stride, groups, pads: [t, l, b, r], act, .. } => {
                     let (wp, bp) = (params + self.param_at[i].0 as u64, params + self.param_at[i].1 as u64);
+                    let geo = [i32s(&[h, w, c, oh, ow, kernel, stride, t, l]), vec![Arg::I32(act.code())]].concat();
+                    if self.pool_fused[i] {
+                        // VEC channels of POOL_SEGMENT pixels per thread, their sums for the pool after it.
+                        let threads = self.batch * oh * ow.div_ceil(POOL_SEGMENT) * c / VEC;
+                        let args = [vec![Arg::Ptr(at(x)), Arg::Ptr(wp), Arg::Ptr(bp), Arg::Ptr(y), Arg::Ptr(partials), Arg::I64(threads as i64)], geo, vec![Arg::I32(POOL_SEGMENT as i32)]].concat();
+                        out.push(LaunchSpec::Kernel { f: k("depthwise_pool"), total: threads, args });
+                        continue;
+                    }
                     if is_depthwise(c, out_ch, groups) {
-                        let a = [vec![Arg::Ptr(at(x)), Arg::Ptr(wp), Arg::Ptr(bp), Arg::Ptr(y), tot], i32s(&[h, w, c, oh, ow, kernel, stride, t, l])];
-                        ("depthwise", [a.concat(), vec![Arg::I32(act.code())]].concat())
+                        ("depthwise", [vec![Arg::Ptr(at(x)), Arg::Ptr(wp), Arg::Ptr(bp), Arg::Ptr(y), tot], geo].concat())
                     } else {
                         if (h, w, oh, ow, kernel, groups, t + l + b + r) == (1, 1, 1, 1, 1, 1, 0) {
                             out.push(LaunchSpec::Gemm { batch: self.batch, out: out_ch, k: c, x: at(x), w: wp, y });
@@ -271,6 +322,7 @@ impl Layout {
                     }
                 }
                 Step::Act { x, act } => ("act_only", vec![Arg::Ptr(at(x)), Arg::Ptr(y), tot, Arg::I32(act.code())]),
+                Step::Pool { x } if x > 0 && self.pool_fused[x - 1] => ("pool_rows", [vec![Arg::Ptr(partials), Arg::Ptr(y), tot], i32s(&[h * w.div_ceil(POOL_SEGMENT), h * w, c])].concat()),
                 Step::Pool { x } => ("pool", [vec![Arg::Ptr(at(x)), Arg::Ptr(y), tot], i32s(&[h * w, c])].concat()),
                 Step::Mul { x, gate } => ("gate_mul", [vec![Arg::Ptr(at(x)), Arg::Ptr(at(gate)), Arg::Ptr(y), tot], i32s(&[h * w, c])].concat()),
                 Step::Add { a, b } => ("add", vec![Arg::Ptr(at(a)), Arg::Ptr(at(b)), Arg::Ptr(y), tot]),

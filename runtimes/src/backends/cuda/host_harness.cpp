@@ -48,7 +48,11 @@ void host_act_only(unsigned g, unsigned b, void** p) { LOOP(act_only(CT(0), MT(1
 void host_depthwise(unsigned g, unsigned b, void** p) {
     LOOP(depthwise(CT(0), CT(1), P(2, const float*), MT(3), L(4), I(5), I(6), I(7), I(8), I(9), I(10), I(11), I(12), I(13), I(14)))
 }
+void host_depthwise_pool(unsigned g, unsigned b, void** p) {
+    LOOP(depthwise_pool(CT(0), CT(1), P(2, const float*), MT(3), P(4, float*), L(5), I(6), I(7), I(8), I(9), I(10), I(11), I(12), I(13), I(14), I(15), I(16)))
+}
 void host_pool(unsigned g, unsigned b, void** p) { LOOP(pool(CT(0), MT(1), L(2), I(3), I(4))) }
+void host_pool_rows(unsigned g, unsigned b, void** p) { LOOP(pool_rows(P(0, const float*), MT(1), L(2), I(3), I(4), I(5))) }
 void host_gate_mul(unsigned g, unsigned b, void** p) { LOOP(gate_mul(CT(0), CT(1), MT(2), L(3), I(4), I(5))) }
 void host_add(unsigned g, unsigned b, void** p) { LOOP(add(CT(0), CT(1), MT(2), L(3))) }
 void host_pad(unsigned g, unsigned b, void** p) { LOOP(pad(CT(0), MT(1), L(2), I(3), I(4), I(5), I(6), I(7), I(8), I(9))) }

@@ -49,34 +49,41 @@ extern "C" __global__ void act_only(const T* x, T* y, long long total, int kind)
     GRID_STRIDE(i, total) { y[i] = st(act(ld(x[i]), kind)); }
 }
 
-// Depthwise k x k conv with bias and activation. Weight [kh][kw][c]; pads top/left given, the
+// VEC channels (from ch) of output pixel (n, oy, ox) of a depthwise k x k conv with bias and
+// activation: wide loads of input and weight rows. Weight [kh][kw][c]; pads top/left given, the
 // bottom/right ones follow from the output size (reads outside the input are zeros).
+__device__ __forceinline__ Vec depthwise_vec(const T* x, const T* w, const float* bias, long long n, int oy, int ox,
+                                             int ch, int h, int wd, int c, int k, int stride, int pad_t, int pad_l,
+                                             int kind) {
+    float acc[VEC];
+    for (int j = 0; j < VEC; ++j) acc[j] = bias[ch + j];
+    int y0 = oy * stride - pad_t, x0 = ox * stride - pad_l;
+    for (int ky = 0; ky < k; ++ky) {
+        int iy = y0 + ky;
+        if (iy < 0 || iy >= h) continue;
+        const T* row = x + ((n * h + iy) * wd) * c + ch;
+        for (int kx = 0; kx < k; ++kx) {
+            int ix = x0 + kx;
+            if (ix < 0 || ix >= wd) continue;
+            Vec xv = vload(row + (long long)ix * c);
+            Vec wv = vload(w + (ky * k + kx) * c + ch);
+            for (int j = 0; j < VEC; ++j) acc[j] += ld(xv.v[j]) * ld(wv.v[j]);
+        }
+    }
+    Vec out;
+    for (int j = 0; j < VEC; ++j) out.v[j] = st(act(acc[j], kind));
+    return out;
+}
+
+// Depthwise k x k conv with bias and activation (see depthwise_vec).
 extern "C" __global__ void depthwise(const T* x, const T* w, const float* bias, T* y, long long total,
                                      int h, int wd, int c, int oh, int ow, int k, int stride, int pad_t,
                                      int pad_l, int kind) {
     if (c % VEC == 0) {
-        // VEC channels of one output pixel per thread: wide loads of input and weight rows.
+        // VEC channels of one output pixel per thread.
         GRID_STRIDE(g, total / VEC) {
             Nhwc o = nhwc_at(g, oh, ow, c / VEC);
-            int ch = o.ch * VEC;
-            float acc[VEC];
-            for (int j = 0; j < VEC; ++j) acc[j] = bias[ch + j];
-            int y0 = o.y * stride - pad_t, x0 = o.x * stride - pad_l;
-            for (int ky = 0; ky < k; ++ky) {
-                int iy = y0 + ky;
-                if (iy < 0 || iy >= h) continue;
-                const T* row = x + ((o.n * h + iy) * wd) * c + ch;
-                for (int kx = 0; kx < k; ++kx) {
-                    int ix = x0 + kx;
-                    if (ix < 0 || ix >= wd) continue;
-                    Vec xv = vload(row + (long long)ix * c);
-                    Vec wv = vload(w + (ky * k + kx) * c + ch);
-                    for (int j = 0; j < VEC; ++j) acc[j] += ld(xv.v[j]) * ld(wv.v[j]);
-                }
-            }
-            Vec out;
-            for (int j = 0; j < VEC; ++j) out.v[j] = st(act(acc[j], kind));
-            vstore(y + g * VEC, out);
+            vstore(y + g * VEC, depthwise_vec(x, w, bias, o.n, o.y, o.x, o.ch * VEC, h, wd, c, k, stride, pad_t, pad_l, kind));
         }
         return;
     }
@@ -96,6 +103,43 @@ extern "C" __global__ void depthwise(const T* x, const T* w, const float* bias, 
             }
         }
         y[i] = st(act(acc, kind));
+    }
+}
+
+// The same conv when the SE pool reads its output (c a multiple of VEC): a thread takes VEC
+// channels of `seg` neighbouring pixels of an output row (segment sg of row oy of sample n) and
+// also adds them up per channel, as stored, into part[((n·oh + oy)·segs + sg)·c + ch] (f32), so the
+// pool (pool_rows) reads oh·segs partials per channel instead of the whole tensor again.
+// total = n·oh·segs·c / VEC threads, segs = ⌈ow / seg⌉.
+extern "C" __global__ void depthwise_pool(const T* x, const T* w, const float* bias, T* y, float* part,
+                                          long long total, int h, int wd, int c, int oh, int ow, int k, int stride,
+                                          int pad_t, int pad_l, int kind, int seg) {
+    int segs = (ow + seg - 1) / seg;
+    GRID_STRIDE(g, total) {
+        int ch = mod_of(g, c / VEC) * VEC;
+        long long piece = div_of(g, c / VEC);  // (n·oh + oy)·segs + sg
+        int sg = mod_of(piece, segs);
+        long long row = div_of(piece, segs);  // n·oh + oy
+        int oy = mod_of(row, oh);
+        long long n = div_of(row, oh);
+        int x1 = (sg + 1) * seg < ow ? (sg + 1) * seg : ow;
+        float sum[VEC] = {};
+        for (int ox = sg * seg; ox < x1; ++ox) {
+            Vec out = depthwise_vec(x, w, bias, n, oy, ox, ch, h, wd, c, k, stride, pad_t, pad_l, kind);
+            vstore(y + (row * ow + ox) * c + ch, out);
+            for (int j = 0; j < VEC; ++j) sum[j] += ld(out.v[j]);
+        }
+        for (int j = 0; j < VEC; ++j) part[piece * c + ch + j] = sum[j];
+    }
+}
+
+// The SE pool from depthwise_pool's partial sums: y[n, ch] = Σ_q part[(n·parts + q)·c + ch] / hw.
+extern "C" __global__ void pool_rows(const float* part, T* y, long long total, int parts, int hw, int c) {
+    GRID_STRIDE(i, total) {
+        const float* p = part + div_of(i, c) * parts * c + mod_of(i, c);
+        float s = 0.0f;
+        for (int q = 0; q < parts; ++q) s += p[(long long)q * c];
+        y[i] = st(s / (float)hw);
     }
 }
 
