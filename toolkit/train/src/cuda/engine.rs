@@ -11,7 +11,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream};
+use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, PinnedHostSlice};
+use rayon::prelude::*;
 use effv2_edge::graph::Graph;
 use effv2_edge::tensor::Tensor;
 use effv2_edge::weights::Weights;
@@ -45,6 +46,10 @@ struct Batch {
     arena: CudaSlice<u8>,
     masks: CudaSlice<f32>,
     input: CudaSlice<f32>,
+    /// Pinned (page-locked) host memory the input is staged in, so its upload is one DMA at the
+    /// link's speed, queued on the stream, instead of the driver's pageable-copy path (8.4 GB/s
+    /// measured on the H200 machine).
+    staged: PinnedHostSlice<f32>,
     logits: CudaSlice<f32>,
     dlogits: CudaSlice<f32>,
 }
@@ -240,6 +245,9 @@ impl CudaTrainer {
             arena: self.stream.alloc_zeros::<u8>(layout.arena_bytes.max(256)).map_err(|e| dev(fail(&format!("allocating activations for batch {batch}"), e)))?,
             masks: alloc_f32(layout.mask_len, "allocating masks")?,
             input: alloc_f32(batch * self.graph.input_shape().numel(), "allocating the input")?,
+            // SAFETY: page-locked host memory of this context, only written through as_mut_slice
+            // (which waits for the upload that last read it).
+            staged: unsafe { self.ctx.alloc_pinned::<f32>((batch * self.graph.input_shape().numel()).max(1)) }.map_err(|e| dev(fail("allocating pinned memory for the input", e)))?,
             logits: alloc_f32(batch * classes, "allocating the logits")?,
             dlogits: alloc_f32(batch * classes, "allocating dlogits")?,
             layout,
@@ -348,6 +356,13 @@ impl Drop for CudaTrainer {
     }
 }
 
+/// `dst = src` (same length) in 1 MiB pieces over the thread pool: one core cannot fill pinned
+/// write-combined memory as fast as the link drains it.
+fn stage(src: &[f32], dst: &mut [f32]) {
+    const PIECE: usize = 1 << 18;
+    dst.par_chunks_mut(PIECE).zip(src.par_chunks(PIECE)).for_each(|(d, s)| d.copy_from_slice(s));
+}
+
 fn upload(stream: &Arc<CudaStream>, bytes: &[u8], to: &mut CudaSlice<u8>) -> Result<(), TrainError> {
     stream.memcpy_htod(bytes, to).map_err(|e| dev(fail("copying to the device", e)))
 }
@@ -392,7 +407,9 @@ impl TrainEngine for CudaTrainer {
             let masks = b.layout.masks(&self.graph, seed);
             self.stream.memcpy_htod(&masks, &mut b.masks).map_err(|e| dev(fail("copying masks", e)))?;
         }
-        self.stream.memcpy_htod(input, &mut b.input).map_err(|e| dev(fail("copying the input", e)))?;
+        let staged = b.staged.as_mut_slice().map_err(|e| dev(fail("waiting for the input's last upload", e)))?;
+        stage(input, staged);
+        self.stream.memcpy_htod(&b.staged, &mut b.input).map_err(|e| dev(fail("copying the input", e)))?;
         let s = &self.stream;
         let bufs = Buffers { arena: ptr(&b.arena, s), params, weights16, grads: 0, masks: ptr(&b.masks, s), input: ptr(&b.input, s), logits: ptr(&b.logits, s), dlogits: 0 };
         let launches = b.layout.forward(&self.graph, train, &bufs);
