@@ -14,7 +14,7 @@ use std::path::Path;
 use cudarc::driver::CudaContext;
 
 pub use cudnn::DType;
-pub use engine::{compile_kernels, compile_source, fail, launch_kernel, ptr, KERNELS};
+pub use engine::{compile_kernels, compile_source, fail, launch_kernel, ptr, stage, KERNELS};
 use engine::Engine;
 
 use crate::manifest::{Manifest, Precision};

@@ -12,14 +12,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, PinnedHostSlice};
-use rayon::prelude::*;
 use effv2_edge::graph::Graph;
 use effv2_edge::tensor::Tensor;
 use effv2_edge::weights::Weights;
 use effv2_runtime::cuda::blas::Blas;
 use effv2_runtime::cuda::cudnn::{ConvGrad, DType, Handle};
 use effv2_runtime::cuda::profile::{self, PassTimer, Profile};
-use effv2_runtime::cuda::{compile_kernels, compile_source, fail, launch_kernel, probe_libraries, ptr, switch_on, CUDNN_TUNE_ENV};
+use effv2_runtime::cuda::{compile_kernels, compile_source, fail, launch_kernel, probe_libraries, ptr, stage, switch_on, CUDNN_TUNE_ENV};
 use effv2_runtime::plan::launch::{ConvShape, KERNEL_NAMES};
 
 use super::nccl::NcclGroup;
@@ -46,9 +45,8 @@ struct Batch {
     arena: CudaSlice<u8>,
     masks: CudaSlice<f32>,
     input: CudaSlice<f32>,
-    /// Pinned (page-locked) host memory the input is staged in, so its upload is one DMA at the
-    /// link's speed, queued on the stream, instead of the driver's pageable-copy path (8.4 GB/s
-    /// measured on the H200 machine).
+    /// Pinned (page-locked) host memory the input is staged in (`effv2_runtime::cuda::stage`), so
+    /// its upload is one DMA at the link's speed, queued on the stream.
     staged: PinnedHostSlice<f32>,
     logits: CudaSlice<f32>,
     dlogits: CudaSlice<f32>,
@@ -354,13 +352,6 @@ impl Drop for CudaTrainer {
             eprintln!("{}", p.report(&format!("CUDA training launches, {}", self.device), 40));
         }
     }
-}
-
-/// `dst = src` (same length) in 1 MiB pieces over the thread pool: one core cannot fill pinned
-/// write-combined memory as fast as the link drains it.
-fn stage(src: &[f32], dst: &mut [f32]) {
-    const PIECE: usize = 1 << 18;
-    dst.par_chunks_mut(PIECE).zip(src.par_chunks(PIECE)).for_each(|(d, s)| d.copy_from_slice(s));
 }
 
 fn upload(stream: &Arc<CudaStream>, bytes: &[u8], to: &mut CudaSlice<u8>) -> Result<(), TrainError> {
