@@ -20,6 +20,12 @@ pub const POOL_FUSION_MIN_THREADS: usize = 1 << 15;
 /// (oh · ⌈ow / 8⌉ partials per channel instead of oh · ow values), short enough to keep several
 /// waves of threads (S at 384, batch 128: 1.1 M threads at 24x24).
 pub const POOL_SEGMENT: usize = 8;
+
+/// Row segments of an `oh x ow` output per sample: `depthwise_pool`'s partial sums per channel,
+/// which `pool_rows` adds up.
+fn pool_pieces(oh: usize, ow: usize) -> usize {
+    oh * ow.div_ceil(POOL_SEGMENT)
+}
 /// Threads per block of every kernel launch.
 pub const BLOCK: u32 = 256;
 /// Elements per thread on the kernels' vector path (`VEC` in kernels.cu).
@@ -262,7 +268,7 @@ impl Layout {
                 let Step::Conv { x, out_ch, groups, .. } = *s else { return false };
                 let [c, _, _] = self.shapes[x];
                 let [_, oh, ow] = self.shapes[i + 1];
-                let pieces = self.batch * oh * ow.div_ceil(POOL_SEGMENT);
+                let pieces = self.batch * pool_pieces(oh, ow);
                 let fused = is_depthwise(c, out_ch, groups) && c % VEC == 0 && pooled.contains(&(i + 1)) && pieces * c / VEC >= min_threads;
                 if fused {
                     partial_bytes = partial_bytes.max(4 * pieces * c);
@@ -300,7 +306,7 @@ impl Layout {
                     let geo = [i32s(&[h, w, c, oh, ow, kernel, stride, t, l]), vec![Arg::I32(act.code())]].concat();
                     if self.pool_fused[i] {
                         // VEC channels of POOL_SEGMENT pixels per thread, their sums for the pool after it.
-                        let threads = self.batch * oh * ow.div_ceil(POOL_SEGMENT) * c / VEC;
+                        let threads = self.batch * pool_pieces(oh, ow) * c / VEC;
                         let args = [vec![Arg::Ptr(at(x)), Arg::Ptr(wp), Arg::Ptr(bp), Arg::Ptr(y), Arg::Ptr(partials), Arg::I64(threads as i64)], geo, vec![Arg::I32(POOL_SEGMENT as i32)]].concat();
                         out.push(LaunchSpec::Kernel { f: k("depthwise_pool"), total: threads, args });
                         continue;
@@ -322,7 +328,7 @@ impl Layout {
                     }
                 }
                 Step::Act { x, act } => ("act_only", vec![Arg::Ptr(at(x)), Arg::Ptr(y), tot, Arg::I32(act.code())]),
-                Step::Pool { x } if x > 0 && self.pool_fused[x - 1] => ("pool_rows", [vec![Arg::Ptr(partials), Arg::Ptr(y), tot], i32s(&[h * w.div_ceil(POOL_SEGMENT), h * w, c])].concat()),
+                Step::Pool { x } if x > 0 && self.pool_fused[x - 1] => ("pool_rows", [vec![Arg::Ptr(partials), Arg::Ptr(y), tot], i32s(&[pool_pieces(h, w), h * w, c])].concat()),
                 Step::Pool { x } => ("pool", [vec![Arg::Ptr(at(x)), Arg::Ptr(y), tot], i32s(&[h * w, c])].concat()),
                 Step::Mul { x, gate } => ("gate_mul", [vec![Arg::Ptr(at(x)), Arg::Ptr(at(gate)), Arg::Ptr(y), tot], i32s(&[h * w, c])].concat()),
                 Step::Add { a, b } => ("add", vec![Arg::Ptr(at(a)), Arg::Ptr(at(b)), Arg::Ptr(y), tot]),

@@ -106,7 +106,7 @@ pub struct TrainLayout {
     /// f64 per-channel partial sums (two per channel, see `chan_partials`).
     pub partials_at: usize,
     /// Second-level f64 partials of the per-channel sums (`chan_regroup`), and how many chunk
-    /// partials each of them adds ([`CHAN_GROUP`]; see [`TrainLayout::with_chan_group`]).
+    /// partials each of them adds ([`CHAN_GROUP`]; see [`TrainLayout::with_lowering`]).
     pub partials2_at: usize,
     pub chan_group: usize,
     /// The two f64 per-channel sums being computed, `[2, C]`: a BN's mean and mean square, or
@@ -425,7 +425,7 @@ impl TrainLayout {
                     // Each replica's share of the global mean and variance, summed over the group.
                     let global_rows = self.shard.global_batch(batch) * s.h * s.w;
                     // Mean and mean square in one pass over x.
-                    let (m64, msq64) = (a(self.sums64_at), a(self.sums64_at) + 8 * s.c as u64);
+                    let (m64, msq64) = self.sums64(arena, s.c);
                     let (mean, invstd) = self.bn_saved_at[i].map(|(m, s)| (a(m), a(s))).expect("a BN node has saved slots");
                     out.extend(self.chan_sums(arena, [x, 0, 0, 0, 0, 0], rows, s.c, 0, 0, 1.0 / global_rows as f64, m64));
                     out.extend(self.sync_sums(m64, 2 * s.c));
@@ -510,6 +510,12 @@ impl TrainLayout {
         train("ema_update", n, vec![Arg::Ptr(shadow), Arg::Ptr(params), Arg::I64(n as i64), Arg::F32(decay)])
     }
 
+    /// Where [`TrainLayout::chan_sums`] leaves its two sums over `c` channels (`sums64_at`).
+    fn sums64(&self, arena: u64, c: usize) -> (u64, u64) {
+        let at = arena + self.sums64_at as u64;
+        (at, at + 8 * c as u64)
+    }
+
     /// A 1x1 conv over `rows` pixels as a cuBLAS product, where the lowering says so.
     fn row_product(&self, c: &effv2_edge::graph::Conv, rows: usize) -> Option<RowProduct> {
         RowProduct::of_conv(c, rows).filter(|_| self.lowering.gemm_1x1)
@@ -551,7 +557,7 @@ impl TrainLayout {
 
     /// `Σ dy` over rows per channel into a parameter gradient (a bias).
     fn bias_grad(&self, arena: u64, dy: u64, rows: usize, c: usize, to: u64) -> Vec<TrainLaunch> {
-        let s64 = arena + self.sums64_at as u64;
+        let (s64, _) = self.sums64(arena, c);
         let mut l = self.chan_sums(arena, [dy, 0, 0, 0, 0, 0], rows, c, 0, 0, 1.0, s64);
         l.push(train("to_f32_grad", c, vec![Arg::Ptr(s64), Arg::Ptr(to), Arg::I32(c as i32)]));
         l
@@ -657,7 +663,7 @@ impl TrainLayout {
                 Op::BatchNorm(b) => {
                     let rows = batch * s.h * s.w;
                     // Σdy and Σdy·x̂ in one pass over dy (or the fused activation's gradient) and x.
-                    let (sdy, sdyx) = (a(self.sums64_at), a(self.sums64_at) + 8 * s.c as u64);
+                    let (sdy, sdyx) = self.sums64(arena, s.c);
                     let (mean, invstd) = self.bn_saved_at[i].map(|(m, s)| (a(m), a(s))).expect("a BN node has saved slots");
                     let kind = self.fused_code(i);
                     let bn_ptrs = [dy, v(x), mean, invstd, p(b.weight), p(b.bias)];
