@@ -51,12 +51,14 @@ fn model_and_reference(model: &str, options: ModelOptions, size: usize, x: &Tens
 }
 
 /// The engine's launches for `plan` with activations of `dtype` (the host kernels built for it),
-/// replayed on host memory; logits [N, classes]. `fuse_pools`: every depthwise conv the SE pool
-/// reads sums its rows for it (`depthwise_pool` + `pool_rows`, what large batches take), or none
-/// (the engine's choice at these small batches).
+/// replayed on host memory; logits [N, classes]. `fuse_pools`: what large batches take — every
+/// depthwise conv the SE pool reads sums its rows for it (`depthwise_pool` + `pool_rows`) and
+/// every bias_act takes row tiles of the most rows — or neither (the engine's choice at these
+/// small batches).
 fn replay_on_host(host: &HostKernels, plan: &NetPlan, weights: &[f32], x: &Tensor, dtype: DType, fuse_pools: bool) -> Vec<f32> {
     let mut layout = Layout::new(plan, weights, x.shape()[0], dtype).unwrap();
     layout.fuse_pools(plan, if fuse_pools { 0 } else { usize::MAX });
+    layout.tile_min_threads = if fuse_pools { 0 } else { usize::MAX };
     use effv2_runtime::plan::Step;
     let pools_a_depthwise_conv = plan.steps.iter().any(|s| matches!(*s, Step::Pool { x } if x > 0 && matches!(plan.steps[x - 1], Step::Conv { groups, .. } if groups > 1)));
     assert_eq!(layout.pool_fused.iter().any(|&f| f), fuse_pools && pools_a_depthwise_conv);

@@ -42,10 +42,39 @@ pub fn wide_threads(total: usize, unit: usize) -> usize {
     }
 }
 
-/// [`wide_threads`] for inference kernel `kernel` over `total` elements of `c` channels.
+/// Most rows a thread of a row-tiled kernel takes (`ROW_TILE` in precision.cu).
+pub const ROW_TILE: usize = 4;
+/// Threads a row-tiled launch keeps where it can: tiles grow only while the launch still has
+/// this many (about what an H100/H200 holds resident), so small batches (Jetson, batch 1) keep
+/// a thread per VEC elements.
+pub const ROW_TILE_MIN_THREADS: usize = 1 << 17;
+
+/// Rows per thread (`rpt`) of a row-tiled kernel (precision.cu's row tiles) over `total`
+/// elements of `c` channels: the most, up to [`ROW_TILE`], that leaves the launch `min_threads`
+/// threads (the engines pass [`ROW_TILE_MIN_THREADS`], tests 0); 1 where `c` is not a multiple
+/// of VEC (the kernels' scalar path).
+pub fn row_tile(total: usize, c: usize, min_threads: usize) -> usize {
+    if c == 0 || !c.is_multiple_of(VEC) {
+        return 1;
+    }
+    let (rows, groups) = (total / c, c / VEC);
+    [4, 2].into_iter().filter(|&r| r <= ROW_TILE).find(|&r| rows.div_ceil(r) * groups >= min_threads).unwrap_or(1)
+}
+
+/// Threads of a row-tiled launch of `rpt` rows a tile: a tile each, or an element each where `c`
+/// is not a multiple of VEC.
+pub fn row_tile_threads(total: usize, c: usize, rpt: usize) -> usize {
+    if c == 0 || !c.is_multiple_of(VEC) {
+        return total;
+    }
+    (total / c).div_ceil(rpt) * (c / VEC)
+}
+
+/// [`wide_threads`] for inference kernel `kernel` over `total` elements of `c` channels (the
+/// row-tiled `bias_act` takes [`row_tile_threads`]).
 pub fn kernel_threads(kernel: &str, total: usize, c: usize) -> usize {
     match kernel {
-        "bias_act" | "depthwise" | "gate_mul" => wide_threads(total, c),
+        "depthwise" | "gate_mul" => wide_threads(total, c),
         "add" | "act_only" => wide_threads(total, total),
         _ => total,
     }
@@ -206,6 +235,8 @@ pub struct Layout {
     pub pool_fused: Vec<bool>,
     /// Byte offset of the f32 row sums those convs write (after the scratch block).
     pub partials_at: usize,
+    /// Threads the row-tiled kernels keep at least ([`row_tile`]; tests set 0 to tile every launch).
+    pub tile_min_threads: usize,
 }
 
 fn push_block(bytes: &mut Vec<u8>, v: &[f32], dtype: DType) -> usize {
@@ -249,7 +280,7 @@ impl Layout {
         let [c0, h0, w0] = plan.input;
         let output_len = batch * shapes[plan.output][0];
         let partials_at = arena_bytes.next_multiple_of(256);
-        let mut layout = Layout { dtype, batch, shapes, arena, arena_bytes, scratch_at, params, param_at, input_len: batch * c0 * h0 * w0, output_len, pool_fused: vec![], partials_at };
+        let mut layout = Layout { dtype, batch, shapes, arena, arena_bytes, scratch_at, params, param_at, input_len: batch * c0 * h0 * w0, output_len, pool_fused: vec![], partials_at, tile_min_threads: ROW_TILE_MIN_THREADS };
         layout.fuse_pools(plan, POOL_FUSION_MIN_THREADS);
         Ok(layout)
     }
@@ -324,7 +355,10 @@ impl Layout {
                             }
                             out.push(LaunchSpec::Conv { shape, x: src, w: wp, y });
                         }
-                        ("bias_act", vec![Arg::Ptr(y), Arg::Ptr(bp), tot, Arg::I32(oc as i32), Arg::I32(act.code())])
+                        let rpt = row_tile(total, oc, self.tile_min_threads);
+                        let args = vec![Arg::Ptr(y), Arg::Ptr(bp), tot, Arg::I32(oc as i32), Arg::I32(act.code()), Arg::I32(rpt as i32)];
+                        out.push(LaunchSpec::Kernel { f: k("bias_act"), total: row_tile_threads(total, oc, rpt), args });
+                        continue;
                     }
                 }
                 Step::Act { x, act } => ("act_only", vec![Arg::Ptr(at(x)), Arg::Ptr(y), tot, Arg::I32(act.code())]),
@@ -338,5 +372,30 @@ impl Layout {
         let total = self.output_len;
         out.push(LaunchSpec::Kernel { f: k("to_f32"), total, args: vec![Arg::Ptr(at(plan.output)), Arg::Ptr(output), Arg::I64(total as i64)] });
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn row_tiles_grow_only_while_the_launch_keeps_its_threads() {
+        // S at 384, batch 128, stage 5's expanded tensor (24x24x960): 4 rows a thread, 2.2M threads.
+        let (rows, c) = (128 * 24 * 24, 960);
+        assert_eq!(row_tile(rows * c, c, ROW_TILE_MIN_THREADS), 4);
+        assert_eq!(row_tile_threads(rows * c, c, 4), rows / 4 * c / VEC);
+        // Batch 1 on a Jetson (7x7x1536): too few rows to share, a thread per VEC elements.
+        assert_eq!(row_tile(49 * 1536, 1536, ROW_TILE_MIN_THREADS), 1);
+        assert_eq!(row_tile_threads(49 * 1536, 1536, 1), 49 * 1536 / VEC);
+        // In between: 2 rows keep enough threads where 4 would not; an uneven last tile counts.
+        let rows = 2 * ROW_TILE_MIN_THREADS / 8 + 1;
+        assert_eq!(row_tile(rows * 64, 64, ROW_TILE_MIN_THREADS), 2);
+        assert_eq!(row_tile_threads(rows * 64, 64, 2), rows.div_ceil(2) * 8);
+        // Channels off the vector path: an element a thread, whatever the size.
+        assert_eq!(row_tile(1 << 30, 12, 0), 1);
+        assert_eq!(row_tile_threads(600, 12, 1), 600);
+        // Tests ask for the most rows everywhere.
+        assert_eq!(row_tile(3 * 16, 16, 0), ROW_TILE);
     }
 }

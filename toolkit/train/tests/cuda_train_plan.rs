@@ -11,7 +11,7 @@ use effv2_edge::graph::{build, Graph, Op};
 use effv2_edge::rng::Rng;
 use effv2_edge::spec::{ModelOptions, ModelSpec, Padding};
 use effv2_runtime::plan::host::HostKernels;
-use effv2_runtime::plan::launch::DType;
+use effv2_runtime::plan::launch::{DType, ROW_TILE_MIN_THREADS};
 use effv2_train::cpu::{CpuTrainer, TrainerConfig};
 use effv2_train::optim::Optimizer;
 use effv2_train::cuda::plan::{Buffers, Kernel, Lowering, Summed, TrainLaunch, TrainLayout};
@@ -112,12 +112,14 @@ fn the_training_launches_replayed_on_the_host_equal_the_cpu_trainer() {
     let sgd = Optimizer::Sgd { momentum: 0.9, nesterov: true };
     // The default lowering, and the plain one (no BN + activation fusion, 1x1 convs on cuDNN).
     let (full, plain) = (Lowering::default(), Lowering { fuse_bn_act: false, gemm_1x1: false });
+    // Row tiles: the most rows a thread in every tiled launch (what large batches get), or the
+    // engine's choice at this size (a row each).
     let cases = [
-        ("official tf-same", small("official", Padding::TfSame), 40, rmsprop, full),
-        ("none symmetric", small("none", Padding::Symmetric), 33, sgd, full),
-        ("official tf-same, plain lowering", small("official", Padding::TfSame), 40, rmsprop, plain),
+        ("official tf-same", small("official", Padding::TfSame), 40, rmsprop, full, 0),
+        ("none symmetric", small("none", Padding::Symmetric), 33, sgd, full, 0),
+        ("official tf-same, plain lowering", small("official", Padding::TfSame), 40, rmsprop, plain, ROW_TILE_MIN_THREADS),
     ];
-    for (name, o, size, opt, lowering) in cases {
+    for (name, o, size, opt, lowering, tile_min_threads) in cases {
         let g = graph(o, size);
         let batch = 3;
         let w = random_weights(&g, 5);
@@ -135,7 +137,8 @@ fn the_training_launches_replayed_on_the_host_equal_the_cpu_trainer() {
         let want_g = cpu.grads();
 
         // Chunk partials summed in groups of 2 (the engine: 64), so the regrouped path is replayed.
-        let layout = TrainLayout::with_lowering(&g, batch, DType::F32, 2, lowering);
+        let mut layout = TrainLayout::with_lowering(&g, batch, DType::F32, 2, lowering);
+        layout.tile_min_threads = tile_min_threads;
         let initial = layout.pack_weights(&g, &w).unwrap();
         let mut arena = vec![0u64; layout.arena_bytes.div_ceil(8)];
         let mut params = vec![0u64; layout.params_bytes.div_ceil(8)];
@@ -342,7 +345,8 @@ fn the_16_bit_training_launches_replayed_on_the_host_follow_the_f32_cpu_trainer(
         let dir = tmp.path().join(format!("{dtype:?}"));
         std::fs::create_dir_all(&dir).unwrap();
         let lib = HostKernels::compile_for(&harness, &[("TRAIN_KERNELS_CU", TRAIN_KERNELS)], dtype, &dir).unwrap();
-        let layout = TrainLayout::with_dtype(&g, batch, dtype);
+        let mut layout = TrainLayout::with_dtype(&g, batch, dtype);
+        layout.tile_min_threads = 0; // 16-bit row tiles (8 channels x 4 rows a thread) replayed too
         let initial = layout.pack_weights(&g, &w).unwrap();
         let buf = |bytes: usize| vec![0u64; bytes.div_ceil(8)];
         let (mut arena, mut params, mut weights16, mut grads) = (buf(layout.arena_bytes), buf(layout.params_bytes), buf(layout.params_bytes / 2), vec![f32::NAN; layout.grads_bytes / 4]);

@@ -22,14 +22,26 @@ extern "C" __global__ void to_f32(const T* x, float* y, long long total) {
     GRID_STRIDE(i, total) { y[i] = ld(x[i]); }
 }
 
-// In place: y = act(y + bias[c]).
-extern "C" __global__ void bias_act(T* y, const float* bias, long long total, int c, int kind) {
+// In place: y = act(y + bias[c]); row tiles of `rpt` rows where c is a multiple of VEC.
+extern "C" __global__ void bias_act(T* y, const float* bias, long long total, int c, int kind, int rpt) {
     if (c % VEC == 0) {
-        GRID_STRIDE(g, total / VEC) {
-            int ch = mod_of(g, c / VEC) * VEC;
-            Vec v = vload(y + g * VEC);
-            for (int j = 0; j < VEC; ++j) v.v[j] = st(act(ld(v.v[j]) + bias[ch + j], kind));
-            vstore(y + g * VEC, v);
+        rpt = clamp_rpt(rpt);
+        long long rows = div_of(total, c);
+        GRID_STRIDE(g, row_tiles(rows, c, rpt)) {
+            RowTile t = row_tile_at(g, c, rows, rpt);
+            T* base = y + t.r0 * c + t.ch;
+            float b[VEC];
+            for (int j = 0; j < VEC; ++j) b[j] = bias[t.ch + j];
+            Vec v[ROW_TILE];
+#pragma unroll
+            for (int r = 0; r < ROW_TILE; ++r)
+                if (r < t.n) v[r] = vload(base + (long long)r * c);
+#pragma unroll
+            for (int r = 0; r < ROW_TILE; ++r) {
+                if (r >= t.n) break;
+                for (int j = 0; j < VEC; ++j) v[r].v[j] = st(act(ld(v[r].v[j]) + b[j], kind));
+                vstore(base + (long long)r * c, v[r]);
+            }
         }
         return;
     }

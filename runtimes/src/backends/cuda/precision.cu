@@ -68,6 +68,26 @@ __device__ __forceinline__ Nhwc nhwc_at(long long i, int h, int w, int c) {
     return p;
 }
 
+// Row tiles: a kernel applying per-channel values to an NHWC tensor seen as [rows, c] (c a
+// multiple of VEC) gives a thread VEC channels of up to `rpt` (at most ROW_TILE) neighbouring rows:
+// the channels' values are read once per tile instead of once per row (eight scalar loads per
+// row, each touching eight cache lines across a warp, made such kernels L1-bound), and the tile's
+// loads are all issued before the first is used. Work item g: channels (g mod c/VEC)·VEC..,
+// rows from (g div c/VEC)·rpt; the launch has row_tiles() threads
+// (effv2_runtime::plan::launch::row_tile picks rpt).
+#define ROW_TILE 4
+struct RowTile { long long r0; int ch, n; };
+__device__ __forceinline__ int clamp_rpt(int rpt) { return rpt < 1 ? 1 : (rpt > ROW_TILE ? ROW_TILE : rpt); }
+__device__ __forceinline__ long long row_tiles(long long rows, int c, int rpt) { return (rows + rpt - 1) / rpt * (c / VEC); }
+__device__ __forceinline__ RowTile row_tile_at(long long g, int c, long long rows, int rpt) {
+    RowTile t;
+    t.ch = mod_of(g, c / VEC) * VEC;
+    t.r0 = div_of(g, c / VEC) * rpt;
+    long long left = rows - t.r0;
+    t.n = left < rpt ? (int)left : rpt;
+    return t;
+}
+
 // The activations, by the codes of effv2_runtime::plan::Act (0 = none): applied by the inference
 // kernels and by the training engine's batch norm when an activation is fused into it.
 __device__ __forceinline__ float act(float x, int kind) {

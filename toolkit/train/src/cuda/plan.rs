@@ -9,7 +9,7 @@
 use effv2_edge::graph::{Graph, Op, Role, Shape};
 use effv2_edge::weights::Weights;
 use effv2_runtime::plan::arena::plan_intervals;
-use effv2_runtime::plan::launch::{kernel_threads, wide_threads, Arg, BlasGemm, ConvShape, DType};
+use effv2_runtime::plan::launch::{kernel_threads, row_tile, row_tile_threads, wide_threads, Arg, BlasGemm, ConvShape, DType, ROW_TILE_MIN_THREADS};
 use effv2_runtime::plan::layout::{depthwise_to_hwc, oihw_to_ohwi};
 
 use super::{CHAN_CHUNK_ROWS, CHAN_GROUP, DW_CHUNK_ROWS};
@@ -128,6 +128,9 @@ pub struct TrainLayout {
     pub params_bytes: usize,
     /// What the launch lists fuse or hand to cuBLAS.
     pub lowering: Lowering,
+    /// Threads the row-tiled kernels (bias_act, bn_apply, bn_backward_dx) keep at least
+    /// (`effv2_runtime::plan::launch::row_tile`; tests set 0 to tile every launch).
+    pub tile_min_threads: usize,
     /// Bytes of the parameters with weight decay, which lead the buffer (the other trainable ones
     /// follow, up to `grads_bytes`, then the BN statistics).
     pub decayed_bytes: usize,
@@ -240,7 +243,7 @@ impl TrainLayout {
             mask_at[i] = Some(4 * mask_len);
             mask_len += floats;
         }
-        TrainLayout { batch, dtype, value_at, pad_at, wgrad16_at, dlogits16_at, partials_at, partials2_at, chan_group, sums64_at, bn_saved_at, fused_act, zeros_at, arena_bytes, param_at, params_bytes, lowering, decayed_bytes, grad_at, tmp_at, pgrad_at, grads_bytes, mask_at, mask_len, shard: Shard::default() }
+        TrainLayout { batch, dtype, value_at, pad_at, wgrad16_at, dlogits16_at, partials_at, partials2_at, chan_group, sums64_at, bn_saved_at, fused_act, zeros_at, arena_bytes, param_at, params_bytes, lowering, tile_min_threads: ROW_TILE_MIN_THREADS, decayed_bytes, grad_at, tmp_at, pgrad_at, grads_bytes, mask_at, mask_len, shard: Shard::default() }
     }
 
     /// The parameter buffer's bytes for `weights` (checked against the graph first).
@@ -411,13 +414,13 @@ impl TrainLayout {
                         out.push(TrainLaunch::Conv { shape, x: from, w: weight_of(c.weight), y });
                     }
                     if let Some(b) = c.bias {
-                        out.push(infer_wide("bias_act", total, s.c, vec![Arg::Ptr(y), Arg::Ptr(p(b)), tot, Arg::I32(s.c as i32), Arg::I32(0)]));
+                        out.push(self.tiled(Kernel::Infer("bias_act"), total, s.c, vec![Arg::Ptr(y), Arg::Ptr(p(b)), tot, Arg::I32(s.c as i32), Arg::I32(0)]));
                     }
                 }
                 Op::BatchNorm(b) if !train_mode => {
                     let (_, invstd) = self.bn_saved_at[i].map(|(m, s)| (a(m), a(s))).expect("a BN node has saved slots");
                     out.push(train("bn_eval_invstd", s.c, vec![Arg::Ptr(p(b.var)), Arg::Ptr(invstd), Arg::I32(s.c as i32), Arg::F32(b.eps)]));
-                    out.push(train_wide("bn_apply", total, s.c, vec![Arg::Ptr(x), Arg::Ptr(y), Arg::Ptr(p(b.mean)), Arg::Ptr(invstd), Arg::Ptr(p(b.weight)), Arg::Ptr(p(b.bias)), tot, Arg::I32(s.c as i32), Arg::I32(self.fused_code(i))]));
+                    out.push(self.tiled(Kernel::Train("bn_apply"), total, s.c, vec![Arg::Ptr(x), Arg::Ptr(y), Arg::Ptr(p(b.mean)), Arg::Ptr(invstd), Arg::Ptr(p(b.weight)), Arg::Ptr(p(b.bias)), tot, Arg::I32(s.c as i32), Arg::I32(self.fused_code(i))]));
                 }
                 Op::DropPath { .. } | Op::Dropout { .. } if !train_mode => out.push(train_wide("copy", total, s.c, vec![Arg::Ptr(x), Arg::Ptr(y), tot])),
                 Op::BatchNorm(b) => {
@@ -431,7 +434,7 @@ impl TrainLayout {
                     out.extend(self.sync_sums(m64, 2 * s.c));
                     let fin = vec![Arg::Ptr(m64), Arg::Ptr(msq64), Arg::Ptr(mean), Arg::Ptr(invstd), Arg::Ptr(p(b.mean)), Arg::Ptr(p(b.var)), Arg::I32(s.c as i32), Arg::I64(global_rows as i64), Arg::F32(b.eps), Arg::F32(RUNNING_MOMENTUM)];
                     out.push(train("bn_finalize", s.c, fin));
-                    out.push(train_wide("bn_apply", total, s.c, vec![Arg::Ptr(x), Arg::Ptr(y), Arg::Ptr(mean), Arg::Ptr(invstd), Arg::Ptr(p(b.weight)), Arg::Ptr(p(b.bias)), tot, Arg::I32(s.c as i32), Arg::I32(self.fused_code(i))]));
+                    out.push(self.tiled(Kernel::Train("bn_apply"), total, s.c, vec![Arg::Ptr(x), Arg::Ptr(y), Arg::Ptr(mean), Arg::Ptr(invstd), Arg::Ptr(p(b.weight)), Arg::Ptr(p(b.bias)), tot, Arg::I32(s.c as i32), Arg::I32(self.fused_code(i))]));
                 }
                 // Written by its BN (fused).
                 Op::Act(_) if self.is_fused_act(node) => {}
@@ -447,7 +450,7 @@ impl TrainLayout {
                 Op::Linear(l) => {
                     let rp = RowProduct { rows: batch, inp: l.in_features, out: l.out_features };
                     out.push(TrainLaunch::Gemm { g: rp.forward(), a: weight_of(l.weight), b: x, c: y });
-                    out.push(infer_wide("bias_act", total, s.c, vec![Arg::Ptr(y), Arg::Ptr(p(l.bias)), tot, Arg::I32(s.c as i32), Arg::I32(0)]));
+                    out.push(self.tiled(Kernel::Infer("bias_act"), total, s.c, vec![Arg::Ptr(y), Arg::Ptr(p(l.bias)), tot, Arg::I32(s.c as i32), Arg::I32(0)]));
                 }
             }
         }
@@ -540,7 +543,8 @@ impl TrainLayout {
         let chunks = rows.div_ceil(CHAN_CHUNK_ROWS);
         let mut args: Vec<Arg> = ptrs.iter().map(|&p| Arg::Ptr(p)).collect();
         args.extend([Arg::Ptr(part), Arg::I64(rows as i64), Arg::I32(c as i32), Arg::I32(CHAN_CHUNK_ROWS as i32), Arg::I32(mode), Arg::I32(kind)]);
-        let mut out = vec![train("chan_partials", chunks * c, args)];
+        // A thread per chunk and VEC channels where c is a multiple of VEC.
+        let mut out = vec![train("chan_partials", wide_threads(chunks * c, c), args)];
         let c = 2 * c;
         let (last, n) = if chunks > self.chan_group {
             // Many chunks: sum them in groups first, so the final sum per channel is short.
@@ -676,7 +680,7 @@ impl TrainLayout {
                     let global_rows = self.shard.global_batch(batch) * s.h * s.w;
                     let args = vec![Arg::Ptr(v(x)), Arg::Ptr(dy), Arg::Ptr(mean), Arg::Ptr(invstd), Arg::Ptr(p(b.weight)), Arg::Ptr(p(b.bias)), Arg::Ptr(sdy), Arg::Ptr(sdyx)];
                     let tail = |dst| vec![Arg::Ptr(dst), Arg::I64(total as i64), Arg::I32(s.c as i32), Arg::I64(global_rows as i64), Arg::I32(kind)];
-                    contrib(x, &mut out, &|dst| vec![train_wide("bn_backward_dx", total, s.c, [args.clone(), tail(dst)].concat())]);
+                    contrib(x, &mut out, &|dst| vec![self.tiled(Kernel::Train("bn_backward_dx"), total, s.c, [args.clone(), tail(dst)].concat())]);
                 }
                 Op::Conv(c) => {
                     if let Some(bias) = c.bias {
@@ -798,6 +802,16 @@ fn conv_of(graph: &Graph, id: usize) -> Option<effv2_edge::graph::Conv> {
     })
 }
 
+impl TrainLayout {
+    /// A row-tiled kernel (bias_act, bn_apply, bn_backward_dx; precision.cu's row tiles) over
+    /// `total` elements of `c` channels: `args`, then its rows per thread, in a thread per tile.
+    fn tiled(&self, kernel: Kernel, total: usize, c: usize, mut args: Vec<Arg>) -> TrainLaunch {
+        let rpt = row_tile(total, c, self.tile_min_threads);
+        args.push(Arg::I32(rpt as i32));
+        TrainLaunch::Kernel { kernel, total: row_tile_threads(total, c, rpt), args }
+    }
+}
+
 fn infer(name: &'static str, total: usize, args: Vec<Arg>) -> TrainLaunch {
     TrainLaunch::Kernel { kernel: Kernel::Infer(name), total, args }
 }
@@ -812,7 +826,7 @@ fn infer_wide(name: &'static str, total: usize, c: usize, args: Vec<Arg>) -> Tra
 /// in train_kernels.cu takes ([`wide_threads`]: by `c` for the kernels whose wide path needs whole
 /// VECs of channels (or of a drop-path mask's elements, for `apply_mask`), by elements else).
 fn train_wide(name: &'static str, total: usize, c: usize, args: Vec<Arg>) -> TrainLaunch {
-    let by_c = matches!(name, "bn_apply" | "bn_backward_dx" | "depthwise_backward_dx" | "depthwise_backward_dw" | "pool_backward" | "apply_mask");
+    let by_c = matches!(name, "depthwise_backward_dx" | "depthwise_backward_dw" | "pool_backward" | "apply_mask");
     let unit = if by_c { c } else { total };
     train(name, wide_threads(total, unit), args)
 }

@@ -57,39 +57,79 @@ __device__ __forceinline__ double chunk_sum(long long k, long long n, int chunk,
 //                       input: Σdy and Σdy·x̂ of the BN backward, from its saved f32 mean / invstd
 // b, mean, invstd are read in mode 1 only, gamma and beta only with an activation (null
 // otherwise). The partials are [chunks, 2c]: chan_regroup and chan_finish add them as 2c
-// channels. total = chunks · c threads.
+// channels. A thread takes L channels (L = VEC where c is a multiple of it: wide loads) of one
+// chunk, and issues ROW_TILE rows' loads before adding them (in row order, so the sums are the
+// same for either L); total = chunks · c / L threads.
+template <int L>
+__device__ __forceinline__ void chan_partials_of(const T* a, const T* b, const float* mean, const float* invstd,
+                                                 const float* gamma, const float* beta, double* part, long long rows,
+                                                 int c, int chunk, int mode, int kind) {
+    long long chunks = (rows + chunk - 1) / chunk;
+    int groups = c / L;
+    GRID_STRIDE(i, chunks * groups) {
+        int ch = mod_of(i, groups) * L;
+        long long k = div_of(i, groups);
+        long long r1 = (k + 1) * chunk < rows ? (k + 1) * chunk : rows;
+        float m[L], is[L], sc[L], be[L];
+        for (int j = 0; j < L; ++j) {
+            m[j] = is[j] = sc[j] = be[j] = 0.0f;
+            if (mode == 1) {
+                m[j] = mean[ch + j];
+                is[j] = invstd[ch + j];
+                if (kind != 0) {
+                    sc[j] = is[j] * gamma[ch + j];
+                    be[j] = beta[ch + j];
+                }
+            }
+        }
+        double s[L], s2[L];
+        for (int j = 0; j < L; ++j) s[j] = s2[j] = 0.0;
+        for (long long r0 = k * chunk; r0 < r1; r0 += ROW_TILE) {
+            int n = r1 - r0 < ROW_TILE ? (int)(r1 - r0) : ROW_TILE;
+            Vec av[ROW_TILE], bv[ROW_TILE];  // L = 1 uses lane 0
+#pragma unroll
+            for (int q = 0; q < ROW_TILE; ++q) {
+                if (q >= n) break;
+                long long at = (r0 + q) * c + ch;
+                if (L == VEC) {
+                    av[q] = vload(a + at);
+                    if (mode == 1) bv[q] = vload(b + at);
+                } else {
+                    av[q].v[0] = a[at];
+                    if (mode == 1) bv[q].v[0] = b[at];
+                }
+            }
+#pragma unroll
+            for (int q = 0; q < ROW_TILE; ++q) {
+                if (q >= n) break;
+                for (int j = 0; j < L; ++j) {
+                    float x = ld(av[q].v[j]);
+                    if (mode == 1) {
+                        float xv = ld(bv[q].v[j]);
+                        double v = bn_act_grad(x, xv, m[j], sc[j], be[j], kind);
+                        s[j] += v;
+                        s2[j] += v * (double)((xv - m[j]) * is[j]);
+                    } else {
+                        s[j] += x;
+                        s2[j] += (double)x * x;
+                    }
+                }
+            }
+        }
+        for (int j = 0; j < L; ++j) {
+            part[k * 2 * c + ch + j] = s[j];
+            part[k * 2 * c + c + ch + j] = s2[j];
+        }
+    }
+}
+
 extern "C" __global__ void chan_partials(const T* a, const T* b, const float* mean, const float* invstd,
                                          const float* gamma, const float* beta, double* part, long long rows,
                                          int c, int chunk, int mode, int kind) {
-    long long chunks = (rows + chunk - 1) / chunk;
-    GRID_STRIDE(i, chunks * c) {
-        int ch = mod_of(i, c);
-        long long k = div_of(i, c);
-        long long r1 = (k + 1) * chunk < rows ? (k + 1) * chunk : rows;
-        float m = 0.0f, is = 0.0f, sc = 0.0f, be = 0.0f;
-        if (mode == 1) {
-            m = mean[ch];
-            is = invstd[ch];
-            if (kind != 0) {
-                sc = is * gamma[ch];
-                be = beta[ch];
-            }
-        }
-        double s = 0.0, s2 = 0.0;
-        for (long long r = k * chunk; r < r1; ++r) {
-            float av = ld(a[r * c + ch]);
-            if (mode == 1) {
-                float xv = ld(b[r * c + ch]);
-                double v = bn_act_grad(av, xv, m, sc, be, kind);
-                s += v;
-                s2 += v * (double)((xv - m) * is);
-            } else {
-                s += av;
-                s2 += (double)av * av;
-            }
-        }
-        part[k * 2 * c + ch] = s;
-        part[k * 2 * c + c + ch] = s2;
+    if (c % VEC == 0) {
+        chan_partials_of<VEC>(a, b, mean, invstd, gamma, beta, part, rows, c, chunk, mode, kind);
+    } else {
+        chan_partials_of<1>(a, b, mean, invstd, gamma, beta, part, rows, c, chunk, mode, kind);
     }
 }
 
@@ -139,18 +179,31 @@ extern "C" __global__ void bn_eval_invstd(const float* running_var, float* invst
 
 // y = act(x·(γ·invstd) + (β − mean·γ·invstd), kind): the BN, with the activation that alone reads
 // its output fused in (kind ≠ 0; see bn_act_grad for the backward); also the eval mode, given the
-// running statistics' mean and invstd.
+// running statistics' mean and invstd. Row tiles of `rpt` rows where c is a multiple of VEC.
 extern "C" __global__ void bn_apply(const T* x, T* y, const float* mean, const float* invstd,
-                                    const float* gamma, const float* beta, long long total, int c, int kind) {
+                                    const float* gamma, const float* beta, long long total, int c, int kind,
+                                    int rpt) {
     if (c % VEC == 0) {
-        GRID_STRIDE(g, total / VEC) {
-            int ch = mod_of(g, c / VEC) * VEC;
-            Vec v = vload(x + g * VEC);
+        rpt = clamp_rpt(rpt);
+        long long rows = div_of(total, c);
+        GRID_STRIDE(g, row_tiles(rows, c, rpt)) {
+            RowTile t = row_tile_at(g, c, rows, rpt);
+            long long at = t.r0 * c + t.ch;
+            float sc[VEC], sh[VEC];
             for (int j = 0; j < VEC; ++j) {
-                float s = invstd[ch + j] * gamma[ch + j];
-                v.v[j] = st(act(ld(v.v[j]) * s + (beta[ch + j] - mean[ch + j] * s), kind));
+                sc[j] = invstd[t.ch + j] * gamma[t.ch + j];
+                sh[j] = beta[t.ch + j] - mean[t.ch + j] * sc[j];
             }
-            vstore(y + g * VEC, v);
+            Vec v[ROW_TILE];
+#pragma unroll
+            for (int r = 0; r < ROW_TILE; ++r)
+                if (r < t.n) v[r] = vload(x + at + (long long)r * c);
+#pragma unroll
+            for (int r = 0; r < ROW_TILE; ++r) {
+                if (r >= t.n) break;
+                for (int j = 0; j < VEC; ++j) v[r].v[j] = st(act(ld(v[r].v[j]) * sc[j] + sh[j], kind));
+                vstore(y + at + (long long)r * c, v[r]);
+            }
         }
         return;
     }
@@ -163,36 +216,60 @@ extern "C" __global__ void bn_apply(const T* x, T* y, const float* mean, const f
 
 // dx = γ·invstd/N · (N·dy − Σdy − x̂·Σ(dy·x̂)), given sdy = Σdy and sdyx = Σdy·x̂ per channel
 // (which are also dβ and dγ); dy from `d`, the gradient of the BN's output or of its fused
-// activation `kind` (bn_act_grad).
+// activation `kind` (bn_act_grad). N = `rows`, the BN's rows over every replica. Row tiles of
+// `rpt` rows where c is a multiple of VEC.
+struct BnBackwardCh { float m, is, sc, be, k, sdy, sdyx; };
+__device__ __forceinline__ BnBackwardCh bn_backward_ch(const float* mean, const float* invstd, const float* gamma,
+                                                       const float* beta, const double* sdy, const double* sdyx,
+                                                       int ch, float n, int kind) {
+    BnBackwardCh p;
+    p.m = mean[ch];
+    p.is = invstd[ch];
+    p.sc = p.is * gamma[ch];
+    p.be = kind ? beta[ch] : 0.0f;
+    p.k = gamma[ch] * p.is / n;
+    p.sdy = (float)sdy[ch];
+    p.sdyx = (float)sdyx[ch];
+    return p;
+}
+__device__ __forceinline__ float bn_backward_at(const BnBackwardCh& p, float x, float d, float n, int kind) {
+    float dy = bn_act_grad(d, x, p.m, p.sc, p.be, kind);
+    return p.k * (n * dy - p.sdy - (x - p.m) * p.is * p.sdyx);
+}
+
 extern "C" __global__ void bn_backward_dx(const T* x, const T* d, const float* mean, const float* invstd,
                                           const float* gamma, const float* beta, const double* sdy,
                                           const double* sdyx, T* dx, long long total, int c, long long rows,
-                                          int kind) {
+                                          int kind, int rpt) {
     float n = (float)rows;
-    bool wide = c % VEC == 0;
-    int lanes = wide ? VEC : 1;
-    GRID_STRIDE(g, total / lanes) {
-        int ch = mod_of(g, c / lanes) * lanes;
-        Vec xv, dv, out;
-        if (wide) {
-            xv = vload(x + g * VEC);
-            dv = vload(d + g * VEC);
-        } else {
-            xv.v[0] = x[g];
-            dv.v[0] = d[g];
+    if (c % VEC == 0) {
+        rpt = clamp_rpt(rpt);
+        long long local = div_of(total, c);
+        GRID_STRIDE(g, row_tiles(local, c, rpt)) {
+            RowTile t = row_tile_at(g, c, local, rpt);
+            long long at = t.r0 * c + t.ch;
+            BnBackwardCh p[VEC];
+            for (int j = 0; j < VEC; ++j) p[j] = bn_backward_ch(mean, invstd, gamma, beta, sdy, sdyx, t.ch + j, n, kind);
+            Vec xv[ROW_TILE], dv[ROW_TILE];
+#pragma unroll
+            for (int r = 0; r < ROW_TILE; ++r) {
+                if (r >= t.n) break;
+                xv[r] = vload(x + at + (long long)r * c);
+                dv[r] = vload(d + at + (long long)r * c);
+            }
+#pragma unroll
+            for (int r = 0; r < ROW_TILE; ++r) {
+                if (r >= t.n) break;
+                Vec out;
+                for (int j = 0; j < VEC; ++j) out.v[j] = st(bn_backward_at(p[j], ld(xv[r].v[j]), ld(dv[r].v[j]), n, kind));
+                vstore(dx + at + (long long)r * c, out);
+            }
         }
-        for (int j = 0; j < lanes; ++j) {
-            int cj = ch + j;
-            float xj = ld(xv.v[j]), is = invstd[cj];
-            float dy = bn_act_grad(ld(dv.v[j]), xj, mean[cj], is * gamma[cj], kind ? beta[cj] : 0.0f, kind);
-            float k = gamma[cj] * is / n;
-            out.v[j] = st(k * (n * dy - (float)sdy[cj] - (xj - mean[cj]) * is * (float)sdyx[cj]));
-        }
-        if (wide) {
-            vstore(dx + g * VEC, out);
-        } else {
-            dx[g] = out.v[0];
-        }
+        return;
+    }
+    GRID_STRIDE(i, total) {
+        BnBackwardCh p = bn_backward_ch(mean, invstd, gamma, beta, sdy, sdyx, mod_of(i, c), n, kind);
+        dx[i] = st(bn_backward_at(p, ld(x[i]), ld(d[i]), n, kind));
     }
 }
 
@@ -270,49 +347,76 @@ extern "C" __global__ void depthwise_backward_dx(const T* dy, const T* w, T* dx,
 // launches like the BN sums: partials over `chunk` output rows each, then depthwise_dw_finish adds
 // them in chunk order. One thread per (chunk, tap, channel), or per (chunk, tap, VEC channels)
 // where c is a multiple of VEC (wide loads; the same sums in the same order); neighbouring threads
-// on neighbouring channels, so loads coalesce. Partials are [chunks, k·k, c]; total = chunks·k·k·c
+// on neighbouring channels, so loads coalesce, and ROW_TILE rows' loads in flight before their
+// products are added (in row order). Partials are [chunks, k·k, c]; total = chunks·k·k·c
 // (divided by VEC on the wide path).
-extern "C" __global__ void depthwise_backward_dw(const T* x, const T* dy, double* part, long long batch, int h,
-                                                 int wd, int c, int oh, int ow, int k, int stride, int pad_t,
-                                                 int pad_l, int chunk) {
-    bool wide = c % VEC == 0;
-    int lanes = wide ? VEC : 1, groups = c / lanes;
+template <int L>
+__device__ __forceinline__ void depthwise_dw_of(const T* x, const T* dy, double* part, long long batch, int h,
+                                                int wd, int c, int oh, int ow, int k, int stride, int pad_t,
+                                                int pad_l, int chunk) {
+    int groups = c / L;
     long long rows = batch * oh * ow;
     long long chunks = (rows + chunk - 1) / chunk;
     GRID_STRIDE(i, chunks * k * k * groups) {
-        int ch = mod_of(i, groups) * lanes;
+        int ch = mod_of(i, groups) * L;
         long long tq = div_of(i, groups);
         int t = mod_of(tq, k * k);
         long long q = div_of(tq, k * k);
         int ky = t / k, kx = t % k;
         long long r1 = (q + 1) * chunk < rows ? (q + 1) * chunk : rows;
-        double s[VEC] = {};
+        double s[L];
+        for (int j = 0; j < L; ++j) s[j] = 0.0;
         // The row's (n, oy, ox), divided out once and then stepped along.
-        long long r0 = q * chunk;
-        int ox = mod_of(r0, ow), oy = mod_of(div_of(r0, ow), oh);
-        long long n = div_of(r0, (long long)ow * oh);
-        for (long long r = r0; r < r1; ++r) {
-            int iy = oy * stride + ky - pad_t, ix = ox * stride + kx - pad_l;
-            if (iy >= 0 && iy < h && ix >= 0 && ix < wd) {
-                const T* d = dy + r * c + ch;
-                const T* xs = x + ((n * h + iy) * wd + ix) * c + ch;
-                if (wide) {
-                    Vec dv = vload(d), xv = vload(xs);
-                    for (int j = 0; j < VEC; ++j) s[j] += (double)ld(dv.v[j]) * ld(xv.v[j]);
-                } else {
-                    s[0] += (double)ld(*d) * ld(*xs);
+        long long r = q * chunk;
+        int ox = mod_of(r, ow), oy = mod_of(div_of(r, ow), oh);
+        long long n = div_of(r, (long long)ow * oh);
+        while (r < r1) {
+            int rows_now = r1 - r < ROW_TILE ? (int)(r1 - r) : ROW_TILE;
+            Vec dv[ROW_TILE], xv[ROW_TILE];  // L = 1 uses lane 0
+            bool in[ROW_TILE];
+#pragma unroll
+            for (int u = 0; u < ROW_TILE; ++u) {
+                in[u] = false;
+                if (u >= rows_now) continue;
+                int iy = oy * stride + ky - pad_t, ix = ox * stride + kx - pad_l;
+                in[u] = iy >= 0 && iy < h && ix >= 0 && ix < wd;
+                if (in[u]) {
+                    const T* d = dy + (r + u) * c + ch;
+                    const T* xs = x + ((n * h + iy) * wd + ix) * c + ch;
+                    if (L == VEC) {
+                        dv[u] = vload(d);
+                        xv[u] = vload(xs);
+                    } else {
+                        dv[u].v[0] = *d;
+                        xv[u].v[0] = *xs;
+                    }
+                }
+                if (++ox == ow) {
+                    ox = 0;
+                    if (++oy == oh) {
+                        oy = 0;
+                        ++n;
+                    }
                 }
             }
-            if (++ox == ow) {
-                ox = 0;
-                if (++oy == oh) {
-                    oy = 0;
-                    ++n;
-                }
-            }
+#pragma unroll
+            for (int u = 0; u < ROW_TILE; ++u)
+                if (in[u])
+                    for (int j = 0; j < L; ++j) s[j] += (double)ld(dv[u].v[j]) * ld(xv[u].v[j]);
+            r += rows_now;
         }
         double* out = part + (q * k * k + t) * c + ch;
-        for (int j = 0; j < lanes; ++j) out[j] = s[j];
+        for (int j = 0; j < L; ++j) out[j] = s[j];
+    }
+}
+
+extern "C" __global__ void depthwise_backward_dw(const T* x, const T* dy, double* part, long long batch, int h,
+                                                 int wd, int c, int oh, int ow, int k, int stride, int pad_t,
+                                                 int pad_l, int chunk) {
+    if (c % VEC == 0) {
+        depthwise_dw_of<VEC>(x, dy, part, batch, h, wd, c, oh, ow, k, stride, pad_t, pad_l, chunk);
+    } else {
+        depthwise_dw_of<1>(x, dy, part, batch, h, wd, c, oh, ow, k, stride, pad_t, pad_l, chunk);
     }
 }
 
