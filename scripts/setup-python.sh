@@ -5,10 +5,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${EFFV2_VENV:-.venv-ci}
 REQ=scripts/py/requirements-ci.txt
-if [[ -x "$VENV/bin/python" ]] && cmp -s "$REQ" "$VENV/.requirements"; then
+# Wheels installed without their dependencies (only a tool inside them is used).
+TOOLS=scripts/py/requirements-ci-tools.txt
+if [[ -x "$VENV/bin/python" ]] && cat "$REQ" "$TOOLS" | cmp -s - "$VENV/.requirements"; then
   exit 0
 fi
 python3 -m venv "$VENV"
 "$VENV/bin/pip" install --quiet --disable-pip-version-check -r "$REQ"
-cp "$REQ" "$VENV/.requirements"
+"$VENV/bin/pip" install --quiet --disable-pip-version-check --no-deps -r "$TOOLS"
+cat "$REQ" "$TOOLS" > "$VENV/.requirements"
 echo "python peers ready in $VENV"

@@ -9,6 +9,8 @@ export EFFV2_PYTHON="$PWD/.venv-ci/bin/python"
 NVRTC_LIB=$("$EFFV2_PYTHON" -c 'import nvidia.cu13, os; print(os.path.join(nvidia.cu13.__path__[0], "lib"))')
 export LD_LIBRARY_PATH="$NVRTC_LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export EFFV2_REQUIRE_NVRTC=1
+# ptxas from the same CUDA release: the kernels' register and local-memory use, per GPU generation.
+export EFFV2_PTXAS="$(dirname "$NVRTC_LIB")/bin/ptxas"
 ./scripts/setup-data.sh
 # No incremental cache: CI builds once, and the cache doubles the disk a build needs.
 export CARGO_INCREMENTAL=0

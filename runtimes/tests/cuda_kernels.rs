@@ -4,6 +4,8 @@
 #![cfg(feature = "cuda")]
 
 use effv2_runtime::cuda::{compile_kernels, nvrtc_for_tests, DType};
+#[cfg(feature = "host-replay")]
+use effv2_runtime::plan::ptxas::{kernel_resources, ptxas_for_tests};
 
 #[test]
 fn kernels_compile_for_f32_f16_and_bf16_on_hopper_and_orin() {
@@ -20,6 +22,29 @@ fn kernels_compile_for_f32_f16_and_bf16_on_hopper_and_orin() {
             // (and a 16-bit load); f32 builds do neither.
             assert_eq!(ptx.contains("cvt.f32.f16"), dtype == DType::F16, "{dtype:?} {arch}");
             assert_eq!(ptx.contains("ld.global.u16") || ptx.contains("ld.global.nc.u16"), dtype != DType::F32, "{dtype:?} {arch}");
+        }
+    }
+}
+
+/// Every kernel keeps its values in registers (no stack frame, no spills) for each data type on
+/// both GPU generations, as NVIDIA's assembler builds them: local memory would make a kernel
+/// several times slower with the same outputs, which no replay can see.
+#[cfg(feature = "host-replay")]
+#[test]
+fn no_kernel_uses_local_memory() {
+    let Some(ptxas) = ptxas_for_tests() else { return };
+    if !nvrtc_for_tests() {
+        return;
+    }
+    for dtype in [DType::F32, DType::F16, DType::Bf16] {
+        for (arch, sm) in [("compute_90", "sm_90"), ("compute_87", "sm_87")] {
+            let ptx = compile_kernels(dtype, Some(arch.into())).unwrap().to_src();
+            let kernels = kernel_resources(&ptxas, &ptx, sm).unwrap();
+            assert_eq!(kernels.len(), effv2_runtime::plan::launch::KERNEL_NAMES.len(), "{dtype:?} {sm}");
+            for k in &kernels {
+                println!("{dtype:?} {sm} {:<16} {:>3} registers", k.name, k.registers);
+                assert_eq!((k.stack_bytes, k.spill_store_bytes), (0, 0), "{dtype:?} {sm}: {k:?}");
+            }
         }
     }
 }

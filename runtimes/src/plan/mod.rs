@@ -10,6 +10,8 @@ pub mod launch;
 pub mod layout;
 #[cfg(feature = "host-replay")]
 pub mod host;
+#[cfg(feature = "host-replay")]
+pub mod ptxas;
 
 /// Bumped on any change a reader of an older plan would misread.
 pub const PLAN_FORMAT: u32 = 1;

@@ -30,6 +30,30 @@ fn train_kernels_compile_with_nvrtc_for_hopper_and_orin() {
     }
 }
 
+/// Every training kernel keeps its values in registers (no stack frame, no spills) in the two
+/// storage types the engine trains in, on both GPU generations, as NVIDIA's assembler builds them
+/// (local memory would make a kernel several times slower with the same outputs).
+#[test]
+fn no_train_kernel_uses_local_memory() {
+    use effv2_runtime::cuda::{compile_source, nvrtc_for_tests, DType};
+    use effv2_runtime::plan::ptxas::{kernel_resources, ptxas_for_tests};
+    let Some(ptxas) = ptxas_for_tests() else { return };
+    if !nvrtc_for_tests() {
+        return;
+    }
+    for dtype in [DType::F32, DType::Bf16] {
+        for (arch, sm) in [("compute_90", "sm_90"), ("compute_87", "sm_87")] {
+            let ptx = compile_source(&train_kernels_source(), "effv2_train_kernels.cu", dtype.kernel_defines(), Some(arch.into())).unwrap().to_src();
+            let kernels = kernel_resources(&ptxas, &ptx, sm).unwrap();
+            assert_eq!(kernels.len(), TRAIN_KERNEL_NAMES.len(), "{dtype:?} {sm}");
+            for k in &kernels {
+                println!("{dtype:?} {sm} {:<24} {:>3} registers", k.name, k.registers);
+                assert_eq!((k.stack_bytes, k.spill_store_bytes), (0, 0), "{dtype:?} {sm}: {k:?}");
+            }
+        }
+    }
+}
+
 /// The kernels as a host library, and a launcher that plays every thread of a launch.
 struct Host {
     lib: Library,
