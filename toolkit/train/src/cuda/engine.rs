@@ -5,6 +5,11 @@
 //! (the inference engine's f32 build and [`super::TRAIN_KERNELS`]) everything else. Only the
 //! input, the masks, the logits and dLoss/dLogits cross to the host per step.
 //!
+//! Only the forward waits for the GPU (its logits are needed on the host): backward, step and
+//! EMA update return once their launches are queued, so the host stages the next batch while the
+//! GPU is still on the last one's backward. A fault in those launches is reported by the next
+//! call that waits (the next forward, or a copy of the weights).
+//!
 //! Every library is dlopened on first use: without a driver, [`CudaTrainer::new`] fails with
 //! "no CUDA driver found" instead of panicking.
 
@@ -414,7 +419,7 @@ impl TrainEngine for CudaTrainer {
         }
         let b = self.batch.as_ref().expect("buffers for this batch");
         let logits = self.stream.clone_dtoh(&b.logits).map_err(|e| dev(fail("copying the logits", e)))?;
-        self.sync("the forward pass")?;
+        self.sync("the forward pass (or the backward / update queued before it)")?;
         self.trained = train;
         Ok(logits)
     }
@@ -433,8 +438,8 @@ impl TrainEngine for CudaTrainer {
         let s = &self.stream;
         let bufs = Buffers { arena: ptr(&b.arena, s), params: ptr(&self.params, s), weights16, grads: ptr(&self.grads, s), masks: ptr(&b.masks, s), input: 0, logits: 0, dlogits: ptr(&b.dlogits, s) };
         let launches = b.layout.backward(&self.graph, &bufs);
-        self.enqueue(&launches)?;
-        self.sync("the backward pass")
+        // Queued, not waited for (see the module doc).
+        self.enqueue(&launches)
     }
 
     fn step(&mut self, lr: f32) -> Result<(), TrainError> {
@@ -443,8 +448,7 @@ impl TrainEngine for CudaTrainer {
         let slots: Vec<u64> = self.slots.iter().map(|b| ptr(b, s)).collect();
         let launches = self.param_layout.optimizer_step(&self.config.optimizer, ptr(&self.params, s), ptr(&self.grads, s), &slots, lr, self.config.weight_decay);
         self.enqueue(&launches)?;
-        self.refresh_weights16(false)?;
-        self.sync("the optimizer step")
+        self.refresh_weights16(false)
     }
 
     fn ema_update(&mut self, decay: f32) -> Result<(), TrainError> {
