@@ -149,9 +149,7 @@ extern "C" __global__ void depthwise_pool(const T* x, const T* w, const float* b
 extern "C" __global__ void pool_rows(const float* part, T* y, long long total, int parts, int hw, int c) {
     GRID_STRIDE(i, total) {
         const float* p = part + div_of(i, c) * parts * c + mod_of(i, c);
-        float s = 0.0f;
-        for (int q = 0; q < parts; ++q) s += p[(long long)q * c];
-        y[i] = st(s / (float)hw);
+        y[i] = st(ordered_sum_by<float>(parts, [&](long long q) { return p[q * c]; }) / (float)hw);
     }
 }
 
@@ -161,9 +159,7 @@ extern "C" __global__ void pool(const T* x, T* y, long long total, int hw, int c
         long long n = i / c;
         int ch = (int)(i - n * c);
         const T* p = x + n * hw * c + ch;
-        float s = 0.0f;
-        for (int j = 0; j < hw; ++j) s += ld(p[(long long)j * c]);
-        y[i] = st(s / (float)hw);
+        y[i] = st(ordered_sum_by<float>(hw, [&](long long j) { return ld(p[j * c]); }) / (float)hw);
     }
 }
 

@@ -88,6 +88,27 @@ __device__ __forceinline__ RowTile row_tile_at(long long g, int c, long long row
     return t;
 }
 
+// Σ of load(k) over k in [0, n), added in order in A (float or double): SUM_LOADS loads issued
+// before they are added, so a thread that adds many values one after another (per-channel
+// finishes and pools have few threads) waits for memory once per SUM_LOADS of them, not once
+// each. The same sum, to the bit, as a plain loop.
+#define SUM_LOADS 8
+template <typename A, typename Load>
+__device__ __forceinline__ A ordered_sum_by(long long n, Load load) {
+    A s = 0;
+    for (long long k = 0; k < n; k += SUM_LOADS) {
+        int m = n - k < SUM_LOADS ? (int)(n - k) : SUM_LOADS;
+        A v[SUM_LOADS];
+#pragma unroll
+        for (int u = 0; u < SUM_LOADS; ++u)
+            if (u < m) v[u] = load(k + u);
+#pragma unroll
+        for (int u = 0; u < SUM_LOADS; ++u)
+            if (u < m) s += v[u];
+    }
+    return s;
+}
+
 // The activations, by the codes of effv2_runtime::plan::Act (0 = none): applied by the inference
 // kernels and by the training engine's batch norm when an activation is fused into it.
 __device__ __forceinline__ float act(float x, int kind) {

@@ -39,13 +39,9 @@ __device__ __forceinline__ float bn_act_grad(float d, float x, float mean, float
 
 // ---- per-channel sums over rows of an NHWC tensor viewed as [rows, c] ----
 
-// Σ of term(r) over r in [k·chunk, min((k+1)·chunk, n)), in order, in f64.
-template <typename F>
-__device__ __forceinline__ double chunk_sum(long long k, long long n, int chunk, F term) {
-    long long r1 = (k + 1) * chunk < n ? (k + 1) * chunk : n;
-    double s = 0.0;
-    for (long long r = k * chunk; r < r1; ++r) s += term(r);
-    return s;
+// Σ of p[k·stride] over k in [k0, k1), in order, in f64 (see ordered_sum_by).
+__device__ __forceinline__ double ordered_sum(const double* p, long long k0, long long k1, long long stride) {
+    return ordered_sum_by<double>(k1 - k0, [&](long long k) { return p[(k0 + k) * stride]; });
 }
 
 // Two sums per (chunk k, channel ch) over rows [k·chunk, (k+1)·chunk), in order, in f64, in one
@@ -140,17 +136,14 @@ extern "C" __global__ void chan_regroup(const double* part, long long chunks, in
     long long groups = (chunks + group - 1) / group;
     GRID_STRIDE(i, groups * c) {
         int ch = mod_of(i, c);
-        part2[i] = chunk_sum(div_of(i, c), chunks, group, [&](long long k) { return part[k * c + ch]; });
+        long long k0 = div_of(i, c) * group;
+        part2[i] = ordered_sum(part + ch, k0, k0 + group < chunks ? k0 + group : chunks, c);
     }
 }
 
 // out[ch] = scale · Σ_k part[k·c + ch], partials added in chunk order.
 extern "C" __global__ void chan_finish(const double* part, long long chunks, int c, double scale, double* out) {
-    GRID_STRIDE(ch, c) {
-        double s = 0.0;
-        for (long long k = 0; k < chunks; ++k) s += part[k * c + ch];
-        out[ch] = s * scale;
-    }
+    GRID_STRIDE(ch, c) { out[ch] = ordered_sum(part + ch, 0, chunks, c) * scale; }
 }
 
 // ---- batch norm, training mode ----
@@ -422,11 +415,7 @@ extern "C" __global__ void depthwise_backward_dw(const T* x, const T* dy, double
 
 // dw[j] = Σ_q part[q·n + j] over the chunks, in chunk order; n = k·k·c.
 extern "C" __global__ void depthwise_dw_finish(const double* part, long long chunks, int n, float* dw) {
-    GRID_STRIDE(j, n) {
-        double s = 0.0;
-        for (long long q = 0; q < chunks; ++q) s += part[q * n + j];
-        dw[j] = (float)s;
-    }
+    GRID_STRIDE(j, n) { dw[j] = (float)ordered_sum(part + j, 0, chunks, n); }
 }
 
 // ---- squeeze-excitation ----
@@ -458,9 +447,7 @@ extern "C" __global__ void gate_mul_backward_dgate(const T* x, const T* dy, T* d
         int ch = (int)(i % c);
         const T* xs = x + n * hw * c + ch;
         const T* ds = dy + n * hw * c + ch;
-        float s = 0.0f;
-        for (int p = 0; p < hw; ++p) s += ld(ds[(long long)p * c]) * ld(xs[(long long)p * c]);
-        dgate[i] = st(s);
+        dgate[i] = st(ordered_sum_by<float>(hw, [&](long long p) { return ld(ds[p * c]) * ld(xs[p * c]); }));
     }
 }
 
