@@ -8,7 +8,7 @@ use effv2_edge::engine::naive::random_weights;
 use effv2_edge::graph::build;
 use effv2_edge::rng::Rng;
 use effv2_edge::spec::{ModelOptions, ModelSpec};
-use effv2_runtime::cuda::{probe_libraries, DType};
+use effv2_runtime::cuda::{probe_libraries, switch_on, DType, CUDA_GRAPH_ENV};
 use effv2_train::cpu::{CpuTrainer, TrainerConfig};
 use effv2_train::cuda::engine::CudaTrainer;
 use effv2_train::cuda::nccl::NcclGroup;
@@ -44,6 +44,12 @@ fn cuda_trainer_equals_the_cpu_trainer_or_names_what_is_missing() {
     let mut rng = Rng::new(4);
     let classes = 10;
     three_steps(&mut cpu, &mut gpu, &mut rng, batch, s.numel(), classes, 1e-3, "fp32");
+    // Steps 2 and 3 replayed the forward and the backward as captured CUDA graphs (captured on
+    // their second run), unless switched off.
+    println!("CUDA graphs captured: {}", gpu.captured_graphs());
+    if switch_on(CUDA_GRAPH_ENV) && !effv2_runtime::cuda::profile::enabled() {
+        assert_eq!(gpu.captured_graphs(), 2, "the training forward and the backward replay captured graphs");
+    }
     let worst = |a: &effv2_edge::weights::Weights, b: &effv2_edge::weights::Weights| {
         g.params.iter().map(|p| (rel_err(a.get(&p.name).unwrap().data(), b.get(&p.name).unwrap().data()), p.name.clone())).fold((0f32, String::new()), |m, e| if e.0 > m.0 { e } else { m })
     };

@@ -5,6 +5,9 @@
 //! (the inference engine's f32 build and [`super::TRAIN_KERNELS`]) everything else. Only the
 //! input, the masks, the logits and dLoss/dLogits cross to the host per step.
 //!
+//! The forward (per mode) and the backward are captured as CUDA graphs on their second run and
+//! replayed from then on ([`CUDA_GRAPH_ENV`] `=0`: launched one by one).
+//!
 //! Only the forward waits for the GPU (its logits are needed on the host): backward, step and
 //! EMA update return once their launches are queued, so the host stages the next batch while the
 //! GPU is still on the last one's backward. A fault in those launches is reported by the next
@@ -13,17 +16,18 @@
 //! Every library is dlopened on first use: without a driver, [`CudaTrainer::new`] fails with
 //! "no CUDA driver found" instead of panicking.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, PinnedHostSlice};
+use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
+use cudarc::driver::{CudaContext, CudaFunction, CudaGraph, CudaSlice, CudaStream, PinnedHostSlice};
 use effv2_edge::graph::Graph;
 use effv2_edge::tensor::Tensor;
 use effv2_edge::weights::Weights;
 use effv2_runtime::cuda::blas::Blas;
 use effv2_runtime::cuda::cudnn::{ConvGrad, DType, Handle};
 use effv2_runtime::cuda::profile::{self, PassTimer, Profile};
-use effv2_runtime::cuda::{compile_kernels, compile_source, fail, launch_kernel, probe_libraries, ptr, stage, switch_on, CUDNN_TUNE_ENV};
+use effv2_runtime::cuda::{compile_kernels, compile_source, fail, launch_kernel, probe_libraries, ptr, stage, switch_on, CUDA_GRAPH_ENV, CUDNN_TUNE_ENV};
 use effv2_runtime::plan::launch::{ConvShape, KERNEL_NAMES};
 
 use super::nccl::NcclGroup;
@@ -42,6 +46,35 @@ pub const GEMM_1X1_ENV: &str = "EFFV2_CUDA_GEMM_1X1";
 
 fn dev(e: String) -> TrainError {
     TrainError::Device(e)
+}
+
+/// A launch list the engine may capture as a CUDA graph: the forward in each mode (on the raw
+/// weights or the EMA shadows) and the backward. (The optimizer step is three launches whose
+/// learning rate changes every step: nothing to gain.)
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Phase {
+    Forward { train: bool, ema: bool },
+    Backward,
+}
+
+/// Captured launch lists and what the next run of each phase does. A graph holds the addresses
+/// and arguments of its launches, so every change of buffers (batch size, cuDNN workspace), of the
+/// graph (a progressive stage) or of the shard drops them all.
+#[derive(Default)]
+struct Graphs {
+    captured: HashMap<Phase, CudaGraph>,
+    /// Phases run once eagerly since the last drop: the next run captures (the first one let
+    /// cuDNN and cuBLAS pick and set up their kernels, which capture must not see).
+    ran: HashSet<Phase>,
+    /// Phases whose capture failed: launched one by one from then on (said once).
+    failed: HashSet<Phase>,
+}
+
+impl Graphs {
+    fn drop_all(&mut self) {
+        self.captured.clear();
+        self.ran.clear();
+    }
 }
 
 /// Activations and per-step buffers for one batch size.
@@ -93,6 +126,10 @@ pub struct CudaTrainer {
     tune: bool,
     /// The plan's fusions, each on unless its variable is `0` (for A/B timing on a GPU).
     lowering: Lowering,
+    /// `EFFV2_CUDA_GRAPH` (on unless `0`): forward and backward replay captured CUDA graphs from
+    /// their second run (not while profiling, nor in a group of GPUs, whose NCCL sums stay eager).
+    use_graphs: bool,
+    graphs: Graphs,
     device: String,
 }
 
@@ -170,6 +207,8 @@ impl CudaTrainer {
             profile: profile::enabled().then(Profile::default),
             tune: switch_on(CUDNN_TUNE_ENV),
             lowering: Lowering { fuse_bn_act: switch_on(FUSE_BN_ACT_ENV), gemm_1x1: switch_on(GEMM_1X1_ENV) },
+            use_graphs: switch_on(CUDA_GRAPH_ENV) && !profile::enabled(),
+            graphs: Graphs::default(),
             device: format!("{name} (sm_{major}{minor}), {}", if dtype == DType::F32 { "fp32" } else { "bf16 mixed precision" }),
         };
         trainer.refresh_weights16(false)?;
@@ -206,6 +245,7 @@ impl CudaTrainer {
             let group = NcclGroup::new(replicas.iter().map(|r| r.ctx.clone()).collect())?;
             for (rank, r) in replicas.iter_mut().enumerate() {
                 r.group = Some((group.clone(), rank));
+                r.use_graphs = false;
                 r.device = format!("{} [rank {rank} of {gpus}]", r.device);
             }
         }
@@ -224,6 +264,11 @@ impl CudaTrainer {
         &self.device
     }
 
+    /// Launch lists replayed as captured CUDA graphs now (forward modes and backward; see `EFFV2_CUDA_GRAPH`).
+    pub fn captured_graphs(&self) -> usize {
+        self.graphs.captured.len()
+    }
+
     /// Device memory the engine holds now (buffers it allocated; cuDNN's and cuBLAS's handles aside).
     pub fn device_bytes(&self) -> usize {
         let batch = self.batch.as_ref().map_or(0, |b| b.arena.len() + 4 * (b.masks.len() + b.input.len() + b.logits.len() + b.dlogits.len()));
@@ -240,6 +285,7 @@ impl CudaTrainer {
             return Ok(());
         }
         self.batch = None; // free the old arena first
+        self.graphs.drop_all();
         let layout = TrainLayout::with_lowering(&self.graph, batch, self.dtype, CHAN_GROUP, self.lowering);
         debug_assert_eq!(layout.param_at, self.param_layout.param_at);
         let alloc_f32 = |n: usize, what: &str| self.stream.alloc_zeros::<f32>(n.max(1)).map_err(|e| dev(fail(what, e)));
@@ -276,8 +322,46 @@ impl CudaTrainer {
         }
         if need > self.workspace.len() {
             self.workspace = self.stream.alloc_zeros::<u8>(need).map_err(|e| dev(fail("allocating the cuDNN workspace", e)))?;
+            self.graphs.drop_all(); // they address the old one
         }
         Ok(())
+    }
+
+    /// Runs `phase`'s launches (built by `launches` only when needed): its captured graph if there
+    /// is one; else eagerly, capturing them instead on the phase's second run. A capture that
+    /// fails is said once, and the phase is launched one by one from then on.
+    fn run_phase(&mut self, phase: Phase, launches: impl FnOnce(&Self) -> Vec<TrainLaunch>) -> Result<(), TrainError> {
+        if let Some(g) = self.graphs.captured.get(&phase) {
+            return g.launch().map_err(|e| dev(fail("replaying a captured CUDA graph", e)));
+        }
+        let launches = launches(self);
+        let capture = self.use_graphs && !self.graphs.failed.contains(&phase) && !self.graphs.ran.insert(phase);
+        if !capture {
+            return self.enqueue(&launches);
+        }
+        match self.capture(&launches) {
+            Ok(g) => {
+                g.launch().map_err(|e| dev(fail("launching a captured CUDA graph", e)))?;
+                self.graphs.captured.insert(phase, g);
+                Ok(())
+            }
+            Err(why) => {
+                eprintln!("warning: CUDA graph capture of the {phase:?} launches failed ({why}); launching them one by one");
+                self.graphs.failed.insert(phase);
+                self.enqueue(&launches)
+            }
+        }
+    }
+
+    /// `launches` captured (not run) as a CUDA graph. Every conv's descriptors and the workspace
+    /// exist already (the phase ran once), so capture sees no allocation.
+    fn capture(&mut self, launches: &[TrainLaunch]) -> Result<CudaGraph, String> {
+        self.stream.begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL).map_err(|e| fail("beginning the capture", e))?;
+        let enqueued = self.enqueue(launches);
+        // Always end the capture, so the stream takes work again whatever happened.
+        let graph = self.stream.end_capture(CUgraphInstantiate_flags(0));
+        enqueued.map_err(|e| e.to_string())?;
+        graph.map_err(|e| fail("ending the capture", e))?.ok_or_else(|| "nothing was captured".to_string())
     }
 
     /// Enqueue `launches` on the stream, in order.
@@ -376,6 +460,7 @@ impl TrainEngine for CudaTrainer {
         }
         self.graph = graph.clone();
         self.batch = None;
+        self.graphs.drop_all();
         self.trained = false;
         Ok(())
     }
@@ -408,12 +493,11 @@ impl TrainEngine for CudaTrainer {
         self.stream.memcpy_htod(&b.staged, &mut b.input).map_err(|e| dev(fail("copying the input", e)))?;
         let s = &self.stream;
         let bufs = Buffers { arena: ptr(&b.arena, s), params, weights16, grads: 0, masks: ptr(&b.masks, s), input: ptr(&b.input, s), logits: ptr(&b.logits, s), dlogits: 0 };
-        let launches = b.layout.forward(&self.graph, train, &bufs);
         self.trained = false;
         if let (true, Some(p)) = (train, self.profile.as_mut()) {
             p.start_pass(); // a training step: its forward, backward and update launches follow
         }
-        self.enqueue(&launches)?;
+        self.run_phase(Phase::Forward { train, ema: on_ema }, |me| me.batch.as_ref().expect("buffers for this batch").layout.forward(&me.graph, train, &bufs))?;
         if on_ema {
             self.refresh_weights16(false)?; // back to the trained weights
         }
@@ -437,9 +521,8 @@ impl TrainEngine for CudaTrainer {
         self.stream.memcpy_htod(dlogits, &mut b.dlogits).map_err(|e| dev(fail("copying dlogits", e)))?;
         let s = &self.stream;
         let bufs = Buffers { arena: ptr(&b.arena, s), params: ptr(&self.params, s), weights16, grads: ptr(&self.grads, s), masks: ptr(&b.masks, s), input: 0, logits: 0, dlogits: ptr(&b.dlogits, s) };
-        let launches = b.layout.backward(&self.graph, &bufs);
         // Queued, not waited for (see the module doc).
-        self.enqueue(&launches)
+        self.run_phase(Phase::Backward, |me| me.batch.as_ref().expect("buffers for this batch").layout.backward(&me.graph, &bufs))
     }
 
     fn step(&mut self, lr: f32) -> Result<(), TrainError> {
@@ -523,6 +606,9 @@ impl TrainEngine for CudaTrainer {
 
 impl Replica for CudaTrainer {
     fn set_shard(&mut self, shard: Shard) {
+        if shard != self.shard {
+            self.graphs.drop_all(); // the launches' row counts change
+        }
         self.shard = shard;
     }
 
