@@ -29,6 +29,7 @@ static Dim blockIdx, threadIdx, blockDim, gridDim;
 #define __device__
 #define __forceinline__ inline
 #define __expf expf
+#define __fdividef(a, b) ((a) / (b))
 #define __align__(n) alignas(n)
 #include <cstdint>
 #include <cstdio>

@@ -18,12 +18,19 @@ __device__ __forceinline__ float ld(T v) { float f; asm("cvt.f32.f16 %0, %1;" : 
 __device__ __forceinline__ T st(float f) { T v; asm("cvt.rn.f16.f32 %0, %1;" : "=h"(v) : "f"(f)); return v; }
 #elif defined(EFFV2_BF16)
 // bf16 is the top half of an f32: widening is a shift; narrowing rounds to nearest even (NaN kept
-// quiet), spelled in integer ops so the host replay rounds exactly alike.
+// quiet): one conversion instruction from sm_80 on (Ampere, Orin, Hopper), else spelled in integer
+// ops — the same bits for every non-NaN value, which the host replay computes the integer way.
 __device__ __forceinline__ float ld(T v) { return __uint_as_float((unsigned)v << 16); }
 __device__ __forceinline__ T st(float f) {
+#if __CUDA_ARCH__ >= 800
+    T v;
+    asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(v) : "f"(f));
+    return v;
+#else
     unsigned u = __float_as_uint(f);
     if ((u & 0x7fffffffu) > 0x7f800000u) return (T)((u >> 16) | 0x40);
     return (T)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+#endif
 }
 #else
 __device__ __forceinline__ float ld(T v) { return v; }
@@ -110,12 +117,14 @@ __device__ __forceinline__ A ordered_sum_by(long long n, Load load) {
 }
 
 // The activations, by the codes of effv2_runtime::plan::Act (0 = none): applied by the inference
-// kernels and by the training engine's batch norm when an activation is fused into it.
+// kernels and by the training engine's batch norm when an activation is fused into it. Fast
+// exponential and division (a few ulp): in 16-bit storage these kernels are as much bound by
+// instructions as by memory, and IEEE division costs a check and a slow path per element.
 __device__ __forceinline__ float act(float x, int kind) {
     switch (kind) {
-        case 1: return x / (1.0f + __expf(-x));
+        case 1: return __fdividef(x, 1.0f + __expf(-x));
         case 2: return fminf(fmaxf(x, 0.0f), 6.0f);
-        case 3: return 1.0f / (1.0f + __expf(-x));
+        case 3: return __fdividef(1.0f, 1.0f + __expf(-x));
         default: return x;
     }
 }
