@@ -102,6 +102,9 @@ pub fn compile_kernels(dtype: DType, arch: Option<String>) -> Result<cudarc::nvr
 
 /// Any of our CUDA sources to PTX with NVRTC (the training engine's kernels go through here too).
 pub fn compile_source(src: &str, name: &str, mut options: Vec<String>, arch: Option<String>) -> Result<cudarc::nvrtc::Ptx, String> {
+    // Our sources are device code only; unannotated functions (the generic lambdas precision.cu's
+    // with_act dispatches to) are device functions.
+    options.push("-default-device".into());
     if let Some(a) = arch {
         options.push(format!("--gpu-architecture={a}"));
     }

@@ -23,42 +23,48 @@ extern "C" __global__ void to_f32(const T* x, float* y, long long total) {
 }
 
 // In place: y = act(y + bias[c]); row tiles of `rpt` rows where c is a multiple of VEC.
-extern "C" __global__ void bias_act(T* y, const float* bias, long long total, int c, int kind, int rpt) {
-    if (c % VEC == 0) {
-        rpt = clamp_rpt(rpt);
-        long long rows = div_of(total, c);
-        GRID_STRIDE(g, row_tiles(rows, c, rpt)) {
-            RowTile t = row_tile_at(g, c, rows, rpt);
-            T* base = y + t.r0 * c + t.ch;
-            float b[VEC];
-            for (int j = 0; j < VEC; ++j) b[j] = bias[t.ch + j];
-            Vec v[ROW_TILE];
+extern "C" __global__ void bias_act(T* y, const float* bias, long long total, int c, int kind_code, int rpt) {
+    with_act(kind_code, [&](auto code) {
+        constexpr int kind = decltype(code)::value;
+        if (c % VEC == 0) {
+            rpt = clamp_rpt(rpt);
+            long long rows = div_of(total, c);
+            GRID_STRIDE(g, row_tiles(rows, c, rpt)) {
+                RowTile t = row_tile_at(g, c, rows, rpt);
+                T* base = y + t.r0 * c + t.ch;
+                float b[VEC];
+                for (int j = 0; j < VEC; ++j) b[j] = bias[t.ch + j];
+                Vec v[ROW_TILE];
 #pragma unroll
-            for (int r = 0; r < ROW_TILE; ++r)
-                if (r < t.n) v[r] = vload(base + (long long)r * c);
+                for (int r = 0; r < ROW_TILE; ++r)
+                    if (r < t.n) v[r] = vload(base + (long long)r * c);
 #pragma unroll
-            for (int r = 0; r < ROW_TILE; ++r) {
-                if (r >= t.n) break;
-                for (int j = 0; j < VEC; ++j) v[r].v[j] = st(act(ld(v[r].v[j]) + b[j], kind));
-                vstore(base + (long long)r * c, v[r]);
+                for (int r = 0; r < ROW_TILE; ++r) {
+                    if (r >= t.n) break;
+                    for (int j = 0; j < VEC; ++j) v[r].v[j] = st(act(ld(v[r].v[j]) + b[j], kind));
+                    vstore(base + (long long)r * c, v[r]);
+                }
             }
+            return;
         }
-        return;
-    }
-    GRID_STRIDE(i, total) { y[i] = st(act(ld(y[i]) + bias[mod_of(i, c)], kind)); }
+        GRID_STRIDE(i, total) { y[i] = st(act(ld(y[i]) + bias[mod_of(i, c)], kind)); }
+    });
 }
 
 // y = act(x), for activations that do not follow a conv alone.
-extern "C" __global__ void act_only(const T* x, T* y, long long total, int kind) {
-    if (total % VEC == 0) {
-        GRID_STRIDE(g, total / VEC) {
-            Vec v = vload(x + g * VEC);
-            for (int j = 0; j < VEC; ++j) v.v[j] = st(act(ld(v.v[j]), kind));
-            vstore(y + g * VEC, v);
+extern "C" __global__ void act_only(const T* x, T* y, long long total, int kind_code) {
+    with_act(kind_code, [&](auto code) {
+        constexpr int kind = decltype(code)::value;
+        if (total % VEC == 0) {
+            GRID_STRIDE(g, total / VEC) {
+                Vec v = vload(x + g * VEC);
+                for (int j = 0; j < VEC; ++j) v.v[j] = st(act(ld(v.v[j]), kind));
+                vstore(y + g * VEC, v);
+            }
+            return;
         }
-        return;
-    }
-    GRID_STRIDE(i, total) { y[i] = st(act(ld(x[i]), kind)); }
+        GRID_STRIDE(i, total) { y[i] = st(act(ld(x[i]), kind)); }
+    });
 }
 
 // VEC channels (from ch) of output pixel (n, oy, ox) of a depthwise k x k conv with bias and
@@ -90,32 +96,35 @@ __device__ __forceinline__ Vec depthwise_vec(const T* x, const T* w, const float
 // Depthwise k x k conv with bias and activation (see depthwise_vec).
 extern "C" __global__ void depthwise(const T* x, const T* w, const float* bias, T* y, long long total,
                                      int h, int wd, int c, int oh, int ow, int k, int stride, int pad_t,
-                                     int pad_l, int kind) {
-    if (c % VEC == 0) {
-        // VEC channels of one output pixel per thread.
-        GRID_STRIDE(g, total / VEC) {
-            Nhwc o = nhwc_at(g, oh, ow, c / VEC);
-            vstore(y + g * VEC, depthwise_vec(x, w, bias, o.n, o.y, o.x, o.ch * VEC, h, wd, c, k, stride, pad_t, pad_l, kind));
-        }
-        return;
-    }
-    GRID_STRIDE(i, total) {
-        Nhwc o = nhwc_at(i, oh, ow, c);
-        int ch = o.ch, oy = o.y, ox = o.x;
-        long long n = o.n;
-        float acc = bias[ch];
-        int y0 = oy * stride - pad_t, x0 = ox * stride - pad_l;
-        for (int ky = 0; ky < k; ++ky) {
-            int iy = y0 + ky;
-            if (iy < 0 || iy >= h) continue;
-            for (int kx = 0; kx < k; ++kx) {
-                int ix = x0 + kx;
-                if (ix < 0 || ix >= wd) continue;
-                acc += ld(x[((n * h + iy) * wd + ix) * c + ch]) * ld(w[(ky * k + kx) * c + ch]);
+                                     int pad_l, int kind_code) {
+    with_act(kind_code, [&](auto code) {
+        constexpr int kind = decltype(code)::value;
+        if (c % VEC == 0) {
+            // VEC channels of one output pixel per thread.
+            GRID_STRIDE(g, total / VEC) {
+                Nhwc o = nhwc_at(g, oh, ow, c / VEC);
+                vstore(y + g * VEC, depthwise_vec(x, w, bias, o.n, o.y, o.x, o.ch * VEC, h, wd, c, k, stride, pad_t, pad_l, kind));
             }
+            return;
         }
-        y[i] = st(act(acc, kind));
-    }
+        GRID_STRIDE(i, total) {
+            Nhwc o = nhwc_at(i, oh, ow, c);
+            int ch = o.ch, oy = o.y, ox = o.x;
+            long long n = o.n;
+            float acc = bias[ch];
+            int y0 = oy * stride - pad_t, x0 = ox * stride - pad_l;
+            for (int ky = 0; ky < k; ++ky) {
+                int iy = y0 + ky;
+                if (iy < 0 || iy >= h) continue;
+                for (int kx = 0; kx < k; ++kx) {
+                    int ix = x0 + kx;
+                    if (ix < 0 || ix >= wd) continue;
+                    acc += ld(x[((n * h + iy) * wd + ix) * c + ch]) * ld(w[(ky * k + kx) * c + ch]);
+                }
+            }
+            y[i] = st(act(acc, kind));
+        }
+    });
 }
 
 // The same conv when the SE pool reads its output (c a multiple of VEC): a thread takes VEC
@@ -125,24 +134,27 @@ extern "C" __global__ void depthwise(const T* x, const T* w, const float* bias, 
 // total = n·oh·segs·c / VEC threads, segs = ⌈ow / seg⌉.
 extern "C" __global__ void depthwise_pool(const T* x, const T* w, const float* bias, T* y, float* part,
                                           long long total, int h, int wd, int c, int oh, int ow, int k, int stride,
-                                          int pad_t, int pad_l, int kind, int seg) {
-    int segs = (ow + seg - 1) / seg;
-    GRID_STRIDE(g, total) {
-        int ch = mod_of(g, c / VEC) * VEC;
-        long long piece = div_of(g, c / VEC);  // (n·oh + oy)·segs + sg
-        int sg = mod_of(piece, segs);
-        long long row = div_of(piece, segs);  // n·oh + oy
-        int oy = mod_of(row, oh);
-        long long n = div_of(row, oh);
-        int x1 = (sg + 1) * seg < ow ? (sg + 1) * seg : ow;
-        float sum[VEC] = {};
-        for (int ox = sg * seg; ox < x1; ++ox) {
-            Vec out = depthwise_vec(x, w, bias, n, oy, ox, ch, h, wd, c, k, stride, pad_t, pad_l, kind);
-            vstore(y + (row * ow + ox) * c + ch, out);
-            for (int j = 0; j < VEC; ++j) sum[j] += ld(out.v[j]);
+                                          int pad_t, int pad_l, int kind_code, int seg) {
+    with_act(kind_code, [&](auto code) {
+        constexpr int kind = decltype(code)::value;
+        int segs = (ow + seg - 1) / seg;
+        GRID_STRIDE(g, total) {
+            int ch = mod_of(g, c / VEC) * VEC;
+            long long piece = div_of(g, c / VEC);  // (n·oh + oy)·segs + sg
+            int sg = mod_of(piece, segs);
+            long long row = div_of(piece, segs);  // n·oh + oy
+            int oy = mod_of(row, oh);
+            long long n = div_of(row, oh);
+            int x1 = (sg + 1) * seg < ow ? (sg + 1) * seg : ow;
+            float sum[VEC] = {};
+            for (int ox = sg * seg; ox < x1; ++ox) {
+                Vec out = depthwise_vec(x, w, bias, n, oy, ox, ch, h, wd, c, k, stride, pad_t, pad_l, kind);
+                vstore(y + (row * ow + ox) * c + ch, out);
+                for (int j = 0; j < VEC; ++j) sum[j] += ld(out.v[j]);
+            }
+            for (int j = 0; j < VEC; ++j) part[piece * c + ch + j] = sum[j];
         }
-        for (int j = 0; j < VEC; ++j) part[piece * c + ch + j] = sum[j];
-    }
+    });
 }
 
 // The SE pool from depthwise_pool's partial sums: y[n, ch] = Σ_q part[(n·parts + q)·c + ch] / hw.

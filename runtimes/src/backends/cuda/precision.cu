@@ -128,3 +128,18 @@ __device__ __forceinline__ float act(float x, int kind) {
         default: return x;
     }
 }
+
+// A kernel body compiled once per activation: with_act(kind_code, [&](auto code) { constexpr int
+// kind = decltype(code)::value; ... }) runs the body with `kind` a constant, so act() and the
+// gradients fold to straight-line code per element (no switch between elements for the scheduler
+// to stop at). NVRTC compiles our sources with -default-device, which makes such lambdas device code.
+template <int K> struct ActCode { static constexpr int value = K; };
+template <typename F>
+__device__ __forceinline__ void with_act(int code, F&& body) {
+    switch (code) {
+        case 1: body(ActCode<1>()); break;
+        case 2: body(ActCode<2>()); break;
+        case 3: body(ActCode<3>()); break;
+        default: body(ActCode<0>()); break;
+    }
+}

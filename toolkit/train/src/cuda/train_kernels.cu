@@ -56,10 +56,10 @@ __device__ __forceinline__ double ordered_sum(const double* p, long long k0, lon
 // channels. A thread takes L channels (L = VEC where c is a multiple of it: wide loads) of one
 // chunk, and issues ROW_TILE rows' loads before adding them (in row order, so the sums are the
 // same for either L); total = chunks · c / L threads.
-template <int L>
+template <int L, int mode, int kind>
 __device__ __forceinline__ void chan_partials_of(const T* a, const T* b, const float* mean, const float* invstd,
                                                  const float* gamma, const float* beta, double* part, long long rows,
-                                                 int c, int chunk, int mode, int kind) {
+                                                 int c, int chunk) {
     long long chunks = (rows + chunk - 1) / chunk;
     int groups = c / L;
     GRID_STRIDE(i, chunks * groups) {
@@ -121,12 +121,18 @@ __device__ __forceinline__ void chan_partials_of(const T* a, const T* b, const f
 
 extern "C" __global__ void chan_partials(const T* a, const T* b, const float* mean, const float* invstd,
                                          const float* gamma, const float* beta, double* part, long long rows,
-                                         int c, int chunk, int mode, int kind) {
-    if (c % VEC == 0) {
-        chan_partials_of<VEC>(a, b, mean, invstd, gamma, beta, part, rows, c, chunk, mode, kind);
-    } else {
-        chan_partials_of<1>(a, b, mean, invstd, gamma, beta, part, rows, c, chunk, mode, kind);
+                                         int c, int chunk, int mode, int kind_code) {
+    bool wide = c % VEC == 0;
+    if (mode == 0) {
+        if (wide) chan_partials_of<VEC, 0, 0>(a, b, mean, invstd, gamma, beta, part, rows, c, chunk);
+        else chan_partials_of<1, 0, 0>(a, b, mean, invstd, gamma, beta, part, rows, c, chunk);
+        return;
     }
+    with_act(kind_code, [&](auto code) {
+        constexpr int kind = decltype(code)::value;
+        if (wide) chan_partials_of<VEC, 1, kind>(a, b, mean, invstd, gamma, beta, part, rows, c, chunk);
+        else chan_partials_of<1, 1, kind>(a, b, mean, invstd, gamma, beta, part, rows, c, chunk);
+    });
 }
 
 // part2[q·c + ch] = Σ of part[k·c + ch] over the q-th group of `group` chunks, in chunk order: a
@@ -174,37 +180,40 @@ extern "C" __global__ void bn_eval_invstd(const float* running_var, float* invst
 // its output fused in (kind ≠ 0; see bn_act_grad for the backward); also the eval mode, given the
 // running statistics' mean and invstd. Row tiles of `rpt` rows where c is a multiple of VEC.
 extern "C" __global__ void bn_apply(const T* x, T* y, const float* mean, const float* invstd,
-                                    const float* gamma, const float* beta, long long total, int c, int kind,
+                                    const float* gamma, const float* beta, long long total, int c, int kind_code,
                                     int rpt) {
-    if (c % VEC == 0) {
-        rpt = clamp_rpt(rpt);
-        long long rows = div_of(total, c);
-        GRID_STRIDE(g, row_tiles(rows, c, rpt)) {
-            RowTile t = row_tile_at(g, c, rows, rpt);
-            long long at = t.r0 * c + t.ch;
-            float sc[VEC], sh[VEC];
-            for (int j = 0; j < VEC; ++j) {
-                sc[j] = invstd[t.ch + j] * gamma[t.ch + j];
-                sh[j] = beta[t.ch + j] - mean[t.ch + j] * sc[j];
-            }
-            Vec v[ROW_TILE];
+    with_act(kind_code, [&](auto code) {
+        constexpr int kind = decltype(code)::value;
+        if (c % VEC == 0) {
+            rpt = clamp_rpt(rpt);
+            long long rows = div_of(total, c);
+            GRID_STRIDE(g, row_tiles(rows, c, rpt)) {
+                RowTile t = row_tile_at(g, c, rows, rpt);
+                long long at = t.r0 * c + t.ch;
+                float sc[VEC], sh[VEC];
+                for (int j = 0; j < VEC; ++j) {
+                    sc[j] = invstd[t.ch + j] * gamma[t.ch + j];
+                    sh[j] = beta[t.ch + j] - mean[t.ch + j] * sc[j];
+                }
+                Vec v[ROW_TILE];
 #pragma unroll
-            for (int r = 0; r < ROW_TILE; ++r)
-                if (r < t.n) v[r] = vload(x + at + (long long)r * c);
+                for (int r = 0; r < ROW_TILE; ++r)
+                    if (r < t.n) v[r] = vload(x + at + (long long)r * c);
 #pragma unroll
-            for (int r = 0; r < ROW_TILE; ++r) {
-                if (r >= t.n) break;
-                for (int j = 0; j < VEC; ++j) v[r].v[j] = st(act(ld(v[r].v[j]) * sc[j] + sh[j], kind));
-                vstore(y + at + (long long)r * c, v[r]);
+                for (int r = 0; r < ROW_TILE; ++r) {
+                    if (r >= t.n) break;
+                    for (int j = 0; j < VEC; ++j) v[r].v[j] = st(act(ld(v[r].v[j]) * sc[j] + sh[j], kind));
+                    vstore(y + at + (long long)r * c, v[r]);
+                }
             }
+            return;
         }
-        return;
-    }
-    GRID_STRIDE(i, total) {
-        int ch = mod_of(i, c);
-        float s = invstd[ch] * gamma[ch];
-        y[i] = st(act(ld(x[i]) * s + (beta[ch] - mean[ch] * s), kind));
-    }
+        GRID_STRIDE(i, total) {
+            int ch = mod_of(i, c);
+            float s = invstd[ch] * gamma[ch];
+            y[i] = st(act(ld(x[i]) * s + (beta[ch] - mean[ch] * s), kind));
+        }
+    });
 }
 
 // dx = γ·invstd/N · (N·dy − Σdy − x̂·Σ(dy·x̂)), given sdy = Σdy and sdyx = Σdy·x̂ per channel
@@ -233,37 +242,40 @@ __device__ __forceinline__ float bn_backward_at(const BnBackwardCh& p, float x, 
 extern "C" __global__ void bn_backward_dx(const T* x, const T* d, const float* mean, const float* invstd,
                                           const float* gamma, const float* beta, const double* sdy,
                                           const double* sdyx, T* dx, long long total, int c, long long rows,
-                                          int kind, int rpt) {
-    float n = (float)rows;
-    if (c % VEC == 0) {
-        rpt = clamp_rpt(rpt);
-        long long local = div_of(total, c);
-        GRID_STRIDE(g, row_tiles(local, c, rpt)) {
-            RowTile t = row_tile_at(g, c, local, rpt);
-            long long at = t.r0 * c + t.ch;
-            BnBackwardCh p[VEC];
-            for (int j = 0; j < VEC; ++j) p[j] = bn_backward_ch(mean, invstd, gamma, beta, sdy, sdyx, t.ch + j, n, kind);
-            Vec xv[ROW_TILE], dv[ROW_TILE];
+                                          int kind_code, int rpt) {
+    with_act(kind_code, [&](auto code) {
+        constexpr int kind = decltype(code)::value;
+        float n = (float)rows;
+        if (c % VEC == 0) {
+            rpt = clamp_rpt(rpt);
+            long long local = div_of(total, c);
+            GRID_STRIDE(g, row_tiles(local, c, rpt)) {
+                RowTile t = row_tile_at(g, c, local, rpt);
+                long long at = t.r0 * c + t.ch;
+                BnBackwardCh p[VEC];
+                for (int j = 0; j < VEC; ++j) p[j] = bn_backward_ch(mean, invstd, gamma, beta, sdy, sdyx, t.ch + j, n, kind);
+                Vec xv[ROW_TILE], dv[ROW_TILE];
 #pragma unroll
-            for (int r = 0; r < ROW_TILE; ++r) {
-                if (r >= t.n) break;
-                xv[r] = vload(x + at + (long long)r * c);
-                dv[r] = vload(d + at + (long long)r * c);
-            }
+                for (int r = 0; r < ROW_TILE; ++r) {
+                    if (r >= t.n) break;
+                    xv[r] = vload(x + at + (long long)r * c);
+                    dv[r] = vload(d + at + (long long)r * c);
+                }
 #pragma unroll
-            for (int r = 0; r < ROW_TILE; ++r) {
-                if (r >= t.n) break;
-                Vec out;
-                for (int j = 0; j < VEC; ++j) out.v[j] = st(bn_backward_at(p[j], ld(xv[r].v[j]), ld(dv[r].v[j]), n, kind));
-                vstore(dx + at + (long long)r * c, out);
+                for (int r = 0; r < ROW_TILE; ++r) {
+                    if (r >= t.n) break;
+                    Vec out;
+                    for (int j = 0; j < VEC; ++j) out.v[j] = st(bn_backward_at(p[j], ld(xv[r].v[j]), ld(dv[r].v[j]), n, kind));
+                    vstore(dx + at + (long long)r * c, out);
+                }
             }
+            return;
         }
-        return;
-    }
-    GRID_STRIDE(i, total) {
-        BnBackwardCh p = bn_backward_ch(mean, invstd, gamma, beta, sdy, sdyx, mod_of(i, c), n, kind);
-        dx[i] = st(bn_backward_at(p, ld(x[i]), ld(d[i]), n, kind));
-    }
+        GRID_STRIDE(i, total) {
+            BnBackwardCh p = bn_backward_ch(mean, invstd, gamma, beta, sdy, sdyx, mod_of(i, c), n, kind);
+            dx[i] = st(bn_backward_at(p, ld(x[i]), ld(d[i]), n, kind));
+        }
+    });
 }
 
 // f64 per-channel sums to the f32 parameter gradients.
@@ -273,20 +285,23 @@ extern "C" __global__ void to_f32_grad(const double* s, float* g, int c) {
 
 // ---- activations ----
 
-extern "C" __global__ void act_backward(const T* x, const T* y, const T* dy, T* dx, long long total, int kind) {
-    if (total % VEC == 0) {
-        GRID_STRIDE(g, total / VEC) {
-            Vec xv = vload(x + g * VEC), dv = vload(dy + g * VEC), yv = xv;
-            if (kind != 1 && kind != 2) yv = vload(y + g * VEC);  // only the sigmoid's gradient reads its output
-            for (int j = 0; j < VEC; ++j) dv.v[j] = st(act_grad(ld(dv.v[j]), ld(xv.v[j]), ld(yv.v[j]), kind));
-            vstore(dx + g * VEC, dv);
+extern "C" __global__ void act_backward(const T* x, const T* y, const T* dy, T* dx, long long total, int kind_code) {
+    with_act(kind_code, [&](auto code) {
+        constexpr int kind = decltype(code)::value;
+        if (total % VEC == 0) {
+            GRID_STRIDE(g, total / VEC) {
+                Vec xv = vload(x + g * VEC), dv = vload(dy + g * VEC), yv = xv;
+                if (kind != 1 && kind != 2) yv = vload(y + g * VEC);  // only the sigmoid's gradient reads its output
+                for (int j = 0; j < VEC; ++j) dv.v[j] = st(act_grad(ld(dv.v[j]), ld(xv.v[j]), ld(yv.v[j]), kind));
+                vstore(dx + g * VEC, dv);
+            }
+            return;
         }
-        return;
-    }
-    GRID_STRIDE(i, total) {
-        float d = ld(dy[i]), xi = ld(x[i]);
-        dx[i] = st(act_grad(d, xi, (kind != 1 && kind != 2) ? ld(y[i]) : 0.0f, kind));
-    }
+        GRID_STRIDE(i, total) {
+            float d = ld(dy[i]), xi = ld(x[i]);
+            dx[i] = st(act_grad(d, xi, (kind != 1 && kind != 2) ? ld(y[i]) : 0.0f, kind));
+        }
+    });
 }
 
 // ---- depthwise convolution backward (the forward is the inference engine's `depthwise`) ----
