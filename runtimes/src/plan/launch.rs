@@ -165,7 +165,7 @@ pub enum LaunchSpec {
 impl ConvShape {
     /// cuDNN pads symmetrically; an asymmetric "same" padding `[t, l, b, r]` is done by copying the
     /// NHWC input at `*x` into `scratch` with the exact padding (the `pad` kernel) and running the
-    /// conv unpadded on that copy. Returns the copy's (total, kernel arguments) and switches `self`
+    /// conv unpadded on that copy. Returns the `pad` launch's (threads, kernel arguments) and switches `self`
     /// and `*x` to it; `None`, with nothing changed, when the padding is symmetric. The arguments
     /// after the first three (h, w, c, padded h, padded w, t, l) also describe the inverse crop.
     pub fn pad_into(&mut self, [t, l, b, r]: [usize; 4], x: &mut u64, scratch: u64) -> Option<(usize, Vec<Arg>)> {
@@ -178,7 +178,7 @@ impl ConvShape {
         let mut args = vec![Arg::Ptr(*x), Arg::Ptr(scratch), Arg::I64(total as i64)];
         args.extend([h, w, c, ph, pw, t, l].map(|v| Arg::I32(v as i32)));
         (*x, self.h, self.w, self.pad) = (scratch, ph, pw, [0, 0]);
-        Some((total, args))
+        Some((wide_threads(total, c), args))
     }
 }
 
@@ -350,8 +350,8 @@ impl Layout {
                         } else {
                             let mut shape = ConvShape { n: self.batch, c, h, w, out_ch, oh, ow, kernel, stride, pad: [t, l], groups };
                             let mut src = at(x);
-                            if let Some((total, args)) = shape.pad_into([t, l, b, r], &mut src, scratch) {
-                                out.push(LaunchSpec::Kernel { f: k("pad"), total, args });
+                            if let Some((threads, args)) = shape.pad_into([t, l, b, r], &mut src, scratch) {
+                                out.push(LaunchSpec::Kernel { f: k("pad"), total: threads, args });
                             }
                             out.push(LaunchSpec::Conv { shape, x: src, w: wp, y });
                         }

@@ -207,9 +207,24 @@ extern "C" __global__ void add(const T* a, const T* b, T* y, long long total) {
 }
 
 // Zero-pad NHWC x [N,h,w,c] into y [N,ph,pw,c] at offset (top, left), for convs whose padding
-// cuDNN cannot express (asymmetric "same" padding).
+// cuDNN cannot express (asymmetric "same" padding). total = N·ph·pw·c; VEC channels a thread where
+// c is a multiple of VEC (one index decomposition and one wide copy per VEC elements).
 extern "C" __global__ void pad(const T* x, T* y, long long total, int h, int wd, int c, int ph, int pw, int top,
                                int left) {
+    if (c % VEC == 0) {
+        GRID_STRIDE(g, total / VEC) {
+            Nhwc p = nhwc_at(g, ph, pw, c / VEC);
+            int iy = p.y - top, ix = p.x - left;
+            Vec v;
+            if (iy >= 0 && iy < h && ix >= 0 && ix < wd) {
+                v = vload(x + ((p.n * h + iy) * wd + ix) * c + p.ch * VEC);
+            } else {
+                for (int j = 0; j < VEC; ++j) v.v[j] = st(0.0f);
+            }
+            vstore(y + g * VEC, v);
+        }
+        return;
+    }
     GRID_STRIDE(i, total) {
         Nhwc p = nhwc_at(i, ph, pw, c);
         int iy = p.y - top, ix = p.x - left;

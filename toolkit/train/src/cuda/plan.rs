@@ -408,8 +408,8 @@ impl TrainLayout {
                     } else {
                         let mut shape = ConvShape { n: batch, c: ic, h, w, out_ch: c.out_ch, oh: s.h, ow: s.w, kernel: c.kernel, stride: c.stride, pad: [pd.top, pd.left], groups: 1 };
                         let mut from = x;
-                        if let Some((ptotal, args)) = shape.pad_into([pd.top, pd.left, pd.bottom, pd.right], &mut from, a(self.pad_at)) {
-                            out.push(infer("pad", ptotal, args));
+                        if let Some((threads, args)) = shape.pad_into([pd.top, pd.left, pd.bottom, pd.right], &mut from, a(self.pad_at)) {
+                            out.push(infer("pad", threads, args));
                         }
                         out.push(TrainLaunch::Conv { shape, x: from, w: weight_of(c.weight), y });
                     }
@@ -710,8 +710,8 @@ impl TrainLayout {
                     let mut from = v(x);
                     // The forward's padded copy is gone (the scratch is shared): pad again.
                     let pad = shape.pad_into([pd.top, pd.left, pd.bottom, pd.right], &mut from, padded);
-                    if let Some((ptotal, args)) = &pad {
-                        out.push(infer("pad", *ptotal, args.clone()));
+                    if let Some((threads, args)) = &pad {
+                        out.push(infer("pad", *threads, args.clone()));
                     }
                     out.push(TrainLaunch::ConvBackwardFilter { shape, x: from, dy, dw: wgrad(c.weight) });
                     widen(c.weight, &mut out);
@@ -720,7 +720,7 @@ impl TrainLayout {
                         // The gradient of the padded copy, cropped back (same geometry as the pad).
                         Some((_, pad_args)) => {
                             let crop = [vec![Arg::Ptr(padded), Arg::Ptr(dst), Arg::I64(xtotal as i64)], pad_args[3..].to_vec()].concat();
-                            vec![TrainLaunch::ConvBackwardData { shape, dy, w: wt, dx: padded }, train("crop", xtotal, crop)]
+                            vec![TrainLaunch::ConvBackwardData { shape, dy, w: wt, dx: padded }, train_wide("crop", xtotal, src.c, crop)]
                         }
                         None => vec![TrainLaunch::ConvBackwardData { shape, dy, w: wt, dx: dst }],
                     });
@@ -826,7 +826,7 @@ fn infer_wide(name: &'static str, total: usize, c: usize, args: Vec<Arg>) -> Tra
 /// in train_kernels.cu takes ([`wide_threads`]: by `c` for the kernels whose wide path needs whole
 /// VECs of channels (or of a drop-path mask's elements, for `apply_mask`), by elements else).
 fn train_wide(name: &'static str, total: usize, c: usize, args: Vec<Arg>) -> TrainLaunch {
-    let by_c = matches!(name, "depthwise_backward_dx" | "depthwise_backward_dw" | "pool_backward" | "apply_mask");
+    let by_c = matches!(name, "depthwise_backward_dx" | "depthwise_backward_dw" | "pool_backward" | "apply_mask" | "crop");
     let unit = if by_c { c } else { total };
     train(name, wide_threads(total, unit), args)
 }

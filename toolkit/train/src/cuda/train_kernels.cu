@@ -307,6 +307,16 @@ extern "C" __global__ void act_backward(const T* x, const T* y, const T* dy, T* 
 // ---- depthwise convolution backward (the forward is the inference engine's `depthwise`) ----
 // NHWC [n, h, w, c] input, [n, oh, ow, c] output, weights [k·k, c]; "same" padding by its top / left.
 
+// The output coordinate o whose tap reads input coordinate t (o·stride = t), or -1 where none
+// does: strides 1 and 2 (every stride EfficientNetV2 has) without an integer division, which cost
+// more than the taps' arithmetic.
+__device__ __forceinline__ int tap_source(int t, int stride) {
+    if (t < 0) return -1;
+    if (stride == 1) return t;
+    if (stride == 2) return (t & 1) ? -1 : t >> 1;
+    return t % stride ? -1 : t / stride;
+}
+
 // dx[n, iy, ix, ch] = Σ over the taps that read it of dy[n, oy, ox, ch] · w[tap, ch] (a gather: no
 // atomics, so deterministic). total = n·h·w·c; where c is a multiple of VEC, a thread takes VEC
 // neighbouring channels of one input pixel (wide loads of dy and w, one index decomposition per
@@ -321,16 +331,12 @@ extern "C" __global__ void depthwise_backward_dx(const T* dy, const T* w, T* dx,
         int ch = p.ch * lanes;
         float s[VEC] = {};
         for (int ky = 0; ky < k; ++ky) {
-            int ty = p.y + pad_t - ky;
-            if (ty < 0 || ty % stride) continue;
-            int oy = ty / stride;
-            if (oy >= oh) continue;
+            int oy = tap_source(p.y + pad_t - ky, stride);
+            if (oy < 0 || oy >= oh) continue;
             const T* row = dy + ((p.n * oh + oy) * ow) * c + ch;
             for (int kx = 0; kx < k; ++kx) {
-                int tx = p.x + pad_l - kx;
-                if (tx < 0 || tx % stride) continue;
-                int ox = tx / stride;
-                if (ox >= ow) continue;
+                int ox = tap_source(p.x + pad_l - kx, stride);
+                if (ox < 0 || ox >= ow) continue;
                 const T* d = row + (long long)ox * c;
                 const T* wt = w + (ky * k + kx) * c + ch;
                 if (wide) {
@@ -494,9 +500,17 @@ extern "C" __global__ void copy(const T* src, T* dst, long long total) {
 }
 
 // The inverse of the inference `pad` kernel for gradients: dx[n, y, x, ch] = dpadded[n, y + top,
-// x + left, ch] (what a conv on an explicitly padded copy hands back). total = n·h·w·c.
+// x + left, ch] (what a conv on an explicitly padded copy hands back). total = n·h·w·c; VEC
+// channels a thread where c is a multiple of VEC.
 extern "C" __global__ void crop(const T* src, T* dst, long long total, int h, int w, int c, int ph, int pw,
                                 int top, int left) {
+    if (c % VEC == 0) {
+        GRID_STRIDE(g, total / VEC) {
+            Nhwc p = nhwc_at(g, h, w, c / VEC);
+            vstore(dst + g * VEC, vload(src + ((p.n * ph + p.y + top) * pw + p.x + left) * c + p.ch * VEC));
+        }
+        return;
+    }
     GRID_STRIDE(i, total) {
         Nhwc p = nhwc_at(i, h, w, c);
         dst[i] = src[((p.n * ph + p.y + top) * pw + p.x + left) * c + p.ch];
