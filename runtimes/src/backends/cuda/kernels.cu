@@ -6,12 +6,13 @@
 #define GRID_STRIDE(i, total) \
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < (total); i += (long long)blockDim.x * gridDim.x)
 
-// float NCHW input -> T NHWC.
+// float NCHW input -> T NHWC (32-bit index divisions while they fit: the 64-bit ones were most
+// of this kernel's instructions).
 extern "C" __global__ void nchw_to_nhwc(const float* x, T* y, long long total, int c, int hw) {
     GRID_STRIDE(i, total) {
-        long long p = i / c;  // n * hw + pixel
+        long long p = div_of(i, c);  // n * hw + pixel
         int ch = (int)(i - p * c);
-        long long n = p / hw;
+        long long n = div_of(p, hw);
         long long pix = p - n * hw;
         y[i] = st(x[(n * c + ch) * hw + pix]);
     }
@@ -168,7 +169,7 @@ extern "C" __global__ void pool_rows(const float* part, T* y, long long total, i
 // Mean over H and W: one thread per (n, c); neighbouring threads read neighbouring channels.
 extern "C" __global__ void pool(const T* x, T* y, long long total, int hw, int c) {
     GRID_STRIDE(i, total) {
-        long long n = i / c;
+        long long n = div_of(i, c);
         int ch = (int)(i - n * c);
         const T* p = x + n * hw * c + ch;
         y[i] = st(ordered_sum_by<float>(hw, [&](long long j) { return ld(p[j * c]); }) / (float)hw);

@@ -464,8 +464,8 @@ extern "C" __global__ void pool_backward(const T* dy, T* dx, long long total, in
 extern "C" __global__ void gate_mul_backward_dgate(const T* x, const T* dy, T* dgate, long long batch, int hw,
                                                    int c) {
     GRID_STRIDE(i, batch * c) {
-        long long n = i / c;
-        int ch = (int)(i % c);
+        long long n = div_of(i, c);
+        int ch = mod_of(i, c);
         const T* xs = x + n * hw * c + ch;
         const T* ds = dy + n * hw * c + ch;
         dgate[i] = st(ordered_sum_by<float>(hw, [&](long long p) { return ld(ds[p * c]) * ld(xs[p * c]); }));
