@@ -658,7 +658,13 @@ impl TrainLayout {
                     contrib(gate, &mut out, &|dst| vec![train("gate_mul_backward_dgate", batch * s.c, [vec![Arg::Ptr(v(x)), Arg::Ptr(dy), Arg::Ptr(dst), Arg::I64(batch as i64)], hw_c.clone()].concat())]);
                 }
                 Op::GlobalAvgPool => {
-                    contrib(x, &mut out, &|dst| vec![train_wide("pool_backward", xtotal, src.c, [vec![Arg::Ptr(dy), Arg::Ptr(dst), Arg::I64(xtotal as i64)], i32s(&[src.h * src.w, src.c])].concat())]);
+                    // The SE pool's input also feeds the gate (whose gradient comes first): the
+                    // kernel adds this second contribution in place, no scratch and add.
+                    let pool_backward = |accumulate: bool| train_wide("pool_backward", xtotal, src.c, [vec![Arg::Ptr(dy), Arg::Ptr(g(x)), Arg::I64(xtotal as i64)], i32s(&[src.h * src.w, src.c, accumulate as usize])].concat());
+                    if !matches!(graph.nodes[x].op, Op::Input) {
+                        out.push(pool_backward(seen[x]));
+                        seen[x] = true;
+                    }
                 }
                 Op::Act(k) => {
                     let code = act_code(*k);

@@ -441,21 +441,25 @@ extern "C" __global__ void depthwise_dw_finish(const double* part, long long chu
 
 // ---- squeeze-excitation ----
 
-// Global average pool backward: dx[n, p, ch] = dy[n, ch] / hw; VEC channels a thread where c
+// Global average pool backward: dx[n, p, ch] = dy[n, ch] / hw, or with `accumulate` added to the
+// gradient dx already holds (the SE pool's input also feeds the gate: its second contribution,
+// added in place instead of through a scratch tensor and an add). VEC channels a thread where c
 // is a multiple of VEC.
-extern "C" __global__ void pool_backward(const T* dy, T* dx, long long total, int hw, int c) {
+extern "C" __global__ void pool_backward(const T* dy, T* dx, long long total, int hw, int c, int accumulate) {
     if (c % VEC == 0) {
         long long per_sample = (long long)hw * (c / VEC);
         GRID_STRIDE(g, total / VEC) {
             Vec d = vload(dy + div_of(g, per_sample) * c + mod_of(g, c / VEC) * VEC);
-            for (int j = 0; j < VEC; ++j) d.v[j] = st(ld(d.v[j]) / (float)hw);
+            Vec acc;
+            if (accumulate) acc = vload(dx + g * VEC);
+            for (int j = 0; j < VEC; ++j) d.v[j] = st((accumulate ? ld(acc.v[j]) : 0.0f) + ld(d.v[j]) / (float)hw);
             vstore(dx + g * VEC, d);
         }
         return;
     }
     GRID_STRIDE(i, total) {
         long long n = div_of(i, (long long)hw * c);
-        dx[i] = st(ld(dy[n * c + mod_of(i, c)]) / (float)hw);
+        dx[i] = st((accumulate ? ld(dx[i]) : 0.0f) + ld(dy[n * c + mod_of(i, c)]) / (float)hw);
     }
 }
 
