@@ -9,7 +9,7 @@
 #            88.80% test top-1 after 5 epochs at 1,700 img/s on 2 cores)
 #   trainperf  EfficientNetV2-S 224px batch 128 training steps: ours (`effv2-bench train-step --device cuda`,
 #            bf16 mixed precision and fp32) vs timm bf16 channels_last eager, same call: images/s, TFLOP/s, memory
-#            (TRAINPERF_AB=1: also bf16 with each of the plan's fusions switched off)
+#            (TRAINPERF_AB=1: also bf16 with each of the plan's fusions, and graph replay, switched off)
 #   infer    EfficientNetV2-S 384px batch 128 fp16 inference: ours vs timm eager and torch.compile
 #   sweep    the Fused-MBConv placement sweep of b0 at 224 on this GPU
 #   profile  EFFV2_CUDA_PROFILE tables: where a S@384 b128 fp16 inference pass and a S@224 b128 bf16
@@ -70,9 +70,10 @@ if has trainperf; then
       --warmup 2 --iters 8 --json > "$OUT/ours_train_s224_$p.json" 2> "$OUT/ours_train_s224_$p.log"; cat "$OUT/ours_train_s224_$p.json" "$OUT/ours_train_s224_$p.log" | tail -3
   done
   # TRAINPERF_AB=1: bf16 again with each lowering choice of the training plan switched off, to time
-  # what it buys (EFFV2_CUDA_FUSE_BN_ACT: BN + activation fused; EFFV2_CUDA_GEMM_1X1: 1x1 convs on cuBLAS).
+  # what it buys (EFFV2_CUDA_FUSE_BN_ACT: BN + activation fused; EFFV2_CUDA_GEMM_1X1: 1x1 convs on cuBLAS;
+  # EFFV2_CUDA_GRAPH: forward and backward replayed as captured CUDA graphs).
   if [ "${TRAINPERF_AB:-0}" = 1 ]; then
-    for v in EFFV2_CUDA_FUSE_BN_ACT EFFV2_CUDA_GEMM_1X1; do
+    for v in EFFV2_CUDA_FUSE_BN_ACT EFFV2_CUDA_GEMM_1X1 EFFV2_CUDA_GRAPH; do
       env "$v=0" timeout "${T_TRAINPERF:-150}" "$B/effv2-bench" train-step --device cuda --precision bf16 --model efficientnetv2-s --image-size 224 --batch 128 \
         --warmup 2 --iters 8 --json > "$OUT/ours_train_s224_bf16_$v=0.json" 2> "$OUT/ours_train_s224_bf16_$v=0.log"; echo "$v=0:"; tail -1 "$OUT/ours_train_s224_bf16_$v=0.json"
     done
