@@ -3,9 +3,6 @@
 // is always f32.
 // Every kernel is a grid-stride loop over its output elements; `total` counts them.
 
-#define GRID_STRIDE(i, total) \
-    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < (total); i += (long long)blockDim.x * gridDim.x)
-
 // float NCHW input -> T NHWC (32-bit index divisions while they fit: the 64-bit ones were most
 // of this kernel's instructions).
 extern "C" __global__ void nchw_to_nhwc(const float* x, T* y, long long total, int c, int hw) {
@@ -28,24 +25,11 @@ extern "C" __global__ void bias_act(T* y, const float* bias, long long total, in
     with_act(kind_code, [&](auto code) {
         constexpr int kind = decltype(code)::value;
         if (c % VEC == 0) {
-            rpt = clamp_rpt(rpt);
-            long long rows = div_of(total, c);
-            GRID_STRIDE(g, row_tiles(rows, c, rpt)) {
-                RowTile t = row_tile_at(g, c, rows, rpt);
-                T* base = y + t.r0 * c + t.ch;
+            for_each_row_tile(total, c, rpt, [&](RowTile t) {
                 float b[VEC];
                 for (int j = 0; j < VEC; ++j) b[j] = bias[t.ch + j];
-                Vec v[ROW_TILE];
-#pragma unroll
-                for (int r = 0; r < ROW_TILE; ++r)
-                    if (r < t.n) v[r] = vload(base + (long long)r * c);
-#pragma unroll
-                for (int r = 0; r < ROW_TILE; ++r) {
-                    if (r >= t.n) break;
-                    for (int j = 0; j < VEC; ++j) v[r].v[j] = st(act(ld(v[r].v[j]) + b[j], kind));
-                    vstore(base + (long long)r * c, v[r]);
-                }
-            }
+                tile_map(y, y, t.r0 * c + t.ch, c, t.n, [&](float v, int j) { return act(v + b[j], kind); });
+            });
             return;
         }
         GRID_STRIDE(i, total) { y[i] = st(act(ld(y[i]) + bias[mod_of(i, c)], kind)); }

@@ -53,6 +53,10 @@ struct __align__(16) Vec { T v[VEC]; };
 __device__ __forceinline__ Vec vload(const T* p) { EFFV2_CHECK_ALIGNED(p); return *(const Vec*)p; }
 __device__ __forceinline__ void vstore(T* p, const Vec& v) { EFFV2_CHECK_ALIGNED(p); *(Vec*)p = v; }
 
+// Every kernel is a grid-stride loop: work item i over [0, total), any launch shape.
+#define GRID_STRIDE(i, total) \
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < (total); i += (long long)blockDim.x * gridDim.x)
+
 // i / d and i % d for element indices, in 32-bit arithmetic while i fits: 64-bit division is a
 // long software sequence, and index maths dominated the element-wise kernels.
 __device__ __forceinline__ long long div_of(long long i, long long d) {
@@ -93,6 +97,31 @@ __device__ __forceinline__ RowTile row_tile_at(long long g, int c, long long row
     long long left = rows - t.r0;
     t.n = left < rpt ? (int)left : rpt;
     return t;
+}
+
+// body(tile) for every row tile of a launch over `total` elements of c channels (c a multiple of
+// VEC), grid-stride.
+template <typename F>
+__device__ __forceinline__ void for_each_row_tile(long long total, int c, int rpt, F body) {
+    rpt = clamp_rpt(rpt);
+    long long rows = div_of(total, c);
+    GRID_STRIDE(g, row_tiles(rows, c, rpt)) body(row_tile_at(g, c, rows, rpt));
+}
+
+// A row tile's elements mapped through f(value, lane) (lane j: channel ch + j): the tile's `n`
+// rows at x + at, x + at + c, ... are all loaded before the first result is written to y.
+template <typename F>
+__device__ __forceinline__ void tile_map(const T* x, T* y, long long at, int c, int n, F f) {
+    Vec v[ROW_TILE];
+#pragma unroll
+    for (int r = 0; r < ROW_TILE; ++r)
+        if (r < n) v[r] = vload(x + at + (long long)r * c);
+#pragma unroll
+    for (int r = 0; r < ROW_TILE; ++r) {
+        if (r >= n) break;
+        for (int j = 0; j < VEC; ++j) v[r].v[j] = st(f(ld(v[r].v[j]), j));
+        vstore(y + at + (long long)r * c, v[r]);
+    }
 }
 
 // Σ of load(k) over k in [0, n), added in order in A (float or double): SUM_LOADS loads issued

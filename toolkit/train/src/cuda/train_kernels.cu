@@ -11,9 +11,6 @@
 // tests run every kernel as plain C++ (see the cuda host shim).
 // Every element-wise kernel is a grid-stride loop over `total` elements.
 
-#define GRID_STRIDE(i, total) \
-    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < (total); i += (long long)blockDim.x * gridDim.x)
-
 __device__ __forceinline__ float sigm(float x) { return __fdividef(1.0f, 1.0f + __expf(-x)); }
 
 // ---- activation gradients (act_backward, and fused into the BN backward) ----
@@ -185,27 +182,14 @@ extern "C" __global__ void bn_apply(const T* x, T* y, const float* mean, const f
     with_act(kind_code, [&](auto code) {
         constexpr int kind = decltype(code)::value;
         if (c % VEC == 0) {
-            rpt = clamp_rpt(rpt);
-            long long rows = div_of(total, c);
-            GRID_STRIDE(g, row_tiles(rows, c, rpt)) {
-                RowTile t = row_tile_at(g, c, rows, rpt);
-                long long at = t.r0 * c + t.ch;
+            for_each_row_tile(total, c, rpt, [&](RowTile t) {
                 float sc[VEC], sh[VEC];
                 for (int j = 0; j < VEC; ++j) {
                     sc[j] = invstd[t.ch + j] * gamma[t.ch + j];
                     sh[j] = beta[t.ch + j] - mean[t.ch + j] * sc[j];
                 }
-                Vec v[ROW_TILE];
-#pragma unroll
-                for (int r = 0; r < ROW_TILE; ++r)
-                    if (r < t.n) v[r] = vload(x + at + (long long)r * c);
-#pragma unroll
-                for (int r = 0; r < ROW_TILE; ++r) {
-                    if (r >= t.n) break;
-                    for (int j = 0; j < VEC; ++j) v[r].v[j] = st(act(ld(v[r].v[j]) * sc[j] + sh[j], kind));
-                    vstore(y + at + (long long)r * c, v[r]);
-                }
-            }
+                tile_map(x, y, t.r0 * c + t.ch, c, t.n, [&](float v, int j) { return act(v * sc[j] + sh[j], kind); });
+            });
             return;
         }
         GRID_STRIDE(i, total) {
@@ -247,10 +231,7 @@ extern "C" __global__ void bn_backward_dx(const T* x, const T* d, const float* m
         constexpr int kind = decltype(code)::value;
         float n = (float)rows;
         if (c % VEC == 0) {
-            rpt = clamp_rpt(rpt);
-            long long local = div_of(total, c);
-            GRID_STRIDE(g, row_tiles(local, c, rpt)) {
-                RowTile t = row_tile_at(g, c, local, rpt);
+            for_each_row_tile(total, c, rpt, [&](RowTile t) {
                 long long at = t.r0 * c + t.ch;
                 BnBackwardCh p[VEC];
                 for (int j = 0; j < VEC; ++j) p[j] = bn_backward_ch(mean, invstd, gamma, beta, sdy, sdyx, t.ch + j, n, kind);
@@ -268,7 +249,7 @@ extern "C" __global__ void bn_backward_dx(const T* x, const T* d, const float* m
                     for (int j = 0; j < VEC; ++j) out.v[j] = st(bn_backward_at(p[j], ld(xv[r].v[j]), ld(dv[r].v[j]), n, kind));
                     vstore(dx + at + (long long)r * c, out);
                 }
-            }
+            });
             return;
         }
         GRID_STRIDE(i, total) {

@@ -4,7 +4,6 @@
 // launch list replays on the host exactly as the engine hands it to cuLaunchKernel. Activation
 // arguments are of the build's type T (f32, or bf16 with EFFV2_BF16).
 #include INFER_HARNESS
-#undef GRID_STRIDE
 #include TRAIN_KERNELS_CU
 
 #define CF(i) P(i, const float*)
