@@ -41,7 +41,7 @@ if has correct; then
   timeout "${T_CORRECT:-240}" "$B/cuda_plan" the_cuda_backend --nocapture 2>&1 | tee "$OUT/correctness.txt" | grep -E "rel err|test result|panicked|Error"
   # The host-replay tests need g++ (not here): only the GPU ones run.
   timeout 120 "$B/cuda_train_kernels" train_kernels_on_a_gpu --nocapture 2>&1 | tee "$OUT/train_kernels.txt" | grep -E "equal|test result|panicked|skipped"
-  timeout 120 "$B/cuda_engine" --nocapture --test-threads 1 2>&1 | tee "$OUT/train_engine.txt" | grep -E "engine on|replica|NCCL|rel err|test result|panicked|skipped"
+  timeout 120 "$B/cuda_engine" --nocapture --test-threads 1 2>&1 | tee "$OUT/train_engine.txt" | grep -E "engine on|replica|NCCL|rel err|graph|test result|panicked|skipped"
 fi
 
 pack
