@@ -278,7 +278,7 @@ fn the_training_launches_replayed_on_the_host_equal_the_cpu_trainer() {
 /// gradient must lie inside it, 256-byte aligned (cuDNN operands).
 #[test]
 fn the_training_arena_reuses_gradient_space_for_s_at_224() {
-    let g = build(&ModelSpec::from_name("s", ModelOptions::default()).unwrap(), 224, 224).unwrap();
+    let g = build(&ModelSpec::from_name("s", ModelOptions { drop_path: 0.2, ..Default::default() }).unwrap(), 224, 224).unwrap();
     let batch = 128;
     let l = TrainLayout::new(&g, batch);
     let bytes = |i: usize| 4 * batch * g.nodes[i].shape.numel();
@@ -308,6 +308,39 @@ fn the_training_arena_reuses_gradient_space_for_s_at_224() {
             assert!(g_at % 256 == 0 && g_at + bytes(i) <= l.arena_bytes);
         }
     }
+    // A residual Add's backward reads its own gradient and writes its inputs' — through a drop-path
+    // it alone reads, straight into that mask's input's gradient (the mask has none): none of
+    // those may share bytes, nor with the Add's value (all of them are live at that step).
+    let mut through_masks = 0;
+    for (c, node) in g.nodes.iter().enumerate() {
+        if !matches!(node.op, Op::Add) {
+            continue;
+        }
+        let mut written = vec![];
+        for &j in &node.inputs {
+            let mask_alone = matches!(g.nodes[j].op, Op::DropPath { .. }) && g.nodes.iter().filter(|n| n.inputs.contains(&j)).count() == 1;
+            if mask_alone {
+                assert!(l.grad_at[j].is_none(), "a drop-path read only by its Add has no gradient");
+                through_masks += 1;
+            }
+            written.push(if mask_alone { g.nodes[j].inputs[0] } else { j });
+        }
+        let range = |i: usize| {
+            let at = l.grad_at[i].expect("a gradient slot");
+            at..at + bytes(i)
+        };
+        let overlap = |a: std::ops::Range<usize>, b: std::ops::Range<usize>| a.start < b.end && b.start < a.end;
+        let read = range(c);
+        let value = l.value_at[c]..l.value_at[c] + bytes(c);
+        for (k, &w) in written.iter().enumerate() {
+            assert!(!overlap(range(w), read.clone()), "Add {c}: the gradient of {w} overlaps its own");
+            assert!(!overlap(range(w), value.clone()), "Add {c}: the gradient of {w} overlaps the Add's value");
+            for &v in &written[k + 1..] {
+                assert!(!overlap(range(w), range(v)), "Add {c}: the gradients of {w} and {v} overlap");
+            }
+        }
+    }
+    assert!(through_masks > 20, "{through_masks} drop-paths handed over by their Add");
 }
 
 /// Mixed precision: activations and their gradients in 16 bits, the convs and the classifier on a

@@ -309,15 +309,20 @@ impl TrainLayout {
     /// nothing reads. So gradients reuse the values of the nodes already back-propagated.
     /// A BN with a fused activation (`fused_act`) stores neither: its value is the activation's
     /// (written at the BN's time), and the activation's gradient lives on through the BN's backward.
+    /// A drop-path read only by a residual Add has no gradient; its input's is written at the Add's backward.
     /// Returns the value offsets, the gradient offsets and the bytes they span.
     /// `per_element`: bytes of one element times the batch.
     fn plan_values_and_grads(graph: &Graph, fused_act: &[Option<(usize, i32)>], per_element: usize, base: usize) -> (Vec<usize>, Vec<Option<usize>>, usize) {
         let n = graph.nodes.len();
         let backward_at = |i: usize| 2 * n - 1 - i;
-        let mut last_consumer = vec![None; n];
+        // A mask read only by a residual Add hands its input's gradient over at the Add's backward
+        // (see masks_into_adds), and has none of its own.
+        let into_add = masks_into_adds(graph);
+        let mut last_consumer: Vec<Option<usize>> = vec![None; n];
         for (i, node) in graph.nodes.iter().enumerate() {
+            let writes_at = into_add[i].unwrap_or(i);
             for &j in &node.inputs {
-                last_consumer[j] = Some(i);
+                last_consumer[j] = Some(last_consumer[j].map_or(writes_at, |c| c.max(writes_at)));
             }
         }
         // The fused BN an activation's value and gradient stand in for.
@@ -335,7 +340,7 @@ impl TrainLayout {
         let with_grad: Vec<(usize, usize)> = stored
             .iter()
             .copied()
-            .filter(|&j| !matches!(graph.nodes[j].op, Op::Input) && j != graph.output)
+            .filter(|&j| !matches!(graph.nodes[j].op, Op::Input) && j != graph.output && into_add[j].is_none())
             .filter_map(|j| last_consumer[j].map(|c| (j, c)))
             .collect();
         for &(j, c) in &with_grad {
@@ -593,6 +598,7 @@ impl TrainLayout {
         };
         let i32s = |xs: &[usize]| xs.iter().map(|&x| Arg::I32(x as i32)).collect::<Vec<_>>();
         let tmp = a(self.tmp_at);
+        let into_add = masks_into_adds(graph);
         let mut seen = vec![false; n];
         seen[graph.output] = true;
         let mut out = vec![];
@@ -648,6 +654,14 @@ impl TrainLayout {
                 }
                 Op::Add => {
                     for &j in &node.inputs {
+                        if into_add[j] == Some(i) {
+                            // The mask's backward applied here, into its input's gradient (the mask
+                            // node, never `seen`, is then skipped).
+                            let per = if matches!(graph.nodes[j].op, Op::DropPath { .. }) { s.numel() } else { 1 };
+                            let mask = masks + self.mask_at[j].expect("mask slot") as u64;
+                            contrib(graph.nodes[j].inputs[0], &mut out, &|dst| vec![train_wide("apply_mask", total, per, vec![Arg::Ptr(dy), Arg::Ptr(mask), Arg::Ptr(dst), Arg::I64(total as i64), Arg::I64(per as i64)])]);
+                            continue;
+                        }
                         contrib(j, &mut out, &|dst| vec![train_wide("copy", total, s.c, vec![Arg::Ptr(dy), Arg::Ptr(dst), Arg::I64(total as i64)])]);
                     }
                 }
@@ -816,6 +830,27 @@ impl TrainLayout {
         args.push(Arg::I32(rpt as i32));
         TrainLaunch::Kernel { kernel, total: row_tile_threads(total, c, rpt), args }
     }
+}
+
+/// Per node: the residual Add that is the only reader of this drop-path / dropout output. Its
+/// backward applies the mask to its own gradient straight into the mask's input gradient, so the
+/// mask node's gradient (a copy of the Add's) is never formed.
+fn masks_into_adds(graph: &Graph) -> Vec<Option<usize>> {
+    let mut readers = vec![vec![]; graph.nodes.len()];
+    for (i, node) in graph.nodes.iter().enumerate() {
+        for &j in &node.inputs {
+            readers[j].push(i);
+        }
+    }
+    graph
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(j, node)| match (&node.op, readers[j].as_slice()) {
+            (Op::DropPath { .. } | Op::Dropout { .. }, &[c]) if matches!(graph.nodes[c].op, Op::Add) && j != graph.output => Some(c),
+            _ => None,
+        })
+        .collect()
 }
 
 fn infer(name: &'static str, total: usize, args: Vec<Arg>) -> TrainLaunch {
