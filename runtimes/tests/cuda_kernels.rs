@@ -5,7 +5,7 @@
 
 use effv2_runtime::cuda::{compile_kernels, nvrtc_for_tests, DType};
 #[cfg(feature = "host-replay")]
-use effv2_runtime::plan::ptxas::{kernel_resources, ptxas_for_tests};
+use effv2_runtime::plan::ptxas::{ptxas_for_tests, without_local_memory};
 
 #[test]
 fn kernels_compile_for_f32_f16_and_bf16_on_hopper_and_orin() {
@@ -39,11 +39,10 @@ fn no_kernel_uses_local_memory() {
     for dtype in [DType::F32, DType::F16, DType::Bf16] {
         for (arch, sm) in [("compute_90", "sm_90"), ("compute_87", "sm_87")] {
             let ptx = compile_kernels(dtype, Some(arch.into())).unwrap().to_src();
-            let kernels = kernel_resources(&ptxas, &ptx, sm).unwrap();
+            let kernels = without_local_memory(&ptxas, &ptx, sm).unwrap_or_else(|e| panic!("{dtype:?} {e}"));
             assert_eq!(kernels.len(), effv2_runtime::plan::launch::KERNEL_NAMES.len(), "{dtype:?} {sm}");
             for k in &kernels {
                 println!("{dtype:?} {sm} {:<16} {:>3} registers", k.name, k.registers);
-                assert_eq!((k.stack_bytes, k.spill_store_bytes), (0, 0), "{dtype:?} {sm}: {k:?}");
             }
         }
     }

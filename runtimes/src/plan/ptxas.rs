@@ -53,6 +53,22 @@ pub fn kernel_resources(ptxas: &std::path::Path, ptx: &str, sm: &str) -> Result<
     parse_report(&report)
 }
 
+/// [`kernel_resources`], an error naming every kernel that keeps anything in local memory (a stack
+/// frame or spilled registers): such a kernel gives the same outputs several times slower.
+pub fn without_local_memory(ptxas: &std::path::Path, ptx: &str, sm: &str) -> Result<Vec<KernelResources>, String> {
+    let kernels = kernel_resources(ptxas, ptx, sm)?;
+    let local = local_memory_users(&kernels);
+    if local.is_empty() {
+        Ok(kernels)
+    } else {
+        Err(format!("{sm}: kernels using local memory: {local:?}"))
+    }
+}
+
+fn local_memory_users(kernels: &[KernelResources]) -> Vec<&KernelResources> {
+    kernels.iter().filter(|k| k.stack_bytes != 0 || k.spill_store_bytes != 0).collect()
+}
+
 /// ptxas -v prints, per entry: "Compiling entry function 'NAME' for 'sm_90'", then
 /// "N bytes stack frame, N bytes spill stores, N bytes spill loads", then "Used N registers, ...".
 fn parse_report(report: &str) -> Result<Vec<KernelResources>, String> {
@@ -103,5 +119,14 @@ ptxas info    : Used 128 registers, used 0 barriers, 40 bytes cumulative stack s
         assert_eq!(r[0], KernelResources { name: "bias_act".into(), registers: 76, stack_bytes: 0, spill_store_bytes: 0, spill_load_bytes: 0 });
         assert_eq!(r[1], KernelResources { name: "chan_partials".into(), registers: 128, stack_bytes: 40, spill_store_bytes: 56, spill_load_bytes: 76 });
         assert!(parse_report("ptxas info    : 0 bytes gmem").is_err());
+    }
+
+    #[test]
+    fn a_kernel_with_a_stack_frame_or_spills_is_named() {
+        let ok = KernelResources { name: "add".into(), registers: 30, stack_bytes: 0, spill_store_bytes: 0, spill_load_bytes: 0 };
+        let stack = KernelResources { name: "dw".into(), stack_bytes: 64, ..ok.clone() };
+        let spill = KernelResources { name: "bn".into(), spill_store_bytes: 8, ..ok.clone() };
+        assert!(local_memory_users(&[ok.clone()]).is_empty());
+        assert_eq!(local_memory_users(&[ok, stack, spill]).iter().map(|k| k.name.as_str()).collect::<Vec<_>>(), ["dw", "bn"]);
     }
 }

@@ -36,7 +36,7 @@ fn train_kernels_compile_with_nvrtc_for_hopper_and_orin() {
 #[test]
 fn no_train_kernel_uses_local_memory() {
     use effv2_runtime::cuda::{compile_source, nvrtc_for_tests, DType};
-    use effv2_runtime::plan::ptxas::{kernel_resources, ptxas_for_tests};
+    use effv2_runtime::plan::ptxas::{ptxas_for_tests, without_local_memory};
     let Some(ptxas) = ptxas_for_tests() else { return };
     if !nvrtc_for_tests() {
         return;
@@ -44,11 +44,10 @@ fn no_train_kernel_uses_local_memory() {
     for dtype in [DType::F32, DType::Bf16] {
         for (arch, sm) in [("compute_90", "sm_90"), ("compute_87", "sm_87")] {
             let ptx = compile_source(&train_kernels_source(), "effv2_train_kernels.cu", dtype.kernel_defines(), Some(arch.into())).unwrap().to_src();
-            let kernels = kernel_resources(&ptxas, &ptx, sm).unwrap();
+            let kernels = without_local_memory(&ptxas, &ptx, sm).unwrap_or_else(|e| panic!("{dtype:?} {e}"));
             assert_eq!(kernels.len(), TRAIN_KERNEL_NAMES.len(), "{dtype:?} {sm}");
             for k in &kernels {
                 println!("{dtype:?} {sm} {:<24} {:>3} registers", k.name, k.registers);
-                assert_eq!((k.stack_bytes, k.spill_store_bytes), (0, 0), "{dtype:?} {sm}: {k:?}");
             }
         }
     }

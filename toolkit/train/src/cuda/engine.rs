@@ -290,13 +290,14 @@ impl CudaTrainer {
         debug_assert_eq!(layout.param_at, self.param_layout.param_at);
         let alloc_f32 = |n: usize, what: &str| self.stream.alloc_zeros::<f32>(n.max(1)).map_err(|e| dev(fail(what, e)));
         let classes = self.graph.nodes[self.graph.output].shape.numel();
+        let input_len = batch * self.graph.input_shape().numel();
         let batch_buffers = Batch {
             arena: self.stream.alloc_zeros::<u8>(layout.arena_bytes.max(256)).map_err(|e| dev(fail(&format!("allocating activations for batch {batch}"), e)))?,
             masks: alloc_f32(layout.mask_len, "allocating masks")?,
-            input: alloc_f32(batch * self.graph.input_shape().numel(), "allocating the input")?,
+            input: alloc_f32(input_len, "allocating the input")?,
             // SAFETY: page-locked host memory of this context, only written through as_mut_slice
             // (which waits for the upload that last read it).
-            staged: unsafe { self.ctx.alloc_pinned::<f32>((batch * self.graph.input_shape().numel()).max(1)) }.map_err(|e| dev(fail("allocating pinned memory for the input", e)))?,
+            staged: unsafe { self.ctx.alloc_pinned::<f32>(input_len.max(1)) }.map_err(|e| dev(fail("allocating pinned memory for the input", e)))?,
             logits: alloc_f32(batch * classes, "allocating the logits")?,
             dlogits: alloc_f32(batch * classes, "allocating dlogits")?,
             layout,

@@ -119,6 +119,10 @@ pub struct TrainLayout {
     /// backward starts from the activation's gradient (the BN output recomputed from its input):
     /// the BN's own value and gradient are never stored, two passes over the tensor fewer each way.
     pub fused_act: Vec<Option<(usize, i32)>>,
+    /// Per drop-path / dropout node read only by a residual Add: that Add, whose backward applies
+    /// the mask to its own gradient straight into the mask's input gradient, so the mask node has
+    /// no gradient (a copy of the Add's) of its own.
+    pub mask_into_add: Vec<Option<usize>>,
     /// A zero f32 bias for depthwise convs without one.
     pub zeros_at: usize,
     pub arena_bytes: usize,
@@ -216,7 +220,8 @@ impl TrainLayout {
         let bn_saved_at = graph.nodes.iter().map(|n| matches!(n.op, Op::BatchNorm(_)).then(|| (take(4 * n.shape.c), take(4 * n.shape.c)))).collect();
         let tmp_at = take(eb * batch * graph.nodes.iter().map(|n| n.shape.numel()).max().unwrap_or(1).max(pad_len / batch.max(1)));
         let fused_act = if lowering.fuse_bn_act { fused_activations(graph) } else { vec![None; graph.nodes.len()] };
-        let (value_at, grad_at, lifetimes_bytes) = Self::plan_values_and_grads(graph, &fused_act, batch * eb, at);
+        let mask_into_add = masks_into_adds(graph);
+        let (value_at, grad_at, lifetimes_bytes) = Self::plan_values_and_grads(graph, &fused_act, &mask_into_add, batch * eb, at);
         let arena_bytes = at + lifetimes_bytes;
         // Trainable parameters first, those with weight decay leading, then the BN statistics: the
         // optimizer updates each group in one launch over a contiguous range, and the gradients
@@ -243,7 +248,7 @@ impl TrainLayout {
             mask_at[i] = Some(4 * mask_len);
             mask_len += floats;
         }
-        TrainLayout { batch, dtype, value_at, pad_at, wgrad16_at, dlogits16_at, partials_at, partials2_at, chan_group, sums64_at, bn_saved_at, fused_act, zeros_at, arena_bytes, param_at, params_bytes, lowering, tile_min_threads: ROW_TILE_MIN_THREADS, decayed_bytes, grad_at, tmp_at, pgrad_at, grads_bytes, mask_at, mask_len, shard: Shard::default() }
+        TrainLayout { batch, dtype, value_at, pad_at, wgrad16_at, dlogits16_at, partials_at, partials2_at, chan_group, sums64_at, bn_saved_at, fused_act, mask_into_add, zeros_at, arena_bytes, param_at, params_bytes, lowering, tile_min_threads: ROW_TILE_MIN_THREADS, decayed_bytes, grad_at, tmp_at, pgrad_at, grads_bytes, mask_at, mask_len, shard: Shard::default() }
     }
 
     /// The parameter buffer's bytes for `weights` (checked against the graph first).
@@ -309,15 +314,15 @@ impl TrainLayout {
     /// nothing reads. So gradients reuse the values of the nodes already back-propagated.
     /// A BN with a fused activation (`fused_act`) stores neither: its value is the activation's
     /// (written at the BN's time), and the activation's gradient lives on through the BN's backward.
-    /// A drop-path read only by a residual Add has no gradient; its input's is written at the Add's backward.
+    /// A drop-path read only by a residual Add (`mask_into_add`) has no gradient; its input's is
+    /// written at the Add's backward.
     /// Returns the value offsets, the gradient offsets and the bytes they span.
     /// `per_element`: bytes of one element times the batch.
-    fn plan_values_and_grads(graph: &Graph, fused_act: &[Option<(usize, i32)>], per_element: usize, base: usize) -> (Vec<usize>, Vec<Option<usize>>, usize) {
+    fn plan_values_and_grads(graph: &Graph, fused_act: &[Option<(usize, i32)>], into_add: &[Option<usize>], per_element: usize, base: usize) -> (Vec<usize>, Vec<Option<usize>>, usize) {
         let n = graph.nodes.len();
         let backward_at = |i: usize| 2 * n - 1 - i;
-        // A mask read only by a residual Add hands its input's gradient over at the Add's backward
-        // (see masks_into_adds), and has none of its own.
-        let into_add = masks_into_adds(graph);
+        // A mask read only by a residual Add hands its input's gradient over at the Add's backward,
+        // and has none of its own.
         let mut last_consumer: Vec<Option<usize>> = vec![None; n];
         for (i, node) in graph.nodes.iter().enumerate() {
             let writes_at = into_add[i].unwrap_or(i);
@@ -447,11 +452,7 @@ impl TrainLayout {
                 Op::GlobalAvgPool => out.push(infer("pool", total, [vec![Arg::Ptr(x), Arg::Ptr(y), tot], i32s(&[src.h * src.w, src.c])].concat())),
                 Op::Mul => out.push(infer_wide("gate_mul", total, s.c, [vec![Arg::Ptr(x), Arg::Ptr(v(node.inputs[1])), Arg::Ptr(y), tot], i32s(&[s.h * s.w, s.c])].concat())),
                 Op::Add => out.push(infer_wide("add", total, s.c, vec![Arg::Ptr(x), Arg::Ptr(v(node.inputs[1])), Arg::Ptr(y), tot])),
-                Op::DropPath { .. } | Op::Dropout { .. } => {
-                    let per = if matches!(node.op, Op::DropPath { .. }) { s.numel() } else { 1 };
-                    let mask = masks + self.mask_at[i].expect("mask slot") as u64;
-                    out.push(train_wide("apply_mask", total, per, vec![Arg::Ptr(x), Arg::Ptr(mask), Arg::Ptr(y), tot, Arg::I64(per as i64)]));
-                }
+                Op::DropPath { .. } | Op::Dropout { .. } => out.push(self.apply_mask(graph, i, masks, x, y)),
                 Op::Linear(l) => {
                     let rp = RowProduct { rows: batch, inp: l.in_features, out: l.out_features };
                     out.push(TrainLaunch::Gemm { g: rp.forward(), a: weight_of(l.weight), b: x, c: y });
@@ -598,7 +599,6 @@ impl TrainLayout {
         };
         let i32s = |xs: &[usize]| xs.iter().map(|&x| Arg::I32(x as i32)).collect::<Vec<_>>();
         let tmp = a(self.tmp_at);
-        let into_add = masks_into_adds(graph);
         let mut seen = vec![false; n];
         seen[graph.output] = true;
         let mut out = vec![];
@@ -622,16 +622,15 @@ impl TrainLayout {
             }
             let src = graph.nodes[x].shape;
             let xtotal = batch * src.numel();
+            // Whether input j's gradient is written for the first time (Some(true)) or added to
+            // (Some(false)); None for the network input, which keeps none.
+            let mut claim = |j: usize| (!matches!(graph.nodes[j].op, Op::Input)).then(|| !std::mem::replace(&mut seen[j], true));
             // Input j's gradient from `f(destination)`: straight into its slot the first time, else
             // through the scratch gradient and added.
-            let mut contrib = |j: usize, out: &mut Vec<TrainLaunch>, f: &dyn Fn(u64) -> Vec<TrainLaunch>| {
-                if matches!(graph.nodes[j].op, Op::Input) {
-                    return;
-                }
-                if !seen[j] {
-                    seen[j] = true;
-                    out.extend(f(g(j)));
-                } else {
+            let mut contrib = |j: usize, out: &mut Vec<TrainLaunch>, f: &dyn Fn(u64) -> Vec<TrainLaunch>| match claim(j) {
+                None => {}
+                Some(true) => out.extend(f(g(j))),
+                Some(false) => {
                     let t = batch * graph.nodes[j].shape.numel();
                     out.extend(f(tmp));
                     // acc += tmp: the inference `add`, in place (each element reads and writes its own index).
@@ -647,19 +646,13 @@ impl TrainLayout {
                     out.extend(self.bias_grad(arena, dy, batch, l.out_features, pg(l.bias)));
                     contrib(x, &mut out, &|dst| vec![TrainLaunch::Gemm { g: rp.input_grad(), a: weight_of(l.weight), b: dy, c: dst }]);
                 }
-                Op::DropPath { .. } | Op::Dropout { .. } => {
-                    let per = if matches!(node.op, Op::DropPath { .. }) { s.numel() } else { 1 };
-                    let mask = masks + self.mask_at[i].expect("mask slot") as u64;
-                    contrib(x, &mut out, &|dst| vec![train_wide("apply_mask", total, per, vec![Arg::Ptr(dy), Arg::Ptr(mask), Arg::Ptr(dst), Arg::I64(total as i64), Arg::I64(per as i64)])]);
-                }
+                Op::DropPath { .. } | Op::Dropout { .. } => contrib(x, &mut out, &|dst| vec![self.apply_mask(graph, i, masks, dy, dst)]),
                 Op::Add => {
                     for &j in &node.inputs {
-                        if into_add[j] == Some(i) {
+                        if self.mask_into_add[j] == Some(i) {
                             // The mask's backward applied here, into its input's gradient (the mask
                             // node, never `seen`, is then skipped).
-                            let per = if matches!(graph.nodes[j].op, Op::DropPath { .. }) { s.numel() } else { 1 };
-                            let mask = masks + self.mask_at[j].expect("mask slot") as u64;
-                            contrib(graph.nodes[j].inputs[0], &mut out, &|dst| vec![train_wide("apply_mask", total, per, vec![Arg::Ptr(dy), Arg::Ptr(mask), Arg::Ptr(dst), Arg::I64(total as i64), Arg::I64(per as i64)])]);
+                            contrib(graph.nodes[j].inputs[0], &mut out, &|dst| vec![self.apply_mask(graph, j, masks, dy, dst)]);
                             continue;
                         }
                         contrib(j, &mut out, &|dst| vec![train_wide("copy", total, s.c, vec![Arg::Ptr(dy), Arg::Ptr(dst), Arg::I64(total as i64)])]);
@@ -674,10 +667,8 @@ impl TrainLayout {
                 Op::GlobalAvgPool => {
                     // The SE pool's input also feeds the gate (whose gradient comes first): the
                     // kernel adds this second contribution in place, no scratch and add.
-                    let pool_backward = |accumulate: bool| train_wide("pool_backward", xtotal, src.c, [vec![Arg::Ptr(dy), Arg::Ptr(g(x)), Arg::I64(xtotal as i64)], i32s(&[src.h * src.w, src.c, accumulate as usize])].concat());
-                    if !matches!(graph.nodes[x].op, Op::Input) {
-                        out.push(pool_backward(seen[x]));
-                        seen[x] = true;
+                    if let Some(first) = claim(x) {
+                        out.push(train_wide("pool_backward", xtotal, src.c, [vec![Arg::Ptr(dy), Arg::Ptr(g(x)), Arg::I64(xtotal as i64)], i32s(&[src.h * src.w, src.c, !first as usize])].concat()));
                     }
                 }
                 Op::Act(k) => {
@@ -823,6 +814,17 @@ fn conv_of(graph: &Graph, id: usize) -> Option<effv2_edge::graph::Conv> {
 }
 
 impl TrainLayout {
+    /// `y = x · mask` of drop-path / dropout node `i` (its forward, and with gradients for x and y
+    /// its backward), the step's mask of that node from the `masks` buffer.
+    fn apply_mask(&self, graph: &Graph, i: usize, masks: u64, x: u64, y: u64) -> TrainLaunch {
+        let node = &graph.nodes[i];
+        let total = self.batch * node.shape.numel();
+        // A drop-path keeps or drops whole samples, a dropout single elements.
+        let per = if matches!(node.op, Op::DropPath { .. }) { node.shape.numel() } else { 1 };
+        let mask = masks + self.mask_at[i].expect("mask slot") as u64;
+        train_wide("apply_mask", total, per, vec![Arg::Ptr(x), Arg::Ptr(mask), Arg::Ptr(y), Arg::I64(total as i64), Arg::I64(per as i64)])
+    }
+
     /// A row-tiled kernel (bias_act, bn_apply, bn_backward_dx; precision.cu's row tiles) over
     /// `total` elements of `c` channels: `args`, then its rows per thread, in a thread per tile.
     fn tiled(&self, kernel: Kernel, total: usize, c: usize, mut args: Vec<Arg>) -> TrainLaunch {
@@ -832,9 +834,8 @@ impl TrainLayout {
     }
 }
 
-/// Per node: the residual Add that is the only reader of this drop-path / dropout output. Its
-/// backward applies the mask to its own gradient straight into the mask's input gradient, so the
-/// mask node's gradient (a copy of the Add's) is never formed.
+/// [`TrainLayout::mask_into_add`]: per node, the residual Add that is the only reader of this
+/// drop-path / dropout output.
 fn masks_into_adds(graph: &Graph) -> Vec<Option<usize>> {
     let mut readers = vec![vec![]; graph.nodes.len()];
     for (i, node) in graph.nodes.iter().enumerate() {
