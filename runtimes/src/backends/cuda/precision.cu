@@ -53,6 +53,16 @@ struct __align__(16) Vec { T v[VEC]; };
 __device__ __forceinline__ Vec vload(const T* p) { EFFV2_CHECK_ALIGNED(p); return *(const Vec*)p; }
 __device__ __forceinline__ void vstore(T* p, const Vec& v) { EFFV2_CHECK_ALIGNED(p); *(Vec*)p = v; }
 
+// L neighbouring values from p for kernels compiled for L = VEC (a wide load) and L = 1 (lane 0
+// alone, for channel counts off the vector path).
+template <int L>
+__device__ __forceinline__ Vec load_lanes(const T* p) {
+    Vec v;
+    if (L == VEC) v = vload(p);
+    else v.v[0] = *p;
+    return v;
+}
+
 // Every kernel is a grid-stride loop: work item i over [0, total), any launch shape.
 #define GRID_STRIDE(i, total) \
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < (total); i += (long long)blockDim.x * gridDim.x)

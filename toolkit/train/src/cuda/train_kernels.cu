@@ -79,18 +79,13 @@ __device__ __forceinline__ void chan_partials_of(const T* a, const T* b, const f
         for (int j = 0; j < L; ++j) s[j] = s2[j] = 0.0;
         for (long long r0 = k * chunk; r0 < r1; r0 += ROW_TILE) {
             int n = r1 - r0 < ROW_TILE ? (int)(r1 - r0) : ROW_TILE;
-            Vec av[ROW_TILE], bv[ROW_TILE];  // L = 1 uses lane 0
+            Vec av[ROW_TILE], bv[ROW_TILE];
 #pragma unroll
             for (int q = 0; q < ROW_TILE; ++q) {
                 if (q >= n) break;
                 long long at = (r0 + q) * c + ch;
-                if (L == VEC) {
-                    av[q] = vload(a + at);
-                    if (mode == 1) bv[q] = vload(b + at);
-                } else {
-                    av[q].v[0] = a[at];
-                    if (mode == 1) bv[q].v[0] = b[at];
-                }
+                av[q] = load_lanes<L>(a + at);
+                if (mode == 1) bv[q] = load_lanes<L>(b + at);
             }
 #pragma unroll
             for (int q = 0; q < ROW_TILE; ++q) {
@@ -367,7 +362,7 @@ __device__ __forceinline__ void depthwise_dw_of(const T* x, const T* dy, double*
         long long n = div_of(r, (long long)ow * oh);
         while (r < r1) {
             int rows_now = r1 - r < ROW_TILE ? (int)(r1 - r) : ROW_TILE;
-            Vec dv[ROW_TILE], xv[ROW_TILE];  // L = 1 uses lane 0
+            Vec dv[ROW_TILE], xv[ROW_TILE];
             bool in[ROW_TILE];
 #pragma unroll
             for (int u = 0; u < ROW_TILE; ++u) {
@@ -376,15 +371,8 @@ __device__ __forceinline__ void depthwise_dw_of(const T* x, const T* dy, double*
                 int iy = oy * stride + ky - pad_t, ix = ox * stride + kx - pad_l;
                 in[u] = iy >= 0 && iy < h && ix >= 0 && ix < wd;
                 if (in[u]) {
-                    const T* d = dy + (r + u) * c + ch;
-                    const T* xs = x + ((n * h + iy) * wd + ix) * c + ch;
-                    if (L == VEC) {
-                        dv[u] = vload(d);
-                        xv[u] = vload(xs);
-                    } else {
-                        dv[u].v[0] = *d;
-                        xv[u].v[0] = *xs;
-                    }
+                    dv[u] = load_lanes<L>(dy + (r + u) * c + ch);
+                    xv[u] = load_lanes<L>(x + ((n * h + iy) * wd + ix) * c + ch);
                 }
                 if (++ox == ow) {
                     ox = 0;
