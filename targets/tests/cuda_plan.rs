@@ -51,17 +51,17 @@ fn model_and_reference(model: &str, options: ModelOptions, size: usize, x: &Tens
 }
 
 /// The engine's launches for `plan` with activations of `dtype` (the host kernels built for it),
-/// replayed on host memory; logits [N, classes]. `fuse_pools`: what large batches take — every
+/// replayed on host memory; logits [N, classes]. `large_batch`: what large batches take — every
 /// depthwise conv the SE pool reads sums its rows for it (`depthwise_pool` + `pool_rows`) and
 /// every bias_act takes row tiles of the most rows — or neither (the engine's choice at these
 /// small batches).
-fn replay_on_host(host: &HostKernels, plan: &NetPlan, weights: &[f32], x: &Tensor, dtype: DType, fuse_pools: bool) -> Vec<f32> {
+fn replay_on_host(host: &HostKernels, plan: &NetPlan, weights: &[f32], x: &Tensor, dtype: DType, large_batch: bool) -> Vec<f32> {
     let mut layout = Layout::new(plan, weights, x.shape()[0], dtype).unwrap();
-    layout.fuse_pools(plan, if fuse_pools { 0 } else { usize::MAX });
-    layout.tile_min_threads = if fuse_pools { 0 } else { usize::MAX };
+    layout.fuse_pools(plan, if large_batch { 0 } else { usize::MAX });
+    layout.tile_min_threads = if large_batch { 0 } else { usize::MAX };
     use effv2_runtime::plan::Step;
     let pools_a_depthwise_conv = plan.steps.iter().any(|s| matches!(*s, Step::Pool { x } if x > 0 && matches!(plan.steps[x - 1], Step::Conv { groups, .. } if groups > 1)));
-    assert_eq!(layout.pool_fused.iter().any(|&f| f), fuse_pools && pools_a_depthwise_conv);
+    assert_eq!(layout.pool_fused.iter().any(|&f| f), large_batch && pools_a_depthwise_conv);
     // u64 backing keeps every block 8-byte aligned, like device allocations.
     let mut arena = vec![0u64; layout.arena_bytes.div_ceil(8)];
     let mut params = vec![0u64; layout.params.len().div_ceil(8)];
@@ -92,10 +92,10 @@ fn the_engine_launches_replayed_on_the_host_equal_the_reference_engine() {
         let (m, want) = model_and_reference("efficientnetv2-b0", options, size, &x);
         let (plan, weights) = cuda_plan(&m.graph(Some(size)).unwrap(), &m.weights).unwrap();
         let mut replays = vec![];
-        for fuse_pools in [false, true] {
-            let got = replay_on_host(&host, &plan, &weights, &x, DType::F32, fuse_pools);
+        for large_batch in [false, true] {
+            let got = replay_on_host(&host, &plan, &weights, &x, DType::F32, large_batch);
             let e = rel_err(&got, &want);
-            println!("host replay {name}{}: rel err {e:.2e}", if fuse_pools { ", SE pools fused" } else { "" });
+            println!("host replay {name}{}: rel err {e:.2e}", if large_batch { ", SE pools fused" } else { "" });
             assert!(e < 1e-4, "{name}: {e}");
             replays.push(got);
         }
