@@ -126,7 +126,7 @@ ptxas info    : Used 128 registers, used 0 barriers, 40 bytes cumulative stack s
         let ok = KernelResources { name: "add".into(), registers: 30, stack_bytes: 0, spill_store_bytes: 0, spill_load_bytes: 0 };
         let stack = KernelResources { name: "dw".into(), stack_bytes: 64, ..ok.clone() };
         let spill = KernelResources { name: "bn".into(), spill_store_bytes: 8, ..ok.clone() };
-        assert!(local_memory_users(&[ok.clone()]).is_empty());
+        assert!(local_memory_users(std::slice::from_ref(&ok)).is_empty());
         assert_eq!(local_memory_users(&[ok, stack, spill]).iter().map(|k| k.name.as_str()).collect::<Vec<_>>(), ["dw", "bn"]);
     }
 }

@@ -112,7 +112,7 @@ fn randn(n: usize, seed: u64, scale: f32) -> Vec<f32> {
 }
 
 type Partials = unsafe extern "C" fn(*const f32, *const f32, *const f32, *const f32, *const f32, *const f32, *mut f64, i64, i32, i32, i32, i32);
-type Finish = unsafe extern "C" fn(*const f64, i64, i32, f64, *mut f64);
+type Finish = unsafe extern "C" fn(*const f64, i64, i32, f64, *mut f64, *mut f32, *mut f32);
 type Regroup = unsafe extern "C" fn(*const f64, i64, i32, i32, *mut f64);
 
 /// What `chan_partials` reads besides `a`: the BN input, its saved statistics and parameters
@@ -127,15 +127,13 @@ struct SumsOf<'a> {
     kind: i32,
 }
 
-/// The two per-channel sums of `chan_partials` mode `mode` as the engine runs them: chunk
-/// partials, regrouped, then one ordered sum each; `[2c]` out (Σ, then the mode's second sum).
-fn chan_sums(h: &Host, a: &[f32], with: &SumsOf, c: usize, mode: i32, scale: f64) -> Vec<f64> {
+/// The per-channel partials of `chan_partials` mode `mode` as the engine runs them: chunk
+/// partials, regrouped; `[groups, 2c]` out, and `groups`.
+fn chan_partials(h: &Host, a: &[f32], with: &SumsOf, c: usize, mode: i32) -> (Vec<f64>, usize) {
     let rows = a.len() / c;
     let chunks = rows.div_ceil(CHAN_CHUNK_ROWS);
     let mut part = vec![f64::NAN; chunks * 2 * c];
-    let mut out = vec![f64::NAN; 2 * c];
     let p: Symbol<Partials> = h.sym("chan_partials");
-    let f: Symbol<Finish> = h.sym("chan_finish");
     let ptr = |v: &[f32]| if v.is_empty() { std::ptr::null() } else { v.as_ptr() };
     let pp = part.as_mut_ptr();
     let w = with;
@@ -150,9 +148,19 @@ fn chan_sums(h: &Host, a: &[f32], with: &SumsOf, c: usize, mode: i32, scale: f64
     let regroup: Symbol<Regroup> = h.sym("chan_regroup");
     let p2 = part2.as_mut_ptr();
     h.launch(|| unsafe { regroup(part.as_ptr(), chunks as i64, c as i32, group as i32, p2) });
-    let op = out.as_mut_ptr();
-    h.launch(|| unsafe { f(part2.as_ptr(), groups as i64, c as i32, scale, op) });
-    out
+    (part2, groups)
+}
+
+/// The two per-channel sums of `chan_partials` mode `mode`, finished by `chan_finish`: `[2c]` out
+/// (Σ, then the mode's second sum) in f64, and the f32 copies it writes of both halves.
+fn chan_sums(h: &Host, a: &[f32], with: &SumsOf, c: usize, mode: i32, scale: f64) -> (Vec<f64>, Vec<f32>) {
+    let (part, groups) = chan_partials(h, a, with, c, mode);
+    let f: Symbol<Finish> = h.sym("chan_finish");
+    let (mut out, mut out32) = (vec![f64::NAN; 2 * c], vec![f32::NAN; 2 * c]);
+    let (op, lo) = (out.as_mut_ptr(), out32.as_mut_ptr());
+    let hi = unsafe { lo.add(c) };
+    h.launch(|| unsafe { f(part.as_ptr(), groups as i64, 2 * c as i32, scale, op, lo, hi) });
+    (out, out32)
 }
 
 /// Batch norm in training mode, alone (5 channels: a thread per element) and with a SiLU or a
@@ -182,7 +190,8 @@ fn batch_norm_training_forward_and_backward_equal_the_cpu_engine() {
         });
 
         // Mean and mean square in one pass.
-        let moments = chan_sums(&h, &x, &SumsOf::default(), c, 0, 1.0 / rows as f64);
+        let (moments, moments32) = chan_sums(&h, &x, &SumsOf::default(), c, 0, 1.0 / rows as f64);
+        assert!(moments.iter().zip(&moments32).all(|(&m, &m32)| m as f32 == m32), "{}", what("f32 copies of the sums"));
         let (mean64, meansq64) = moments.split_at(c);
         let (mut mean, mut invstd) = (vec![0f32; c], vec![0f32; c]);
         let (mut rm, mut rv) = (vec![0.5f32; c], vec![2.0f32; c]);
@@ -197,6 +206,18 @@ fn batch_norm_training_forward_and_backward_equal_the_cpu_engine() {
         close(&invstd, &saved.invstd, 1e-6, &what("invstd"));
         close(&rm, &rm_cpu, 1e-6, &what("running mean"));
         close(&rv, &rv_cpu, 1e-6, &what("running var"));
+        // One engine: the final sums and the statistics from the partials in one launch, the same
+        // to the bit.
+        let (part, groups) = chan_partials(&h, &x, &SumsOf::default(), c, 0);
+        let (mut mean1, mut invstd1) = (vec![f32::NAN; c], vec![f32::NAN; c]);
+        let (mut rm1, mut rv1) = (vec![0.5f32; c], vec![2.0f32; c]);
+        let bn_finish: Symbol<unsafe extern "C" fn(*const f64, i64, i32, f64, *mut f32, *mut f32, *mut f32, *mut f32, i64, f32, f32)> = h.sym("bn_finish");
+        let ptrs = [mean1.as_mut_ptr(), invstd1.as_mut_ptr(), rm1.as_mut_ptr(), rv1.as_mut_ptr()];
+        h.launch(|| unsafe { bn_finish(part.as_ptr(), groups as i64, c as i32, 1.0 / rows as f64, ptrs[0], ptrs[1], ptrs[2], ptrs[3], rows as i64, 1e-3, bn::RUNNING_MOMENTUM) });
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        for (got, want, name) in [(&mean1, &mean, "mean"), (&invstd1, &invstd, "invstd"), (&rm1, &rm, "running mean"), (&rv1, &rv, "running var")] {
+            assert_eq!(bits(got), bits(want), "{}", what(&format!("bn_finish {name}")));
+        }
         // Row tiles of 1, 3 (the last one short) and 4 rows (7 asks for more than ROW_TILE): the
         // same outputs to the bit, as tiles only change which thread computes what.
         const RPTS: [i32; 4] = [1, 3, 4, 7];
@@ -215,7 +236,7 @@ fn batch_norm_training_forward_and_backward_equal_the_cpu_engine() {
         bn::backward(&p, &saved, &x, &dy, &mut dx_cpu, &mut dg_cpu, &mut db_cpu, None).unwrap();
         // Σdy and Σdy·x̂ in one pass, from the activation's gradient where one is fused.
         let with = SumsOf { b: &x, mean: &mean, invstd: &invstd, gamma: &gamma, beta: &beta, kind };
-        let sums = chan_sums(&h, &dz, &with, c, 1, 1.0);
+        let (sums, sums32) = chan_sums(&h, &dz, &with, c, 1, 1.0);
         let (sdy, sdyx) = sums.split_at(c);
         type Bwd = unsafe extern "C" fn(*const f32, *const f32, *const f32, *const f32, *const f32, *const f32, *const f64, *const f64, *mut f32, i64, i32, i64, i32, i32);
         let bwd: Symbol<Bwd> = h.sym("bn_backward_dx");
@@ -228,13 +249,10 @@ fn batch_norm_training_forward_and_backward_equal_the_cpu_engine() {
             dxs.push(dx);
         }
         assert!(dxs.iter().all(|d| d.iter().zip(&dxs[0]).all(|(a, b)| a.to_bits() == b.to_bits())), "{}", what("dx differs between row tiles"));
-        let (mut dg, mut db) = (vec![f32::NAN; c], vec![f32::NAN; c]);
-        let to32: Symbol<unsafe extern "C" fn(*const f64, *mut f32, i32)> = h.sym("to_f32_grad");
-        let (dgp, dbp) = (dg.as_mut_ptr(), db.as_mut_ptr());
-        h.launch(|| unsafe { to32(sdyx.as_ptr(), dgp, c as i32) });
-        h.launch(|| unsafe { to32(sdy.as_ptr(), dbp, c as i32) });
-        close(&dg, &dg_cpu, 1e-5, &what("dgamma"));
-        close(&db, &db_cpu, 1e-5, &what("dbeta"));
+        // dβ = Σdy and dγ = Σdy·x̂: the f32 copies chan_finish writes.
+        let (db, dg) = sums32.split_at(c);
+        close(dg, &dg_cpu, 1e-5, &what("dgamma"));
+        close(db, &db_cpu, 1e-5, &what("dbeta"));
     }
 }
 
@@ -451,7 +469,8 @@ fn train_kernels_on_a_gpu_equal_the_cpu_maths_or_name_what_is_missing() {
         b.launch(cfg(chunks * c)).unwrap();
         let fin = f("chan_finish");
         let mut b = stream.launch_builder(&fin);
-        b.arg(&part).arg(&chunks_i).arg(&c2_i).arg(&scale).arg(&mut moments);
+        let no_f32 = 0u64;
+        b.arg(&part).arg(&chunks_i).arg(&c2_i).arg(&scale).arg(&mut moments).arg(&no_f32).arg(&no_f32);
         b.launch(cfg(c)).unwrap();
     }
     let moments = stream.clone_dtoh(&moments).unwrap();

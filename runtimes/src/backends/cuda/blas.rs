@@ -32,7 +32,8 @@ impl Blas {
         Ok(Blas { blas, _workspace: ws })
     }
 
-    /// `c = op(a) · op(b)` as `g` says, on device addresses, elements of `dtype`; for a plan's
+    /// `c = op(a) · op(b)` as `g` says, on device addresses, elements of `dtype` (`c` f32 where
+    /// `g.c_f32`: cuBLAS takes 16-bit inputs with an f32 output and f32 sums); for a plan's
     /// `y = x · wᵀ` that is [`BlasGemm::for_linear`] with a = w, b = x, c = y (the host replay
     /// checks those parameters).
     ///
@@ -63,7 +64,7 @@ impl Blas {
                 g.ldb as i32,
                 &beta as *const f32 as *const _,
                 c as *mut _,
-                ty,
+                if g.c_f32 { cudaDataType::CUDA_R_32F } else { ty },
                 g.ldc as i32,
                 // f32 accumulation; plain FP32 never uses TF32 (CUBLAS_DEFAULT_MATH), so fp32
                 // plans stay within 1e-4 of the reference.

@@ -81,9 +81,10 @@ void host_conv_bwd_filter_nhwc(CONV_ARGS, const T* x, const T* dy, T* dw) {
     for (size_t i = 0; i < acc.size(); ++i) dw[i] = st(acc[i]);
 }
 
-// cuBLAS's gemm as BLAS defines it: column-major C = op(A) op(B), leading dimensions as given.
-void host_blas_gemm(int trans_a, int trans_b, int m, int n, int k, int lda, int ldb, int ldc, const T* a,
-                    const T* b, T* c) {
+// cuBLAS's gemm as BLAS defines it: column-major C = op(A) op(B), leading dimensions as given;
+// C of type T, or f32 where c_f32 is set (cuBLAS's mixed-type gemm).
+void host_blas_gemm(int trans_a, int trans_b, int m, int n, int k, int lda, int ldb, int ldc, int c_f32,
+                    const T* a, const T* b, void* c) {
     for (int j = 0; j < n; ++j)
         for (int i = 0; i < m; ++i) {
             float acc = 0.0f;
@@ -92,7 +93,11 @@ void host_blas_gemm(int trans_a, int trans_b, int m, int n, int k, int lda, int 
                 float bv = ld(trans_b ? b[j + (long long)p * ldb] : b[p + (long long)j * ldb]);
                 acc += av * bv;
             }
-            c[i + (long long)j * ldc] = st(acc);
+            long long at = i + (long long)j * ldc;
+            if (c_f32)
+                ((float*)c)[at] = acc;
+            else
+                ((T*)c)[at] = st(acc);
         }
 }
 }

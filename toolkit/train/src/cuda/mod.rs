@@ -29,7 +29,7 @@ pub const TRAIN_KERNEL_NAMES: [&str; 21] = [
     "bn_eval_invstd",
     "bn_apply",
     "bn_backward_dx",
-    "to_f32_grad",
+    "bn_finish",
     "act_backward",
     "depthwise_backward_dx",
     "depthwise_backward_dw",

@@ -99,7 +99,7 @@ pub struct TrainLayout {
     pub value_at: Vec<usize>,
     /// Padded-input scratch (asymmetric "same" padding for cuDNN), `dtype`.
     pub pad_at: usize,
-    /// Mixed precision: a weight gradient as cuDNN / cuBLAS write it (bf16) before it is widened
+    /// Mixed precision: a weight gradient as cuDNN writes it (bf16) before it is widened
     /// into `grads`, and dLoss/dLogits narrowed to bf16.
     pub wgrad16_at: usize,
     pub dlogits16_at: usize,
@@ -186,7 +186,7 @@ impl TrainLayout {
             at += align(bytes);
             a
         };
-        let (mut pad_len, mut max_c, mut dw_partials) = (0usize, 1usize, 0usize);
+        let (mut pad_len, mut max_c, mut dw_partials, mut cudnn_weight) = (0usize, 1usize, 0usize, 1usize);
         // Chunk partials of the largest per-channel sum (a BN's or a bias gradient's: over a
         // node's rows and channels), and of their first-level regrouping.
         let (mut sum_partials, mut sum_partials2) = (1usize, 1usize);
@@ -202,6 +202,10 @@ impl TrainLayout {
                 if c.is_depthwise() {
                     dw_partials = dw_partials.max((batch * n.shape.h * n.shape.w).div_ceil(DW_CHUNK_ROWS) * c.kernel * c.kernel * src.c);
                 }
+                // A weight gradient cuDNN writes in the values' type (cuBLAS writes f32 itself).
+                if !c.is_depthwise() && (RowProduct::of_conv(c, 1).is_none() || !lowering.gemm_1x1) {
+                    cudnn_weight = cudnn_weight.max(graph.params[c.weight].numel());
+                }
                 let p = c.pads;
                 if c.groups == 1 && (p.top, p.left) != (p.bottom, p.right) {
                     pad_len = pad_len.max(batch * src.c * (src.h + p.top + p.bottom) * (src.w + p.left + p.right));
@@ -209,8 +213,7 @@ impl TrainLayout {
             }
         }
         let pad_at = take(eb * pad_len);
-        let max_weight = graph.params.iter().filter(|p| matches!(p.role, Role::ConvWeight | Role::LinearWeight)).map(|p| p.numel()).max().unwrap_or(1);
-        let wgrad16_at = take(if dtype == DType::F32 { 0 } else { 2 * max_weight });
+        let wgrad16_at = take(if dtype == DType::F32 { 0 } else { 2 * cudnn_weight });
         let dlogits16_at = take(if dtype == DType::F32 { 0 } else { 2 * batch * graph.nodes[graph.output].shape.numel() });
         // f64 partial sums: a BN's per-channel sums, or a depthwise filter gradient's (one at a time).
         let partials_at = take(8 * sum_partials.max(dw_partials));
@@ -440,10 +443,18 @@ impl TrainLayout {
                     // Mean and mean square in one pass over x.
                     let (m64, msq64) = self.sums64(arena, s.c);
                     let (mean, invstd) = self.bn_saved_at[i].map(|(m, s)| (a(m), a(s))).expect("a BN node has saved slots");
-                    out.extend(self.chan_sums(arena, [x, 0, 0, 0, 0, 0], rows, s.c, 0, 0, 1.0 / global_rows as f64, m64));
-                    out.extend(self.sync_sums(m64, 2 * s.c));
-                    let fin = vec![Arg::Ptr(m64), Arg::Ptr(msq64), Arg::Ptr(mean), Arg::Ptr(invstd), Arg::Ptr(p(b.mean)), Arg::Ptr(p(b.var)), Arg::I32(s.c as i32), Arg::I64(global_rows as i64), Arg::F32(b.eps), Arg::F32(RUNNING_MOMENTUM)];
-                    out.push(train("bn_finalize", s.c, fin));
+                    let scale = 1.0 / global_rows as f64;
+                    let stats = [Arg::Ptr(mean), Arg::Ptr(invstd), Arg::Ptr(p(b.mean)), Arg::Ptr(p(b.var))];
+                    let tail = [Arg::I64(global_rows as i64), Arg::F32(b.eps), Arg::F32(RUNNING_MOMENTUM)];
+                    if let Some(sum) = self.sync_sums(m64, 2 * s.c) {
+                        out.extend(self.chan_sums(arena, [x, 0, 0, 0, 0, 0], rows, s.c, 0, 0, scale, m64, [0, 0]));
+                        out.push(sum);
+                        out.push(train("bn_finalize", s.c, [&[Arg::Ptr(m64), Arg::Ptr(msq64)][..], &stats, &[Arg::I32(s.c as i32)], &tail].concat()));
+                    } else {
+                        let (sums, last, n) = self.chan_partials(arena, [x, 0, 0, 0, 0, 0], rows, s.c, 0, 0);
+                        out.extend(sums);
+                        out.push(train("bn_finish", s.c, [&[Arg::Ptr(last), Arg::I64(n as i64), Arg::I32(s.c as i32), Arg::F64(scale)][..], &stats, &tail].concat()));
+                    }
                     out.push(self.tiled(Kernel::Train("bn_apply"), total, s.c, vec![Arg::Ptr(x), Arg::Ptr(y), Arg::Ptr(mean), Arg::Ptr(invstd), Arg::Ptr(p(b.weight)), Arg::Ptr(p(b.bias)), tot, Arg::I32(s.c as i32), Arg::I32(self.fused_code(i))]));
                 }
                 // Written by its BN (fused).
@@ -544,7 +555,16 @@ impl TrainLayout {
     /// `to[0..2c]` through chunk partials, which are then added as `2c` channels: `ptrs` are its
     /// a, b, mean, invstd, gamma, beta (0 where unused), `kind` the fused activation.
     #[allow(clippy::too_many_arguments)]
-    fn chan_sums(&self, arena: u64, ptrs: [u64; 6], rows: usize, c: usize, mode: i32, kind: i32, scale: f64, to: u64) -> Vec<TrainLaunch> {
+    fn chan_sums(&self, arena: u64, ptrs: [u64; 6], rows: usize, c: usize, mode: i32, kind: i32, scale: f64, to: u64, f32_halves: [u64; 2]) -> Vec<TrainLaunch> {
+        let (mut out, last, n) = self.chan_partials(arena, ptrs, rows, c, mode, kind);
+        let [lo, hi] = f32_halves.map(Arg::Ptr);
+        out.push(train("chan_finish", 2 * c, vec![Arg::Ptr(last), Arg::I64(n as i64), Arg::I32(2 * c as i32), Arg::F64(scale), Arg::Ptr(to), lo, hi]));
+        out
+    }
+
+    /// [`TrainLayout::chan_sums`] up to the final sum: the launches, and where their `[n, 2c]`
+    /// partials end up and `n`.
+    fn chan_partials(&self, arena: u64, ptrs: [u64; 6], rows: usize, c: usize, mode: i32, kind: i32) -> (Vec<TrainLaunch>, u64, usize) {
         let part = arena + self.partials_at as u64;
         let chunks = rows.div_ceil(CHAN_CHUNK_ROWS);
         let mut args: Vec<Arg> = ptrs.iter().map(|&p| Arg::Ptr(p)).collect();
@@ -552,25 +572,20 @@ impl TrainLayout {
         // A thread per chunk and VEC channels where c is a multiple of VEC.
         let mut out = vec![train("chan_partials", wide_threads(chunks * c, c), args)];
         let c = 2 * c;
-        let (last, n) = if chunks > self.chan_group {
-            // Many chunks: sum them in groups first, so the final sum per channel is short.
-            let part2 = arena + self.partials2_at as u64;
-            let groups = chunks.div_ceil(self.chan_group);
-            out.push(train("chan_regroup", groups * c, vec![Arg::Ptr(part), Arg::I64(chunks as i64), Arg::I32(c as i32), Arg::I32(self.chan_group as i32), Arg::Ptr(part2)]));
-            (part2, groups)
-        } else {
-            (part, chunks)
-        };
-        out.push(train("chan_finish", c, vec![Arg::Ptr(last), Arg::I64(n as i64), Arg::I32(c as i32), Arg::F64(scale), Arg::Ptr(to)]));
-        out
+        if chunks <= self.chan_group {
+            return (out, part, chunks);
+        }
+        // Many chunks: sum them in groups first, so the final sum per channel is short.
+        let part2 = arena + self.partials2_at as u64;
+        let groups = chunks.div_ceil(self.chan_group);
+        out.push(train("chan_regroup", groups * c, vec![Arg::Ptr(part), Arg::I64(chunks as i64), Arg::I32(c as i32), Arg::I32(self.chan_group as i32), Arg::Ptr(part2)]));
+        (out, part2, groups)
     }
 
     /// `Σ dy` over rows per channel into a parameter gradient (a bias).
     fn bias_grad(&self, arena: u64, dy: u64, rows: usize, c: usize, to: u64) -> Vec<TrainLaunch> {
         let (s64, _) = self.sums64(arena, c);
-        let mut l = self.chan_sums(arena, [dy, 0, 0, 0, 0, 0], rows, c, 0, 0, 1.0, s64);
-        l.push(train("to_f32_grad", c, vec![Arg::Ptr(s64), Arg::Ptr(to), Arg::I32(c as i32)]));
-        l
+        self.chan_sums(arena, [dy, 0, 0, 0, 0, 0], rows, c, 0, 0, 1.0, s64, [to, 0])
     }
 
     /// The launches of the backward pass after [`TrainLayout::forward`]: `dlogits` (f32, `[batch,
@@ -588,8 +603,8 @@ impl TrainLayout {
         let p = |id: usize| b.params + self.param_at[id] as u64;
         let weight_of = |id: usize| self.weight(b, id);
         let pg = |id: usize| grads + self.pgrad_at[id].expect("a trainable parameter") as u64;
-        // A weight gradient from cuDNN / cuBLAS: straight into `grads` in f32; in bf16 through
-        // the 16-bit scratch, then widened.
+        // A weight gradient from cuDNN: straight into `grads` in f32; in bf16 through the 16-bit
+        // scratch, then widened (cuBLAS writes f32 from 16-bit values itself: RowProduct::weight_grad).
         let wgrad = |id: usize| if f32_mode { pg(id) } else { a(self.wgrad16_at) };
         let widen = |id: usize, out: &mut Vec<TrainLaunch>| {
             if !f32_mode {
@@ -641,8 +656,7 @@ impl TrainLayout {
                 Op::Input => {}
                 Op::Linear(l) => {
                     let rp = RowProduct { rows: batch, inp: l.in_features, out: l.out_features };
-                    out.push(TrainLaunch::Gemm { g: rp.weight_grad(), a: v(x), b: dy, c: wgrad(l.weight) });
-                    widen(l.weight, &mut out);
+                    out.push(TrainLaunch::Gemm { g: rp.weight_grad(), a: v(x), b: dy, c: pg(l.weight) });
                     out.extend(self.bias_grad(arena, dy, batch, l.out_features, pg(l.bias)));
                     contrib(x, &mut out, &|dst| vec![TrainLaunch::Gemm { g: rp.input_grad(), a: weight_of(l.weight), b: dy, c: dst }]);
                 }
@@ -682,11 +696,9 @@ impl TrainLayout {
                     let (mean, invstd) = self.bn_saved_at[i].map(|(m, s)| (a(m), a(s))).expect("a BN node has saved slots");
                     let kind = self.fused_code(i);
                     let bn_ptrs = [dy, v(x), mean, invstd, p(b.weight), p(b.bias)];
-                    out.extend(self.chan_sums(arena, bn_ptrs, rows, s.c, 1, kind, 1.0, sdy));
-                    // dγ, dβ: this replica's share (summed with every gradient at the end); dx needs
-                    // the group's sums and row count.
-                    out.push(train("to_f32_grad", s.c, vec![Arg::Ptr(sdyx), Arg::Ptr(pg(b.weight)), Arg::I32(s.c as i32)]));
-                    out.push(train("to_f32_grad", s.c, vec![Arg::Ptr(sdy), Arg::Ptr(pg(b.bias)), Arg::I32(s.c as i32)]));
+                    // dβ = Σdy, dγ = Σdy·x̂ in f32 too: this replica's share (summed with every
+                    // gradient at the end); dx needs the group's sums and row count.
+                    out.extend(self.chan_sums(arena, bn_ptrs, rows, s.c, 1, kind, 1.0, sdy, [pg(b.bias), pg(b.weight)]));
                     out.extend(self.sync_sums(sdy, 2 * s.c));
                     let global_rows = self.shard.global_batch(batch) * s.h * s.w;
                     let args = vec![Arg::Ptr(v(x)), Arg::Ptr(dy), Arg::Ptr(mean), Arg::Ptr(invstd), Arg::Ptr(p(b.weight)), Arg::Ptr(p(b.bias)), Arg::Ptr(sdy), Arg::Ptr(sdyx)];
@@ -709,8 +721,7 @@ impl TrainLayout {
                         continue;
                     }
                     if let Some(rp) = self.row_product(c, batch * s.h * s.w) {
-                        out.push(TrainLaunch::Gemm { g: rp.weight_grad(), a: v(x), b: dy, c: wgrad(c.weight) });
-                        widen(c.weight, &mut out);
+                        out.push(TrainLaunch::Gemm { g: rp.weight_grad(), a: v(x), b: dy, c: pg(c.weight) });
                         let wt = weight_of(c.weight);
                         contrib(x, &mut out, &|dst| vec![TrainLaunch::Gemm { g: rp.input_grad(), a: wt, b: dy, c: dst }]);
                         continue;
@@ -774,14 +785,15 @@ impl RowProduct {
         BlasGemm::for_linear(self.rows, self.out, self.inp)
     }
 
-    /// dw[out, inp] = dyᵀ · x, column-major dwᵀ = xᵀ · dy (a = x, b = dy).
+    /// dw[out, inp] = dyᵀ · x, column-major dwᵀ = xᵀ · dy (a = x, b = dy), in f32 whatever the
+    /// values' type: straight into the parameter gradients.
     fn weight_grad(self) -> BlasGemm {
-        BlasGemm { trans_a: false, trans_b: true, m: self.inp, n: self.out, k: self.rows, lda: self.inp, ldb: self.out, ldc: self.inp }
+        BlasGemm { trans_a: false, trans_b: true, m: self.inp, n: self.out, k: self.rows, lda: self.inp, ldb: self.out, ldc: self.inp, c_f32: true }
     }
 
     /// dx[rows, inp] = dy · w, column-major dxᵀ = wᵀ · dyᵀ (a = w, b = dy).
     fn input_grad(self) -> BlasGemm {
-        BlasGemm { trans_a: false, trans_b: false, m: self.inp, n: self.rows, k: self.out, lda: self.inp, ldb: self.out, ldc: self.inp }
+        BlasGemm { trans_a: false, trans_b: false, m: self.inp, n: self.rows, k: self.out, lda: self.inp, ldb: self.out, ldc: self.inp, c_f32: false }
     }
 }
 

@@ -139,9 +139,18 @@ extern "C" __global__ void chan_regroup(const double* part, long long chunks, in
     }
 }
 
-// out[ch] = scale · Σ_k part[k·c + ch], partials added in chunk order.
-extern "C" __global__ void chan_finish(const double* part, long long chunks, int c, double scale, double* out) {
-    GRID_STRIDE(ch, c) { out[ch] = ordered_sum(part + ch, 0, chunks, c) * scale; }
+// out[ch] = scale · Σ_k part[k·c + ch], partials added in chunk order. Where given, the first and
+// the second half of the c sums also go to f32 arrays (lo, hi: parameter gradients such as a
+// BN's dβ = Σdy and dγ = Σdy·x̂, or a bias's Σdy) — no launch of their own.
+extern "C" __global__ void chan_finish(const double* part, long long chunks, int c, double scale, double* out,
+                                       float* lo, float* hi) {
+    int half = c / 2;
+    GRID_STRIDE(ch, c) {
+        double v = ordered_sum(part + ch, 0, chunks, c) * scale;
+        out[ch] = v;
+        float* to = ch < half ? lo : hi;
+        if (to) to[ch < half ? ch : ch - half] = (float)v;
+    }
 }
 
 // ---- batch norm, training mode ----
@@ -149,17 +158,34 @@ extern "C" __global__ void chan_finish(const double* part, long long chunks, int
 // From the batch mean and mean square (f64; the variance is their difference, clamped at zero):
 // the saved mean / invstd for apply and backward, and the running statistics (unbiased variance,
 // momentum 0.1 as PyTorch; TF's decay 0.9).
+__device__ __forceinline__ void bn_stats(int ch, double m, double msq, float* mean, float* invstd,
+                                         float* running_mean, float* running_var, long long rows, float eps,
+                                         float momentum) {
+    double v = msq - m * m;
+    v = v > 0.0 ? v : 0.0;
+    mean[ch] = (float)m;
+    invstd[ch] = (float)(1.0 / sqrt(v + (double)eps));
+    double unbias = rows > 1 ? (double)rows / (double)(rows - 1) : 1.0;
+    running_mean[ch] += momentum * ((float)m - running_mean[ch]);
+    running_var[ch] += momentum * ((float)(v * unbias) - running_var[ch]);
+}
+
+// bn_stats from sums chan_finish wrote (data parallelism: after they were summed over replicas).
 extern "C" __global__ void bn_finalize(const double* mean64, const double* meansq64, float* mean, float* invstd,
                                        float* running_mean, float* running_var, int c, long long rows, float eps,
                                        float momentum) {
+    GRID_STRIDE(ch, c) { bn_stats(ch, mean64[ch], meansq64[ch], mean, invstd, running_mean, running_var, rows, eps, momentum); }
+}
+
+// chan_finish and bn_finalize in one launch (one engine: nothing to sum between them): the two
+// sums of channel ch from [chunks, 2c] partials, each scaled as chan_finish scales it.
+extern "C" __global__ void bn_finish(const double* part, long long chunks, int c, double scale, float* mean,
+                                     float* invstd, float* running_mean, float* running_var, long long rows,
+                                     float eps, float momentum) {
     GRID_STRIDE(ch, c) {
-        double m = mean64[ch], v = meansq64[ch] - m * m;
-        v = v > 0.0 ? v : 0.0;
-        mean[ch] = (float)m;
-        invstd[ch] = (float)(1.0 / sqrt(v + (double)eps));
-        double unbias = rows > 1 ? (double)rows / (double)(rows - 1) : 1.0;
-        running_mean[ch] += momentum * ((float)m - running_mean[ch]);
-        running_var[ch] += momentum * ((float)(v * unbias) - running_var[ch]);
+        double m = ordered_sum(part + ch, 0, chunks, 2 * c) * scale;
+        double msq = ordered_sum(part + c + ch, 0, chunks, 2 * c) * scale;
+        bn_stats(ch, m, msq, mean, invstd, running_mean, running_var, rows, eps, momentum);
     }
 }
 
@@ -252,11 +278,6 @@ extern "C" __global__ void bn_backward_dx(const T* x, const T* d, const float* m
             dx[i] = st(bn_backward_at(p, ld(x[i]), ld(d[i]), n, kind));
         }
     });
-}
-
-// f64 per-channel sums to the f32 parameter gradients.
-extern "C" __global__ void to_f32_grad(const double* s, float* g, int c) {
-    GRID_STRIDE(ch, c) { g[ch] = (float)s[ch]; }
 }
 
 // ---- activations ----

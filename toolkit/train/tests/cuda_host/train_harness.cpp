@@ -14,14 +14,16 @@
 extern "C" {
 void host_chan_partials(unsigned g, unsigned b, void** p) { LOOP(chan_partials(CT(0), CT(1), CF(2), CF(3), CF(4), CF(5), MD(6), L(7), I(8), I(9), I(10), I(11))) }
 void host_chan_regroup(unsigned g, unsigned b, void** p) { LOOP(chan_regroup(CD(0), L(1), I(2), I(3), MD(4))) }
-void host_chan_finish(unsigned g, unsigned b, void** p) { LOOP(chan_finish(CD(0), L(1), I(2), P(3, double), MD(4))) }
+void host_chan_finish(unsigned g, unsigned b, void** p) { LOOP(chan_finish(CD(0), L(1), I(2), P(3, double), MD(4), MF(5), MF(6))) }
 void host_bn_finalize(unsigned g, unsigned b, void** p) {
     LOOP(bn_finalize(CD(0), CD(1), MF(2), MF(3), MF(4), MF(5), I(6), L(7), P(8, float), P(9, float)))
+}
+void host_bn_finish(unsigned g, unsigned b, void** p) {
+    LOOP(bn_finish(CD(0), L(1), I(2), P(3, double), MF(4), MF(5), MF(6), MF(7), L(8), P(9, float), P(10, float)))
 }
 void host_bn_eval_invstd(unsigned g, unsigned b, void** p) { LOOP(bn_eval_invstd(CF(0), MF(1), I(2), P(3, float))) }
 void host_bn_apply(unsigned g, unsigned b, void** p) { LOOP(bn_apply(CT(0), MT(1), CF(2), CF(3), CF(4), CF(5), L(6), I(7), I(8), I(9))) }
 void host_apply_mask(unsigned g, unsigned b, void** p) { LOOP(apply_mask(CT(0), CF(1), MT(2), L(3), L(4))) }
-void host_to_f32_grad(unsigned g, unsigned b, void** p) { LOOP(to_f32_grad(CD(0), MF(1), I(2))) }
 void host_bn_backward_dx(unsigned g, unsigned b, void** p) {
     LOOP(bn_backward_dx(CT(0), CT(1), CF(2), CF(3), CF(4), CF(5), CD(6), CD(7), MT(8), L(9), I(10), L(11), I(12), I(13)))
 }
