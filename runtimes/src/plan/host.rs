@@ -14,7 +14,7 @@ use super::launch::{grid, Arg, BlasGemm, ConvShape, DType, BLOCK};
 type HostKernel = unsafe extern "C" fn(u32, u32, *mut *mut std::ffi::c_void);
 // Operands are of the build's element type (f32, or 16-bit words in a half / bf16 build).
 type HostConv = unsafe extern "C" fn(i32, i32, i32, i32, i32, i32, i32, i32, i32, i32, i32, i32, *const c_void, *const c_void, *mut c_void);
-type HostGemm = unsafe extern "C" fn(i32, i32, i32, i32, i32, i32, i32, i32, i32, *const c_void, *const c_void, *mut c_void);
+type HostGemm = unsafe extern "C" fn(i32, i32, i32, i32, i32, i32, i32, i32, i32, i32, *const c_void, *const c_void, *mut c_void);
 
 /// The inference kernels' harness (this crate's `host_harness.cpp`).
 pub fn inference_harness() -> PathBuf {
@@ -77,12 +77,14 @@ impl HostKernels {
         unsafe { self.conv_like("host_conv_nhwc", s, x, w, y) }
     }
 
-    /// cuDNN's backward data (dy, w → dx) for the same setup.
+    /// cuDNN's backward data (dy, w → dx) for the same setup; added to `dx` (β = 1) where
+    /// `accumulate`.
     ///
     /// # Safety
     /// As [`HostKernels::conv`].
-    pub unsafe fn conv_backward_data(&self, s: ConvShape, dy: u64, w: u64, dx: u64) {
-        unsafe { self.conv_like("host_conv_bwd_data_nhwc", s, dy, w, dx) }
+    pub unsafe fn conv_backward_data(&self, s: ConvShape, dy: u64, w: u64, dx: u64, accumulate: bool) {
+        let name = if accumulate { "host_conv_bwd_data_add_nhwc" } else { "host_conv_bwd_data_nhwc" };
+        unsafe { self.conv_like(name, s, dy, w, dx) }
     }
 
     /// cuDNN's backward filter (x, dy → dw) for the same setup.
@@ -105,7 +107,7 @@ impl HostKernels {
     /// Host buffers of the sizes the parameters address.
     pub unsafe fn gemm(&self, g: BlasGemm, a: u64, b: u64, c: u64) {
         let f: Symbol<HostGemm> = self.sym("host_blas_gemm");
-        let d = [g.trans_a as usize, g.trans_b as usize, g.m, g.n, g.k, g.lda, g.ldb, g.ldc, g.c_f32 as usize].map(|v| v as i32);
-        unsafe { f(d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7], d[8], a as *const c_void, b as *const c_void, c as *mut c_void) };
+        let d = [g.trans_a as usize, g.trans_b as usize, g.m, g.n, g.k, g.lda, g.ldb, g.ldc, g.c_f32 as usize, g.accumulate as usize].map(|v| v as i32);
+        unsafe { f(d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7], d[8], d[9], a as *const c_void, b as *const c_void, c as *mut c_void) };
     }
 }

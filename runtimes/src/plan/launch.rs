@@ -197,13 +197,15 @@ pub struct BlasGemm {
     /// C in f32 whatever A and B hold (cuBLAS's mixed-type gemm): a weight gradient from 16-bit
     /// values straight into the f32 gradients, without a 16-bit copy to widen.
     pub c_f32: bool,
+    /// `C += op(A) · op(B)` (β = 1): a second gradient contribution added in place.
+    pub accumulate: bool,
 }
 
 impl BlasGemm {
     /// Row-major `y[batch, out] = x[batch, k] · w[out, k]ᵀ` is column-major `yᵀ = w · xᵀ`: `w` read
     /// as a k x out column-major matrix and transposed, `x` as k x batch, `yᵀ` out x batch.
     pub fn for_linear(batch: usize, out: usize, k: usize) -> BlasGemm {
-        BlasGemm { trans_a: true, trans_b: false, m: out, n: batch, k, lda: k, ldb: k, ldc: out, c_f32: false }
+        BlasGemm { trans_a: true, trans_b: false, m: out, n: batch, k, lda: k, ldb: k, ldc: out, c_f32: false, accumulate: false }
     }
 }
 

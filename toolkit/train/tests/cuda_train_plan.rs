@@ -32,7 +32,7 @@ fn replay(host: &HostKernels, launches: &[TrainLaunch]) {
                 TrainLaunch::Kernel { kernel: Kernel::Infer(name) | Kernel::Train(name), total, args } => host.kernel(name, *total, args),
                 TrainLaunch::Conv { shape, x, w, y } => host.conv(*shape, *x, *w, *y),
                 TrainLaunch::Gemm { g, a, b, c } => host.gemm(*g, *a, *b, *c),
-                TrainLaunch::ConvBackwardData { shape, dy, w, dx } => host.conv_backward_data(*shape, *dy, *w, *dx),
+                TrainLaunch::ConvBackwardData { shape, dy, w, dx, accumulate } => host.conv_backward_data(*shape, *dy, *w, *dx, *accumulate),
                 TrainLaunch::ConvBackwardFilter { shape, x, dy, dw } => host.conv_backward_filter(*shape, *x, *dy, *dw),
                 TrainLaunch::AllReduce { .. } => panic!("a sum over replicas outside a group replay"),
             }

@@ -46,7 +46,7 @@ impl Blas {
             DType::Bf16 => cudaDataType::CUDA_R_16BF,
         };
         let op = |t: bool| if t { cublasOperation_t::CUBLAS_OP_T } else { cublasOperation_t::CUBLAS_OP_N };
-        let (alpha, beta) = (1.0f32, 0.0f32);
+        let (alpha, beta) = (1.0f32, if g.accumulate { 1.0f32 } else { 0.0 });
         unsafe {
             result::gemm_ex(
                 *self.blas.handle(),

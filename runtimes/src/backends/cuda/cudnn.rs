@@ -238,12 +238,14 @@ impl ConvGrad {
         }
     }
 
-    /// dx = conv's input gradient from dy and the filter (β = 0: `dx` is overwritten).
+    /// dx = conv's input gradient from dy and the filter (β = 0: `dx` is overwritten), or
+    /// dx += it where `accumulate` (β = 1: a second gradient contribution added in place).
     ///
     /// # Safety
     /// As for [`Conv::launch`], with `workspace` at least `self.workspace` bytes.
-    pub unsafe fn backward_data(&self, h: &Handle, dy: u64, w: u64, dx: u64, workspace: u64, workspace_len: usize) -> Result<(), CudnnError> {
-        let (alpha, beta) = (1.0f32, 0.0f32);
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn backward_data(&self, h: &Handle, dy: u64, w: u64, dx: u64, accumulate: bool, workspace: u64, workspace_len: usize) -> Result<(), CudnnError> {
+        let (alpha, beta) = (1.0f32, if accumulate { 1.0f32 } else { 0.0 });
         let c = &self.conv;
         cr::convolution_backward_data(
             h.0,

@@ -69,11 +69,16 @@ void host_conv_nhwc(CONV_ARGS, const T* x, const T* wt, T* y) {
     for (size_t i = 0; i < acc.size(); ++i) y[i] = st(acc[i]);
 }
 
-void host_conv_bwd_data_nhwc(CONV_ARGS, const T* dy, const T* wt, T* dx) {
+static void conv_bwd_data(CONV_ARGS, const T* dy, const T* wt, T* dx, bool add) {
     std::vector<float> acc((long long)n * h * w * c, 0.0f);
     conv_walk(CONV_PASS, [&](long long yi, long long wi, long long xi) { acc[xi] += ld(dy[yi]) * ld(wt[wi]); });
-    for (size_t i = 0; i < acc.size(); ++i) dx[i] = st(acc[i]);
+    for (size_t i = 0; i < acc.size(); ++i) dx[i] = st(add ? ld(dx[i]) + acc[i] : acc[i]);
 }
+
+void host_conv_bwd_data_nhwc(CONV_ARGS, const T* dy, const T* wt, T* dx) { conv_bwd_data(CONV_PASS, dy, wt, dx, false); }
+
+// β = 1: dx += the input gradient.
+void host_conv_bwd_data_add_nhwc(CONV_ARGS, const T* dy, const T* wt, T* dx) { conv_bwd_data(CONV_PASS, dy, wt, dx, true); }
 
 void host_conv_bwd_filter_nhwc(CONV_ARGS, const T* x, const T* dy, T* dw) {
     std::vector<float> acc((long long)out_ch * k * k * (c / groups), 0.0f);
@@ -82,9 +87,10 @@ void host_conv_bwd_filter_nhwc(CONV_ARGS, const T* x, const T* dy, T* dw) {
 }
 
 // cuBLAS's gemm as BLAS defines it: column-major C = op(A) op(B), leading dimensions as given;
-// C of type T, or f32 where c_f32 is set (cuBLAS's mixed-type gemm).
+// C of type T, or f32 where c_f32 is set (cuBLAS's mixed-type gemm); C += op(A) op(B) (β = 1)
+// where accumulate is.
 void host_blas_gemm(int trans_a, int trans_b, int m, int n, int k, int lda, int ldb, int ldc, int c_f32,
-                    const T* a, const T* b, void* c) {
+                    int accumulate, const T* a, const T* b, void* c) {
     for (int j = 0; j < n; ++j)
         for (int i = 0; i < m; ++i) {
             float acc = 0.0f;
@@ -95,9 +101,9 @@ void host_blas_gemm(int trans_a, int trans_b, int m, int n, int k, int lda, int 
             }
             long long at = i + (long long)j * ldc;
             if (c_f32)
-                ((float*)c)[at] = acc;
+                ((float*)c)[at] = accumulate ? ((float*)c)[at] + acc : acc;
             else
-                ((T*)c)[at] = st(acc);
+                ((T*)c)[at] = st(accumulate ? ld(((T*)c)[at]) + acc : acc);
         }
 }
 }

@@ -384,8 +384,8 @@ impl CudaTrainer {
                 TrainLaunch::Conv { shape, x, w, y } => {
                     unsafe { self.convs[shape].conv.launch(&self.cudnn, *x, *w, *y, ws, ws_len) }.map_err(|e| dev(fail(&at("cuDNN conv"), e)))?
                 }
-                TrainLaunch::ConvBackwardData { shape, dy, w, dx } => {
-                    unsafe { self.convs[shape].backward_data(&self.cudnn, *dy, *w, *dx, ws, ws_len) }.map_err(|e| dev(fail(&at("cuDNN backward data"), e)))?
+                TrainLaunch::ConvBackwardData { shape, dy, w, dx, accumulate } => {
+                    unsafe { self.convs[shape].backward_data(&self.cudnn, *dy, *w, *dx, *accumulate, ws, ws_len) }.map_err(|e| dev(fail(&at("cuDNN backward data"), e)))?
                 }
                 TrainLaunch::ConvBackwardFilter { shape, x, dy, dw } => {
                     unsafe { self.convs[shape].backward_filter(&self.cudnn, *x, *dy, *dw, ws, ws_len) }.map_err(|e| dev(fail(&at("cuDNN backward filter"), e)))?

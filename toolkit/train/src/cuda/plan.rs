@@ -34,8 +34,9 @@ pub enum TrainLaunch {
     Kernel { kernel: Kernel, total: usize, args: Vec<Arg> },
     /// cuDNN forward conv, NHWC, OHWI filter, symmetric padding.
     Conv { shape: ConvShape, x: u64, w: u64, y: u64 },
-    /// cuDNN backward data of that conv: `dx` from `dy` and the filter.
-    ConvBackwardData { shape: ConvShape, dy: u64, w: u64, dx: u64 },
+    /// cuDNN backward data of that conv: `dx` from `dy` and the filter, or added to `dx`
+    /// (β = 1) where `accumulate`.
+    ConvBackwardData { shape: ConvShape, dy: u64, w: u64, dx: u64, accumulate: bool },
     /// cuDNN backward filter: `dw` from the input and `dy`.
     ConvBackwardFilter { shape: ConvShape, x: u64, dy: u64, dw: u64 },
     /// cuBLAS: `c = op(a) · op(b)`.
@@ -640,14 +641,16 @@ impl TrainLayout {
             // Whether input j's gradient is written for the first time (Some(true)) or added to
             // (Some(false)); None for the network input, which keeps none.
             let mut claim = |j: usize| (!matches!(graph.nodes[j].op, Op::Input)).then(|| !std::mem::replace(&mut seen[j], true));
-            // Input j's gradient from `f(destination)`: straight into its slot the first time, else
-            // through the scratch gradient and added.
-            let mut contrib = |j: usize, out: &mut Vec<TrainLaunch>, f: &dyn Fn(u64) -> Vec<TrainLaunch>| match claim(j) {
+            // Input j's gradient from `f(destination, add)`: straight into its slot the first
+            // time; after that added in place by producers that can (`adds`: cuBLAS and cuDNN with
+            // β = 1, asked by `add`), else through the scratch gradient and the add kernel.
+            let mut contrib = |j: usize, out: &mut Vec<TrainLaunch>, adds: bool, f: &dyn Fn(u64, bool) -> Vec<TrainLaunch>| match claim(j) {
                 None => {}
-                Some(true) => out.extend(f(g(j))),
+                Some(true) => out.extend(f(g(j), false)),
+                Some(false) if adds => out.extend(f(g(j), true)),
                 Some(false) => {
                     let t = batch * graph.nodes[j].shape.numel();
-                    out.extend(f(tmp));
+                    out.extend(f(tmp, false));
                     // acc += tmp: the inference `add`, in place (each element reads and writes its own index).
                     out.push(infer_wide("add", t, graph.nodes[j].shape.c, vec![Arg::Ptr(g(j)), Arg::Ptr(tmp), Arg::Ptr(g(j)), Arg::I64(t as i64)]));
                 }
@@ -658,25 +661,25 @@ impl TrainLayout {
                     let rp = RowProduct { rows: batch, inp: l.in_features, out: l.out_features };
                     out.push(TrainLaunch::Gemm { g: rp.weight_grad(), a: v(x), b: dy, c: pg(l.weight) });
                     out.extend(self.bias_grad(arena, dy, batch, l.out_features, pg(l.bias)));
-                    contrib(x, &mut out, &|dst| vec![TrainLaunch::Gemm { g: rp.input_grad(), a: weight_of(l.weight), b: dy, c: dst }]);
+                    contrib(x, &mut out, true, &|dst, add| vec![TrainLaunch::Gemm { g: rp.input_grad(add), a: weight_of(l.weight), b: dy, c: dst }]);
                 }
-                Op::DropPath { .. } | Op::Dropout { .. } => contrib(x, &mut out, &|dst| vec![self.apply_mask(graph, i, masks, dy, dst)]),
+                Op::DropPath { .. } | Op::Dropout { .. } => contrib(x, &mut out, false, &|dst, _| vec![self.apply_mask(graph, i, masks, dy, dst)]),
                 Op::Add => {
                     for &j in &node.inputs {
                         if self.mask_into_add[j] == Some(i) {
                             // The mask's backward applied here, into its input's gradient (the mask
                             // node, never `seen`, is then skipped).
-                            contrib(graph.nodes[j].inputs[0], &mut out, &|dst| vec![self.apply_mask(graph, j, masks, dy, dst)]);
+                            contrib(graph.nodes[j].inputs[0], &mut out, false, &|dst, _| vec![self.apply_mask(graph, j, masks, dy, dst)]);
                             continue;
                         }
-                        contrib(j, &mut out, &|dst| vec![train_wide("copy", total, s.c, vec![Arg::Ptr(dy), Arg::Ptr(dst), Arg::I64(total as i64)])]);
+                        contrib(j, &mut out, false, &|dst, _| vec![train_wide("copy", total, s.c, vec![Arg::Ptr(dy), Arg::Ptr(dst), Arg::I64(total as i64)])]);
                     }
                 }
                 Op::Mul => {
                     let gate = node.inputs[1];
                     let hw_c = i32s(&[s.h * s.w, s.c]);
-                    contrib(x, &mut out, &|dst| vec![infer_wide("gate_mul", total, s.c, [vec![Arg::Ptr(dy), Arg::Ptr(v(gate)), Arg::Ptr(dst), Arg::I64(total as i64)], hw_c.clone()].concat())]);
-                    contrib(gate, &mut out, &|dst| vec![train("gate_mul_backward_dgate", batch * s.c, [vec![Arg::Ptr(v(x)), Arg::Ptr(dy), Arg::Ptr(dst), Arg::I64(batch as i64)], hw_c.clone()].concat())]);
+                    contrib(x, &mut out, false, &|dst, _| vec![infer_wide("gate_mul", total, s.c, [vec![Arg::Ptr(dy), Arg::Ptr(v(gate)), Arg::Ptr(dst), Arg::I64(total as i64)], hw_c.clone()].concat())]);
+                    contrib(gate, &mut out, false, &|dst, _| vec![train("gate_mul_backward_dgate", batch * s.c, [vec![Arg::Ptr(v(x)), Arg::Ptr(dy), Arg::Ptr(dst), Arg::I64(batch as i64)], hw_c.clone()].concat())]);
                 }
                 Op::GlobalAvgPool => {
                     // The SE pool's input also feeds the gate (whose gradient comes first): the
@@ -687,7 +690,7 @@ impl TrainLayout {
                 }
                 Op::Act(k) => {
                     let code = act_code(*k);
-                    contrib(x, &mut out, &|dst| vec![train_wide("act_backward", total, s.c, vec![Arg::Ptr(v(x)), Arg::Ptr(v(i)), Arg::Ptr(dy), Arg::Ptr(dst), Arg::I64(total as i64), Arg::I32(code)])]);
+                    contrib(x, &mut out, false, &|dst, _| vec![train_wide("act_backward", total, s.c, vec![Arg::Ptr(v(x)), Arg::Ptr(v(i)), Arg::Ptr(dy), Arg::Ptr(dst), Arg::I64(total as i64), Arg::I32(code)])]);
                 }
                 Op::BatchNorm(b) => {
                     let rows = batch * s.h * s.w;
@@ -703,7 +706,7 @@ impl TrainLayout {
                     let global_rows = self.shard.global_batch(batch) * s.h * s.w;
                     let args = vec![Arg::Ptr(v(x)), Arg::Ptr(dy), Arg::Ptr(mean), Arg::Ptr(invstd), Arg::Ptr(p(b.weight)), Arg::Ptr(p(b.bias)), Arg::Ptr(sdy), Arg::Ptr(sdyx)];
                     let tail = |dst| vec![Arg::Ptr(dst), Arg::I64(total as i64), Arg::I32(s.c as i32), Arg::I64(global_rows as i64), Arg::I32(kind)];
-                    contrib(x, &mut out, &|dst| vec![self.tiled(Kernel::Train("bn_backward_dx"), total, s.c, [args.clone(), tail(dst)].concat())]);
+                    contrib(x, &mut out, false, &|dst, _| vec![self.tiled(Kernel::Train("bn_backward_dx"), total, s.c, [args.clone(), tail(dst)].concat())]);
                 }
                 Op::Conv(c) => {
                     if let Some(bias) = c.bias {
@@ -717,13 +720,13 @@ impl TrainLayout {
                         let part = a(self.partials_at);
                         out.push(train_wide("depthwise_backward_dw", chunks * taps_c, src.c, [vec![Arg::Ptr(v(x)), Arg::Ptr(dy), Arg::Ptr(part), Arg::I64(batch as i64)], geo.clone(), vec![Arg::I32(DW_CHUNK_ROWS as i32)]].concat()));
                         out.push(train("depthwise_dw_finish", taps_c, vec![Arg::Ptr(part), Arg::I64(chunks as i64), Arg::I32(taps_c as i32), Arg::Ptr(pg(c.weight))]));
-                        contrib(x, &mut out, &|dst| vec![train_wide("depthwise_backward_dx", xtotal, src.c, [vec![Arg::Ptr(dy), Arg::Ptr(weight_of(c.weight)), Arg::Ptr(dst), Arg::I64(xtotal as i64)], geo.clone()].concat())]);
+                        contrib(x, &mut out, false, &|dst, _| vec![train_wide("depthwise_backward_dx", xtotal, src.c, [vec![Arg::Ptr(dy), Arg::Ptr(weight_of(c.weight)), Arg::Ptr(dst), Arg::I64(xtotal as i64)], geo.clone()].concat())]);
                         continue;
                     }
                     if let Some(rp) = self.row_product(c, batch * s.h * s.w) {
                         out.push(TrainLaunch::Gemm { g: rp.weight_grad(), a: v(x), b: dy, c: pg(c.weight) });
                         let wt = weight_of(c.weight);
-                        contrib(x, &mut out, &|dst| vec![TrainLaunch::Gemm { g: rp.input_grad(), a: wt, b: dy, c: dst }]);
+                        contrib(x, &mut out, true, &|dst, add| vec![TrainLaunch::Gemm { g: rp.input_grad(add), a: wt, b: dy, c: dst }]);
                         continue;
                     }
                     let (h, w) = (src.h, src.w);
@@ -738,13 +741,13 @@ impl TrainLayout {
                     out.push(TrainLaunch::ConvBackwardFilter { shape, x: from, dy, dw: wgrad(c.weight) });
                     widen(c.weight, &mut out);
                     let wt = weight_of(c.weight);
-                    contrib(x, &mut out, &|dst| match &pad {
+                    contrib(x, &mut out, pad.is_none(), &|dst, accumulate| match &pad {
                         // The gradient of the padded copy, cropped back (same geometry as the pad).
                         Some((_, pad_args)) => {
                             let crop = [vec![Arg::Ptr(padded), Arg::Ptr(dst), Arg::I64(xtotal as i64)], pad_args[3..].to_vec()].concat();
-                            vec![TrainLaunch::ConvBackwardData { shape, dy, w: wt, dx: padded }, train_wide("crop", xtotal, src.c, crop)]
+                            vec![TrainLaunch::ConvBackwardData { shape, dy, w: wt, dx: padded, accumulate: false }, train_wide("crop", xtotal, src.c, crop)]
                         }
-                        None => vec![TrainLaunch::ConvBackwardData { shape, dy, w: wt, dx: dst }],
+                        None => vec![TrainLaunch::ConvBackwardData { shape, dy, w: wt, dx: dst, accumulate }],
                     });
                 }
             }
@@ -788,12 +791,13 @@ impl RowProduct {
     /// dw[out, inp] = dyᵀ · x, column-major dwᵀ = xᵀ · dy (a = x, b = dy), in f32 whatever the
     /// values' type: straight into the parameter gradients.
     fn weight_grad(self) -> BlasGemm {
-        BlasGemm { trans_a: false, trans_b: true, m: self.inp, n: self.out, k: self.rows, lda: self.inp, ldb: self.out, ldc: self.inp, c_f32: true }
+        BlasGemm { trans_a: false, trans_b: true, m: self.inp, n: self.out, k: self.rows, lda: self.inp, ldb: self.out, ldc: self.inp, c_f32: true, accumulate: false }
     }
 
-    /// dx[rows, inp] = dy · w, column-major dxᵀ = wᵀ · dyᵀ (a = w, b = dy).
-    fn input_grad(self) -> BlasGemm {
-        BlasGemm { trans_a: false, trans_b: false, m: self.inp, n: self.rows, k: self.out, lda: self.inp, ldb: self.out, ldc: self.inp, c_f32: false }
+    /// dx[rows, inp] = dy · w, column-major dxᵀ = wᵀ · dyᵀ (a = w, b = dy); added to dx where
+    /// `accumulate` (a second gradient contribution).
+    fn input_grad(self, accumulate: bool) -> BlasGemm {
+        BlasGemm { trans_a: false, trans_b: false, m: self.inp, n: self.rows, k: self.out, lda: self.inp, ldb: self.out, ldc: self.inp, c_f32: false, accumulate }
     }
 }
 
