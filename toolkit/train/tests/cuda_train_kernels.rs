@@ -355,8 +355,9 @@ fn activation_se_and_mask_backwards_equal_the_cpu_ops() {
         h.launch(|| unsafe { gdg(x.as_ptr(), dy.as_ptr(), dgp, n as i64, hw as i32, c as i32) });
         close(&dg, &dg_want, 1e-6, &format!("gate dgate c{c}"));
 
-        // Drop-path (one factor per sample) and dropout (one per element).
-        let am: Symbol<unsafe extern "C" fn(*const f32, *const f32, *mut f32, i64, i64)> = h.sym("apply_mask");
+        // Drop-path (one factor per sample) and dropout (one per element), alone and with the
+        // residual add that follows it.
+        let am: Symbol<unsafe extern "C" fn(*const f32, *const f32, *const f32, *mut f32, i64, i64)> = h.sym("apply_mask");
         let mut rng = Rng::new(9);
         let drop_path = ops::drop_path_mask(n, 0.5, &mut rng);
         let dropout: Vec<f32> = (0..total).map(|_| if rng.uniform() < 0.3 { 0.0 } else { 1.0 / 0.7 }).collect();
@@ -365,8 +366,12 @@ fn activation_se_and_mask_backwards_equal_the_cpu_ops() {
             ops::apply_mask(&x, mask, per, &mut want);
             let mut got = vec![f32::NAN; total];
             let gp = got.as_mut_ptr();
-            h.launch(|| unsafe { am(x.as_ptr(), mask.as_ptr(), gp, total as i64, per as i64) });
+            h.launch(|| unsafe { am(x.as_ptr(), mask.as_ptr(), std::ptr::null(), gp, total as i64, per as i64) });
             close(&got, &want, 0.0, &format!("{what} mask c{c}"));
+            let want_sum: Vec<f32> = want.iter().zip(&dy).map(|(m, s)| m + s).collect();
+            let gp = got.as_mut_ptr();
+            h.launch(|| unsafe { am(x.as_ptr(), mask.as_ptr(), dy.as_ptr(), gp, total as i64, per as i64) });
+            close(&got, &want_sum, 1e-6, &format!("{what} mask + residual c{c}"));
         }
     }
     // (Gradient sums run the inference `add` in place: covered by the launch-list replay in

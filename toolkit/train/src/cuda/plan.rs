@@ -120,9 +120,10 @@ pub struct TrainLayout {
     /// backward starts from the activation's gradient (the BN output recomputed from its input):
     /// the BN's own value and gradient are never stored, two passes over the tensor fewer each way.
     pub fused_act: Vec<Option<(usize, i32)>>,
-    /// Per drop-path / dropout node read only by a residual Add: that Add, whose backward applies
-    /// the mask to its own gradient straight into the mask's input gradient, so the mask node has
-    /// no gradient (a copy of the Add's) of its own.
+    /// Per drop-path / dropout node read only by a residual Add (one such mask per Add): that Add,
+    /// which applies the mask both ways — forward `x · mask + skip` from the mask's input, so the
+    /// masked value is never stored; backward its own gradient times the mask straight into the
+    /// mask's input gradient, so the mask node has no gradient (a copy of the Add's) either.
     pub mask_into_add: Vec<Option<usize>>,
     /// A zero f32 bias for depthwise convs without one.
     pub zeros_at: usize,
@@ -318,8 +319,8 @@ impl TrainLayout {
     /// nothing reads. So gradients reuse the values of the nodes already back-propagated.
     /// A BN with a fused activation (`fused_act`) stores neither: its value is the activation's
     /// (written at the BN's time), and the activation's gradient lives on through the BN's backward.
-    /// A drop-path read only by a residual Add (`mask_into_add`) has no gradient; its input's is
-    /// written at the Add's backward.
+    /// A drop-path read only by a residual Add (`mask_into_add`) has neither: the Add reads the
+    /// mask's input in the forward, and that input's gradient is written at the Add's backward.
     /// Returns the value offsets, the gradient offsets and the bytes they span.
     /// `per_element`: bytes of one element times the batch.
     fn plan_values_and_grads(graph: &Graph, fused_act: &[Option<(usize, i32)>], into_add: &[Option<usize>], per_element: usize, base: usize) -> (Vec<usize>, Vec<Option<usize>>, usize) {
@@ -341,7 +342,7 @@ impl TrainLayout {
                 fused_bn[j] = Some(i);
             }
         }
-        let stored: Vec<usize> = (0..n).filter(|&i| fused_act[i].is_none()).collect();
+        let stored: Vec<usize> = (0..n).filter(|&i| fused_act[i].is_none() && into_add[i].is_none()).collect();
         let bytes = |i: usize| align(per_element * graph.nodes[i].shape.numel());
         let mut lens: Vec<usize> = stored.iter().map(|&i| bytes(i)).collect();
         let mut born: Vec<usize> = stored.iter().map(|&i| fused_bn[i].unwrap_or(i)).collect();
@@ -349,7 +350,7 @@ impl TrainLayout {
         let with_grad: Vec<(usize, usize)> = stored
             .iter()
             .copied()
-            .filter(|&j| !matches!(graph.nodes[j].op, Op::Input) && j != graph.output && into_add[j].is_none())
+            .filter(|&j| !matches!(graph.nodes[j].op, Op::Input) && j != graph.output)
             .filter_map(|j| last_consumer[j].map(|c| (j, c)))
             .collect();
         for &(j, c) in &with_grad {
@@ -365,6 +366,12 @@ impl TrainLayout {
         for (i, f) in fused_act.iter().enumerate() {
             if let Some((j, _)) = *f {
                 value_at[i] = value_at[j];
+            }
+        }
+        // Never read (its Add reads the input): where the input's is, for a valid address.
+        for (i, add) in into_add.iter().enumerate() {
+            if add.is_some() {
+                value_at[i] = value_at[graph.nodes[i].inputs[0]];
             }
         }
         let mut grad_at = vec![None; n];
@@ -436,6 +443,8 @@ impl TrainLayout {
                     out.push(train("bn_eval_invstd", s.c, vec![Arg::Ptr(p(b.var)), Arg::Ptr(invstd), Arg::I32(s.c as i32), Arg::F32(b.eps)]));
                     out.push(self.tiled(Kernel::Train("bn_apply"), total, s.c, vec![Arg::Ptr(x), Arg::Ptr(y), Arg::Ptr(p(b.mean)), Arg::Ptr(invstd), Arg::Ptr(p(b.weight)), Arg::Ptr(p(b.bias)), tot, Arg::I32(s.c as i32), Arg::I32(self.fused_code(i))]));
                 }
+                // A mask its residual Add alone reads is applied by that Add (and is the identity in eval mode).
+                Op::DropPath { .. } | Op::Dropout { .. } if self.mask_into_add[i].is_some() => {}
                 Op::DropPath { .. } | Op::Dropout { .. } if !train_mode => out.push(train_wide("copy", total, s.c, vec![Arg::Ptr(x), Arg::Ptr(y), tot])),
                 Op::BatchNorm(b) => {
                     let rows = batch * s.h * s.w;
@@ -463,8 +472,21 @@ impl TrainLayout {
                 Op::Act(k) => out.push(infer_wide("act_only", total, s.c, vec![Arg::Ptr(x), Arg::Ptr(y), tot, Arg::I32(act_code(*k))])),
                 Op::GlobalAvgPool => out.push(infer("pool", total, [vec![Arg::Ptr(x), Arg::Ptr(y), tot], i32s(&[src.h * src.w, src.c])].concat())),
                 Op::Mul => out.push(infer_wide("gate_mul", total, s.c, [vec![Arg::Ptr(x), Arg::Ptr(v(node.inputs[1])), Arg::Ptr(y), tot], i32s(&[s.h * s.w, s.c])].concat())),
-                Op::Add => out.push(infer_wide("add", total, s.c, vec![Arg::Ptr(x), Arg::Ptr(v(node.inputs[1])), Arg::Ptr(y), tot])),
-                Op::DropPath { .. } | Op::Dropout { .. } => out.push(self.apply_mask(graph, i, masks, x, y)),
+                Op::Add => {
+                    let (a, b) = (node.inputs[0], node.inputs[1]);
+                    match [a, b].map(|j| self.mask_into_add[j] == Some(i)) {
+                        // y = x · mask + skip, from the mask's input.
+                        [true, _] | [_, true] if train_mode => {
+                            let (m, skip) = if self.mask_into_add[a] == Some(i) { (a, b) } else { (b, a) };
+                            out.push(self.apply_mask(graph, m, masks, v(graph.nodes[m].inputs[0]), v(skip), y));
+                        }
+                        masked => {
+                            let [a, b] = [(a, masked[0]), (b, masked[1])].map(|(j, m)| v(if m { graph.nodes[j].inputs[0] } else { j }));
+                            out.push(infer_wide("add", total, s.c, vec![Arg::Ptr(a), Arg::Ptr(b), Arg::Ptr(y), tot]));
+                        }
+                    }
+                }
+                Op::DropPath { .. } | Op::Dropout { .. } => out.push(self.apply_mask(graph, i, masks, x, 0, y)),
                 Op::Linear(l) => {
                     let rp = RowProduct { rows: batch, inp: l.in_features, out: l.out_features };
                     out.push(TrainLaunch::Gemm { g: rp.forward(), a: weight_of(l.weight), b: x, c: y });
@@ -663,13 +685,13 @@ impl TrainLayout {
                     out.extend(self.bias_grad(arena, dy, batch, l.out_features, pg(l.bias)));
                     contrib(x, &mut out, true, &|dst, add| vec![TrainLaunch::Gemm { g: rp.input_grad(add), a: weight_of(l.weight), b: dy, c: dst }]);
                 }
-                Op::DropPath { .. } | Op::Dropout { .. } => contrib(x, &mut out, false, &|dst, _| vec![self.apply_mask(graph, i, masks, dy, dst)]),
+                Op::DropPath { .. } | Op::Dropout { .. } => contrib(x, &mut out, false, &|dst, _| vec![self.apply_mask(graph, i, masks, dy, 0, dst)]),
                 Op::Add => {
                     for &j in &node.inputs {
                         if self.mask_into_add[j] == Some(i) {
                             // The mask's backward applied here, into its input's gradient (the mask
                             // node, never `seen`, is then skipped).
-                            contrib(graph.nodes[j].inputs[0], &mut out, false, &|dst, _| vec![self.apply_mask(graph, j, masks, dy, dst)]);
+                            contrib(graph.nodes[j].inputs[0], &mut out, false, &|dst, _| vec![self.apply_mask(graph, j, masks, dy, 0, dst)]);
                             continue;
                         }
                         contrib(j, &mut out, false, &|dst, _| vec![train_wide("copy", total, s.c, vec![Arg::Ptr(dy), Arg::Ptr(dst), Arg::I64(total as i64)])]);
@@ -831,14 +853,15 @@ fn conv_of(graph: &Graph, id: usize) -> Option<effv2_edge::graph::Conv> {
 
 impl TrainLayout {
     /// `y = x · mask` of drop-path / dropout node `i` (its forward, and with gradients for x and y
-    /// its backward), the step's mask of that node from the `masks` buffer.
-    fn apply_mask(&self, graph: &Graph, i: usize, masks: u64, x: u64, y: u64) -> TrainLaunch {
+    /// its backward), the step's mask of that node from the `masks` buffer; `+ skip` where that is
+    /// not 0 (the residual Add the mask alone feeds, [`TrainLayout::mask_into_add`]).
+    fn apply_mask(&self, graph: &Graph, i: usize, masks: u64, x: u64, skip: u64, y: u64) -> TrainLaunch {
         let node = &graph.nodes[i];
         let total = self.batch * node.shape.numel();
         // A drop-path keeps or drops whole samples, a dropout single elements.
         let per = if matches!(node.op, Op::DropPath { .. }) { node.shape.numel() } else { 1 };
         let mask = masks + self.mask_at[i].expect("mask slot") as u64;
-        train_wide("apply_mask", total, per, vec![Arg::Ptr(x), Arg::Ptr(mask), Arg::Ptr(y), Arg::I64(total as i64), Arg::I64(per as i64)])
+        train_wide("apply_mask", total, per, vec![Arg::Ptr(x), Arg::Ptr(mask), Arg::Ptr(skip), Arg::Ptr(y), Arg::I64(total as i64), Arg::I64(per as i64)])
     }
 
     /// A row-tiled kernel (bias_act, bn_apply, bn_backward_dx; precision.cu's row tiles) over
@@ -851,7 +874,7 @@ impl TrainLayout {
 }
 
 /// [`TrainLayout::mask_into_add`]: per node, the residual Add that is the only reader of this
-/// drop-path / dropout output.
+/// drop-path / dropout output (the first such mask of each Add).
 fn masks_into_adds(graph: &Graph) -> Vec<Option<usize>> {
     let mut readers = vec![vec![]; graph.nodes.len()];
     for (i, node) in graph.nodes.iter().enumerate() {
@@ -859,12 +882,14 @@ fn masks_into_adds(graph: &Graph) -> Vec<Option<usize>> {
             readers[j].push(i);
         }
     }
-    graph
-        .nodes
-        .iter()
-        .enumerate()
-        .map(|(j, node)| match (&node.op, readers[j].as_slice()) {
-            (Op::DropPath { .. } | Op::Dropout { .. }, &[c]) if matches!(graph.nodes[c].op, Op::Add) && j != graph.output => Some(c),
+    let mut taken = vec![false; graph.nodes.len()];
+    (0..graph.nodes.len())
+        .map(|j| match (&graph.nodes[j].op, readers[j].as_slice()) {
+            // One per Add: it applies that mask itself in the forward (x · mask + skip).
+            (Op::DropPath { .. } | Op::Dropout { .. }, &[c]) if matches!(graph.nodes[c].op, Op::Add) && j != graph.output && !taken[c] => {
+                taken[c] = true;
+                Some(c)
+            }
             _ => None,
         })
         .collect()

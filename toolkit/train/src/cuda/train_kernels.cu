@@ -468,20 +468,30 @@ extern "C" __global__ void gate_mul_backward_dgate(const T* x, const T* dy, T* d
 
 // ---- masks, gradient sums ----
 
-// y = x · mask[i / per]: dropout (per = 1) or drop-path (per = one sample); also its backward.
-// Where per is a multiple of VEC (drop-path on channels in VECs), VEC elements a thread, which
-// share their mask.
-extern "C" __global__ void apply_mask(const T* x, const float* mask, T* y, long long total, long long per) {
+// y = x · mask[i / per] (+ skip[i] where skip is given: the residual add a drop-path alone feeds,
+// so the masked value is never stored): dropout (per = 1) or drop-path (per = one sample); also
+// its backward. Where per is a multiple of VEC (drop-path on channels in VECs), VEC elements a
+// thread, which share their mask.
+extern "C" __global__ void apply_mask(const T* x, const float* mask, const T* skip, T* y, long long total,
+                                      long long per) {
     if (per % VEC == 0) {
         GRID_STRIDE(g, total / VEC) {
             Vec v = vload(x + g * VEC);
             float m = mask[div_of(g, per / VEC)];
-            for (int j = 0; j < VEC; ++j) v.v[j] = st(ld(v.v[j]) * m);
+            if (skip) {
+                Vec s = vload(skip + g * VEC);
+                for (int j = 0; j < VEC; ++j) v.v[j] = st(ld(v.v[j]) * m + ld(s.v[j]));
+            } else {
+                for (int j = 0; j < VEC; ++j) v.v[j] = st(ld(v.v[j]) * m);
+            }
             vstore(y + g * VEC, v);
         }
         return;
     }
-    GRID_STRIDE(i, total) { y[i] = st(ld(x[i]) * mask[div_of(i, per)]); }
+    GRID_STRIDE(i, total) {
+        float v = ld(x[i]) * mask[div_of(i, per)];
+        y[i] = st(skip ? v + ld(skip[i]) : v);
+    }
 }
 
 // dst = src (a gradient passed on unchanged, e.g. to the first input of a residual add).
