@@ -111,7 +111,7 @@ fn the_training_launches_replayed_on_the_host_equal_the_cpu_trainer() {
     let rmsprop = Optimizer::tf_rmsprop();
     let sgd = Optimizer::Sgd { momentum: 0.9, nesterov: true };
     // The default lowering, and the plain one (no BN + activation fusion, 1x1 convs on cuDNN).
-    let (full, plain) = (Lowering::default(), Lowering { fuse_bn_act: false, gemm_1x1: false });
+    let (full, plain) = (Lowering::default(), Lowering { fuse_bn_act: false, gemm_1x1: false, share_skip_grads: false });
     // Row tiles: the most rows a thread in every tiled launch (what large batches get), or the
     // engine's choice at this size (a row each).
     let cases = [
@@ -272,6 +272,48 @@ fn the_training_launches_replayed_on_the_host_equal_the_cpu_trainer() {
     }
 }
 
+/// Residual blocks in a chain (three blocks a stage: one Add's output is the next one's skip
+/// input) keep the gradient an Add hands its skip input in one slot along the chain, alive until
+/// the chain's first input is back-propagated. Every gradient equals the launch list that copies
+/// instead, to the bit (copies are exact): a slot handed to another tensor too early would not.
+/// (The copying list is checked against the CPU trainer above, as the "plain lowering".)
+#[test]
+fn shared_skip_gradients_equal_copies_along_a_chain_of_residual_blocks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lib = host_library(tmp.path());
+    let o = ModelOptions { width: Some(0.25), depth: Some(0.75), num_classes: 7, fused_stages: "none".parse().unwrap(), drop_path: 0.3, ..Default::default() };
+    let g = graph(o, 33);
+    let w = random_weights(&g, 5);
+    let batch = 3;
+    let mut rng = Rng::new(6);
+    let x: Vec<f32> = (0..batch * g.input_shape().numel()).map(|_| rng.normal() as f32).collect();
+    let dlogits: Vec<f32> = (0..batch * 7).map(|_| rng.normal() as f32).collect();
+    let run = |share_skip_grads: bool| {
+        let layout = TrainLayout::with_lowering(&g, batch, DType::F32, 2, Lowering { share_skip_grads, ..Lowering::default() });
+        let initial = layout.pack_weights(&g, &w).unwrap();
+        let mut arena = vec![0u64; layout.arena_bytes.div_ceil(8)];
+        let mut params = vec![0u64; layout.params_bytes.div_ceil(8)];
+        unsafe { std::ptr::copy_nonoverlapping(initial.as_ptr(), params.as_mut_ptr() as *mut u8, layout.params_bytes) };
+        let masks = layout.masks(&g, 42);
+        let (mut logits, mut grads) = (vec![f32::NAN; batch * 7], vec![f32::NAN; layout.grads_bytes / 4]);
+        let bufs = Buffers { arena: arena.as_mut_ptr() as u64, params: params.as_mut_ptr() as u64, masks: masks.as_ptr() as u64, input: x.as_ptr() as u64, logits: logits.as_mut_ptr() as u64, grads: grads.as_mut_ptr() as u64, dlogits: dlogits.as_ptr() as u64, ..Default::default() };
+        replay(&lib, &layout.forward(&g, true, &bufs));
+        let back = layout.backward(&g, &bufs);
+        replay(&lib, &back);
+        let chained = (0..g.nodes.len()).filter(|&j| layout.grad_of_add[j].is_some_and(|c| layout.grad_of_add[c].is_some())).count();
+        let written = g.params.iter().enumerate().all(|(id, p)| layout.pgrad_at[id].is_none_or(|at| grads[at / 4..][..p.numel()].iter().all(|v| v.is_finite())));
+        assert!(written, "every parameter gradient written");
+        (logits, grads, back.len(), chained)
+    };
+    let (shared, copied) = (run(true), run(false));
+    println!("shared skip gradients: {} backward launches ({} chained), copied: {}", shared.2, shared.3, copied.2);
+    assert!(shared.3 >= 3, "{} skip inputs whose Add hands its gradient on again", shared.3);
+    assert!(shared.2 < copied.2, "the copies are gone");
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&shared.0), bits(&copied.0), "training-mode logits");
+    assert_eq!(bits(&shared.1), bits(&copied.1), "parameter gradients");
+}
+
 /// The arena shares space by lifetime: gradients reuse the values of nodes already
 /// back-propagated. For EfficientNetV2-S at 224, batch 128 (the training benchmark's shape) the
 /// arena must come out well under values + gradients kept side by side, and every value and
@@ -310,8 +352,14 @@ fn the_training_arena_reuses_gradient_space_for_s_at_224() {
     }
     // A residual Add's backward reads its own gradient and writes its inputs' — through a drop-path
     // it alone reads, straight into that mask's input's gradient (the mask has none): none of
-    // those may share bytes, nor with the Add's value (all of them are live at that step).
-    let mut through_masks = 0;
+    // those may share bytes, nor with the Add's value (all of them are live at that step) — but
+    // the input it hands its gradient unchanged keeps it in the Add's own slot.
+    let (mut through_masks, mut shared) = (0, 0);
+    let range = |i: usize| {
+        let at = l.grad_at[i].expect("a gradient slot");
+        at..at + bytes(i)
+    };
+    let overlap = |a: std::ops::Range<usize>, b: std::ops::Range<usize>| a.start < b.end && b.start < a.end;
     for (c, node) in g.nodes.iter().enumerate() {
         if !matches!(node.op, Op::Add) {
             continue;
@@ -323,13 +371,13 @@ fn the_training_arena_reuses_gradient_space_for_s_at_224() {
                 assert!(l.grad_at[j].is_none(), "a drop-path read only by its Add has no gradient");
                 through_masks += 1;
             }
+            if l.grad_of_add[j] == Some(c) {
+                assert_eq!(l.grad_at[j], l.grad_at[c], "Add {c}: the gradient it hands {j} is its own");
+                shared += 1;
+                continue;
+            }
             written.push(if mask_alone { g.nodes[j].inputs[0] } else { j });
         }
-        let range = |i: usize| {
-            let at = l.grad_at[i].expect("a gradient slot");
-            at..at + bytes(i)
-        };
-        let overlap = |a: std::ops::Range<usize>, b: std::ops::Range<usize>| a.start < b.end && b.start < a.end;
         let read = range(c);
         let value = l.value_at[c]..l.value_at[c] + bytes(c);
         for (k, &w) in written.iter().enumerate() {
@@ -341,6 +389,33 @@ fn the_training_arena_reuses_gradient_space_for_s_at_224() {
         }
     }
     assert!(through_masks > 20, "{through_masks} drop-paths handed over by their Add");
+    assert!(shared > 20, "{shared} skip inputs sharing their Add's gradient");
+    // A shared slot lives from its Add's backward through its skip input's: nothing else live in
+    // that window may share its bytes — no value of a node up to the Add (back-propagated later),
+    // no gradient written by then and not yet done with (another node's up to the Add).
+    let n = g.nodes.len();
+    let mut writer = vec![0usize; n]; // the last consumer's backward writes a gradient first
+    for (i, node) in g.nodes.iter().enumerate() {
+        for &k in &node.inputs {
+            writer[k] = writer[k].max(l.mask_into_add[i].unwrap_or(i));
+        }
+    }
+    let mut checked = 0;
+    for j in 0..n {
+        let Some(c) = l.grad_of_add[j] else { continue };
+        let slot = range(j);
+        for (k, &written_at) in writer.iter().enumerate().take(c + 1) {
+            let value = l.value_at[k]..l.value_at[k] + bytes(k);
+            let stored = l.fused_act[k].is_none() && l.mask_into_add[k].is_none();
+            assert!(!stored || !overlap(value, slot.clone()), "the gradient {j} shares with Add {c} overlaps the value of {k}");
+            if k == j || l.grad_at[k].is_none() || l.grad_at[k] == l.grad_at[j] || written_at < j {
+                continue;
+            }
+            assert!(!overlap(range(k), slot.clone()), "the gradient {j} shares with Add {c} overlaps the gradient of {k}");
+            checked += 1;
+        }
+    }
+    assert!(checked > 100, "{checked} gradients live beside shared ones");
 }
 
 /// Mixed precision: activations and their gradients in 16 bits, the convs and the classifier on a

@@ -206,7 +206,7 @@ impl CudaTrainer {
             trained: false,
             profile: profile::enabled().then(Profile::default),
             tune: switch_on(CUDNN_TUNE_ENV),
-            lowering: Lowering { fuse_bn_act: switch_on(FUSE_BN_ACT_ENV), gemm_1x1: switch_on(GEMM_1X1_ENV) },
+            lowering: Lowering { fuse_bn_act: switch_on(FUSE_BN_ACT_ENV), gemm_1x1: switch_on(GEMM_1X1_ENV), ..Lowering::default() },
             use_graphs: switch_on(CUDA_GRAPH_ENV) && !profile::enabled(),
             graphs: Graphs::default(),
             device: format!("{name} (sm_{major}{minor}), {}", if dtype == DType::F32 { "fp32" } else { "bf16 mixed precision" }),

@@ -72,20 +72,24 @@ pub struct Buffers {
     pub dlogits: u64,
 }
 
-/// Choices in lowering a training graph, both on by default; the engine reads them from the
-/// environment (`EFFV2_CUDA_FUSE_BN_ACT=0`, `EFFV2_CUDA_GEMM_1X1=0`) so a GPU run can time each
-/// against the plain lowering, and the host tests replay both.
+/// Choices in lowering a training graph, all on by default; the engine reads the first two from
+/// the environment (`EFFV2_CUDA_FUSE_BN_ACT=0`, `EFFV2_CUDA_GEMM_1X1=0`) so a GPU run can time
+/// each against the plain lowering, and the host tests replay both.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Lowering {
     /// A BN's activation fused into it where it alone reads the BN's output ([`TrainLayout::fused_act`]).
     pub fuse_bn_act: bool,
     /// 1x1 convs (stride 1, no padding) as cuBLAS products instead of cuDNN convolutions.
     pub gemm_1x1: bool,
+    /// A residual Add's gradient kept in the slot of the input it hands it to unchanged
+    /// ([`TrainLayout::grad_of_add`]) instead of copied there (off: the tests' reference for the
+    /// shared slots' lifetimes).
+    pub share_skip_grads: bool,
 }
 
 impl Default for Lowering {
     fn default() -> Self {
-        Lowering { fuse_bn_act: true, gemm_1x1: true }
+        Lowering { fuse_bn_act: true, gemm_1x1: true, share_skip_grads: true }
     }
 }
 
@@ -125,6 +129,10 @@ pub struct TrainLayout {
     /// masked value is never stored; backward its own gradient times the mask straight into the
     /// mask's input gradient, so the mask node has no gradient (a copy of the Add's) either.
     pub mask_into_add: Vec<Option<usize>>,
+    /// Per node whose last reader is a residual Add that hands it its gradient unchanged (the
+    /// Add's input that is not a [`TrainLayout::mask_into_add`] mask; one per Add): that Add, whose
+    /// gradient slot is this node's too, so the Add's backward copies nothing.
+    pub grad_of_add: Vec<Option<usize>>,
     /// A zero f32 bias for depthwise convs without one.
     pub zeros_at: usize,
     pub arena_bytes: usize,
@@ -226,7 +234,8 @@ impl TrainLayout {
         let tmp_at = take(eb * batch * graph.nodes.iter().map(|n| n.shape.numel()).max().unwrap_or(1).max(pad_len / batch.max(1)));
         let fused_act = if lowering.fuse_bn_act { fused_activations(graph) } else { vec![None; graph.nodes.len()] };
         let mask_into_add = masks_into_adds(graph);
-        let (value_at, grad_at, lifetimes_bytes) = Self::plan_values_and_grads(graph, &fused_act, &mask_into_add, batch * eb, at);
+        let grad_of_add = if lowering.share_skip_grads { skips_of_adds(graph, &mask_into_add) } else { vec![None; graph.nodes.len()] };
+        let (value_at, grad_at, lifetimes_bytes) = Self::plan_values_and_grads(graph, &fused_act, &mask_into_add, &grad_of_add, batch * eb, at);
         let arena_bytes = at + lifetimes_bytes;
         // Trainable parameters first, those with weight decay leading, then the BN statistics: the
         // optimizer updates each group in one launch over a contiguous range, and the gradients
@@ -253,7 +262,7 @@ impl TrainLayout {
             mask_at[i] = Some(4 * mask_len);
             mask_len += floats;
         }
-        TrainLayout { batch, dtype, value_at, pad_at, wgrad16_at, dlogits16_at, partials_at, partials2_at, chan_group, sums64_at, bn_saved_at, fused_act, mask_into_add, zeros_at, arena_bytes, param_at, params_bytes, lowering, tile_min_threads: ROW_TILE_MIN_THREADS, decayed_bytes, grad_at, tmp_at, pgrad_at, grads_bytes, mask_at, mask_len, shard: Shard::default() }
+        TrainLayout { batch, dtype, value_at, pad_at, wgrad16_at, dlogits16_at, partials_at, partials2_at, chan_group, sums64_at, bn_saved_at, fused_act, mask_into_add, grad_of_add, zeros_at, arena_bytes, param_at, params_bytes, lowering, tile_min_threads: ROW_TILE_MIN_THREADS, decayed_bytes, grad_at, tmp_at, pgrad_at, grads_bytes, mask_at, mask_len, shard: Shard::default() }
     }
 
     /// The parameter buffer's bytes for `weights` (checked against the graph first).
@@ -321,9 +330,11 @@ impl TrainLayout {
     /// (written at the BN's time), and the activation's gradient lives on through the BN's backward.
     /// A drop-path read only by a residual Add (`mask_into_add`) has neither: the Add reads the
     /// mask's input in the forward, and that input's gradient is written at the Add's backward.
+    /// A node that takes its last reader's (an Add's) gradient unchanged (`grad_of_add`) keeps it
+    /// in the Add's slot, which then lives on through that node's backward.
     /// Returns the value offsets, the gradient offsets and the bytes they span.
     /// `per_element`: bytes of one element times the batch.
-    fn plan_values_and_grads(graph: &Graph, fused_act: &[Option<(usize, i32)>], into_add: &[Option<usize>], per_element: usize, base: usize) -> (Vec<usize>, Vec<Option<usize>>, usize) {
+    fn plan_values_and_grads(graph: &Graph, fused_act: &[Option<(usize, i32)>], into_add: &[Option<usize>], of_add: &[Option<usize>], per_element: usize, base: usize) -> (Vec<usize>, Vec<Option<usize>>, usize) {
         let n = graph.nodes.len();
         let backward_at = |i: usize| 2 * n - 1 - i;
         // A mask read only by a residual Add hands its input's gradient over at the Add's backward,
@@ -350,13 +361,22 @@ impl TrainLayout {
         let with_grad: Vec<(usize, usize)> = stored
             .iter()
             .copied()
-            .filter(|&j| !matches!(graph.nodes[j].op, Op::Input) && j != graph.output)
+            .filter(|&j| !matches!(graph.nodes[j].op, Op::Input) && j != graph.output && of_add[j].is_none())
             .filter_map(|j| last_consumer[j].map(|c| (j, c)))
             .collect();
+        // Each gradient's last backward: its node's (or its fused BN's), or for an Add's, that of
+        // the node sharing its slot — along chains of residual blocks, the first block's input
+        // (in node order, so an Add takes on what its own skip input took on).
+        let mut last_use: Vec<usize> = (0..n).map(|j| backward_at(fused_bn[j].unwrap_or(j))).collect();
+        for (j, c) in of_add.iter().enumerate() {
+            if let Some(c) = *c {
+                last_use[c] = last_use[j];
+            }
+        }
         for &(j, c) in &with_grad {
             lens.push(bytes(j));
             born.push(backward_at(c));
-            dies.push(backward_at(fused_bn[j].unwrap_or(j)));
+            dies.push(last_use[j]);
         }
         let (offsets, total) = plan_intervals(&lens, &born, &dies);
         let mut value_at = vec![0; n];
@@ -377,6 +397,12 @@ impl TrainLayout {
         let mut grad_at = vec![None; n];
         for (k, &(j, _)) in with_grad.iter().enumerate() {
             grad_at[j] = Some(base + offsets[stored.len() + k]);
+        }
+        // Last node first: an Add's slot is known before its skip input takes it.
+        for (j, c) in of_add.iter().enumerate().rev() {
+            if let Some(c) = *c {
+                grad_at[j] = grad_at[c];
+            }
         }
         (value_at, grad_at, total)
     }
@@ -694,6 +720,15 @@ impl TrainLayout {
                             contrib(graph.nodes[j].inputs[0], &mut out, false, &|dst, _| vec![self.apply_mask(graph, j, masks, dy, 0, dst)]);
                             continue;
                         }
+                        if self.grad_of_add[j] == Some(i) {
+                            // Its gradient is this one, in the same slot: nothing to copy (the Add, its
+                            // last reader, writes it first).
+                            contrib(j, &mut out, true, &|dst, add| {
+                                assert!(!add && dst == dy, "node {j} shares the gradient slot of Add {i}, its first writer");
+                                vec![]
+                            });
+                            continue;
+                        }
                         contrib(j, &mut out, false, &|dst, _| vec![train_wide("copy", total, s.c, vec![Arg::Ptr(dy), Arg::Ptr(dst), Arg::I64(total as i64)])]);
                     }
                 }
@@ -891,6 +926,27 @@ fn masks_into_adds(graph: &Graph) -> Vec<Option<usize>> {
                 Some(c)
             }
             _ => None,
+        })
+        .collect()
+}
+
+/// [`TrainLayout::grad_of_add`]: per node, the residual Add that is its last reader and hands it
+/// its gradient unchanged (an input other than the Add's mask, read by nothing after the Add; the
+/// first such input of each Add).
+fn skips_of_adds(graph: &Graph, into_add: &[Option<usize>]) -> Vec<Option<usize>> {
+    let mut last_reader = vec![None; graph.nodes.len()];
+    for (i, node) in graph.nodes.iter().enumerate() {
+        for &j in &node.inputs {
+            last_reader[j] = Some(i);
+        }
+    }
+    let mut taken = vec![false; graph.nodes.len()];
+    (0..graph.nodes.len())
+        .map(|j| {
+            let c = last_reader[j]?;
+            let add = &graph.nodes[c];
+            let hands_on = matches!(add.op, Op::Add) && c != graph.output && into_add[j].is_none() && !matches!(graph.nodes[j].op, Op::Input) && add.inputs.iter().filter(|&&k| k == j).count() == 1;
+            (hands_on && !std::mem::replace(&mut taken[c], true)).then_some(c)
         })
         .collect()
 }
