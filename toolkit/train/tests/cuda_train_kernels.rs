@@ -333,22 +333,21 @@ fn activation_se_and_mask_backwards_equal_the_cpu_ops() {
         let mut want = vec![0.0; total];
         ops::pool_backward(&dpool, hw, c, &mut want);
         let mut got = vec![f32::NAN; total];
-        let pool: Symbol<unsafe extern "C" fn(*const f32, *mut f32, i64, i32, i32, i32)> = h.sym("pool_backward");
+        let pool: Symbol<unsafe extern "C" fn(*const f32, *const f32, *const f32, *mut f32, i64, i32, i32)> = h.sym("pool_backward");
         let gp = got.as_mut_ptr();
-        h.launch(|| unsafe { pool(dpool.as_ptr(), gp, total as i64, hw as i32, c as i32, 0) });
+        let null = std::ptr::null();
+        h.launch(|| unsafe { pool(dpool.as_ptr(), null, null, gp, total as i64, hw as i32, c as i32) });
         close(&got, &want, 1e-7, &format!("pool backward c{c}"));
-        // Added to a gradient already there (the SE pool's input also feeds the gate).
-        let mut acc = dy.clone();
-        let ap = acc.as_mut_ptr();
-        h.launch(|| unsafe { pool(dpool.as_ptr(), ap, total as i64, hw as i32, c as i32, 1) });
-        let want_acc: Vec<f32> = dy.iter().zip(&want).map(|(a, b)| a + b).collect();
-        close(&acc, &want_acc, 1e-6, &format!("pool backward added in place c{c}"));
 
-        // The gate's gradient (dx = dy · gate is the inference gate_mul: covered by the launch-list
-        // replay in cuda_train_plan.rs).
+        // The gate multiply's gradients: dgate below; dx (dy · gate) is written with the SE pool's
+        // (the pool and the gate both read x) in one pass.
         let gate = randn(n * c, 8, 1.0);
         let (mut dx_want, mut dg_want) = (vec![0.0; total], vec![0.0; n * c]);
         ops::mul_backward(&x, &gate, &dy, hw, c, &mut dx_want, &mut dg_want);
+        let gp = got.as_mut_ptr();
+        h.launch(|| unsafe { pool(dpool.as_ptr(), dy.as_ptr(), gate.as_ptr(), gp, total as i64, hw as i32, c as i32) });
+        let both: Vec<f32> = dx_want.iter().zip(&want).map(|(a, b)| a + b).collect();
+        close(&got, &both, 1e-6, &format!("pool + gate multiply backward c{c}"));
         let mut dg = vec![f32::NAN; n * c];
         let gdg: Symbol<unsafe extern "C" fn(*const f32, *const f32, *mut f32, i64, i32, i32)> = h.sym("gate_mul_backward_dgate");
         let dgp = dg.as_mut_ptr();

@@ -111,7 +111,7 @@ fn the_training_launches_replayed_on_the_host_equal_the_cpu_trainer() {
     let rmsprop = Optimizer::tf_rmsprop();
     let sgd = Optimizer::Sgd { momentum: 0.9, nesterov: true };
     // The default lowering, and the plain one (no BN + activation fusion, 1x1 convs on cuDNN).
-    let (full, plain) = (Lowering::default(), Lowering { fuse_bn_act: false, gemm_1x1: false, share_skip_grads: false });
+    let (full, plain) = (Lowering::default(), Lowering { fuse_bn_act: false, gemm_1x1: false, share_skip_grads: false, fuse_se_backward: false });
     // Row tiles: the most rows a thread in every tiled launch (what large batches get), or the
     // engine's choice at this size (a row each).
     let cases = [
@@ -390,9 +390,10 @@ fn the_training_arena_reuses_gradient_space_for_s_at_224() {
     }
     assert!(through_masks > 20, "{through_masks} drop-paths handed over by their Add");
     assert!(shared > 20, "{shared} skip inputs sharing their Add's gradient");
-    // A shared slot lives from its Add's backward through its skip input's: nothing else live in
-    // that window may share its bytes — no value of a node up to the Add (back-propagated later),
-    // no gradient written by then and not yet done with (another node's up to the Add).
+    // Tensors kept past their own node's backward must keep their bytes to themselves meanwhile:
+    // `slot`, needed from node `hi`'s backward through node `lo`'s (hi > lo), may overlap no value
+    // of a node up to `hi` (back-propagated later) and no gradient written by then and not yet done
+    // with (of a node up to `hi`, first written by a node from `lo` on), but the ones it is.
     let n = g.nodes.len();
     let mut writer = vec![0usize; n]; // the last consumer's backward writes a gradient first
     for (i, node) in g.nodes.iter().enumerate() {
@@ -400,22 +401,42 @@ fn the_training_arena_reuses_gradient_space_for_s_at_224() {
             writer[k] = writer[k].max(l.mask_into_add[i].unwrap_or(i));
         }
     }
-    let mut checked = 0;
-    for j in 0..n {
-        let Some(c) = l.grad_of_add[j] else { continue };
-        let slot = range(j);
-        for (k, &written_at) in writer.iter().enumerate().take(c + 1) {
+    let alone = |slot: std::ops::Range<usize>, hi: usize, lo: usize, what: &str| {
+        let mut checked = 0;
+        for (k, &written_at) in writer.iter().enumerate().take(hi + 1) {
             let value = l.value_at[k]..l.value_at[k] + bytes(k);
             let stored = l.fused_act[k].is_none() && l.mask_into_add[k].is_none();
-            assert!(!stored || !overlap(value, slot.clone()), "the gradient {j} shares with Add {c} overlaps the value of {k}");
-            if k == j || l.grad_at[k].is_none() || l.grad_at[k] == l.grad_at[j] || written_at < j {
-                continue;
+            if stored && value != slot {
+                assert!(!overlap(value, slot.clone()), "{what} overlaps the value of {k}");
             }
-            assert!(!overlap(range(k), slot.clone()), "the gradient {j} shares with Add {c} overlaps the gradient of {k}");
-            checked += 1;
+            if l.grad_at[k].is_some() && written_at >= lo && range(k) != slot {
+                assert!(!overlap(range(k), slot.clone()), "{what} overlaps the gradient of {k}");
+                checked += 1;
+            }
+        }
+        checked
+    };
+    // The gradient an Add shares with its skip input: kept through the skip input's backward.
+    let backward_at = |i: usize| 2 * n - 1 - i;
+    let mut checked = 0;
+    for j in 0..n {
+        if let Some(c) = l.grad_of_add[j] {
+            assert!(l.kept_until.grad[c] >= backward_at(j), "Add {c}'s gradient is kept until its skip input {j}'s backward");
+            checked += alone(range(j), c, j, &format!("the gradient {j} shares with Add {c}"));
         }
     }
     assert!(checked > 100, "{checked} gradients live beside shared ones");
+    // An SE gate multiply's gradient and the gate's value: through the SE pool's backward.
+    let mut se = 0;
+    for (p, m) in l.se_mul_of_pool.iter().enumerate() {
+        let Some(m) = *m else { continue };
+        let gate = g.nodes[m].inputs[1];
+        assert!(l.kept_until.grad[m] >= backward_at(p) && l.kept_until.value[gate] >= backward_at(p), "SE multiply {m}: its gradient and gate kept until pool {p}'s backward");
+        alone(range(m), m, p, &format!("the gradient of SE multiply {m}"));
+        alone(l.value_at[gate]..l.value_at[gate] + bytes(gate), m, p, &format!("the value of SE gate {gate}"));
+        se += 1;
+    }
+    assert!(se >= 30, "{se} SE blocks");
 }
 
 /// Mixed precision: activations and their gradients in 16 bits, the convs and the classifier on a

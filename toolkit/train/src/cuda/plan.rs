@@ -85,11 +85,14 @@ pub struct Lowering {
     /// ([`TrainLayout::grad_of_add`]) instead of copied there (off: the tests' reference for the
     /// shared slots' lifetimes).
     pub share_skip_grads: bool,
+    /// An SE block's input gradient from its two readers (the gate multiply and the pool) in one
+    /// pass at the pool's backward ([`TrainLayout::se_mul_of_pool`]) instead of two.
+    pub fuse_se_backward: bool,
 }
 
 impl Default for Lowering {
     fn default() -> Self {
-        Lowering { fuse_bn_act: true, gemm_1x1: true, share_skip_grads: true }
+        Lowering { fuse_bn_act: true, gemm_1x1: true, share_skip_grads: true, fuse_se_backward: true }
     }
 }
 
@@ -133,6 +136,10 @@ pub struct TrainLayout {
     /// Add's input that is not a [`TrainLayout::mask_into_add`] mask; one per Add): that Add, whose
     /// gradient slot is this node's too, so the Add's backward copies nothing.
     pub grad_of_add: Vec<Option<usize>>,
+    /// Per global-average pool of an SE block (its input read by it and by the gate multiply
+    /// alone): that multiply, whose input gradient (dy · gate) the pool's backward writes with its
+    /// own in one pass, so the multiply's gradient and the gate's value live until then.
+    pub se_mul_of_pool: Vec<Option<usize>>,
     /// A zero f32 bias for depthwise convs without one.
     pub zeros_at: usize,
     pub arena_bytes: usize,
@@ -151,6 +158,10 @@ pub struct TrainLayout {
     /// Each value's gradient in the arena (NHWC, `dtype`; none for the input), a scratch gradient for
     /// second contributions, and each trainable parameter's gradient in `grads` (device layout).
     pub grad_at: Vec<Option<usize>>,
+    /// The step of the training pass through which each node's value and gradient keep their
+    /// arena bytes (node i's forward is step i, its backward step 2n − 1 − i; see
+    /// [`TrainLayout::plan_values_and_grads`]).
+    pub kept_until: Kept,
     pub tmp_at: usize,
     pub pgrad_at: Vec<Option<usize>>,
     pub grads_bytes: usize,
@@ -235,7 +246,9 @@ impl TrainLayout {
         let fused_act = if lowering.fuse_bn_act { fused_activations(graph) } else { vec![None; graph.nodes.len()] };
         let mask_into_add = masks_into_adds(graph);
         let grad_of_add = if lowering.share_skip_grads { skips_of_adds(graph, &mask_into_add) } else { vec![None; graph.nodes.len()] };
-        let (value_at, grad_at, lifetimes_bytes) = Self::plan_values_and_grads(graph, &fused_act, &mask_into_add, &grad_of_add, batch * eb, at);
+        let se_mul_of_pool = if lowering.fuse_se_backward { se_multiplies(graph) } else { vec![None; graph.nodes.len()] };
+        let shares = Shares { fused_act: &fused_act, into_add: &mask_into_add, of_add: &grad_of_add, se_mul_of_pool: &se_mul_of_pool };
+        let (value_at, grad_at, kept_until, lifetimes_bytes) = Self::plan_values_and_grads(graph, shares, batch * eb, at);
         let arena_bytes = at + lifetimes_bytes;
         // Trainable parameters first, those with weight decay leading, then the BN statistics: the
         // optimizer updates each group in one launch over a contiguous range, and the gradients
@@ -262,7 +275,7 @@ impl TrainLayout {
             mask_at[i] = Some(4 * mask_len);
             mask_len += floats;
         }
-        TrainLayout { batch, dtype, value_at, pad_at, wgrad16_at, dlogits16_at, partials_at, partials2_at, chan_group, sums64_at, bn_saved_at, fused_act, mask_into_add, grad_of_add, zeros_at, arena_bytes, param_at, params_bytes, lowering, tile_min_threads: ROW_TILE_MIN_THREADS, decayed_bytes, grad_at, tmp_at, pgrad_at, grads_bytes, mask_at, mask_len, shard: Shard::default() }
+        TrainLayout { batch, dtype, value_at, pad_at, wgrad16_at, dlogits16_at, partials_at, partials2_at, chan_group, sums64_at, bn_saved_at, fused_act, mask_into_add, grad_of_add, se_mul_of_pool, zeros_at, arena_bytes, param_at, params_bytes, lowering, tile_min_threads: ROW_TILE_MIN_THREADS, decayed_bytes, grad_at, kept_until, tmp_at, pgrad_at, grads_bytes, mask_at, mask_len, shard: Shard::default() }
     }
 
     /// The parameter buffer's bytes for `weights` (checked against the graph first).
@@ -331,10 +344,14 @@ impl TrainLayout {
     /// A drop-path read only by a residual Add (`mask_into_add`) has neither: the Add reads the
     /// mask's input in the forward, and that input's gradient is written at the Add's backward.
     /// A node that takes its last reader's (an Add's) gradient unchanged (`grad_of_add`) keeps it
-    /// in the Add's slot, which then lives on through that node's backward.
-    /// Returns the value offsets, the gradient offsets and the bytes they span.
+    /// in the Add's slot, which then lives on through that node's backward. An SE block's gate
+    /// multiply hands its input gradient to the pool's backward (`se_mul_of_pool`): its own
+    /// gradient and the gate's value live until then.
+    /// Returns the value offsets, the gradient offsets, the steps through which each is kept and
+    /// the bytes they span.
     /// `per_element`: bytes of one element times the batch.
-    fn plan_values_and_grads(graph: &Graph, fused_act: &[Option<(usize, i32)>], into_add: &[Option<usize>], of_add: &[Option<usize>], per_element: usize, base: usize) -> (Vec<usize>, Vec<Option<usize>>, usize) {
+    fn plan_values_and_grads(graph: &Graph, shares: Shares, per_element: usize, base: usize) -> (Vec<usize>, Vec<Option<usize>>, Kept, usize) {
+        let Shares { fused_act, into_add, of_add, se_mul_of_pool } = shares;
         let n = graph.nodes.len();
         let backward_at = |i: usize| 2 * n - 1 - i;
         // A mask read only by a residual Add hands its input's gradient over at the Add's backward,
@@ -357,7 +374,14 @@ impl TrainLayout {
         let bytes = |i: usize| align(per_element * graph.nodes[i].shape.numel());
         let mut lens: Vec<usize> = stored.iter().map(|&i| bytes(i)).collect();
         let mut born: Vec<usize> = stored.iter().map(|&i| fused_bn[i].unwrap_or(i)).collect();
-        let mut dies: Vec<usize> = stored.iter().map(|&i| backward_at(i)).collect();
+        // Each value's last backward: its own, or for an SE gate the pool's that reads it.
+        let mut value_last_use: Vec<usize> = (0..n).map(backward_at).collect();
+        for (p, m) in se_mul_of_pool.iter().enumerate() {
+            if let Some(m) = *m {
+                value_last_use[graph.nodes[m].inputs[1]] = backward_at(p);
+            }
+        }
+        let mut dies: Vec<usize> = stored.iter().map(|&i| value_last_use[i]).collect();
         let with_grad: Vec<(usize, usize)> = stored
             .iter()
             .copied()
@@ -371,6 +395,11 @@ impl TrainLayout {
         for (j, c) in of_add.iter().enumerate() {
             if let Some(c) = *c {
                 last_use[c] = last_use[j];
+            }
+        }
+        for (p, m) in se_mul_of_pool.iter().enumerate() {
+            if let Some(m) = *m {
+                last_use[m] = backward_at(p);
             }
         }
         for &(j, c) in &with_grad {
@@ -404,7 +433,7 @@ impl TrainLayout {
                 grad_at[j] = grad_at[c];
             }
         }
-        (value_at, grad_at, total)
+        (value_at, grad_at, Kept { value: value_last_use, grad: last_use }, total)
     }
 
     /// The step's dropout and drop-path masks (the CPU engine's draws for the same seed), laid
@@ -735,15 +764,17 @@ impl TrainLayout {
                 Op::Mul => {
                     let gate = node.inputs[1];
                     let hw_c = i32s(&[s.h * s.w, s.c]);
-                    contrib(x, &mut out, false, &|dst, _| vec![infer_wide("gate_mul", total, s.c, [vec![Arg::Ptr(dy), Arg::Ptr(v(gate)), Arg::Ptr(dst), Arg::I64(total as i64)], hw_c.clone()].concat())]);
+                    // In an SE block the pool's backward writes x's gradient with this one (se_mul_of_pool).
+                    if !self.se_mul_of_pool.contains(&Some(i)) {
+                        contrib(x, &mut out, false, &|dst, _| vec![infer_wide("gate_mul", total, s.c, [vec![Arg::Ptr(dy), Arg::Ptr(v(gate)), Arg::Ptr(dst), Arg::I64(total as i64)], hw_c.clone()].concat())]);
+                    }
                     contrib(gate, &mut out, false, &|dst, _| vec![train("gate_mul_backward_dgate", batch * s.c, [vec![Arg::Ptr(v(x)), Arg::Ptr(dy), Arg::Ptr(dst), Arg::I64(batch as i64)], hw_c.clone()].concat())]);
                 }
                 Op::GlobalAvgPool => {
-                    // The SE pool's input also feeds the gate (whose gradient comes first): the
-                    // kernel adds this second contribution in place, no scratch and add.
-                    if let Some(first) = claim(x) {
-                        out.push(train_wide("pool_backward", xtotal, src.c, [vec![Arg::Ptr(dy), Arg::Ptr(g(x)), Arg::I64(xtotal as i64)], i32s(&[src.h * src.w, src.c, !first as usize])].concat()));
-                    }
+                    // In an SE block, with the gate multiply's dx: its gradient times the gate.
+                    let (dprod, gate) = self.se_mul_of_pool[i].map_or((0, 0), |m| (g(m), v(graph.nodes[m].inputs[1])));
+                    let tail = i32s(&[src.h * src.w, src.c]);
+                    contrib(x, &mut out, false, &|dst, _| vec![train_wide("pool_backward", xtotal, src.c, [vec![Arg::Ptr(dy), Arg::Ptr(dprod), Arg::Ptr(gate), Arg::Ptr(dst), Arg::I64(xtotal as i64)], tail.clone()].concat())]);
                 }
                 Op::Act(k) => {
                     let code = act_code(*k);
@@ -858,6 +889,24 @@ impl RowProduct {
     }
 }
 
+/// [`TrainLayout::kept_until`]: per node, steps (for a gradient with no slot of its own, its node's
+/// backward: never read).
+#[derive(Clone, Debug, Default)]
+pub struct Kept {
+    pub value: Vec<usize>,
+    pub grad: Vec<usize>,
+}
+
+/// How nodes share or hand on their values and gradients, for the arena plan
+/// ([`TrainLayout::plan_values_and_grads`]; each field is the [`TrainLayout`] one of that name).
+#[derive(Clone, Copy)]
+struct Shares<'a> {
+    fused_act: &'a [Option<(usize, i32)>],
+    into_add: &'a [Option<usize>],
+    of_add: &'a [Option<usize>],
+    se_mul_of_pool: &'a [Option<usize>],
+}
+
 /// Per node: for a BN whose output only an activation reads (and that is not the graph's
 /// output), that activation's node and code ([`TrainLayout::fused_act`]).
 fn fused_activations(graph: &Graph) -> Vec<Option<(usize, i32)>> {
@@ -947,6 +996,27 @@ fn skips_of_adds(graph: &Graph, into_add: &[Option<usize>]) -> Vec<Option<usize>
             let add = &graph.nodes[c];
             let hands_on = matches!(add.op, Op::Add) && c != graph.output && into_add[j].is_none() && !matches!(graph.nodes[j].op, Op::Input) && add.inputs.iter().filter(|&&k| k == j).count() == 1;
             (hands_on && !std::mem::replace(&mut taken[c], true)).then_some(c)
+        })
+        .collect()
+}
+
+/// [`TrainLayout::se_mul_of_pool`]: per global-average pool whose input has exactly two readers,
+/// the pool and a multiply by a gate (its second input, another node), that multiply.
+fn se_multiplies(graph: &Graph) -> Vec<Option<usize>> {
+    let mut readers = vec![vec![]; graph.nodes.len()];
+    for (i, node) in graph.nodes.iter().enumerate() {
+        for &j in &node.inputs {
+            readers[j].push(i);
+        }
+    }
+    (0..graph.nodes.len())
+        .map(|p| {
+            let x = *graph.nodes[p].inputs.first()?;
+            let &[a, b] = readers[x].as_slice() else { return None };
+            let m = if a == p { b } else { a };
+            let mul = &graph.nodes[m];
+            let se = matches!(graph.nodes[p].op, Op::GlobalAvgPool) && matches!(mul.op, Op::Mul) && mul.inputs[0] == x && mul.inputs[1] != x && m != graph.output;
+            se.then_some(m)
         })
         .collect()
 }

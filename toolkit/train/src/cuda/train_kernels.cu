@@ -431,29 +431,36 @@ extern "C" __global__ void depthwise_dw_finish(const double* part, long long chu
 
 // ---- squeeze-excitation ----
 
-// Global average pool backward: dx[n, p, ch] = dy[n, ch] / hw, or with `accumulate` added to the
-// gradient dx already holds (the SE pool's input also feeds the gate: its second contribution,
-// added in place instead of through a scratch tensor and an add). VEC channels a thread where c
-// is a multiple of VEC.
-extern "C" __global__ void pool_backward(const T* dy, T* dx, long long total, int hw, int c, int accumulate) {
+// Global average pool backward: dx[n, p, ch] = dy[n, ch] / hw — plus, where dprod is given,
+// dprod[n, p, ch] · gate[n, ch]: an SE block's input also feeds the gate multiply, whose gradient
+// (the product's gradient times the gate) is written here with the pool's in one pass. VEC
+// channels a thread where c is a multiple of VEC.
+extern "C" __global__ void pool_backward(const T* dy, const T* dprod, const T* gate, T* dx, long long total, int hw,
+                                         int c) {
     if (c % VEC == 0) {
         long long per_sample = (long long)hw * (c / VEC);
         GRID_STRIDE(g, total / VEC) {
-            Vec d = vload(dy + div_of(g, per_sample) * c + mod_of(g, c / VEC) * VEC);
-            Vec acc;
-            if (accumulate) acc = vload(dx + g * VEC);
-            for (int j = 0; j < VEC; ++j) d.v[j] = st((accumulate ? ld(acc.v[j]) : 0.0f) + ld(d.v[j]) / (float)hw);
+            long long at = div_of(g, per_sample) * c + mod_of(g, c / VEC) * VEC;
+            Vec d = vload(dy + at);
+            if (dprod) {
+                Vec p = vload(dprod + g * VEC), s = vload(gate + at);
+                for (int j = 0; j < VEC; ++j) d.v[j] = st(ld(p.v[j]) * ld(s.v[j]) + ld(d.v[j]) / (float)hw);
+            } else {
+                for (int j = 0; j < VEC; ++j) d.v[j] = st(ld(d.v[j]) / (float)hw);
+            }
             vstore(dx + g * VEC, d);
         }
         return;
     }
     GRID_STRIDE(i, total) {
-        long long n = div_of(i, (long long)hw * c);
-        dx[i] = st((accumulate ? ld(dx[i]) : 0.0f) + ld(dy[n * c + mod_of(i, c)]) / (float)hw);
+        long long at = div_of(i, (long long)hw * c) * c + mod_of(i, c);
+        float v = ld(dy[at]) / (float)hw;
+        dx[i] = st(dprod ? ld(dprod[i]) * ld(gate[at]) + v : v);
     }
 }
 
-// y = x · gate[n, ch] backward: dx = dy · gate is the inference `gate_mul` itself (dy in x's place).
+// y = x · gate[n, ch] backward: dx = dy · gate is the inference `gate_mul` itself (dy in x's place),
+// or pool_backward's where the SE pool reads x too.
 // dgate[n, ch] = Σ_p dy·x over the sample's positions; one thread per (n, ch).
 extern "C" __global__ void gate_mul_backward_dgate(const T* x, const T* dy, T* dgate, long long batch, int hw,
                                                    int c) {

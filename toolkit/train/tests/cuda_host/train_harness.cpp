@@ -35,7 +35,7 @@ void host_depthwise_backward_dw(unsigned g, unsigned b, void** p) {
     LOOP(depthwise_backward_dw(CT(0), CT(1), MD(2), L(3), I(4), I(5), I(6), I(7), I(8), I(9), I(10), I(11), I(12), I(13)))
 }
 void host_depthwise_dw_finish(unsigned g, unsigned b, void** p) { LOOP(depthwise_dw_finish(CD(0), L(1), I(2), MF(3))) }
-void host_pool_backward(unsigned g, unsigned b, void** p) { LOOP(pool_backward(CT(0), MT(1), L(2), I(3), I(4), I(5))) }
+void host_pool_backward(unsigned g, unsigned b, void** p) { LOOP(pool_backward(CT(0), CT(1), CT(2), MT(3), L(4), I(5), I(6))) }
 void host_gate_mul_backward_dgate(unsigned g, unsigned b, void** p) {
     LOOP(gate_mul_backward_dgate(CT(0), CT(1), MT(2), L(3), I(4), I(5)))
 }
