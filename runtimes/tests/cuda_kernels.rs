@@ -4,6 +4,7 @@
 #![cfg(feature = "cuda")]
 
 use effv2_runtime::cuda::{compile_kernels, nvrtc_for_tests, DType};
+use effv2_runtime::plan::launch::KERNEL_NAMES;
 #[cfg(feature = "host-replay")]
 use effv2_runtime::plan::ptxas::{ptxas_for_tests, without_local_memory};
 
@@ -15,7 +16,7 @@ fn kernels_compile_for_f32_f16_and_bf16_on_hopper_and_orin() {
     for dtype in [DType::F32, DType::F16, DType::Bf16] {
         for arch in ["compute_90", "compute_87"] {
             let ptx = compile_kernels(dtype, Some(arch.into())).unwrap_or_else(|e| panic!("{dtype:?} {arch}: {e}")).to_src();
-            for k in ["nchw_to_nhwc", "to_f32", "bias_act", "act_only", "depthwise", "pool", "gate_mul", "add", "pad"] {
+            for k in KERNEL_NAMES {
                 assert!(ptx.contains(&format!(".entry {k}(")), "{dtype:?} {arch}: no entry {k}");
             }
             // Half builds convert through f16 registers; bf16 builds widen with a 16-bit shift

@@ -62,6 +62,10 @@ fn replay_on_host(host: &HostKernels, plan: &NetPlan, weights: &[f32], x: &Tenso
     use effv2_runtime::plan::Step;
     let pools_a_depthwise_conv = plan.steps.iter().any(|s| matches!(*s, Step::Pool { x } if x > 0 && matches!(plan.steps[x - 1], Step::Conv { groups, .. } if groups > 1)));
     assert_eq!(layout.pool_fused.iter().any(|&f| f), large_batch && pools_a_depthwise_conv);
+    // Every residual Add follows its branch's last conv (BN folded, drop-path gone), which writes
+    // the sum itself.
+    let adds = plan.steps.iter().filter(|s| matches!(s, Step::Add { .. })).count();
+    assert!(adds > 0 && layout.add_fused.iter().filter(|&&f| f).count() == adds, "{adds} residual adds, written by their convs");
     // u64 backing keeps every block 8-byte aligned, like device allocations.
     let mut arena = vec![0u64; layout.arena_bytes.div_ceil(8)];
     let mut params = vec![0u64; layout.params.len().div_ceil(8)];

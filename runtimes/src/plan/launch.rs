@@ -9,7 +9,7 @@ use super::layout::{depthwise_to_hwc, oihw_to_ohwi};
 use super::{NetPlan, Step};
 
 /// Kernels of `kernels.cu`, by index.
-pub const KERNEL_NAMES: [&str; 11] = ["nchw_to_nhwc", "to_f32", "bias_act", "act_only", "depthwise", "depthwise_pool", "pool", "pool_rows", "gate_mul", "add", "pad"];
+pub const KERNEL_NAMES: [&str; 12] = ["nchw_to_nhwc", "to_f32", "bias_act", "bias_act_add", "act_only", "depthwise", "depthwise_pool", "pool", "pool_rows", "gate_mul", "add", "pad"];
 
 /// Fewest threads (`batch · oh · ⌈ow / POOL_SEGMENT⌉ · c / 8`) for which a depthwise conv whose
 /// output the SE pool reads runs as `depthwise_pool` (a thread per [`POOL_SEGMENT`] pixels of a row,
@@ -71,7 +71,7 @@ pub fn row_tile_threads(total: usize, c: usize, rpt: usize) -> usize {
 }
 
 /// [`wide_threads`] for inference kernel `kernel` over `total` elements of `c` channels (the
-/// row-tiled `bias_act` takes [`row_tile_threads`]).
+/// row-tiled `bias_act` and `bias_act_add` take [`row_tile_threads`]).
 pub fn kernel_threads(kernel: &str, total: usize, c: usize) -> usize {
     match kernel {
         "depthwise" | "gate_mul" => wide_threads(total, c),
@@ -214,6 +214,26 @@ pub fn grid(total: usize) -> u32 {
     total.div_ceil(BLOCK as usize).clamp(1, 1 << 20) as u32
 }
 
+/// [`Layout::add_fused`]: per step, whether it is a conv (not depthwise) whose output is read by
+/// the next step alone, an Add of it and another value, and is not the plan's output. The Add's
+/// output is then written at the conv's step, one step before the arena plan has it born: only the
+/// conv's own inputs can have been freed for it in between, and the conv has read them by then.
+fn residual_adds(plan: &NetPlan, shapes: &[[usize; 3]]) -> Vec<bool> {
+    let mut readers = vec![0usize; shapes.len()];
+    for s in &plan.steps {
+        for v in s.inputs() {
+            readers[v] += 1;
+        }
+    }
+    (0..plan.steps.len())
+        .map(|i| {
+            let Step::Conv { x, out_ch, groups, .. } = plan.steps[i] else { return false };
+            let next_adds = matches!(plan.steps.get(i + 1), Some(&Step::Add { a, b }) if (a == i + 1) != (b == i + 1));
+            !is_depthwise(shapes[x][0], out_ch, groups) && next_adds && readers[i + 1] == 1 && plan.output != i + 1
+        })
+        .collect()
+}
+
 fn is_depthwise(c: usize, out_ch: usize, groups: usize) -> bool {
     groups > 1 && groups == c && out_ch == c
 }
@@ -242,6 +262,10 @@ pub struct Layout {
     pub partials_at: usize,
     /// Threads the row-tiled kernels keep at least ([`row_tile`]; tests set 0 to tile every launch).
     pub tile_min_threads: usize,
+    /// Per step: a (non-depthwise) conv whose output only the next step, a residual Add, reads —
+    /// `bias_act_add` instead of its `bias_act` adds the Add's other input and writes the Add's
+    /// output, and the Add launches nothing (two passes over the tensor fewer).
+    pub add_fused: Vec<bool>,
 }
 
 fn push_block(bytes: &mut Vec<u8>, v: &[f32], dtype: DType) -> usize {
@@ -285,7 +309,8 @@ impl Layout {
         let [c0, h0, w0] = plan.input;
         let output_len = batch * shapes[plan.output][0];
         let partials_at = arena_bytes.next_multiple_of(256);
-        let mut layout = Layout { dtype, batch, shapes, arena, arena_bytes, scratch_at, params, param_at, input_len: batch * c0 * h0 * w0, output_len, pool_fused: vec![], partials_at, tile_min_threads: ROW_TILE_MIN_THREADS };
+        let add_fused = residual_adds(plan, &shapes);
+        let mut layout = Layout { dtype, batch, shapes, arena, arena_bytes, scratch_at, params, param_at, input_len: batch * c0 * h0 * w0, output_len, pool_fused: vec![], partials_at, tile_min_threads: ROW_TILE_MIN_THREADS, add_fused };
         layout.fuse_pools(plan, POOL_FUSION_MIN_THREADS);
         Ok(layout)
     }
@@ -361,8 +386,13 @@ impl Layout {
                             out.push(LaunchSpec::Conv { shape, x: src, w: wp, y });
                         }
                         let rpt = row_tile(total, oc, self.tile_min_threads);
-                        let args = vec![Arg::Ptr(y), Arg::Ptr(bp), tot, Arg::I32(oc as i32), Arg::I32(act.code()), Arg::I32(rpt as i32)];
-                        out.push(LaunchSpec::Kernel { f: k("bias_act"), total: row_tile_threads(total, oc, rpt), args });
+                        // In place, or with the residual Add after it: its other input added, into its output.
+                        let (kernel, io) = match plan.steps.get(i + 1) {
+                            Some(&Step::Add { a, b }) if self.add_fused[i] => ("bias_act_add", vec![Arg::Ptr(y), Arg::Ptr(bp), Arg::Ptr(at(if a == i + 1 { b } else { a })), Arg::Ptr(at(i + 2))]),
+                            _ => ("bias_act", vec![Arg::Ptr(y), Arg::Ptr(bp)]),
+                        };
+                        let args = [io, vec![tot, Arg::I32(oc as i32), Arg::I32(act.code()), Arg::I32(rpt as i32)]].concat();
+                        out.push(LaunchSpec::Kernel { f: k(kernel), total: row_tile_threads(total, oc, rpt), args });
                         continue;
                     }
                 }
@@ -370,6 +400,8 @@ impl Layout {
                 Step::Pool { x } if x > 0 && self.pool_fused[x - 1] => ("pool_rows", [vec![Arg::Ptr(partials), Arg::Ptr(y), tot], i32s(&[pool_pieces(h, w), h * w, c])].concat()),
                 Step::Pool { x } => ("pool", [vec![Arg::Ptr(at(x)), Arg::Ptr(y), tot], i32s(&[h * w, c])].concat()),
                 Step::Mul { x, gate } => ("gate_mul", [vec![Arg::Ptr(at(x)), Arg::Ptr(at(gate)), Arg::Ptr(y), tot], i32s(&[h * w, c])].concat()),
+                // Written by the conv before it.
+                Step::Add { .. } if i > 0 && self.add_fused[i - 1] => continue,
                 Step::Add { a, b } => ("add", vec![Arg::Ptr(at(a)), Arg::Ptr(at(b)), Arg::Ptr(y), tot]),
             };
             out.push(LaunchSpec::Kernel { f: k(kernel), total: kernel_threads(kernel, total, oc), args });

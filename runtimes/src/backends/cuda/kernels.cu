@@ -20,20 +20,42 @@ extern "C" __global__ void to_f32(const T* x, float* y, long long total) {
     GRID_STRIDE(i, total) { y[i] = ld(x[i]); }
 }
 
-// In place: y = act(y + bias[c]); row tiles of `rpt` rows where c is a multiple of VEC.
-extern "C" __global__ void bias_act(T* y, const float* bias, long long total, int c, int kind_code, int rpt) {
+// y = act(x + bias[c]) (+ skip with SKIP); row tiles of `rpt` rows where c is a multiple of VEC.
+template <bool SKIP>
+__device__ __forceinline__ void bias_act_of(const T* x, const float* bias, const T* skip, T* y, long long total, int c,
+                                            int kind_code, int rpt) {
     with_act(kind_code, [&](auto code) {
         constexpr int kind = decltype(code)::value;
         if (c % VEC == 0) {
             for_each_row_tile(total, c, rpt, [&](RowTile t) {
                 float b[VEC];
                 for (int j = 0; j < VEC; ++j) b[j] = bias[t.ch + j];
-                tile_map(y, y, t.r0 * c + t.ch, c, t.n, [&](float v, int j) { return act(v + b[j], kind); });
+                long long at = t.r0 * c + t.ch;
+                if (SKIP)
+                    tile_map2(x, skip, y, at, c, t.n, [&](float v, float s, int j) { return act(v + b[j], kind) + s; });
+                else
+                    tile_map(x, y, at, c, t.n, [&](float v, int j) { return act(v + b[j], kind); });
             });
             return;
         }
-        GRID_STRIDE(i, total) { y[i] = st(act(ld(y[i]) + bias[mod_of(i, c)], kind)); }
+        GRID_STRIDE(i, total) {
+            float v = act(ld(x[i]) + bias[mod_of(i, c)], kind);
+            y[i] = st(SKIP ? v + ld(skip[i]) : v);
+        }
     });
+}
+
+// In place: y = act(y + bias[c]), a conv's bias and activation.
+extern "C" __global__ void bias_act(T* y, const float* bias, long long total, int c, int kind_code, int rpt) {
+    bias_act_of<false>(y, bias, nullptr, y, total, c, kind_code, rpt);
+}
+
+// y = act(x + bias[c]) + skip: a conv's bias and activation and the residual add after it, the
+// conv's output written straight into the add's (its own kernel: the second input's tile takes
+// registers the in-place form does without).
+extern "C" __global__ void bias_act_add(const T* x, const float* bias, const T* skip, T* y, long long total, int c,
+                                        int kind_code, int rpt) {
+    bias_act_of<true>(x, bias, skip, y, total, c, kind_code, rpt);
 }
 
 // y = act(x), for activations that do not follow a conv alone.

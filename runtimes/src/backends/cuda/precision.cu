@@ -134,6 +134,26 @@ __device__ __forceinline__ void tile_map(const T* x, T* y, long long at, int c, 
     }
 }
 
+// tile_map with a second input: f(x value, z value, lane), both tiles loaded before the first
+// result is written.
+template <typename F>
+__device__ __forceinline__ void tile_map2(const T* x, const T* z, T* y, long long at, int c, int n, F f) {
+    Vec v[ROW_TILE], w[ROW_TILE];
+#pragma unroll
+    for (int r = 0; r < ROW_TILE; ++r) {
+        if (r >= n) break;
+        v[r] = vload(x + at + (long long)r * c);
+        w[r] = vload(z + at + (long long)r * c);
+    }
+#pragma unroll
+    for (int r = 0; r < ROW_TILE; ++r) {
+        if (r >= n) break;
+        Vec out;
+        for (int j = 0; j < VEC; ++j) out.v[j] = st(f(ld(v[r].v[j]), ld(w[r].v[j]), j));
+        vstore(y + at + (long long)r * c, out);
+    }
+}
+
 // Σ of load(k) over k in [0, n), added in order in A (float or double): SUM_LOADS loads issued
 // before they are added, so a thread that adds many values one after another (per-channel
 // finishes and pools have few threads) waits for memory once per SUM_LOADS of them, not once

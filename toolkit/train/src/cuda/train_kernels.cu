@@ -256,20 +256,7 @@ extern "C" __global__ void bn_backward_dx(const T* x, const T* d, const float* m
                 long long at = t.r0 * c + t.ch;
                 BnBackwardCh p[VEC];
                 for (int j = 0; j < VEC; ++j) p[j] = bn_backward_ch(mean, invstd, gamma, beta, sdy, sdyx, t.ch + j, n, kind);
-                Vec xv[ROW_TILE], dv[ROW_TILE];
-#pragma unroll
-                for (int r = 0; r < ROW_TILE; ++r) {
-                    if (r >= t.n) break;
-                    xv[r] = vload(x + at + (long long)r * c);
-                    dv[r] = vload(d + at + (long long)r * c);
-                }
-#pragma unroll
-                for (int r = 0; r < ROW_TILE; ++r) {
-                    if (r >= t.n) break;
-                    Vec out;
-                    for (int j = 0; j < VEC; ++j) out.v[j] = st(bn_backward_at(p[j], ld(xv[r].v[j]), ld(dv[r].v[j]), n, kind));
-                    vstore(dx + at + (long long)r * c, out);
-                }
+                tile_map2(x, d, dx, at, c, t.n, [&](float xv, float dv, int j) { return bn_backward_at(p[j], xv, dv, n, kind); });
             });
             return;
         }
