@@ -231,6 +231,20 @@ fn batch_norm_training_forward_and_backward_equal_the_cpu_engine() {
             zs.push(z);
         }
         assert!(zs.iter().all(|z| z.iter().zip(&zs[0]).all(|(a, b)| a.to_bits() == b.to_bits())), "{}", what("BN output differs between row tiles"));
+        // A BN that only a residual add reads (through a drop-path): BN(x) · mask[sample] + skip
+        // into the add's output, samples of 50 rows (the last one short), every row tile.
+        type ApplyAdd = unsafe extern "C" fn(*const f32, *const f32, *const f32, i64, *mut f32, *const f32, *const f32, *const f32, *const f32, i64, i32, i32);
+        let apply_add: Symbol<ApplyAdd> = h.sym("bn_apply_add");
+        let per = 50usize;
+        let mask: Vec<f32> = (0..rows.div_ceil(per)).map(|k| if k % 3 == 1 { 0.0 } else { 1.25 }).collect();
+        let skip = randn(rows * c, 5, 1.0);
+        let want: Vec<f32> = (0..rows * c).map(|i| y_cpu[i] * mask[i / c / per] + skip[i]).collect();
+        for rpt in RPTS {
+            let mut z = vec![f32::NAN; rows * c];
+            let zp = z.as_mut_ptr();
+            h.launch(|| unsafe { apply_add(x.as_ptr(), skip.as_ptr(), mask.as_ptr(), per as i64, zp, mean.as_ptr(), invstd.as_ptr(), gamma.as_ptr(), beta.as_ptr(), (rows * c) as i64, c as i32, rpt) });
+            close(&z, &want, 1e-5, &what(&format!("BN · mask + skip, {rpt} rows a thread")));
+        }
 
         let (mut dx_cpu, mut dg_cpu, mut db_cpu) = (vec![0.0; rows * c], vec![0.0; c], vec![0.0; c]);
         bn::backward(&p, &saved, &x, &dy, &mut dx_cpu, &mut dg_cpu, &mut db_cpu, None).unwrap();

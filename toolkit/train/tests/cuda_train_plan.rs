@@ -111,7 +111,7 @@ fn the_training_launches_replayed_on_the_host_equal_the_cpu_trainer() {
     let rmsprop = Optimizer::tf_rmsprop();
     let sgd = Optimizer::Sgd { momentum: 0.9, nesterov: true };
     // The default lowering, and the plain one (no BN + activation fusion, 1x1 convs on cuDNN).
-    let (full, plain) = (Lowering::default(), Lowering { fuse_bn_act: false, gemm_1x1: false, share_skip_grads: false, fuse_se_backward: false });
+    let (full, plain) = (Lowering::default(), Lowering { fuse_bn_act: false, gemm_1x1: false, share_skip_grads: false, fuse_se_backward: false, fuse_bn_add: false });
     // Row tiles: the most rows a thread in every tiled launch (what large batches get), or the
     // engine's choice at this size (a row each).
     let cases = [
@@ -405,7 +405,7 @@ fn the_training_arena_reuses_gradient_space_for_s_at_224() {
         let mut checked = 0;
         for (k, &written_at) in writer.iter().enumerate().take(hi + 1) {
             let value = l.value_at[k]..l.value_at[k] + bytes(k);
-            let stored = l.fused_act[k].is_none() && l.mask_into_add[k].is_none();
+            let stored = l.fused_act[k].is_none() && l.mask_into_add[k].is_none() && l.bn_into_add[k].is_none();
             if stored && value != slot {
                 assert!(!overlap(value, slot.clone()), "{what} overlaps the value of {k}");
             }

@@ -21,13 +21,14 @@ pub fn train_kernels_source() -> String {
     format!("{}{TRAIN_KERNELS}", effv2_runtime::plan::launch::PRECISION_CU)
 }
 
-pub const TRAIN_KERNEL_NAMES: [&str; 21] = [
+pub const TRAIN_KERNEL_NAMES: [&str; 22] = [
     "chan_partials",
     "chan_regroup",
     "chan_finish",
     "bn_finalize",
     "bn_eval_invstd",
     "bn_apply",
+    "bn_apply_add",
     "bn_backward_dx",
     "bn_finish",
     "act_backward",

@@ -88,11 +88,14 @@ pub struct Lowering {
     /// An SE block's input gradient from its two readers (the gate multiply and the pool) in one
     /// pass at the pool's backward ([`TrainLayout::se_mul_of_pool`]) instead of two.
     pub fuse_se_backward: bool,
+    /// A BN that only a residual Add reads applied by one pass that writes the Add's output
+    /// ([`TrainLayout::bn_into_add`]), its own output never stored.
+    pub fuse_bn_add: bool,
 }
 
 impl Default for Lowering {
     fn default() -> Self {
-        Lowering { fuse_bn_act: true, gemm_1x1: true, share_skip_grads: true, fuse_se_backward: true }
+        Lowering { fuse_bn_act: true, gemm_1x1: true, share_skip_grads: true, fuse_se_backward: true, fuse_bn_add: true }
     }
 }
 
@@ -140,6 +143,11 @@ pub struct TrainLayout {
     /// alone): that multiply, whose input gradient (dy · gate) the pool's backward writes with its
     /// own in one pass, so the multiply's gradient and the gate's value live until then.
     pub se_mul_of_pool: Vec<Option<usize>>,
+    /// Per BN (without a fused activation) whose output only a residual Add reads, directly or
+    /// through a drop-path the Add applies ([`TrainLayout::mask_into_add`]): that Add, whose output
+    /// `bn_apply_add` writes (BN(x) · mask + skip) — the BN's output is never stored (its backward
+    /// reads its input), and the Add launches nothing.
+    pub bn_into_add: Vec<Option<usize>>,
     /// A zero f32 bias for depthwise convs without one.
     pub zeros_at: usize,
     pub arena_bytes: usize,
@@ -247,7 +255,8 @@ impl TrainLayout {
         let mask_into_add = masks_into_adds(graph);
         let grad_of_add = if lowering.share_skip_grads { skips_of_adds(graph, &mask_into_add) } else { vec![None; graph.nodes.len()] };
         let se_mul_of_pool = if lowering.fuse_se_backward { se_multiplies(graph) } else { vec![None; graph.nodes.len()] };
-        let shares = Shares { fused_act: &fused_act, into_add: &mask_into_add, of_add: &grad_of_add, se_mul_of_pool: &se_mul_of_pool };
+        let bn_into_add = if lowering.fuse_bn_add { bns_into_adds(graph, &fused_act, &mask_into_add) } else { vec![None; graph.nodes.len()] };
+        let shares = Shares { fused_act: &fused_act, into_add: &mask_into_add, of_add: &grad_of_add, se_mul_of_pool: &se_mul_of_pool, bn_into_add: &bn_into_add };
         let (value_at, grad_at, kept_until, lifetimes_bytes) = Self::plan_values_and_grads(graph, shares, batch * eb, at);
         let arena_bytes = at + lifetimes_bytes;
         // Trainable parameters first, those with weight decay leading, then the BN statistics: the
@@ -275,7 +284,7 @@ impl TrainLayout {
             mask_at[i] = Some(4 * mask_len);
             mask_len += floats;
         }
-        TrainLayout { batch, dtype, value_at, pad_at, wgrad16_at, dlogits16_at, partials_at, partials2_at, chan_group, sums64_at, bn_saved_at, fused_act, mask_into_add, grad_of_add, se_mul_of_pool, zeros_at, arena_bytes, param_at, params_bytes, lowering, tile_min_threads: ROW_TILE_MIN_THREADS, decayed_bytes, grad_at, kept_until, tmp_at, pgrad_at, grads_bytes, mask_at, mask_len, shard: Shard::default() }
+        TrainLayout { batch, dtype, value_at, pad_at, wgrad16_at, dlogits16_at, partials_at, partials2_at, chan_group, sums64_at, bn_saved_at, fused_act, mask_into_add, grad_of_add, se_mul_of_pool, bn_into_add, zeros_at, arena_bytes, param_at, params_bytes, lowering, tile_min_threads: ROW_TILE_MIN_THREADS, decayed_bytes, grad_at, kept_until, tmp_at, pgrad_at, grads_bytes, mask_at, mask_len, shard: Shard::default() }
     }
 
     /// The parameter buffer's bytes for `weights` (checked against the graph first).
@@ -346,12 +355,13 @@ impl TrainLayout {
     /// A node that takes its last reader's (an Add's) gradient unchanged (`grad_of_add`) keeps it
     /// in the Add's slot, which then lives on through that node's backward. An SE block's gate
     /// multiply hands its input gradient to the pool's backward (`se_mul_of_pool`): its own
-    /// gradient and the gate's value live until then.
+    /// gradient and the gate's value live until then. A BN written into its residual Add's output
+    /// (`bn_into_add`) stores no value but keeps its gradient.
     /// Returns the value offsets, the gradient offsets, the steps through which each is kept and
     /// the bytes they span.
     /// `per_element`: bytes of one element times the batch.
     fn plan_values_and_grads(graph: &Graph, shares: Shares, per_element: usize, base: usize) -> (Vec<usize>, Vec<Option<usize>>, Kept, usize) {
-        let Shares { fused_act, into_add, of_add, se_mul_of_pool } = shares;
+        let Shares { fused_act, into_add, of_add, se_mul_of_pool, bn_into_add } = shares;
         let n = graph.nodes.len();
         let backward_at = |i: usize| 2 * n - 1 - i;
         // A mask read only by a residual Add hands its input's gradient over at the Add's backward,
@@ -370,7 +380,9 @@ impl TrainLayout {
                 fused_bn[j] = Some(i);
             }
         }
-        let stored: Vec<usize> = (0..n).filter(|&i| fused_act[i].is_none() && into_add[i].is_none()).collect();
+        // Nodes that may keep a gradient; of those, the ones whose value is stored.
+        let may_have_grad = |i: usize| fused_act[i].is_none() && into_add[i].is_none();
+        let stored: Vec<usize> = (0..n).filter(|&i| may_have_grad(i) && bn_into_add[i].is_none()).collect();
         let bytes = |i: usize| align(per_element * graph.nodes[i].shape.numel());
         let mut lens: Vec<usize> = stored.iter().map(|&i| bytes(i)).collect();
         let mut born: Vec<usize> = stored.iter().map(|&i| fused_bn[i].unwrap_or(i)).collect();
@@ -382,10 +394,8 @@ impl TrainLayout {
             }
         }
         let mut dies: Vec<usize> = stored.iter().map(|&i| value_last_use[i]).collect();
-        let with_grad: Vec<(usize, usize)> = stored
-            .iter()
-            .copied()
-            .filter(|&j| !matches!(graph.nodes[j].op, Op::Input) && j != graph.output && of_add[j].is_none())
+        let with_grad: Vec<(usize, usize)> = (0..n)
+            .filter(|&j| may_have_grad(j) && !matches!(graph.nodes[j].op, Op::Input) && j != graph.output && of_add[j].is_none())
             .filter_map(|j| last_consumer[j].map(|c| (j, c)))
             .collect();
         // Each gradient's last backward: its node's (or its fused BN's), or for an Add's, that of
@@ -415,6 +425,12 @@ impl TrainLayout {
         for (i, f) in fused_act.iter().enumerate() {
             if let Some((j, _)) = *f {
                 value_at[i] = value_at[j];
+            }
+        }
+        // Never stored (its Add's output is written instead), nor read: where that output is.
+        for (i, add) in bn_into_add.iter().enumerate() {
+            if let Some(add) = *add {
+                value_at[i] = value_at[add];
             }
         }
         // Never read (its Add reads the input): where the input's is, for a valid address.
@@ -496,7 +512,7 @@ impl TrainLayout {
                 Op::BatchNorm(b) if !train_mode => {
                     let (_, invstd) = self.bn_saved_at[i].map(|(m, s)| (a(m), a(s))).expect("a BN node has saved slots");
                     out.push(train("bn_eval_invstd", s.c, vec![Arg::Ptr(p(b.var)), Arg::Ptr(invstd), Arg::I32(s.c as i32), Arg::F32(b.eps)]));
-                    out.push(self.tiled(Kernel::Train("bn_apply"), total, s.c, vec![Arg::Ptr(x), Arg::Ptr(y), Arg::Ptr(p(b.mean)), Arg::Ptr(invstd), Arg::Ptr(p(b.weight)), Arg::Ptr(p(b.bias)), tot, Arg::I32(s.c as i32), Arg::I32(self.fused_code(i))]));
+                    out.push(self.bn_apply(graph, i, None, x, [p(b.mean), invstd, p(b.weight), p(b.bias)], arena));
                 }
                 // A mask its residual Add alone reads is applied by that Add (and is the identity in eval mode).
                 Op::DropPath { .. } | Op::Dropout { .. } if self.mask_into_add[i].is_some() => {}
@@ -520,13 +536,15 @@ impl TrainLayout {
                         out.extend(sums);
                         out.push(train("bn_finish", s.c, [&[Arg::Ptr(last), Arg::I64(n as i64), Arg::I32(s.c as i32), Arg::F64(scale)][..], &stats, &tail].concat()));
                     }
-                    out.push(self.tiled(Kernel::Train("bn_apply"), total, s.c, vec![Arg::Ptr(x), Arg::Ptr(y), Arg::Ptr(mean), Arg::Ptr(invstd), Arg::Ptr(p(b.weight)), Arg::Ptr(p(b.bias)), tot, Arg::I32(s.c as i32), Arg::I32(self.fused_code(i))]));
+                    out.push(self.bn_apply(graph, i, Some(masks), x, [mean, invstd, p(b.weight), p(b.bias)], arena));
                 }
                 // Written by its BN (fused).
                 Op::Act(_) if self.is_fused_act(node) => {}
                 Op::Act(k) => out.push(infer_wide("act_only", total, s.c, vec![Arg::Ptr(x), Arg::Ptr(y), tot, Arg::I32(act_code(*k))])),
                 Op::GlobalAvgPool => out.push(infer("pool", total, [vec![Arg::Ptr(x), Arg::Ptr(y), tot], i32s(&[src.h * src.w, src.c])].concat())),
                 Op::Mul => out.push(infer_wide("gate_mul", total, s.c, [vec![Arg::Ptr(x), Arg::Ptr(v(node.inputs[1])), Arg::Ptr(y), tot], i32s(&[s.h * s.w, s.c])].concat())),
+                // Written by the BN that is its branch's end (bn_into_add).
+                Op::Add if self.bn_into_add.contains(&Some(i)) => {}
                 Op::Add => {
                     let (a, b) = (node.inputs[0], node.inputs[1]);
                     match [a, b].map(|j| self.mask_into_add[j] == Some(i)) {
@@ -905,6 +923,7 @@ struct Shares<'a> {
     into_add: &'a [Option<usize>],
     of_add: &'a [Option<usize>],
     se_mul_of_pool: &'a [Option<usize>],
+    bn_into_add: &'a [Option<usize>],
 }
 
 /// Per node: for a BN whose output only an activation reads (and that is not the graph's
@@ -946,6 +965,32 @@ impl TrainLayout {
         let per = if matches!(node.op, Op::DropPath { .. }) { node.shape.numel() } else { 1 };
         let mask = masks + self.mask_at[i].expect("mask slot") as u64;
         train_wide("apply_mask", total, per, vec![Arg::Ptr(x), Arg::Ptr(mask), Arg::Ptr(skip), Arg::Ptr(y), Arg::I64(total as i64), Arg::I64(per as i64)])
+    }
+
+    /// BN node `i` applied to its input `x` with `stats` (mean, invstd, γ, β): into its own value
+    /// (with its fused activation), or where it is the branch end of a residual Add
+    /// ([`TrainLayout::bn_into_add`]) into that Add's output, times the Add's drop-path mask from
+    /// `masks` where one is given (training mode) and plus the Add's other input.
+    fn bn_apply(&self, graph: &Graph, i: usize, masks: Option<u64>, x: u64, stats: [u64; 4], arena: u64) -> TrainLaunch {
+        let s = graph.nodes[i].shape;
+        let total = self.batch * s.numel();
+        let v = |j: usize| arena + self.value_at[j] as u64;
+        let stats = stats.map(Arg::Ptr);
+        let tail = [Arg::I64(total as i64), Arg::I32(s.c as i32)];
+        let Some(add) = self.bn_into_add[i] else {
+            let args = [&[Arg::Ptr(x), Arg::Ptr(v(i))][..], &stats, &tail, &[Arg::I32(self.fused_code(i))]].concat();
+            return self.tiled(Kernel::Train("bn_apply"), total, s.c, args);
+        };
+        // The Add's input on the BN's side (the BN, or its drop-path) and the other one.
+        let inputs = &graph.nodes[add].inputs;
+        let branch = inputs.iter().position(|&j| j == i || (self.mask_into_add[j] == Some(add) && graph.nodes[j].inputs[0] == i)).expect("the Add reads the BN's branch");
+        let (end, skip) = (inputs[branch], inputs[1 - branch]);
+        let mask = match masks {
+            Some(m) if end != i => m + self.mask_at[end].expect("mask slot") as u64,
+            _ => 0,
+        };
+        let args = [&[Arg::Ptr(x), Arg::Ptr(v(skip)), Arg::Ptr(mask), Arg::I64((s.h * s.w) as i64), Arg::Ptr(v(add))][..], &stats, &tail].concat();
+        self.tiled(Kernel::Train("bn_apply_add"), total, s.c, args)
     }
 
     /// A row-tiled kernel (bias_act, bn_apply, bn_backward_dx; precision.cu's row tiles) over
@@ -996,6 +1041,29 @@ fn skips_of_adds(graph: &Graph, into_add: &[Option<usize>]) -> Vec<Option<usize>
             let add = &graph.nodes[c];
             let hands_on = matches!(add.op, Op::Add) && c != graph.output && into_add[j].is_none() && !matches!(graph.nodes[j].op, Op::Input) && add.inputs.iter().filter(|&&k| k == j).count() == 1;
             (hands_on && !std::mem::replace(&mut taken[c], true)).then_some(c)
+        })
+        .collect()
+}
+
+/// [`TrainLayout::bn_into_add`]: per BN without a fused activation whose only reader is a
+/// two-input Add, or a drop-path (one mask per sample) that Add alone reads and applies.
+fn bns_into_adds(graph: &Graph, fused_act: &[Option<(usize, i32)>], into_add: &[Option<usize>]) -> Vec<Option<usize>> {
+    let mut readers = vec![vec![]; graph.nodes.len()];
+    for (i, node) in graph.nodes.iter().enumerate() {
+        for &j in &node.inputs {
+            readers[j].push(i);
+        }
+    }
+    let two_input_add = |c: usize, j: usize| matches!(graph.nodes[c].op, Op::Add) && graph.nodes[c].inputs.len() == 2 && graph.nodes[c].inputs.iter().filter(|&&k| k == j).count() == 1;
+    (0..graph.nodes.len())
+        .map(|i| {
+            let (Op::BatchNorm(_), &[r], None) = (&graph.nodes[i].op, readers[i].as_slice(), fused_act[i]) else { return None };
+            let add = match graph.nodes[r].op {
+                Op::Add => r,
+                Op::DropPath { .. } => into_add[r]?,
+                _ => return None,
+            };
+            (i != graph.output && two_input_add(add, if add == r { i } else { r })).then_some(add)
         })
         .collect()
 }

@@ -221,6 +221,32 @@ extern "C" __global__ void bn_apply(const T* x, T* y, const float* mean, const f
     });
 }
 
+// y = BN(x) · mask[sample] + skip: a BN that only a residual add reads, through a drop-path or
+// directly (mask null: the identity; eval mode too), written straight into the add's output, so
+// the BN's output is never stored. A sample is `per` rows. Row tiles as bn_apply.
+extern "C" __global__ void bn_apply_add(const T* x, const T* skip, const float* mask, long long per, T* y,
+                                        const float* mean, const float* invstd, const float* gamma,
+                                        const float* beta, long long total, int c, int rpt) {
+    if (c % VEC == 0) {
+        for_each_row_tile(total, c, rpt, [&](RowTile t) {
+            float sc[VEC], sh[VEC], m[ROW_TILE];
+            for (int j = 0; j < VEC; ++j) {
+                sc[j] = invstd[t.ch + j] * gamma[t.ch + j];
+                sh[j] = beta[t.ch + j] - mean[t.ch + j] * sc[j];
+            }
+            for (int r = 0; r < ROW_TILE; ++r) m[r] = mask && r < t.n ? mask[div_of(t.r0 + r, per)] : 1.0f;
+            tile_map2(x, skip, y, t.r0 * c + t.ch, c, t.n, [&](float v, float s, int j, int r) { return (v * sc[j] + sh[j]) * m[r] + s; });
+        });
+        return;
+    }
+    GRID_STRIDE(i, total) {
+        int ch = mod_of(i, c);
+        float s = invstd[ch] * gamma[ch];
+        float m = mask ? mask[div_of(i, per * c)] : 1.0f;
+        y[i] = st((ld(x[i]) * s + (beta[ch] - mean[ch] * s)) * m + ld(skip[i]));
+    }
+}
+
 // dx = γ·invstd/N · (N·dy − Σdy − x̂·Σ(dy·x̂)), given sdy = Σdy and sdyx = Σdy·x̂ per channel
 // (which are also dβ and dγ); dy from `d`, the gradient of the BN's output or of its fused
 // activation `kind` (bn_act_grad). N = `rows`, the BN's rows over every replica. Row tiles of
@@ -256,7 +282,7 @@ extern "C" __global__ void bn_backward_dx(const T* x, const T* d, const float* m
                 long long at = t.r0 * c + t.ch;
                 BnBackwardCh p[VEC];
                 for (int j = 0; j < VEC; ++j) p[j] = bn_backward_ch(mean, invstd, gamma, beta, sdy, sdyx, t.ch + j, n, kind);
-                tile_map2(x, d, dx, at, c, t.n, [&](float xv, float dv, int j) { return bn_backward_at(p[j], xv, dv, n, kind); });
+                tile_map2(x, d, dx, at, c, t.n, [&](float xv, float dv, int j, int) { return bn_backward_at(p[j], xv, dv, n, kind); });
             });
             return;
         }

@@ -23,6 +23,9 @@ void host_bn_finish(unsigned g, unsigned b, void** p) {
 }
 void host_bn_eval_invstd(unsigned g, unsigned b, void** p) { LOOP(bn_eval_invstd(CF(0), MF(1), I(2), P(3, float))) }
 void host_bn_apply(unsigned g, unsigned b, void** p) { LOOP(bn_apply(CT(0), MT(1), CF(2), CF(3), CF(4), CF(5), L(6), I(7), I(8), I(9))) }
+void host_bn_apply_add(unsigned g, unsigned b, void** p) {
+    LOOP(bn_apply_add(CT(0), CT(1), CF(2), L(3), MT(4), CF(5), CF(6), CF(7), CF(8), L(9), I(10), I(11)))
+}
 void host_apply_mask(unsigned g, unsigned b, void** p) { LOOP(apply_mask(CT(0), CF(1), CT(2), MT(3), L(4), L(5))) }
 void host_bn_backward_dx(unsigned g, unsigned b, void** p) {
     LOOP(bn_backward_dx(CT(0), CT(1), CF(2), CF(3), CF(4), CF(5), CD(6), CD(7), MT(8), L(9), I(10), L(11), I(12), I(13)))
