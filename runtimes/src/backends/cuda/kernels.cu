@@ -32,7 +32,7 @@ __device__ __forceinline__ void bias_act_of(const T* x, const float* bias, const
                 for (int j = 0; j < VEC; ++j) b[j] = bias[t.ch + j];
                 long long at = t.r0 * c + t.ch;
                 if (SKIP)
-                    tile_map2(x, skip, y, at, c, t.n, [&](float v, float s, int j) { return act(v + b[j], kind) + s; });
+                    tile_map2(x, skip, y, at, c, t.n, [&](float v, float s, int j, int) { return act(v + b[j], kind) + s; });
                 else
                     tile_map(x, y, at, c, t.n, [&](float v, int j) { return act(v + b[j], kind); });
             });

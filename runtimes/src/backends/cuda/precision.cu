@@ -134,8 +134,8 @@ __device__ __forceinline__ void tile_map(const T* x, T* y, long long at, int c, 
     }
 }
 
-// tile_map with a second input: f(x value, z value, lane), both tiles loaded before the first
-// result is written.
+// tile_map with a second input: f(x value, z value, lane, row of the tile), both tiles loaded
+// before the first result is written.
 template <typename F>
 __device__ __forceinline__ void tile_map2(const T* x, const T* z, T* y, long long at, int c, int n, F f) {
     Vec v[ROW_TILE], w[ROW_TILE];
@@ -149,7 +149,7 @@ __device__ __forceinline__ void tile_map2(const T* x, const T* z, T* y, long lon
     for (int r = 0; r < ROW_TILE; ++r) {
         if (r >= n) break;
         Vec out;
-        for (int j = 0; j < VEC; ++j) out.v[j] = st(f(ld(v[r].v[j]), ld(w[r].v[j]), j));
+        for (int j = 0; j < VEC; ++j) out.v[j] = st(f(ld(v[r].v[j]), ld(w[r].v[j]), j, r));
         vstore(y + at + (long long)r * c, out);
     }
 }
