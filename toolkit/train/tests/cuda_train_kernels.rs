@@ -112,11 +112,13 @@ fn randn(n: usize, seed: u64, scale: f32) -> Vec<f32> {
 }
 
 type Partials = unsafe extern "C" fn(*const f32, *const f32, *const f32, *const f32, *const f32, *const f32, *mut f64, i64, i32, i32, i32, i32);
+type MaskedPartials = unsafe extern "C" fn(*const f32, *const f32, *const f32, *const f32, *const f32, *const f32, *const f32, i64, *mut f64, i64, i32, i32);
 type Finish = unsafe extern "C" fn(*const f64, i64, i32, f64, *mut f64, *mut f32, *mut f32);
 type Regroup = unsafe extern "C" fn(*const f64, i64, i32, i32, *mut f64);
 
 /// What `chan_partials` reads besides `a`: the BN input, its saved statistics and parameters
-/// (empty where the mode does not read them), and the fused activation's code.
+/// (empty where the mode does not read them), the fused activation's code, and a drop-path mask
+/// `a` is scaled by (one factor per `per` rows; empty: none).
 #[derive(Default)]
 struct SumsOf<'a> {
     b: &'a [f32],
@@ -125,6 +127,8 @@ struct SumsOf<'a> {
     gamma: &'a [f32],
     beta: &'a [f32],
     kind: i32,
+    mask: &'a [f32],
+    per: usize,
 }
 
 /// The per-channel partials of `chan_partials` mode `mode` as the engine runs them: chunk
@@ -137,7 +141,13 @@ fn chan_partials(h: &Host, a: &[f32], with: &SumsOf, c: usize, mode: i32) -> (Ve
     let ptr = |v: &[f32]| if v.is_empty() { std::ptr::null() } else { v.as_ptr() };
     let pp = part.as_mut_ptr();
     let w = with;
-    h.launch(|| unsafe { p(a.as_ptr(), ptr(w.b), ptr(w.mean), ptr(w.invstd), ptr(w.gamma), ptr(w.beta), pp, rows as i64, c as i32, CHAN_CHUNK_ROWS as i32, mode, w.kind) });
+    if w.mask.is_empty() {
+        h.launch(|| unsafe { p(a.as_ptr(), ptr(w.b), ptr(w.mean), ptr(w.invstd), ptr(w.gamma), ptr(w.beta), pp, rows as i64, c as i32, CHAN_CHUNK_ROWS as i32, mode, w.kind) });
+    } else {
+        assert!(mode == 1 && w.kind == 0);
+        let masked: Symbol<MaskedPartials> = h.sym("chan_partials_masked");
+        h.launch(|| unsafe { masked(a.as_ptr(), ptr(w.b), ptr(w.mean), ptr(w.invstd), ptr(w.gamma), ptr(w.beta), w.mask.as_ptr(), w.per as i64, pp, rows as i64, c as i32, CHAN_CHUNK_ROWS as i32) });
+    }
     // The partials are added as 2c channels.
     let c = 2 * c;
     // The engine regroups many chunks before the final sum; groups of 2 here, so 3 chunks take
@@ -163,12 +173,12 @@ fn chan_sums(h: &Host, a: &[f32], with: &SumsOf, c: usize, mode: i32, scale: f64
     (out, out32)
 }
 
-/// Batch norm in training mode, alone (5 channels: a thread per element) and with a SiLU or a
-/// sigmoid fused in (16 channels: 8 per thread), against the CPU engine's BN and activation.
+/// Batch norm in training mode, alone (5 channels: a thread per element; 16: 8 per thread) and
+/// with a SiLU or a sigmoid fused in, against the CPU engine's BN and activation.
 #[test]
 fn batch_norm_training_forward_and_backward_equal_the_cpu_engine() {
     let h = Host::new();
-    for (c, act) in [(5usize, None), (16, Some((ActKind::Silu, 1))), (5, Some((ActKind::Sigmoid, 3)))] {
+    for (c, act) in [(5usize, None), (16, None), (16, Some((ActKind::Silu, 1))), (5, Some((ActKind::Sigmoid, 3)))] {
         let what = |s: &str| format!("{s} (c{c}, {act:?})");
         // 601 rows = nine full chunks and a partial one (whose last load group of ROW_TILE rows is
         // short too); channels with an offset so the mean matters.
@@ -249,16 +259,16 @@ fn batch_norm_training_forward_and_backward_equal_the_cpu_engine() {
         let (mut dx_cpu, mut dg_cpu, mut db_cpu) = (vec![0.0; rows * c], vec![0.0; c], vec![0.0; c]);
         bn::backward(&p, &saved, &x, &dy, &mut dx_cpu, &mut dg_cpu, &mut db_cpu, None).unwrap();
         // Σdy and Σdy·x̂ in one pass, from the activation's gradient where one is fused.
-        let with = SumsOf { b: &x, mean: &mean, invstd: &invstd, gamma: &gamma, beta: &beta, kind };
+        let with = SumsOf { b: &x, mean: &mean, invstd: &invstd, gamma: &gamma, beta: &beta, kind, ..Default::default() };
         let (sums, sums32) = chan_sums(&h, &dz, &with, c, 1, 1.0);
         let (sdy, sdyx) = sums.split_at(c);
-        type Bwd = unsafe extern "C" fn(*const f32, *const f32, *const f32, *const f32, *const f32, *const f32, *const f64, *const f64, *mut f32, i64, i32, i64, i32, i32);
+        type Bwd = unsafe extern "C" fn(*const f32, *const f32, *const f32, i64, *const f32, *const f32, *const f32, *const f32, *const f64, *const f64, *mut f32, i64, i32, i64, i32, i32);
         let bwd: Symbol<Bwd> = h.sym("bn_backward_dx");
         let mut dxs = vec![];
         for rpt in RPTS {
             let mut dx = vec![f32::NAN; rows * c];
             let dxp = dx.as_mut_ptr();
-            h.launch(|| unsafe { bwd(x.as_ptr(), dz.as_ptr(), mean.as_ptr(), invstd.as_ptr(), gamma.as_ptr(), beta.as_ptr(), sdy.as_ptr(), sdyx.as_ptr(), dxp, (rows * c) as i64, c as i32, rows as i64, kind, rpt) });
+            h.launch(|| unsafe { bwd(x.as_ptr(), dz.as_ptr(), std::ptr::null(), 0, mean.as_ptr(), invstd.as_ptr(), gamma.as_ptr(), beta.as_ptr(), sdy.as_ptr(), sdyx.as_ptr(), dxp, (rows * c) as i64, c as i32, rows as i64, kind, rpt) });
             close(&dx, &dx_cpu, 1e-4, &what(&format!("dx, {rpt} rows a thread")));
             dxs.push(dx);
         }
@@ -267,6 +277,24 @@ fn batch_norm_training_forward_and_backward_equal_the_cpu_engine() {
         let (db, dg) = sums32.split_at(c);
         close(dg, &dg_cpu, 1e-5, &what("dgamma"));
         close(db, &db_cpu, 1e-5, &what("dbeta"));
+        // A BN whose output reaches a residual add through a drop-path: its gradient is the add's
+        // times the sample's mask, read as such by the sums and dx — the same, to the bit, as from
+        // the masked gradient written out.
+        if kind == 0 {
+            let dz_masked: Vec<f32> = dz.iter().enumerate().map(|(i, v)| v * mask[i / c / per]).collect();
+            let masked = SumsOf { b: &x, mean: &mean, invstd: &invstd, gamma: &gamma, beta: &beta, kind, mask: &mask, per };
+            let (got, _) = chan_sums(&h, &dz, &masked, c, 1, 1.0);
+            let (want, _) = chan_sums(&h, &dz_masked, &with, c, 1, 1.0);
+            assert_eq!(got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), "{}", what("masked sums"));
+            let (sdy, sdyx) = want.split_at(c);
+            for rpt in RPTS {
+                let (mut got, mut want) = (vec![f32::NAN; rows * c], vec![f32::NAN; rows * c]);
+                let (gp, wp) = (got.as_mut_ptr(), want.as_mut_ptr());
+                h.launch(|| unsafe { bwd(x.as_ptr(), dz.as_ptr(), mask.as_ptr(), per as i64, mean.as_ptr(), invstd.as_ptr(), gamma.as_ptr(), beta.as_ptr(), sdy.as_ptr(), sdyx.as_ptr(), gp, (rows * c) as i64, c as i32, rows as i64, kind, rpt) });
+                h.launch(|| unsafe { bwd(x.as_ptr(), dz_masked.as_ptr(), std::ptr::null(), 0, mean.as_ptr(), invstd.as_ptr(), gamma.as_ptr(), beta.as_ptr(), sdy.as_ptr(), sdyx.as_ptr(), wp, (rows * c) as i64, c as i32, rows as i64, kind, rpt) });
+                assert_eq!(got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), "{}", what(&format!("masked dx, {rpt} rows a thread")));
+            }
+        }
     }
 }
 

@@ -370,6 +370,11 @@ fn the_training_arena_reuses_gradient_space_for_s_at_224() {
             if mask_alone {
                 assert!(l.grad_at[j].is_none(), "a drop-path read only by its Add has no gradient");
                 through_masks += 1;
+                if l.bn_add_mask[g.nodes[j].inputs[0]] == Some(j) {
+                    // Its BN reads the Add's gradient times the mask itself: nothing written.
+                    assert!(l.grad_at[g.nodes[j].inputs[0]].is_none());
+                    continue;
+                }
             }
             if l.grad_of_add[j] == Some(c) {
                 assert_eq!(l.grad_at[j], l.grad_at[c], "Add {c}: the gradient it hands {j} is its own");
@@ -437,6 +442,23 @@ fn the_training_arena_reuses_gradient_space_for_s_at_224() {
         se += 1;
     }
     assert!(se >= 30, "{se} SE blocks");
+    // A BN that reads its residual Add's gradient through the drop-path itself: the Add's
+    // gradient through that BN's backward.
+    let mut masked = 0;
+    for (i, m) in l.bn_add_mask.iter().enumerate() {
+        let (Some(_), Some(add)) = (m, l.bn_into_add[i]) else { continue };
+        assert!(l.grad_at[i].is_none() && l.kept_until.grad[add] >= backward_at(i), "BN {i}: Add {add}'s gradient kept until its backward");
+        alone(range(add), add, i, &format!("the gradient of Add {add} BN {i} reads"));
+        masked += 1;
+    }
+    assert!(masked >= 30, "{masked} BNs reading their Add's gradient through the mask");
+    // The same without shared skip gradients (which keep the Add's slot longer anyway).
+    let unshared = TrainLayout::with_lowering(&g, batch, DType::F32, effv2_train::cuda::CHAN_GROUP, Lowering { share_skip_grads: false, ..Lowering::default() });
+    for (i, m) in unshared.bn_add_mask.iter().enumerate() {
+        if let (Some(_), Some(add)) = (m, unshared.bn_into_add[i]) {
+            assert!(unshared.kept_until.grad[add] >= backward_at(i), "unshared: BN {i}: Add {add}'s gradient kept until its backward");
+        }
+    }
 }
 
 /// Mixed precision: activations and their gradients in 16 bits, the convs and the classifier on a

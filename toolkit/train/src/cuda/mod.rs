@@ -21,8 +21,9 @@ pub fn train_kernels_source() -> String {
     format!("{}{TRAIN_KERNELS}", effv2_runtime::plan::launch::PRECISION_CU)
 }
 
-pub const TRAIN_KERNEL_NAMES: [&str; 22] = [
+pub const TRAIN_KERNEL_NAMES: [&str; 23] = [
     "chan_partials",
+    "chan_partials_masked",
     "chan_regroup",
     "chan_finish",
     "bn_finalize",

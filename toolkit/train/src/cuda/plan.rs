@@ -148,6 +148,9 @@ pub struct TrainLayout {
     /// `bn_apply_add` writes (BN(x) · mask + skip) — the BN's output is never stored (its backward
     /// reads its input), and the Add launches nothing.
     pub bn_into_add: Vec<Option<usize>>,
+    /// Per such BN whose branch reaches its Add through a drop-path: that mask node. The BN's
+    /// backward reads the Add's gradient times the mask itself, so the BN keeps no gradient.
+    pub bn_add_mask: Vec<Option<usize>>,
     /// A zero f32 bias for depthwise convs without one.
     pub zeros_at: usize,
     pub arena_bytes: usize,
@@ -256,7 +259,13 @@ impl TrainLayout {
         let grad_of_add = if lowering.share_skip_grads { skips_of_adds(graph, &mask_into_add) } else { vec![None; graph.nodes.len()] };
         let se_mul_of_pool = if lowering.fuse_se_backward { se_multiplies(graph) } else { vec![None; graph.nodes.len()] };
         let bn_into_add = if lowering.fuse_bn_add { bns_into_adds(graph, &fused_act, &mask_into_add) } else { vec![None; graph.nodes.len()] };
-        let shares = Shares { fused_act: &fused_act, into_add: &mask_into_add, of_add: &grad_of_add, se_mul_of_pool: &se_mul_of_pool, bn_into_add: &bn_into_add };
+        let bn_add_mask: Vec<Option<usize>> = (0..graph.nodes.len())
+            .map(|i| {
+                let add = bn_into_add[i]?;
+                graph.nodes[add].inputs.iter().copied().find(|&m| mask_into_add[m] == Some(add) && graph.nodes[m].inputs[0] == i)
+            })
+            .collect();
+        let shares = Shares { fused_act: &fused_act, into_add: &mask_into_add, of_add: &grad_of_add, se_mul_of_pool: &se_mul_of_pool, bn_into_add: &bn_into_add, bn_add_mask: &bn_add_mask };
         let (value_at, grad_at, kept_until, lifetimes_bytes) = Self::plan_values_and_grads(graph, shares, batch * eb, at);
         let arena_bytes = at + lifetimes_bytes;
         // Trainable parameters first, those with weight decay leading, then the BN statistics: the
@@ -284,7 +293,7 @@ impl TrainLayout {
             mask_at[i] = Some(4 * mask_len);
             mask_len += floats;
         }
-        TrainLayout { batch, dtype, value_at, pad_at, wgrad16_at, dlogits16_at, partials_at, partials2_at, chan_group, sums64_at, bn_saved_at, fused_act, mask_into_add, grad_of_add, se_mul_of_pool, bn_into_add, zeros_at, arena_bytes, param_at, params_bytes, lowering, tile_min_threads: ROW_TILE_MIN_THREADS, decayed_bytes, grad_at, kept_until, tmp_at, pgrad_at, grads_bytes, mask_at, mask_len, shard: Shard::default() }
+        TrainLayout { batch, dtype, value_at, pad_at, wgrad16_at, dlogits16_at, partials_at, partials2_at, chan_group, sums64_at, bn_saved_at, fused_act, mask_into_add, grad_of_add, se_mul_of_pool, bn_into_add, bn_add_mask, zeros_at, arena_bytes, param_at, params_bytes, lowering, tile_min_threads: ROW_TILE_MIN_THREADS, decayed_bytes, grad_at, kept_until, tmp_at, pgrad_at, grads_bytes, mask_at, mask_len, shard: Shard::default() }
     }
 
     /// The parameter buffer's bytes for `weights` (checked against the graph first).
@@ -356,12 +365,13 @@ impl TrainLayout {
     /// in the Add's slot, which then lives on through that node's backward. An SE block's gate
     /// multiply hands its input gradient to the pool's backward (`se_mul_of_pool`): its own
     /// gradient and the gate's value live until then. A BN written into its residual Add's output
-    /// (`bn_into_add`) stores no value but keeps its gradient.
+    /// (`bn_into_add`) stores no value; through a drop-path (`bn_add_mask`) it keeps no gradient
+    /// either, and the Add's lives on through the BN's backward.
     /// Returns the value offsets, the gradient offsets, the steps through which each is kept and
     /// the bytes they span.
     /// `per_element`: bytes of one element times the batch.
     fn plan_values_and_grads(graph: &Graph, shares: Shares, per_element: usize, base: usize) -> (Vec<usize>, Vec<Option<usize>>, Kept, usize) {
-        let Shares { fused_act, into_add, of_add, se_mul_of_pool, bn_into_add } = shares;
+        let Shares { fused_act, into_add, of_add, se_mul_of_pool, bn_into_add, bn_add_mask } = shares;
         let n = graph.nodes.len();
         let backward_at = |i: usize| 2 * n - 1 - i;
         // A mask read only by a residual Add hands its input's gradient over at the Add's backward,
@@ -395,16 +405,22 @@ impl TrainLayout {
         }
         let mut dies: Vec<usize> = stored.iter().map(|&i| value_last_use[i]).collect();
         let with_grad: Vec<(usize, usize)> = (0..n)
-            .filter(|&j| may_have_grad(j) && !matches!(graph.nodes[j].op, Op::Input) && j != graph.output && of_add[j].is_none())
+            .filter(|&j| may_have_grad(j) && !matches!(graph.nodes[j].op, Op::Input) && j != graph.output && of_add[j].is_none() && bn_add_mask[j].is_none())
             .filter_map(|j| last_consumer[j].map(|c| (j, c)))
             .collect();
         // Each gradient's last backward: its node's (or its fused BN's), or for an Add's, that of
         // the node sharing its slot — along chains of residual blocks, the first block's input
         // (in node order, so an Add takes on what its own skip input took on).
         let mut last_use: Vec<usize> = (0..n).map(|j| backward_at(fused_bn[j].unwrap_or(j))).collect();
+        // A BN that reads its Add's gradient (masked) itself: the Add's gradient until its backward.
+        for (i, m) in bn_add_mask.iter().enumerate() {
+            if let (Some(_), Some(add)) = (m, bn_into_add[i]) {
+                last_use[add] = last_use[add].max(backward_at(i));
+            }
+        }
         for (j, c) in of_add.iter().enumerate() {
             if let Some(c) = *c {
-                last_use[c] = last_use[j];
+                last_use[c] = last_use[c].max(last_use[j]);
             }
         }
         for (p, m) in se_mul_of_pool.iter().enumerate() {
@@ -528,11 +544,11 @@ impl TrainLayout {
                     let stats = [Arg::Ptr(mean), Arg::Ptr(invstd), Arg::Ptr(p(b.mean)), Arg::Ptr(p(b.var))];
                     let tail = [Arg::I64(global_rows as i64), Arg::F32(b.eps), Arg::F32(RUNNING_MOMENTUM)];
                     if let Some(sum) = self.sync_sums(m64, 2 * s.c) {
-                        out.extend(self.chan_sums(arena, [x, 0, 0, 0, 0, 0], rows, s.c, 0, 0, scale, m64, [0, 0]));
+                        out.extend(self.chan_sums(arena, SumInputs { a: x, ..Default::default() }, rows, s.c, scale, m64, [0, 0]));
                         out.push(sum);
                         out.push(train("bn_finalize", s.c, [&[Arg::Ptr(m64), Arg::Ptr(msq64)][..], &stats, &[Arg::I32(s.c as i32)], &tail].concat()));
                     } else {
-                        let (sums, last, n) = self.chan_partials(arena, [x, 0, 0, 0, 0, 0], rows, s.c, 0, 0);
+                        let (sums, last, n) = self.chan_partials(arena, SumInputs { a: x, ..Default::default() }, rows, s.c);
                         out.extend(sums);
                         out.push(train("bn_finish", s.c, [&[Arg::Ptr(last), Arg::I64(n as i64), Arg::I32(s.c as i32), Arg::F64(scale)][..], &stats, &tail].concat()));
                     }
@@ -647,12 +663,12 @@ impl TrainLayout {
         matches!(node.op, Op::Act(_)) && node.inputs.first().is_some_and(|&x| self.fused_act[x].is_some())
     }
 
-    /// The two per-channel sums of `chan_partials` mode `mode` over `rows`, times `scale`, into
-    /// `to[0..2c]` through chunk partials, which are then added as `2c` channels: `ptrs` are its
-    /// a, b, mean, invstd, gamma, beta (0 where unused), `kind` the fused activation.
+    /// The two per-channel sums `chan_partials` takes from `with` over `rows`, times `scale`, into
+    /// `to[0..2c]` through chunk partials, which are then added as `2c` channels; where given,
+    /// f32 copies of each half too (`f32_halves`, see chan_finish).
     #[allow(clippy::too_many_arguments)]
-    fn chan_sums(&self, arena: u64, ptrs: [u64; 6], rows: usize, c: usize, mode: i32, kind: i32, scale: f64, to: u64, f32_halves: [u64; 2]) -> Vec<TrainLaunch> {
-        let (mut out, last, n) = self.chan_partials(arena, ptrs, rows, c, mode, kind);
+    fn chan_sums(&self, arena: u64, with: SumInputs, rows: usize, c: usize, scale: f64, to: u64, f32_halves: [u64; 2]) -> Vec<TrainLaunch> {
+        let (mut out, last, n) = self.chan_partials(arena, with, rows, c);
         let [lo, hi] = f32_halves.map(Arg::Ptr);
         out.push(train("chan_finish", 2 * c, vec![Arg::Ptr(last), Arg::I64(n as i64), Arg::I32(2 * c as i32), Arg::F64(scale), Arg::Ptr(to), lo, hi]));
         out
@@ -660,13 +676,24 @@ impl TrainLayout {
 
     /// [`TrainLayout::chan_sums`] up to the final sum: the launches, and where their `[n, 2c]`
     /// partials end up and `n`.
-    fn chan_partials(&self, arena: u64, ptrs: [u64; 6], rows: usize, c: usize, mode: i32, kind: i32) -> (Vec<TrainLaunch>, u64, usize) {
+    fn chan_partials(&self, arena: u64, with: SumInputs, rows: usize, c: usize) -> (Vec<TrainLaunch>, u64, usize) {
         let part = arena + self.partials_at as u64;
         let chunks = rows.div_ceil(CHAN_CHUNK_ROWS);
-        let mut args: Vec<Arg> = ptrs.iter().map(|&p| Arg::Ptr(p)).collect();
-        args.extend([Arg::Ptr(part), Arg::I64(rows as i64), Arg::I32(c as i32), Arg::I32(CHAN_CHUNK_ROWS as i32), Arg::I32(mode), Arg::I32(kind)]);
+        let SumInputs { a, b, mean, invstd, gamma, beta, mask, per, mode, kind } = with;
+        let mut args: Vec<Arg> = [a, b, mean, invstd, gamma, beta].map(Arg::Ptr).to_vec();
+        let kernel = if mask == 0 {
+            "chan_partials"
+        } else {
+            assert!(mode == 1 && kind == 0, "a masked BN gradient has no fused activation");
+            args.extend([Arg::Ptr(mask), Arg::I64(per as i64)]);
+            "chan_partials_masked"
+        };
+        args.extend([Arg::Ptr(part), Arg::I64(rows as i64), Arg::I32(c as i32), Arg::I32(CHAN_CHUNK_ROWS as i32)]);
+        if mask == 0 {
+            args.extend([Arg::I32(mode), Arg::I32(kind)]);
+        }
         // A thread per chunk and VEC channels where c is a multiple of VEC.
-        let mut out = vec![train("chan_partials", wide_threads(chunks * c, c), args)];
+        let mut out = vec![train(kernel, wide_threads(chunks * c, c), args)];
         let c = 2 * c;
         if chunks <= self.chan_group {
             return (out, part, chunks);
@@ -681,7 +708,7 @@ impl TrainLayout {
     /// `Σ dy` over rows per channel into a parameter gradient (a bias).
     fn bias_grad(&self, arena: u64, dy: u64, rows: usize, c: usize, to: u64) -> Vec<TrainLaunch> {
         let (s64, _) = self.sums64(arena, c);
-        self.chan_sums(arena, [dy, 0, 0, 0, 0, 0], rows, c, 0, 0, 1.0, s64, [to, 0])
+        self.chan_sums(arena, SumInputs { a: dy, ..Default::default() }, rows, c, 1.0, s64, [to, 0])
     }
 
     /// The launches of the backward pass after [`TrainLayout::forward`]: `dlogits` (f32, `[batch,
@@ -712,6 +739,10 @@ impl TrainLayout {
         let tmp = a(self.tmp_at);
         let mut seen = vec![false; n];
         seen[graph.output] = true;
+        // A BN that reads its residual Add's gradient itself (bn_add_mask) has one as soon as the Add.
+        for (i, m) in self.bn_add_mask.iter().enumerate() {
+            seen[i] |= m.is_some();
+        }
         let mut out = vec![];
         if !f32_mode {
             let nl = batch * graph.nodes[graph.output].shape.numel();
@@ -725,7 +756,11 @@ impl TrainLayout {
             let s = node.shape;
             let total = batch * s.numel();
             // A BN with its activation fused starts from the activation's gradient.
-            let dy = g(self.fused_act[i].map_or(i, |(j, _)| j));
+            // A BN that reads its residual Add's gradient through the mask starts from that.
+            let dy = match (self.bn_add_mask[i], self.bn_into_add[i]) {
+                (Some(_), Some(add)) => g(add),
+                _ => g(self.fused_act[i].map_or(i, |(j, _)| j)),
+            };
             let x = node.inputs.first().copied().unwrap_or(0);
             if self.is_fused_act(node) {
                 seen[x] = true; // its BN's backward takes it on
@@ -762,9 +797,15 @@ impl TrainLayout {
                 Op::Add => {
                     for &j in &node.inputs {
                         if self.mask_into_add[j] == Some(i) {
+                            let bn = graph.nodes[j].inputs[0];
+                            if self.bn_add_mask[bn] == Some(j) {
+                                // That BN reads this gradient times the mask itself (it is `seen`
+                                // from the start): nothing written.
+                                continue;
+                            }
                             // The mask's backward applied here, into its input's gradient (the mask
                             // node, never `seen`, is then skipped).
-                            contrib(graph.nodes[j].inputs[0], &mut out, false, &|dst, _| vec![self.apply_mask(graph, j, masks, dy, 0, dst)]);
+                            contrib(bn, &mut out, false, &|dst, _| vec![self.apply_mask(graph, j, masks, dy, 0, dst)]);
                             continue;
                         }
                         if self.grad_of_add[j] == Some(i) {
@@ -804,13 +845,17 @@ impl TrainLayout {
                     let (sdy, sdyx) = self.sums64(arena, s.c);
                     let (mean, invstd) = self.bn_saved_at[i].map(|(m, s)| (a(m), a(s))).expect("a BN node has saved slots");
                     let kind = self.fused_code(i);
-                    let bn_ptrs = [dy, v(x), mean, invstd, p(b.weight), p(b.bias)];
+                    // Written into its residual Add's output through a drop-path: its gradient is
+                    // the Add's (dy) times the mask, read as such (bn_add_mask).
+                    let mask = self.bn_add_mask[i].map_or(0, |m| masks + self.mask_at[m].expect("mask slot") as u64);
+                    let per = s.h * s.w;
+                    let with = SumInputs { a: dy, b: v(x), mean, invstd, gamma: p(b.weight), beta: p(b.bias), mask, per, mode: 1, kind };
                     // dβ = Σdy, dγ = Σdy·x̂ in f32 too: this replica's share (summed with every
                     // gradient at the end); dx needs the group's sums and row count.
-                    out.extend(self.chan_sums(arena, bn_ptrs, rows, s.c, 1, kind, 1.0, sdy, [pg(b.bias), pg(b.weight)]));
+                    out.extend(self.chan_sums(arena, with, rows, s.c, 1.0, sdy, [pg(b.bias), pg(b.weight)]));
                     out.extend(self.sync_sums(sdy, 2 * s.c));
                     let global_rows = self.shard.global_batch(batch) * s.h * s.w;
-                    let args = vec![Arg::Ptr(v(x)), Arg::Ptr(dy), Arg::Ptr(mean), Arg::Ptr(invstd), Arg::Ptr(p(b.weight)), Arg::Ptr(p(b.bias)), Arg::Ptr(sdy), Arg::Ptr(sdyx)];
+                    let args = vec![Arg::Ptr(v(x)), Arg::Ptr(dy), Arg::Ptr(mask), Arg::I64(per as i64), Arg::Ptr(mean), Arg::Ptr(invstd), Arg::Ptr(p(b.weight)), Arg::Ptr(p(b.bias)), Arg::Ptr(sdy), Arg::Ptr(sdyx)];
                     let tail = |dst| vec![Arg::Ptr(dst), Arg::I64(total as i64), Arg::I32(s.c as i32), Arg::I64(global_rows as i64), Arg::I32(kind)];
                     contrib(x, &mut out, false, &|dst, _| vec![self.tiled(Kernel::Train("bn_backward_dx"), total, s.c, [args.clone(), tail(dst)].concat())]);
                 }
@@ -915,6 +960,23 @@ pub struct Kept {
     pub grad: Vec<usize>,
 }
 
+/// What `chan_partials` reads (0 where unused): `a` (and in mode 1 the BN input `b`, its saved
+/// statistics and parameters, the fused activation `kind`, and a drop-path `mask` scaling `a`,
+/// one factor per `per` rows).
+#[derive(Clone, Copy, Default)]
+struct SumInputs {
+    a: u64,
+    b: u64,
+    mean: u64,
+    invstd: u64,
+    gamma: u64,
+    beta: u64,
+    mask: u64,
+    per: usize,
+    mode: i32,
+    kind: i32,
+}
+
 /// How nodes share or hand on their values and gradients, for the arena plan
 /// ([`TrainLayout::plan_values_and_grads`]; each field is the [`TrainLayout`] one of that name).
 #[derive(Clone, Copy)]
@@ -924,6 +986,7 @@ struct Shares<'a> {
     of_add: &'a [Option<usize>],
     se_mul_of_pool: &'a [Option<usize>],
     bn_into_add: &'a [Option<usize>],
+    bn_add_mask: &'a [Option<usize>],
 }
 
 /// Per node: for a BN whose output only an activation reads (and that is not the graph's

@@ -52,11 +52,13 @@ __device__ __forceinline__ double ordered_sum(const double* p, long long k0, lon
 // otherwise). The partials are [chunks, 2c]: chan_regroup and chan_finish add them as 2c
 // channels. A thread takes L channels (L = VEC where c is a multiple of it: wide loads) of one
 // chunk, and issues ROW_TILE rows' loads before adding them (in row order, so the sums are the
-// same for either L); total = chunks · c / L threads.
-template <int L, int mode, int kind>
+// same for either L); total = chunks · c / L threads. MASKED (mode 1 without an activation): `a`
+// is the gradient of the residual add a BN's output reaches through a drop-path, times the
+// sample's mask[row / per] — the BN's own gradient, never written.
+template <int L, int mode, int kind, bool MASKED>
 __device__ __forceinline__ void chan_partials_of(const T* a, const T* b, const float* mean, const float* invstd,
-                                                 const float* gamma, const float* beta, double* part, long long rows,
-                                                 int c, int chunk) {
+                                                 const float* gamma, const float* beta, const float* mask,
+                                                 long long per, double* part, long long rows, int c, int chunk) {
     long long chunks = (rows + chunk - 1) / chunk;
     int groups = c / L;
     GRID_STRIDE(i, chunks * groups) {
@@ -77,6 +79,13 @@ __device__ __forceinline__ void chan_partials_of(const T* a, const T* b, const f
         }
         double s[L], s2[L];
         for (int j = 0; j < L; ++j) s[j] = s2[j] = 0.0;
+        // MASKED: the sample of the current row, and the row the next one starts at (one division
+        // a chunk, not one a row).
+        long long smp = 0, next = 0;
+        if (MASKED) {
+            smp = div_of(k * chunk, per);
+            next = (smp + 1) * per;
+        }
         for (long long r0 = k * chunk; r0 < r1; r0 += ROW_TILE) {
             int n = r1 - r0 < ROW_TILE ? (int)(r1 - r0) : ROW_TILE;
             Vec av[ROW_TILE], bv[ROW_TILE];
@@ -90,8 +99,17 @@ __device__ __forceinline__ void chan_partials_of(const T* a, const T* b, const f
 #pragma unroll
             for (int q = 0; q < ROW_TILE; ++q) {
                 if (q >= n) break;
+                float mk = 1.0f;
+                if (MASKED) {
+                    if (r0 + q >= next) {
+                        ++smp;
+                        next += per;
+                    }
+                    mk = mask[smp];
+                }
                 for (int j = 0; j < L; ++j) {
                     float x = ld(av[q].v[j]);
+                    if (MASKED) x *= mk;
                     if (mode == 1) {
                         float xv = ld(bv[q].v[j]);
                         double v = bn_act_grad(x, xv, m[j], sc[j], be[j], kind);
@@ -115,16 +133,26 @@ extern "C" __global__ void chan_partials(const T* a, const T* b, const float* me
                                          const float* gamma, const float* beta, double* part, long long rows,
                                          int c, int chunk, int mode, int kind_code) {
     bool wide = c % VEC == 0;
+    const float* none = nullptr;
     if (mode == 0) {
-        if (wide) chan_partials_of<VEC, 0, 0>(a, b, mean, invstd, gamma, beta, part, rows, c, chunk);
-        else chan_partials_of<1, 0, 0>(a, b, mean, invstd, gamma, beta, part, rows, c, chunk);
+        if (wide) chan_partials_of<VEC, 0, 0, false>(a, b, mean, invstd, gamma, beta, none, 0, part, rows, c, chunk);
+        else chan_partials_of<1, 0, 0, false>(a, b, mean, invstd, gamma, beta, none, 0, part, rows, c, chunk);
         return;
     }
     with_act(kind_code, [&](auto code) {
         constexpr int kind = decltype(code)::value;
-        if (wide) chan_partials_of<VEC, 1, kind>(a, b, mean, invstd, gamma, beta, part, rows, c, chunk);
-        else chan_partials_of<1, 1, kind>(a, b, mean, invstd, gamma, beta, part, rows, c, chunk);
+        if (wide) chan_partials_of<VEC, 1, kind, false>(a, b, mean, invstd, gamma, beta, none, 0, part, rows, c, chunk);
+        else chan_partials_of<1, 1, kind, false>(a, b, mean, invstd, gamma, beta, none, 0, part, rows, c, chunk);
     });
+}
+
+// Mode 1 without an activation, `a` times the drop-path mask (MASKED): an entry of its own, so
+// the mask's registers do not count against every other BN sum's occupancy.
+extern "C" __global__ void chan_partials_masked(const T* a, const T* b, const float* mean, const float* invstd,
+                                                const float* gamma, const float* beta, const float* mask,
+                                                long long per, double* part, long long rows, int c, int chunk) {
+    if (c % VEC == 0) chan_partials_of<VEC, 1, 0, true>(a, b, mean, invstd, gamma, beta, mask, per, part, rows, c, chunk);
+    else chan_partials_of<1, 1, 0, true>(a, b, mean, invstd, gamma, beta, mask, per, part, rows, c, chunk);
 }
 
 // part2[q·c + ch] = Σ of part[k·c + ch] over the q-th group of `group` chunks, in chunk order: a
@@ -270,26 +298,44 @@ __device__ __forceinline__ float bn_backward_at(const BnBackwardCh& p, float x, 
     return p.k * (n * dy - p.sdy - (x - p.m) * p.is * p.sdyx);
 }
 
-extern "C" __global__ void bn_backward_dx(const T* x, const T* d, const float* mean, const float* invstd,
-                                          const float* gamma, const float* beta, const double* sdy,
-                                          const double* sdyx, T* dx, long long total, int c, long long rows,
-                                          int kind_code, int rpt) {
+// MASKED (no activation): d is a residual add's gradient times mask[row / per], as chan_partials.
+template <int kind, bool MASKED>
+__device__ __forceinline__ void bn_backward_dx_of(const T* x, const T* d, const float* mask, long long per,
+                                                  const float* mean, const float* invstd, const float* gamma,
+                                                  const float* beta, const double* sdy, const double* sdyx, T* dx,
+                                                  long long total, int c, long long rows, int rpt) {
+    float n = (float)rows;
+    if (c % VEC == 0) {
+        for_each_row_tile(total, c, rpt, [&](RowTile t) {
+            long long at = t.r0 * c + t.ch;
+            BnBackwardCh p[VEC];
+            for (int j = 0; j < VEC; ++j) p[j] = bn_backward_ch(mean, invstd, gamma, beta, sdy, sdyx, t.ch + j, n, kind);
+            float mk[ROW_TILE];
+            for (int r = 0; r < ROW_TILE; ++r) mk[r] = MASKED && r < t.n ? mask[div_of(t.r0 + r, per)] : 1.0f;
+            tile_map2(x, d, dx, at, c, t.n, [&](float xv, float dv, int j, int r) { return bn_backward_at(p[j], xv, MASKED ? dv * mk[r] : dv, n, kind); });
+        });
+        return;
+    }
+    GRID_STRIDE(i, total) {
+        BnBackwardCh p = bn_backward_ch(mean, invstd, gamma, beta, sdy, sdyx, mod_of(i, c), n, kind);
+        float dv = ld(d[i]);
+        if (MASKED) dv *= mask[div_of(i, per * c)];
+        dx[i] = st(bn_backward_at(p, ld(x[i]), dv, n, kind));
+    }
+}
+
+// `mask` (null: none) only without an activation.
+extern "C" __global__ void bn_backward_dx(const T* x, const T* d, const float* mask, long long per, const float* mean,
+                                          const float* invstd, const float* gamma, const float* beta,
+                                          const double* sdy, const double* sdyx, T* dx, long long total, int c,
+                                          long long rows, int kind_code, int rpt) {
+    if (mask) {
+        bn_backward_dx_of<0, true>(x, d, mask, per, mean, invstd, gamma, beta, sdy, sdyx, dx, total, c, rows, rpt);
+        return;
+    }
     with_act(kind_code, [&](auto code) {
         constexpr int kind = decltype(code)::value;
-        float n = (float)rows;
-        if (c % VEC == 0) {
-            for_each_row_tile(total, c, rpt, [&](RowTile t) {
-                long long at = t.r0 * c + t.ch;
-                BnBackwardCh p[VEC];
-                for (int j = 0; j < VEC; ++j) p[j] = bn_backward_ch(mean, invstd, gamma, beta, sdy, sdyx, t.ch + j, n, kind);
-                tile_map2(x, d, dx, at, c, t.n, [&](float xv, float dv, int j, int) { return bn_backward_at(p[j], xv, dv, n, kind); });
-            });
-            return;
-        }
-        GRID_STRIDE(i, total) {
-            BnBackwardCh p = bn_backward_ch(mean, invstd, gamma, beta, sdy, sdyx, mod_of(i, c), n, kind);
-            dx[i] = st(bn_backward_at(p, ld(x[i]), ld(d[i]), n, kind));
-        }
+        bn_backward_dx_of<kind, false>(x, d, mask, per, mean, invstd, gamma, beta, sdy, sdyx, dx, total, c, rows, rpt);
     });
 }
 

@@ -13,6 +13,9 @@
 
 extern "C" {
 void host_chan_partials(unsigned g, unsigned b, void** p) { LOOP(chan_partials(CT(0), CT(1), CF(2), CF(3), CF(4), CF(5), MD(6), L(7), I(8), I(9), I(10), I(11))) }
+void host_chan_partials_masked(unsigned g, unsigned b, void** p) {
+    LOOP(chan_partials_masked(CT(0), CT(1), CF(2), CF(3), CF(4), CF(5), CF(6), L(7), MD(8), L(9), I(10), I(11)))
+}
 void host_chan_regroup(unsigned g, unsigned b, void** p) { LOOP(chan_regroup(CD(0), L(1), I(2), I(3), MD(4))) }
 void host_chan_finish(unsigned g, unsigned b, void** p) { LOOP(chan_finish(CD(0), L(1), I(2), P(3, double), MD(4), MF(5), MF(6))) }
 void host_bn_finalize(unsigned g, unsigned b, void** p) {
@@ -28,7 +31,7 @@ void host_bn_apply_add(unsigned g, unsigned b, void** p) {
 }
 void host_apply_mask(unsigned g, unsigned b, void** p) { LOOP(apply_mask(CT(0), CF(1), CT(2), MT(3), L(4), L(5))) }
 void host_bn_backward_dx(unsigned g, unsigned b, void** p) {
-    LOOP(bn_backward_dx(CT(0), CT(1), CF(2), CF(3), CF(4), CF(5), CD(6), CD(7), MT(8), L(9), I(10), L(11), I(12), I(13)))
+    LOOP(bn_backward_dx(CT(0), CT(1), CF(2), L(3), CF(4), CF(5), CF(6), CF(7), CD(8), CD(9), MT(10), L(11), I(12), L(13), I(14), I(15)))
 }
 void host_act_backward(unsigned g, unsigned b, void** p) { LOOP(act_backward(CT(0), CT(1), CT(2), MT(3), L(4), I(5))) }
 void host_depthwise_backward_dx(unsigned g, unsigned b, void** p) {
