@@ -17,10 +17,7 @@ pub fn lower(graph: &Graph, weights: &Weights, ranges: &[Option<(f32, f32)>], io
         return Err(QuantizeError::Internal(format!("{} ranges for {} graph values", ranges.len(), graph.nodes.len())));
     }
     let mut l = Lowering { g: graph, w: weights, ranges, tensors: vec![], ops: vec![], of: vec![None; graph.nodes.len()] };
-    let mut readers = vec![vec![]; graph.nodes.len()];
-    for (i, n) in graph.nodes.iter().enumerate() {
-        n.inputs.iter().for_each(|&v| readers[v].push(i));
-    }
+    let readers = graph.readers();
     let mut fused_into_conv = vec![false; graph.nodes.len()];
     let mut input = None;
     for (i, node) in graph.nodes.iter().enumerate() {

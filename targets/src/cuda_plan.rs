@@ -26,12 +26,7 @@ fn act_of(k: ActKind) -> Act {
 pub fn cuda_plan(graph: &Graph, weights: &Weights) -> Result<(NetPlan, Vec<f32>), PlanError> {
     let (g, w) = fold_batchnorm(graph, weights)?;
     let uses = g.use_counts();
-    let mut readers = vec![vec![]; g.nodes.len()];
-    for (i, n) in g.nodes.iter().enumerate() {
-        for &v in &n.inputs {
-            readers[v].push(i);
-        }
-    }
+    let readers = g.readers();
     let mut value_of = vec![usize::MAX; g.nodes.len()];
     let mut fused_into = vec![None; g.nodes.len()];
     let mut steps = vec![];

@@ -220,6 +220,17 @@ impl Graph {
     pub fn param(&self, name: &str) -> Option<(ParamId, &Param)> {
         self.params.iter().enumerate().find(|(_, p)| p.name == name)
     }
+    /// The nodes that read each value, in node order (a node reading it twice is listed twice;
+    /// the graph's output is not a reader here).
+    pub fn readers(&self) -> Vec<Vec<ValueId>> {
+        let mut readers = vec![vec![]; self.nodes.len()];
+        for (i, n) in self.nodes.iter().enumerate() {
+            for &v in &n.inputs {
+                readers[v].push(i);
+            }
+        }
+        readers
+    }
     /// How many nodes read each value (the output counts as one reader).
     pub fn use_counts(&self) -> Vec<usize> {
         let mut uses = vec![0; self.nodes.len()];

@@ -992,12 +992,7 @@ struct Shares<'a> {
 /// Per node: for a BN whose output only an activation reads (and that is not the graph's
 /// output), that activation's node and code ([`TrainLayout::fused_act`]).
 fn fused_activations(graph: &Graph) -> Vec<Option<(usize, i32)>> {
-    let mut readers = vec![vec![]; graph.nodes.len()];
-    for (j, node) in graph.nodes.iter().enumerate() {
-        for &i in &node.inputs {
-            readers[i].push(j);
-        }
-    }
+    let readers = graph.readers();
     (0..graph.nodes.len())
         .map(|i| match (&graph.nodes[i].op, readers[i].as_slice()) {
             (Op::BatchNorm(_), &[j]) if i != graph.output => match graph.nodes[j].op {
@@ -1044,12 +1039,12 @@ impl TrainLayout {
             let args = [&[Arg::Ptr(x), Arg::Ptr(v(i))][..], &stats, &tail, &[Arg::I32(self.fused_code(i))]].concat();
             return self.tiled(Kernel::Train("bn_apply"), total, s.c, args);
         };
-        // The Add's input on the BN's side (the BN, or its drop-path) and the other one.
-        let inputs = &graph.nodes[add].inputs;
-        let branch = inputs.iter().position(|&j| j == i || (self.mask_into_add[j] == Some(add) && graph.nodes[j].inputs[0] == i)).expect("the Add reads the BN's branch");
-        let (end, skip) = (inputs[branch], inputs[1 - branch]);
-        let mask = match masks {
-            Some(m) if end != i => m + self.mask_at[end].expect("mask slot") as u64,
+        // The Add's input on the BN's side is the BN or its drop-path (bn_add_mask); the other one
+        // is the skip.
+        let end = self.bn_add_mask[i].unwrap_or(i);
+        let skip = *graph.nodes[add].inputs.iter().find(|&&j| j != end).expect("a two-input Add");
+        let mask = match (masks, self.bn_add_mask[i]) {
+            (Some(masks), Some(m)) => masks + self.mask_at[m].expect("mask slot") as u64,
             _ => 0,
         };
         let args = [&[Arg::Ptr(x), Arg::Ptr(v(skip)), Arg::Ptr(mask), Arg::I64((s.h * s.w) as i64), Arg::Ptr(v(add))][..], &stats, &tail].concat();
@@ -1068,12 +1063,7 @@ impl TrainLayout {
 /// [`TrainLayout::mask_into_add`]: per node, the residual Add that is the only reader of this
 /// drop-path / dropout output (the first such mask of each Add).
 fn masks_into_adds(graph: &Graph) -> Vec<Option<usize>> {
-    let mut readers = vec![vec![]; graph.nodes.len()];
-    for (i, node) in graph.nodes.iter().enumerate() {
-        for &j in &node.inputs {
-            readers[j].push(i);
-        }
-    }
+    let readers = graph.readers();
     let mut taken = vec![false; graph.nodes.len()];
     (0..graph.nodes.len())
         .map(|j| match (&graph.nodes[j].op, readers[j].as_slice()) {
@@ -1091,16 +1081,11 @@ fn masks_into_adds(graph: &Graph) -> Vec<Option<usize>> {
 /// its gradient unchanged (an input other than the Add's mask, read by nothing after the Add; the
 /// first such input of each Add).
 fn skips_of_adds(graph: &Graph, into_add: &[Option<usize>]) -> Vec<Option<usize>> {
-    let mut last_reader = vec![None; graph.nodes.len()];
-    for (i, node) in graph.nodes.iter().enumerate() {
-        for &j in &node.inputs {
-            last_reader[j] = Some(i);
-        }
-    }
+    let readers = graph.readers();
     let mut taken = vec![false; graph.nodes.len()];
     (0..graph.nodes.len())
         .map(|j| {
-            let c = last_reader[j]?;
+            let c = *readers[j].last()?;
             let add = &graph.nodes[c];
             let hands_on = matches!(add.op, Op::Add) && c != graph.output && into_add[j].is_none() && !matches!(graph.nodes[j].op, Op::Input) && add.inputs.iter().filter(|&&k| k == j).count() == 1;
             (hands_on && !std::mem::replace(&mut taken[c], true)).then_some(c)
@@ -1111,12 +1096,7 @@ fn skips_of_adds(graph: &Graph, into_add: &[Option<usize>]) -> Vec<Option<usize>
 /// [`TrainLayout::bn_into_add`]: per BN without a fused activation whose only reader is a
 /// two-input Add, or a drop-path (one mask per sample) that Add alone reads and applies.
 fn bns_into_adds(graph: &Graph, fused_act: &[Option<(usize, i32)>], into_add: &[Option<usize>]) -> Vec<Option<usize>> {
-    let mut readers = vec![vec![]; graph.nodes.len()];
-    for (i, node) in graph.nodes.iter().enumerate() {
-        for &j in &node.inputs {
-            readers[j].push(i);
-        }
-    }
+    let readers = graph.readers();
     let two_input_add = |c: usize, j: usize| matches!(graph.nodes[c].op, Op::Add) && graph.nodes[c].inputs.len() == 2 && graph.nodes[c].inputs.iter().filter(|&&k| k == j).count() == 1;
     (0..graph.nodes.len())
         .map(|i| {
@@ -1134,12 +1114,7 @@ fn bns_into_adds(graph: &Graph, fused_act: &[Option<(usize, i32)>], into_add: &[
 /// [`TrainLayout::se_mul_of_pool`]: per global-average pool whose input has exactly two readers,
 /// the pool and a multiply by a gate (its second input, another node), that multiply.
 fn se_multiplies(graph: &Graph) -> Vec<Option<usize>> {
-    let mut readers = vec![vec![]; graph.nodes.len()];
-    for (i, node) in graph.nodes.iter().enumerate() {
-        for &j in &node.inputs {
-            readers[j].push(i);
-        }
-    }
+    let readers = graph.readers();
     (0..graph.nodes.len())
         .map(|p| {
             let x = *graph.nodes[p].inputs.first()?;
