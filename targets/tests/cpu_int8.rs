@@ -3,6 +3,7 @@
 
 mod peers;
 
+use effv2_edge::tensor::nan_max;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
@@ -32,7 +33,7 @@ fn mean_steps(a: &[f32], b: &[f32], step: f32) -> f32 {
 }
 
 fn max_steps(a: &[f32], b: &[f32], step: f32) -> f32 {
-    a.iter().zip(b).map(|(x, y)| (x - y).abs() / step).fold(0f32, f32::max)
+    a.iter().zip(b).map(|(x, y)| (x - y).abs() / step).fold(0f32, nan_max)
 }
 
 struct Agreement {

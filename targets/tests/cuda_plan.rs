@@ -9,10 +9,10 @@ use std::path::Path;
 use effv2_edge::engine::CpuEngine;
 use effv2_edge::rng::Rng;
 use effv2_edge::spec::{Activation, ModelOptions, Padding};
-use effv2_edge::tensor::Tensor;
+use effv2_edge::tensor::{nan_max, Tensor};
 use effv2_edge::weights::calibrate_batchnorm;
 use effv2_runtime::plan::host::{inference_harness, HostKernels};
-use effv2_runtime::plan::launch::{BlasGemm, DType, LaunchSpec, Layout, KERNEL_NAMES};
+use effv2_runtime::plan::launch::{Arg, BlasGemm, DType, LaunchSpec, Layout, KERNEL_NAMES};
 use effv2_runtime::plan::NetPlan;
 use effv2_runtime::{open, OpenOptions, Precision, RuntimeError, Target};
 use effv2_targets::cpu::CpuBuild;
@@ -23,7 +23,7 @@ use effv2_targets::source::{LoadedModel, ModelSource};
 fn rel_err(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
     let max_b = b.iter().fold(0f32, |m, v| m.max(v.abs()));
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max) / max_b
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, nan_max) / max_b
 }
 
 /// A fresh model conditioned like a trained one, with the reference engine's logits for `x`. Random
@@ -55,7 +55,7 @@ fn model_and_reference(model: &str, options: ModelOptions, size: usize, x: &Tens
 /// depthwise conv the SE pool reads sums its rows for it (`depthwise_pool` + `pool_rows`) and
 /// every bias_act takes row tiles of the most rows — or neither (the engine's choice at these
 /// small batches).
-fn replay_on_host(host: &HostKernels, plan: &NetPlan, weights: &[f32], x: &Tensor, dtype: DType, large_batch: bool) -> Vec<f32> {
+fn replay_on_host(host: &HostKernels, plan: &NetPlan, weights: &[f32], x: &Tensor, dtype: DType, large_batch: bool) -> (Vec<f32>, usize) {
     let mut layout = Layout::new(plan, weights, x.shape()[0], dtype).unwrap();
     layout.fuse_pools(plan, if large_batch { 0 } else { usize::MAX });
     layout.tile_min_threads = if large_batch { 0 } else { usize::MAX };
@@ -66,13 +66,21 @@ fn replay_on_host(host: &HostKernels, plan: &NetPlan, weights: &[f32], x: &Tenso
     // the sum itself.
     let adds = plan.steps.iter().filter(|s| matches!(s, Step::Add { .. })).count();
     assert!(adds > 0 && layout.add_fused.iter().filter(|&&f| f).count() == adds, "{adds} residual adds, written by their convs");
-    // u64 backing keeps every block 8-byte aligned, like device allocations.
-    let mut arena = vec![0u64; layout.arena_bytes.div_ceil(8)];
+    // u64 backing keeps every block 8-byte aligned, like device allocations; all bits set (NaN in
+    // every element type), so a read of anything no launch wrote (a padded copy's border) shows.
+    let mut arena = vec![u64::MAX; layout.arena_bytes.div_ceil(8)];
     let mut params = vec![0u64; layout.params.len().div_ceil(8)];
     unsafe { std::ptr::copy_nonoverlapping(layout.params.as_ptr(), params.as_mut_ptr() as *mut u8, layout.params.len()) };
     let input = x.data().to_vec();
     let mut output = vec![0f32; layout.output_len];
     let launches = layout.launches(plan, arena.as_mut_ptr() as u64, params.as_ptr() as u64, input.as_ptr() as u64, output.as_mut_ptr() as u64);
+    // Every asymmetric-padding conv of these nets reads the output of the step before it (or the
+    // input), which its producer writes padded: no pad pass, a border zeroed for each.
+    let asymmetric = plan.steps.iter().filter(|s| matches!(**s, Step::Conv { groups: 1, pads: [t, l, b, r], .. } if (t, l) != (b, r))).count();
+    let named = |name: &str| launches.iter().filter(|l| matches!(l, LaunchSpec::Kernel { f, .. } if KERNEL_NAMES[*f] == name)).count();
+    assert_eq!((named("pad"), named("pad_border"), layout.pad_fused.iter().filter(|&&f| f).count()), (0, asymmetric, asymmetric));
+    // Those written with a residual Add (a stage of several blocks before a strided fused one).
+    let padded_adds = launches.iter().filter(|l| matches!(l, LaunchSpec::Kernel { f, args, .. } if KERNEL_NAMES[*f] == "bias_act_pad" && args[2] != Arg::Ptr(0))).count();
     for l in launches {
         unsafe {
             match l {
@@ -82,7 +90,7 @@ fn replay_on_host(host: &HostKernels, plan: &NetPlan, weights: &[f32], x: &Tenso
             }
         }
     }
-    output
+    (output, padded_adds)
 }
 
 #[test]
@@ -91,13 +99,16 @@ fn the_engine_launches_replayed_on_the_host_equal_the_reference_engine() {
     let host = HostKernels::compile(&inference_harness(), &[], tmp.path()).unwrap();
     let small = |fused: &str| ModelOptions { width: Some(0.5), depth: Some(0.5), num_classes: 10, fused_stages: fused.parse().unwrap(), ..Default::default() };
     let relu = ModelOptions { activation: Activation::Relu6, se: false, padding: Padding::Symmetric, ..small("2") };
-    for (name, options, size) in [("official", small("official"), 64), ("none", small("none"), 48), ("all", small("all"), 40), ("relu6/no-se", relu, 67)] {
+    // Full depth: stage 2's two blocks end in a residual Add that stage 3's strided conv reads padded.
+    let deep = ModelOptions { depth: None, ..small("official") };
+    for (name, options, size) in [("official", small("official"), 64), ("official-d1", deep, 48), ("none", small("none"), 48), ("all", small("all"), 40), ("relu6/no-se", relu, 67)] {
         let x = Rng::new(9).normal_tensor(vec![2, 3, size, size]);
         let (m, want) = model_and_reference("efficientnetv2-b0", options, size, &x);
         let (plan, weights) = cuda_plan(&m.graph(Some(size)).unwrap(), &m.weights).unwrap();
         let mut replays = vec![];
         for large_batch in [false, true] {
-            let got = replay_on_host(&host, &plan, &weights, &x, DType::F32, large_batch);
+            let (got, padded_adds) = replay_on_host(&host, &plan, &weights, &x, DType::F32, large_batch);
+            assert_eq!(padded_adds > 0, name == "official-d1", "{name}");
             let e = rel_err(&got, &want);
             println!("host replay {name}{}: rel err {e:.2e}", if large_batch { ", SE pools fused" } else { "" });
             assert!(e < 1e-4, "{name}: {e}");
@@ -130,7 +141,7 @@ fn the_half_and_bf16_launches_replayed_on_the_host_stay_within_1e_2() {
         std::fs::create_dir_all(&dir).unwrap();
         let host = HostKernels::compile_for(&inference_harness(), &[], dtype, &dir).unwrap();
         for (name, x, plan, weights, want) in &models {
-            let got = replay_on_host(&host, plan, weights, x, dtype, true);
+            let (got, _) = replay_on_host(&host, plan, weights, x, dtype, true);
             let e = rel_err(&got, want);
             println!("host replay {name} {dtype:?}: rel err {e:.2e}");
             assert!(e < 1e-2, "{name} {dtype:?}: {e}");

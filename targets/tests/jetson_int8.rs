@@ -4,6 +4,7 @@
 
 mod peers;
 
+use effv2_edge::tensor::nan_max;
 use effv2_edge::engine::CpuEngine;
 use effv2_edge::graph::Graph;
 use effv2_edge::Tensor;
@@ -20,7 +21,7 @@ use prost::Message;
 
 fn rel_err(a: &[f32], b: &[f32]) -> f32 {
     let max_b = b.iter().fold(0f32, |m, v| m.max(v.abs()));
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max) / max_b
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, nan_max) / max_b
 }
 
 const SIZE: usize = 48;

@@ -54,10 +54,20 @@ impl Tensor {
     /// Largest |a - b| over all elements; `None` when shapes differ.
     pub fn max_abs_diff(&self, other: &Tensor) -> Option<f32> {
         (self.shape == other.shape)
-            .then(|| self.data.iter().zip(&other.data).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max))
+            .then(|| self.data.iter().zip(&other.data).map(|(a, b)| (a - b).abs()).fold(0.0, nan_max))
     }
 
     pub fn max_abs(&self) -> f32 {
         self.data.iter().fold(0.0, |m, v| m.max(v.abs()))
+    }
+}
+
+/// The larger of `m` and `d`, NaN once either is: a fold of errors that a NaN must not slip past
+/// (`f32::max` returns the other operand).
+pub fn nan_max(m: f32, d: f32) -> f32 {
+    if d > m || d.is_nan() {
+        d
+    } else {
+        m
     }
 }

@@ -9,7 +9,7 @@ use super::layout::{depthwise_to_hwc, oihw_to_ohwi};
 use super::{NetPlan, Step};
 
 /// Kernels of `kernels.cu`, by index.
-pub const KERNEL_NAMES: [&str; 12] = ["nchw_to_nhwc", "to_f32", "bias_act", "bias_act_add", "act_only", "depthwise", "depthwise_pool", "pool", "pool_rows", "gate_mul", "add", "pad"];
+pub const KERNEL_NAMES: [&str; 14] = ["nchw_to_nhwc", "to_f32", "bias_act", "bias_act_add", "bias_act_pad", "act_only", "depthwise", "depthwise_pool", "pool", "pool_rows", "gate_mul", "add", "pad", "pad_border"];
 
 /// Fewest threads (`batch · oh · ⌈ow / POOL_SEGMENT⌉ · c / 8`) for which a depthwise conv whose
 /// output the SE pool reads runs as `depthwise_pool` (a thread per [`POOL_SEGMENT`] pixels of a row,
@@ -182,6 +182,45 @@ impl ConvShape {
     }
 }
 
+/// Where a tensor `[n, h, w, c]` is written with its zero padding `[t, l, b, r]` around it (the
+/// copy an asymmetric-padding conv reads): padded height and width and the interior's offset.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PaddedInto {
+    pub ph: usize,
+    pub pw: usize,
+    pub top: usize,
+    pub left: usize,
+}
+
+impl PaddedInto {
+    pub fn new(h: usize, w: usize, [t, l, b, r]: [usize; 4]) -> PaddedInto {
+        PaddedInto { ph: h + t + b, pw: w + l + r, top: t, left: l }
+    }
+
+    /// No padding: the tensor as it is.
+    pub fn none(h: usize, w: usize) -> PaddedInto {
+        PaddedInto { ph: h, pw: w, top: 0, left: 0 }
+    }
+
+    fn i32s(self) -> [Arg; 4] {
+        [self.ph, self.pw, self.top, self.left].map(|v| Arg::I32(v as i32))
+    }
+
+    /// `pad_border`'s (threads, arguments): zeros on the border of `y`, an `[n, ph, pw, c]` tensor
+    /// whose interior (`h x w`) a producer writes.
+    pub fn border(self, y: u64, n: usize, c: usize, h: usize, w: usize) -> (usize, Vec<Arg>) {
+        let total = n * (self.ph * self.pw - h * w) * c;
+        let args = [vec![Arg::Ptr(y), Arg::I64(total as i64)], [h, w, c].map(|v| Arg::I32(v as i32)).to_vec(), self.i32s().to_vec()].concat();
+        (wide_threads(total, c), args)
+    }
+}
+
+/// `nchw_to_nhwc`'s arguments: the f32 NCHW `x` `[n, c, h, w]` into `y` in `dtype` NHWC, at `into`'s
+/// offset in a padded tensor (or [`PaddedInto::none`]). `c = h = w = 1` narrows a flat array.
+pub fn to_nhwc_args(x: u64, y: u64, n: usize, [c, h, w]: [usize; 3], into: PaddedInto) -> Vec<Arg> {
+    [vec![Arg::Ptr(x), Arg::Ptr(y), Arg::I64((n * c * h * w) as i64)], [c, h, w].map(|v| Arg::I32(v as i32)).to_vec(), into.i32s().to_vec()].concat()
+}
+
 /// A column-major BLAS gemm, `C = op(A) · op(B)` with `op(A)` m x k and `op(B)` k x n: what a
 /// [`LaunchSpec::Gemm`] asks cuBLAS for (A = the weights, B = the input, C = the output).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -214,22 +253,49 @@ pub fn grid(total: usize) -> u32 {
     total.div_ceil(BLOCK as usize).clamp(1, 1 << 20) as u32
 }
 
-/// [`Layout::add_fused`]: per step, whether it is a conv (not depthwise) whose output is read by
-/// the next step alone, an Add of it and another value, and is not the plan's output. The Add's
-/// output is then written at the conv's step, one step before the arena plan has it born: only the
-/// conv's own inputs can have been freed for it in between, and the conv has read them by then.
-fn residual_adds(plan: &NetPlan, shapes: &[[usize; 3]]) -> Vec<bool> {
-    let mut readers = vec![0usize; shapes.len()];
+/// How many steps read each value.
+fn reader_counts(plan: &NetPlan, values: usize) -> Vec<usize> {
+    let mut readers = vec![0usize; values];
     for s in &plan.steps {
         for v in s.inputs() {
             readers[v] += 1;
         }
     }
+    readers
+}
+
+/// [`Layout::add_fused`]: per step, whether it is a conv (not depthwise) whose output is read by
+/// the next step alone, an Add of it and another value, and is not the plan's output. The Add's
+/// output is then written at the conv's step, one step before the arena plan has it born: only the
+/// conv's own inputs can have been freed for it in between, and the conv has read them by then.
+fn residual_adds(plan: &NetPlan, shapes: &[[usize; 3]], readers: &[usize]) -> Vec<bool> {
     (0..plan.steps.len())
         .map(|i| {
             let Step::Conv { x, out_ch, groups, .. } = plan.steps[i] else { return false };
             let next_adds = matches!(plan.steps.get(i + 1), Some(&Step::Add { a, b }) if (a == i + 1) != (b == i + 1));
             !is_depthwise(shapes[x][0], out_ch, groups) && next_adds && readers[i + 1] == 1 && plan.output != i + 1
+        })
+        .collect()
+}
+
+/// [`Layout::pad_fused`]: per step, whether it is a conv (not depthwise) with asymmetric padding
+/// whose input, read by it alone, is the output of the step just before (or the network input) and
+/// is written by a kernel that can write it padded: the input conversion, a conv's bias and
+/// activation, or a conv's bias, activation and residual Add (`add_fused`). Nothing runs between
+/// the producer and the conv, so the scratch block holding the padded copy is still intact.
+fn padded_by_producer(plan: &NetPlan, shapes: &[[usize; 3]], readers: &[usize], add_fused: &[bool]) -> Vec<bool> {
+    (0..plan.steps.len())
+        .map(|j| {
+            let Step::Conv { x, out_ch, groups, pads: [t, l, b, r], .. } = plan.steps[j] else { return false };
+            if x != j || (t, l) == (b, r) || is_depthwise(shapes[x][0], out_ch, groups) || readers[x] != 1 || plan.output == x {
+                return false;
+            }
+            match j.checked_sub(1).map(|p| (p, &plan.steps[p])) {
+                None => true,
+                Some((p, &Step::Conv { x, out_ch, groups, .. })) => !is_depthwise(shapes[x][0], out_ch, groups) && !add_fused[p],
+                Some((p, Step::Add { .. })) => p > 0 && add_fused[p - 1],
+                Some(_) => false,
+            }
         })
         .collect()
 }
@@ -266,6 +332,10 @@ pub struct Layout {
     /// `bias_act_add` instead of its `bias_act` adds the Add's other input and writes the Add's
     /// output, and the Add launches nothing (two passes over the tensor fewer).
     pub add_fused: Vec<bool>,
+    /// Per step: an asymmetric-padding conv whose input's producer writes it straight into the
+    /// padded scratch copy (`bias_act_pad` or `nchw_to_nhwc` with an offset, then `pad_border`):
+    /// no `pad` pass reading it back ([`padded_by_producer`]).
+    pub pad_fused: Vec<bool>,
 }
 
 fn push_block(bytes: &mut Vec<u8>, v: &[f32], dtype: DType) -> usize {
@@ -309,8 +379,10 @@ impl Layout {
         let [c0, h0, w0] = plan.input;
         let output_len = batch * shapes[plan.output][0];
         let partials_at = arena_bytes.next_multiple_of(256);
-        let add_fused = residual_adds(plan, &shapes);
-        let mut layout = Layout { dtype, batch, shapes, arena, arena_bytes, scratch_at, params, param_at, input_len: batch * c0 * h0 * w0, output_len, pool_fused: vec![], partials_at, tile_min_threads: ROW_TILE_MIN_THREADS, add_fused };
+        let readers = reader_counts(plan, shapes.len());
+        let add_fused = residual_adds(plan, &shapes, &readers);
+        let pad_fused = padded_by_producer(plan, &shapes, &readers, &add_fused);
+        let mut layout = Layout { dtype, batch, shapes, arena, arena_bytes, scratch_at, params, param_at, input_len: batch * c0 * h0 * w0, output_len, pool_fused: vec![], partials_at, tile_min_threads: ROW_TILE_MIN_THREADS, add_fused, pad_fused };
         layout.fuse_pools(plan, POOL_FUSION_MIN_THREADS);
         Ok(layout)
     }
@@ -340,6 +412,15 @@ impl Layout {
         self.arena_bytes = self.partials_at + partial_bytes;
     }
 
+    /// Where value `v` is written when its reader, step `v`, takes it padded from its producer
+    /// ([`Layout::pad_fused`]): that conv's padding around `v`'s shape, in the scratch block.
+    fn padded_into(&self, plan: &NetPlan, v: usize) -> Option<PaddedInto> {
+        match plan.steps.get(v) {
+            Some(&Step::Conv { pads, .. }) if self.pad_fused[v] => Some(PaddedInto::new(self.shapes[v][1], self.shapes[v][2], pads)),
+            _ => None,
+        }
+    }
+
     /// The launches of one forward pass, given the device (or host) addresses of the arena, the
     /// parameters, the f32 input and the f32 output.
     pub fn launches(&self, plan: &NetPlan, arena: u64, params: u64, input: u64, output: u64) -> Vec<LaunchSpec> {
@@ -351,11 +432,21 @@ impl Layout {
         let k = |name: &str| KERNEL_NAMES.iter().position(|n| *n == name).expect("known kernel");
         let i32s = |v: &[usize]| v.iter().map(|&x| Arg::I32(x as i32)).collect::<Vec<_>>();
         let [c0, h0, w0] = plan.input;
+        let padded = |v: usize| self.padded_into(plan, v);
+        // Zeros around a padded copy in the scratch block whose interior is written by its producer.
+        let border = |p: PaddedInto, [c, h, w]: [usize; 3]| {
+            let (total, args) = p.border(scratch, self.batch, c, h, w);
+            LaunchSpec::Kernel { f: k("pad_border"), total, args }
+        };
+        let into0 = padded(0);
         let mut out = vec![LaunchSpec::Kernel {
             f: k("nchw_to_nhwc"),
             total: size(0),
-            args: [vec![Arg::Ptr(input), Arg::Ptr(at(0)), Arg::I64(size(0) as i64)], i32s(&[c0, h0 * w0])].concat(),
+            args: to_nhwc_args(input, if into0.is_some() { scratch } else { at(0) }, self.batch, plan.input, into0.unwrap_or(PaddedInto::none(h0, w0))),
         }];
+        if let Some(p) = into0 {
+            out.push(border(p, [c0, h0, w0]));
+        }
         for (i, s) in plan.steps.iter().enumerate() {
             let (y, total) = (at(i + 1), size(i + 1));
             let tot = Arg::I64(total as i64);
@@ -380,19 +471,33 @@ impl Layout {
                         } else {
                             let mut shape = ConvShape { n: self.batch, c, h, w, out_ch, oh, ow, kernel, stride, pad: [t, l], groups };
                             let mut src = at(x);
-                            if let Some((threads, args)) = shape.pad_into([t, l, b, r], &mut src, scratch) {
-                                out.push(LaunchSpec::Kernel { f: k("pad"), total: threads, args });
+                            match shape.pad_into([t, l, b, r], &mut src, scratch) {
+                                // Its producer wrote it padded.
+                                Some(_) if self.pad_fused[i] => {}
+                                Some((threads, args)) => out.push(LaunchSpec::Kernel { f: k("pad"), total: threads, args }),
+                                None => {}
                             }
                             out.push(LaunchSpec::Conv { shape, x: src, w: wp, y });
                         }
                         let rpt = row_tile(total, oc, self.tile_min_threads);
-                        // In place, or with the residual Add after it: its other input added, into its output.
-                        let (kernel, io) = match plan.steps.get(i + 1) {
-                            Some(&Step::Add { a, b }) if self.add_fused[i] => ("bias_act_add", vec![Arg::Ptr(y), Arg::Ptr(bp), Arg::Ptr(at(if a == i + 1 { b } else { a })), Arg::Ptr(at(i + 2))]),
-                            _ => ("bias_act", vec![Arg::Ptr(y), Arg::Ptr(bp)]),
+                        // With the residual Add after it: the Add's other input, and the value written is the Add's.
+                        let skip = match plan.steps.get(i + 1) {
+                            Some(&Step::Add { a, b }) if self.add_fused[i] => Some(at(if a == i + 1 { b } else { a })),
+                            _ => None,
                         };
-                        let args = [io, vec![tot, Arg::I32(oc as i32), Arg::I32(act.code()), Arg::I32(rpt as i32)]].concat();
-                        out.push(LaunchSpec::Kernel { f: k(kernel), total: row_tile_threads(total, oc, rpt), args });
+                        let written = if skip.is_some() { i + 2 } else { i + 1 };
+                        let tail = vec![tot, Arg::I32(oc as i32), Arg::I32(act.code()), Arg::I32(rpt as i32)];
+                        let threads = row_tile_threads(total, oc, rpt);
+                        // In place; into the Add's output; or into the padded copy the next conv reads.
+                        let (kernel, args) = match (padded(written), skip) {
+                            (Some(p), skip) => ("bias_act_pad", [vec![Arg::Ptr(y), Arg::Ptr(bp), Arg::Ptr(skip.unwrap_or(0)), Arg::Ptr(scratch)], tail, i32s(&[oh, ow]), p.i32s().to_vec()].concat()),
+                            (None, Some(skip)) => ("bias_act_add", [vec![Arg::Ptr(y), Arg::Ptr(bp), Arg::Ptr(skip), Arg::Ptr(at(written))], tail].concat()),
+                            (None, None) => ("bias_act", [vec![Arg::Ptr(y), Arg::Ptr(bp)], tail].concat()),
+                        };
+                        out.push(LaunchSpec::Kernel { f: k(kernel), total: threads, args });
+                        if let Some(p) = padded(written) {
+                            out.push(border(p, [oc, oh, ow]));
+                        }
                         continue;
                     }
                 }

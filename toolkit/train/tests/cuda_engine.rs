@@ -4,6 +4,7 @@
 //! must fail with the missing piece named, never panic.
 #![cfg(feature = "cuda")]
 
+use effv2_edge::tensor::nan_max;
 use effv2_edge::engine::naive::random_weights;
 use effv2_edge::graph::build;
 use effv2_edge::rng::Rng;
@@ -18,7 +19,7 @@ use effv2_train::{Mode, TrainEngine, TrainError};
 
 fn rel_err(a: &[f32], b: &[f32]) -> f32 {
     let max_b = b.iter().fold(0f32, |m, v| m.max(v.abs()));
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max) / max_b
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, nan_max) / max_b
 }
 
 #[test]
@@ -138,7 +139,7 @@ fn data_parallel_on_the_gpus_here_equals_one_engine_or_names_what_is_missing() {
     // A global batch that does not split evenly over two or more GPUs.
     let batch = 4 * gpus + 1;
     three_steps(&mut cpu, &mut dp, &mut rng, batch, g.input_shape().numel(), 10, 1e-3, &format!("{gpus} GPU(s)"));
-    let worst = g.params.iter().map(|p| rel_err(dp.weights().unwrap().get(&p.name).unwrap().data(), cpu.weights().unwrap().get(&p.name).unwrap().data())).fold(0f32, f32::max);
+    let worst = g.params.iter().map(|p| rel_err(dp.weights().unwrap().get(&p.name).unwrap().data(), cpu.weights().unwrap().get(&p.name).unwrap().data())).fold(0f32, nan_max);
     println!("{gpus} GPU(s) after 3 steps: weights worst rel err {worst:.2e}");
     assert!(worst < 1e-3, "{worst}");
     if gpus == 1 {

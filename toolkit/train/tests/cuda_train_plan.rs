@@ -4,6 +4,7 @@
 //! dropout and drop-path masks drawn for the same seed) and the backward (every parameter's
 //! gradient).
 
+use effv2_edge::tensor::nan_max;
 use std::path::Path;
 
 use effv2_edge::engine::naive::random_weights;
@@ -82,7 +83,7 @@ fn replay_group(host: &HostKernels, lists: &[Vec<TrainLaunch>]) -> usize {
 
 fn rel_err(a: &[f32], b: &[f32]) -> f32 {
     let max_b = b.iter().fold(0f32, |m, v| m.max(v.abs()));
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max) / max_b
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, nan_max) / max_b
 }
 
 /// A parameter gradient from the engine's device layout back to the graph's (OIHW convs).
@@ -195,7 +196,7 @@ fn the_training_launches_replayed_on_the_host_equal_the_cpu_trainer() {
             let Some(at) = layout.pgrad_at[id] else { continue };
             let got = to_oihw(&g, id, &grads[at / 4..][..p.numel()]);
             let want = want_g.get(&p.name).unwrap().data();
-            let e = got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max) / absmax(want).max(floor);
+            let e = got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0f32, nan_max) / absmax(want).max(floor);
             if e > worst.0 {
                 worst = (e, p.name.clone());
             }
@@ -251,7 +252,7 @@ fn the_training_launches_replayed_on_the_host_equal_the_cpu_trainer() {
         for (what, got, want) in [("weights after 2 steps", host_weights(&params), cpu.weights().unwrap()), ("EMA", host_weights(&shadow), cpu.ema_weights().unwrap().unwrap())] {
             let err = |n: &str, v: &[f32]| {
                 let w = want.get(n).unwrap().data();
-                let diff = v.iter().zip(w).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+                let diff = v.iter().zip(w).map(|(a, b)| (a - b).abs()).fold(0f32, nan_max);
                 diff / absmax(w).max(absmax(cpu_w.get(n).unwrap().data()))
             };
             let (worst, which) = got.iter().map(|(n, v)| (err(n, v), n)).fold((0f32, ""), |a, (e, n)| if e > a.0 { (e, n.as_str()) } else { a });
@@ -522,7 +523,7 @@ fn the_16_bit_training_launches_replayed_on_the_host_follow_the_f32_cpu_trainer(
             let Some(at) = layout.pgrad_at[id] else { continue };
             let got = TrainLayout::to_graph_layout(&g, id, &grads[at / 4..][..p.numel()]);
             let want = want_g.get(&p.name).unwrap().data();
-            let e = got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max) / absmax(want).max(floor);
+            let e = got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0f32, nan_max) / absmax(want).max(floor);
             sum += e;
             count += 1;
             worst = worst.max(e);
@@ -625,7 +626,7 @@ fn sharded_replicas_replayed_in_lock_step_equal_the_global_batch() {
             let Some(at) = r.layout.pgrad_at[id] else { continue };
             let got = TrainLayout::to_graph_layout(&g, id, &r.grads[at / 4..][..p.numel()]);
             let want = want_g.get(&p.name).unwrap().data();
-            let e = got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max) / absmax(want).max(floor);
+            let e = got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0f32, nan_max) / absmax(want).max(floor);
             if e > worst.0 {
                 worst = (e, p.name.clone());
             }

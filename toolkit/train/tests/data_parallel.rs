@@ -3,6 +3,7 @@
 //! statistics (synchronised BN), gradients (summed), drop-path/dropout masks (sliced from the
 //! global draw), optimizer slots and EMA.
 
+use effv2_edge::tensor::nan_max;
 use std::sync::Arc;
 
 use effv2_edge::engine::naive;
@@ -49,7 +50,7 @@ fn three_steps(e: &mut dyn TrainEngine, batch: usize) -> Vec<Vec<f32>> {
 fn max_rel(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
     let scale = a.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max) / scale
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, nan_max) / scale
 }
 
 fn assert_same_weights(a: &Weights, b: &Weights, what: &str) {

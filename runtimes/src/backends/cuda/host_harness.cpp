@@ -41,12 +41,18 @@ static void conv_walk(int n, int c, int h, int w, int out_ch, int oh, int ow, in
 }
 
 extern "C" {
-void host_nchw_to_nhwc(unsigned g, unsigned b, void** p) { LOOP(nchw_to_nhwc(P(0, const float*), MT(1), L(2), I(3), I(4))) }
+void host_nchw_to_nhwc(unsigned g, unsigned b, void** p) {
+    LOOP(nchw_to_nhwc(P(0, const float*), MT(1), L(2), I(3), I(4), I(5), I(6), I(7), I(8), I(9)))
+}
 void host_to_f32(unsigned g, unsigned b, void** p) { LOOP(to_f32(CT(0), P(1, float*), L(2))) }
 void host_bias_act(unsigned g, unsigned b, void** p) { LOOP(bias_act(MT(0), P(1, const float*), L(2), I(3), I(4), I(5))) }
 void host_bias_act_add(unsigned g, unsigned b, void** p) {
     LOOP(bias_act_add(CT(0), P(1, const float*), CT(2), MT(3), L(4), I(5), I(6), I(7)))
 }
+void host_bias_act_pad(unsigned g, unsigned b, void** p) {
+    LOOP(bias_act_pad(CT(0), P(1, const float*), CT(2), MT(3), L(4), I(5), I(6), I(7), I(8), I(9), I(10), I(11), I(12), I(13)))
+}
+void host_pad_border(unsigned g, unsigned b, void** p) { LOOP(pad_border(MT(0), L(1), I(2), I(3), I(4), I(5), I(6), I(7), I(8))) }
 void host_act_only(unsigned g, unsigned b, void** p) { LOOP(act_only(CT(0), MT(1), L(2), I(3))) }
 void host_depthwise(unsigned g, unsigned b, void** p) {
     LOOP(depthwise(CT(0), CT(1), P(2, const float*), MT(3), L(4), I(5), I(6), I(7), I(8), I(9), I(10), I(11), I(12), I(13), I(14)))

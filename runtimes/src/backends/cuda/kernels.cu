@@ -3,15 +3,25 @@
 // is always f32.
 // Every kernel is a grid-stride loop over its output elements; `total` counts them.
 
-// float NCHW input -> T NHWC (32-bit index divisions while they fit: the 64-bit ones were most
-// of this kernel's instructions).
-extern "C" __global__ void nchw_to_nhwc(const float* x, T* y, long long total, int c, int hw) {
+// float NCHW input [N, c, h, w] -> T NHWC, written into a [N, ph, pw, c] tensor at offset (top,
+// left): the conv reading it pads asymmetrically (see pad_border), or ph = h, pw = w, no offset.
+// 32-bit index divisions while they fit: the 64-bit ones were most of this kernel's instructions.
+extern "C" __global__ void nchw_to_nhwc(const float* x, T* y, long long total, int c, int h, int w, int ph, int pw,
+                                        int top, int left) {
+    int hw = h * w;
+    if (c == 1 && ph == h && pw == w) {
+        // One channel, no padding: the same layout, a plain conversion (also how the training
+        // engine narrows f32 arrays).
+        GRID_STRIDE(i, total) { y[i] = st(x[i]); }
+        return;
+    }
     GRID_STRIDE(i, total) {
         long long p = div_of(i, c);  // n * hw + pixel
         int ch = (int)(i - p * c);
         long long n = div_of(p, hw);
-        long long pix = p - n * hw;
-        y[i] = st(x[(n * c + ch) * hw + pix]);
+        int pix = (int)(p - n * hw);
+        int iy = pix / w, ix = pix - iy * w;
+        y[((n * ph + iy + top) * pw + ix + left) * c + ch] = st(x[(n * c + ch) * hw + pix]);
     }
 }
 
@@ -56,6 +66,93 @@ extern "C" __global__ void bias_act(T* y, const float* bias, long long total, in
 extern "C" __global__ void bias_act_add(const T* x, const float* bias, const T* skip, T* y, long long total, int c,
                                         int kind_code, int rpt) {
     bias_act_of<true>(x, bias, skip, y, total, c, kind_code, rpt);
+}
+
+// Row r of an NHWC tensor [N, h, w, ·] in the [N, ph, pw, ·] tensor holding it at offset (top, left).
+__device__ __forceinline__ long long padded_row(long long r, int h, int w, int ph, int pw, int top, int left) {
+    long long nh = div_of(r, w);  // n·h + y
+    int ix = (int)(r - nh * w);
+    long long n = div_of(nh, h);
+    int iy = (int)(nh - n * h);
+    return (n * ph + iy + top) * pw + ix + left;
+}
+
+// A conv's bias and activation (and, where skip is given, the residual add after it) written
+// into the zero-padded copy [N, ph, pw, c] the next conv reads (cuDNN pads symmetrically only):
+// y at offset (top, left) = act(x + bias) (+ skip). The border is pad_border's. No separate pad
+// pass reading the conv's output back. total = N·h·w·c; row tiles of `rpt` rows where c is a
+// multiple of VEC.
+extern "C" __global__ void bias_act_pad(const T* x, const float* bias, const T* skip, T* y, long long total, int c,
+                                        int kind_code, int rpt, int h, int w, int ph, int pw, int top, int left) {
+    with_act(kind_code, [&](auto code) {
+        constexpr int kind = decltype(code)::value;
+        if (c % VEC == 0) {
+            for_each_row_tile(total, c, rpt, [&](RowTile t) {
+                float b[VEC];
+                for (int j = 0; j < VEC; ++j) b[j] = bias[t.ch + j];
+                Vec v[ROW_TILE], s[ROW_TILE];
+#pragma unroll
+                for (int q = 0; q < ROW_TILE; ++q) {
+                    if (q >= t.n) break;
+                    long long at = (t.r0 + q) * c + t.ch;
+                    v[q] = vload(x + at);
+                    if (skip) s[q] = vload(skip + at);
+                }
+#pragma unroll
+                for (int q = 0; q < ROW_TILE; ++q) {
+                    if (q >= t.n) break;
+                    Vec out;
+                    for (int j = 0; j < VEC; ++j) {
+                        float o = act(ld(v[q].v[j]) + b[j], kind);
+                        out.v[j] = st(skip ? o + ld(s[q].v[j]) : o);
+                    }
+                    vstore(y + padded_row(t.r0 + q, h, w, ph, pw, top, left) * c + t.ch, out);
+                }
+            });
+            return;
+        }
+        GRID_STRIDE(i, total) {
+            long long r = div_of(i, c);
+            int ch = (int)(i - r * c);
+            float o = act(ld(x[i]) + bias[ch], kind);
+            y[padded_row(r, h, w, ph, pw, top, left) * c + ch] = st(skip ? o + ld(skip[i]) : o);
+        }
+    });
+}
+
+// Zeros on the border of a [N, ph, pw, c] tensor around its h x w interior at (top, left): the
+// padding of a copy its producer (nchw_to_nhwc, bias_act_pad) writes the interior of. total =
+// N·(ph·pw − h·w)·c; VEC channels a thread where c is a multiple of VEC. Border pixel k of a sample:
+// the top rows, then each interior row's left and right columns, then the bottom rows.
+extern "C" __global__ void pad_border(T* y, long long total, int h, int w, int c, int ph, int pw, int top, int left) {
+    int lanes = c % VEC == 0 ? VEC : 1;
+    int groups = c / lanes, sides = pw - w, per = ph * pw - h * w;
+    GRID_STRIDE(g, total / lanes) {
+        int cg = mod_of(g, groups);
+        long long px = div_of(g, groups);
+        long long n = div_of(px, per);
+        int k = (int)(px - n * per), py, pxx;
+        if (k < top * pw) {
+            py = k / pw;
+            pxx = k - py * pw;
+        } else if ((k -= top * pw) < h * sides) {
+            py = top + k / sides;
+            int j = k - (py - top) * sides;
+            pxx = j < left ? j : w + j;
+        } else {
+            k -= h * sides;
+            py = top + h + k / pw;
+            pxx = k - (py - top - h) * pw;
+        }
+        T* at = y + ((n * ph + py) * pw + pxx) * c + cg * lanes;
+        if (lanes == VEC) {
+            Vec z;
+            for (int j = 0; j < VEC; ++j) z.v[j] = st(0.0f);
+            vstore(at, z);
+        } else {
+            *at = st(0.0f);
+        }
+    }
 }
 
 // y = act(x), for activations that do not follow a conv alone.

@@ -76,10 +76,10 @@ pub fn spread(tasks: usize, task: impl Fn(usize) + Send + Sync) {
 pub mod testing {
     pub use super::supported;
 
-    /// max |a − b| / max |b|.
+    /// max |a − b| / max |b|; NaN where any difference is.
     pub fn rel(a: &[f32], b: &[f32]) -> f32 {
         let m = b.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
-        a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max) / m
+        a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, |m: f32, d| if d > m || d.is_nan() { d } else { m }) / m
     }
 
     /// Uniform values in [-1, 1) from a 64-bit LCG.

@@ -9,7 +9,7 @@
 use effv2_edge::graph::{Graph, Op, Role, Shape};
 use effv2_edge::weights::Weights;
 use effv2_runtime::plan::arena::plan_intervals;
-use effv2_runtime::plan::launch::{kernel_threads, row_tile, row_tile_threads, wide_threads, Arg, BlasGemm, ConvShape, DType, ROW_TILE_MIN_THREADS};
+use effv2_runtime::plan::launch::{kernel_threads, row_tile, row_tile_threads, to_nhwc_args, wide_threads, Arg, BlasGemm, ConvShape, DType, PaddedInto, ROW_TILE_MIN_THREADS};
 use effv2_runtime::plan::layout::{depthwise_to_hwc, oihw_to_ohwi};
 
 use super::{CHAN_CHUNK_ROWS, CHAN_GROUP, DW_CHUNK_ROWS};
@@ -501,7 +501,7 @@ impl TrainLayout {
             let src = node.inputs.first().map(|&j| graph.nodes[j].shape).unwrap_or(s);
             let x = node.inputs.first().map(|&j| v(j)).unwrap_or(0);
             match &node.op {
-                Op::Input => out.push(infer("nchw_to_nhwc", total, [vec![Arg::Ptr(input), Arg::Ptr(y), tot], i32s(&[s.c, s.h * s.w])].concat())),
+                Op::Input => out.push(infer("nchw_to_nhwc", total, to_nhwc_args(input, y, batch, [s.c, s.h, s.w], PaddedInto::none(s.h, s.w)))),
                 Op::Conv(c) => {
                     let [ic, h, w] = geom(src);
                     let pd = c.pads;
@@ -601,7 +601,7 @@ impl TrainLayout {
     /// element) from the f32 one, after every change of the weights; `None` in f32.
     pub fn refresh_weights16(&self, params: u64, weights16: u64) -> Option<TrainLaunch> {
         let n = self.params_bytes / 4;
-        (self.dtype != DType::F32).then(|| infer("nchw_to_nhwc", n, vec![Arg::Ptr(params), Arg::Ptr(weights16), Arg::I64(n as i64), Arg::I32(1), Arg::I32(1)]))
+        (self.dtype != DType::F32).then(|| infer("nchw_to_nhwc", n, narrow_args(params, weights16, n)))
     }
 
     /// One optimizer update of every trainable parameter from its gradient at `grads`, in two
@@ -746,7 +746,7 @@ impl TrainLayout {
         let mut out = vec![];
         if !f32_mode {
             let nl = batch * graph.nodes[graph.output].shape.numel();
-            out.push(infer("nchw_to_nhwc", nl, vec![Arg::Ptr(dlogits), Arg::Ptr(dlogits_t), Arg::I64(nl as i64), Arg::I32(1), Arg::I32(1)]));
+            out.push(infer("nchw_to_nhwc", nl, narrow_args(dlogits, dlogits_t, nl)));
         }
         for i in (0..n).rev() {
             let node = &graph.nodes[i];
@@ -1125,6 +1125,11 @@ fn se_multiplies(graph: &Graph) -> Vec<Option<usize>> {
             se.then_some(m)
         })
         .collect()
+}
+
+/// `nchw_to_nhwc`'s arguments narrowing `n` f32 values at `from` to the activation type at `to`.
+fn narrow_args(from: u64, to: u64, n: usize) -> Vec<Arg> {
+    to_nhwc_args(from, to, n, [1, 1, 1], PaddedInto::none(1, 1))
 }
 
 fn infer(name: &'static str, total: usize, args: Vec<Arg>) -> TrainLaunch {
