@@ -112,12 +112,13 @@ fn the_training_launches_replayed_on_the_host_equal_the_cpu_trainer() {
     let rmsprop = Optimizer::tf_rmsprop();
     let sgd = Optimizer::Sgd { momentum: 0.9, nesterov: true };
     // The default lowering, and the plain one (no BN + activation fusion, 1x1 convs on cuDNN).
-    let (full, plain) = (Lowering::default(), Lowering { fuse_bn_act: false, gemm_1x1: false, share_skip_grads: false, fuse_se_backward: false, fuse_bn_add: false });
+    let (full, plain) = (Lowering::default(), Lowering { fuse_bn_act: false, gemm_1x1: false, share_skip_grads: false, fuse_se_backward: false, fuse_bn_add: false, ..Lowering::default() });
     // Row tiles: the most rows a thread in every tiled launch (what large batches get), or the
     // engine's choice at this size (a row each).
     let cases = [
         ("official tf-same", small("official", Padding::TfSame), 40, rmsprop, full, 0),
-        ("none symmetric", small("none", Padding::Symmetric), 33, sgd, full, 0),
+        // Short partials: many chunks per sum, every one regrouped.
+        ("none symmetric, 8-row partials", small("none", Padding::Symmetric), 33, sgd, Lowering { chan_chunk_rows: 8, dw_chunk_rows: 8, ..full }, 0),
         ("official tf-same, plain lowering", small("official", Padding::TfSame), 40, rmsprop, plain, ROW_TILE_MIN_THREADS),
     ];
     for (name, o, size, opt, lowering, tile_min_threads) in cases {

@@ -91,11 +91,16 @@ pub struct Lowering {
     /// A BN that only a residual Add reads applied by one pass that writes the Add's output
     /// ([`TrainLayout::bn_into_add`]), its own output never stored.
     pub fuse_bn_add: bool,
+    /// Rows per partial of the per-channel sums ([`CHAN_CHUNK_ROWS`]) and of the depthwise filter
+    /// gradients ([`DW_CHUNK_ROWS`]): fewer rows, more threads and more partials to add (the engine
+    /// reads `EFFV2_CUDA_CHAN_ROWS` / `EFFV2_CUDA_DW_ROWS` so a GPU run can time the trade).
+    pub chan_chunk_rows: usize,
+    pub dw_chunk_rows: usize,
 }
 
 impl Default for Lowering {
     fn default() -> Self {
-        Lowering { fuse_bn_act: true, gemm_1x1: true, share_skip_grads: true, fuse_se_backward: true, fuse_bn_add: true }
+        Lowering { fuse_bn_act: true, gemm_1x1: true, share_skip_grads: true, fuse_se_backward: true, fuse_bn_add: true, chan_chunk_rows: CHAN_CHUNK_ROWS, dw_chunk_rows: DW_CHUNK_ROWS }
     }
 }
 
@@ -211,6 +216,7 @@ impl TrainLayout {
     /// (tests lower it so small networks take the regrouped path) and the [`Lowering`] choices.
     pub fn with_lowering(graph: &Graph, batch: usize, dtype: DType, chan_group: usize, lowering: Lowering) -> TrainLayout {
         let chan_group = chan_group.max(2);
+        let lowering = Lowering { chan_chunk_rows: lowering.chan_chunk_rows.max(1), dw_chunk_rows: lowering.dw_chunk_rows.max(1), ..lowering };
         let eb = dtype.bytes();
         let mut at = 0usize;
         let mut take = |bytes: usize| {
@@ -226,13 +232,13 @@ impl TrainLayout {
             let src = n.inputs.first().map(|&j| graph.nodes[j].shape).unwrap_or(n.shape);
             max_c = max_c.max(n.shape.c);
             for sh in [src, n.shape] {
-                let chunks = (batch * sh.h * sh.w).div_ceil(CHAN_CHUNK_ROWS);
+                let chunks = (batch * sh.h * sh.w).div_ceil(lowering.chan_chunk_rows);
                 sum_partials = sum_partials.max(chunks * 2 * sh.c);
                 sum_partials2 = sum_partials2.max(chunks.div_ceil(chan_group) * 2 * sh.c);
             }
             if let Op::Conv(c) = &n.op {
                 if c.is_depthwise() {
-                    dw_partials = dw_partials.max((batch * n.shape.h * n.shape.w).div_ceil(DW_CHUNK_ROWS) * c.kernel * c.kernel * src.c);
+                    dw_partials = dw_partials.max((batch * n.shape.h * n.shape.w).div_ceil(lowering.dw_chunk_rows) * c.kernel * c.kernel * src.c);
                 }
                 // A weight gradient cuDNN writes in the values' type (cuBLAS writes f32 itself).
                 if !c.is_depthwise() && (RowProduct::of_conv(c, 1).is_none() || !lowering.gemm_1x1) {
@@ -678,7 +684,7 @@ impl TrainLayout {
     /// partials end up and `n`.
     fn chan_partials(&self, arena: u64, with: SumInputs, rows: usize, c: usize) -> (Vec<TrainLaunch>, u64, usize) {
         let part = arena + self.partials_at as u64;
-        let chunks = rows.div_ceil(CHAN_CHUNK_ROWS);
+        let chunks = rows.div_ceil(self.lowering.chan_chunk_rows);
         let SumInputs { a, b, mean, invstd, gamma, beta, mask, per, mode, kind } = with;
         let mut args: Vec<Arg> = [a, b, mean, invstd, gamma, beta].map(Arg::Ptr).to_vec();
         let kernel = if mask == 0 {
@@ -688,7 +694,7 @@ impl TrainLayout {
             args.extend([Arg::Ptr(mask), Arg::I64(per as i64)]);
             "chan_partials_masked"
         };
-        args.extend([Arg::Ptr(part), Arg::I64(rows as i64), Arg::I32(c as i32), Arg::I32(CHAN_CHUNK_ROWS as i32)]);
+        args.extend([Arg::Ptr(part), Arg::I64(rows as i64), Arg::I32(c as i32), Arg::I32(self.lowering.chan_chunk_rows as i32)]);
         if mask == 0 {
             args.extend([Arg::I32(mode), Arg::I32(kind)]);
         }
@@ -867,9 +873,9 @@ impl TrainLayout {
                     if c.is_depthwise() {
                         let geo = i32s(&[src.h, src.w, src.c, s.h, s.w, c.kernel, c.stride, pd.top, pd.left]);
                         let taps_c = src.c * c.kernel * c.kernel;
-                        let chunks = (batch * s.h * s.w).div_ceil(DW_CHUNK_ROWS);
+                        let chunks = (batch * s.h * s.w).div_ceil(self.lowering.dw_chunk_rows);
                         let part = a(self.partials_at);
-                        out.push(train_wide("depthwise_backward_dw", chunks * taps_c, src.c, [vec![Arg::Ptr(v(x)), Arg::Ptr(dy), Arg::Ptr(part), Arg::I64(batch as i64)], geo.clone(), vec![Arg::I32(DW_CHUNK_ROWS as i32)]].concat()));
+                        out.push(train_wide("depthwise_backward_dw", chunks * taps_c, src.c, [vec![Arg::Ptr(v(x)), Arg::Ptr(dy), Arg::Ptr(part), Arg::I64(batch as i64)], geo.clone(), vec![Arg::I32(self.lowering.dw_chunk_rows as i32)]].concat()));
                         out.push(train("depthwise_dw_finish", taps_c, vec![Arg::Ptr(part), Arg::I64(chunks as i64), Arg::I32(taps_c as i32), Arg::Ptr(pg(c.weight))]));
                         contrib(x, &mut out, false, &|dst, _| vec![train_wide("depthwise_backward_dx", xtotal, src.c, [vec![Arg::Ptr(dy), Arg::Ptr(weight_of(c.weight)), Arg::Ptr(dst), Arg::I64(xtotal as i64)], geo.clone()].concat())]);
                         continue;
