@@ -173,18 +173,24 @@ extern "C" __global__ void act_only(const T* x, T* y, long long total, int kind_
 
 // VEC channels (from ch) of output pixel (n, oy, ox) of a depthwise k x k conv with bias and
 // activation: wide loads of input and weight rows. Weight [kh][kw][c]; pads top/left given, the
-// bottom/right ones follow from the output size (reads outside the input are zeros).
-__device__ __forceinline__ Vec depthwise_vec(const T* x, const T* w, const float* bias, long long n, int oy, int ox,
-                                             int ch, int h, int wd, int c, int k, int stride, int pad_t, int pad_l,
-                                             int kind) {
+// bottom/right ones follow from the output size (reads outside the input are zeros). K > 0: k known
+// when compiled (3, every EfficientNetV2's), the tap loops unrolled so every tap's loads are issued
+// before the first product instead of one round trip to memory per tap; K = 0: k at run time.
+template <int K>
+__device__ __forceinline__ Vec depthwise_vec_k(const T* x, const T* w, const float* bias, long long n, int oy, int ox,
+                                               int ch, int h, int wd, int c, int k, int stride, int pad_t, int pad_l,
+                                               int kind) {
+    if (K > 0) k = K;
     float acc[VEC];
     for (int j = 0; j < VEC; ++j) acc[j] = bias[ch + j];
     int y0 = oy * stride - pad_t, x0 = ox * stride - pad_l;
-    for (int ky = 0; ky < k; ++ky) {
+#pragma unroll
+    for (int ky = 0; ky < (K > 0 ? K : k); ++ky) {
         int iy = y0 + ky;
         if (iy < 0 || iy >= h) continue;
         const T* row = x + ((n * h + iy) * wd) * c + ch;
-        for (int kx = 0; kx < k; ++kx) {
+#pragma unroll
+        for (int kx = 0; kx < (K > 0 ? K : k); ++kx) {
             int ix = x0 + kx;
             if (ix < 0 || ix >= wd) continue;
             Vec xv = vload(row + (long long)ix * c);
@@ -195,6 +201,13 @@ __device__ __forceinline__ Vec depthwise_vec(const T* x, const T* w, const float
     Vec out;
     for (int j = 0; j < VEC; ++j) out.v[j] = st(act(acc[j], kind));
     return out;
+}
+
+__device__ __forceinline__ Vec depthwise_vec(const T* x, const T* w, const float* bias, long long n, int oy, int ox,
+                                             int ch, int h, int wd, int c, int k, int stride, int pad_t, int pad_l,
+                                             int kind) {
+    if (k == 3) return depthwise_vec_k<3>(x, w, bias, n, oy, ox, ch, h, wd, c, k, stride, pad_t, pad_l, kind);
+    return depthwise_vec_k<0>(x, w, bias, n, oy, ox, ch, h, wd, c, k, stride, pad_t, pad_l, kind);
 }
 
 // Depthwise k x k conv with bias and activation (see depthwise_vec).

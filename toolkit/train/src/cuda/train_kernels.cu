@@ -374,9 +374,37 @@ __device__ __forceinline__ int tap_source(int t, int stride) {
 }
 
 // dx[n, iy, ix, ch] = Σ over the taps that read it of dy[n, oy, ox, ch] · w[tap, ch] (a gather: no
-// atomics, so deterministic). total = n·h·w·c; where c is a multiple of VEC, a thread takes VEC
-// neighbouring channels of one input pixel (wide loads of dy and w, one index decomposition per
-// VEC elements), adding the taps in the same order as the scalar path.
+// atomics, so deterministic), for `lanes` (VEC or 1) channels from ch. K > 0: k known when
+// compiled (3, every EfficientNetV2's), the tap loops unrolled so every tap's loads are issued
+// before the first product instead of one round trip to memory per tap; K = 0: k at run time.
+template <int K>
+__device__ __forceinline__ void depthwise_dx_at(const T* dy, const T* w, float* s, Nhwc p, int ch, int lanes, int c,
+                                                int oh, int ow, int k, int stride, int pad_t, int pad_l) {
+    if (K > 0) k = K;
+#pragma unroll
+    for (int ky = 0; ky < (K > 0 ? K : k); ++ky) {
+        int oy = tap_source(p.y + pad_t - ky, stride);
+        if (oy < 0 || oy >= oh) continue;
+        const T* row = dy + ((p.n * oh + oy) * ow) * c + ch;
+#pragma unroll
+        for (int kx = 0; kx < (K > 0 ? K : k); ++kx) {
+            int ox = tap_source(p.x + pad_l - kx, stride);
+            if (ox < 0 || ox >= ow) continue;
+            const T* d = row + (long long)ox * c;
+            const T* wt = w + (ky * k + kx) * c + ch;
+            if (lanes == VEC) {
+                Vec dv = vload(d), wv = vload(wt);
+                for (int j = 0; j < VEC; ++j) s[j] += ld(dv.v[j]) * ld(wv.v[j]);
+            } else {
+                s[0] += ld(*d) * ld(*wt);
+            }
+        }
+    }
+}
+
+// total = n·h·w·c; where c is a multiple of VEC, a thread takes VEC neighbouring channels of one
+// input pixel (wide loads of dy and w, one index decomposition per VEC elements), adding the taps
+// in the same order as the scalar path.
 extern "C" __global__ void depthwise_backward_dx(const T* dy, const T* w, T* dx, long long total, int h,
                                                  int wd, int c, int oh, int ow, int k, int stride, int pad_t,
                                                  int pad_l) {
@@ -386,23 +414,8 @@ extern "C" __global__ void depthwise_backward_dx(const T* dy, const T* w, T* dx,
         Nhwc p = nhwc_at(g, h, wd, c / lanes);
         int ch = p.ch * lanes;
         float s[VEC] = {};
-        for (int ky = 0; ky < k; ++ky) {
-            int oy = tap_source(p.y + pad_t - ky, stride);
-            if (oy < 0 || oy >= oh) continue;
-            const T* row = dy + ((p.n * oh + oy) * ow) * c + ch;
-            for (int kx = 0; kx < k; ++kx) {
-                int ox = tap_source(p.x + pad_l - kx, stride);
-                if (ox < 0 || ox >= ow) continue;
-                const T* d = row + (long long)ox * c;
-                const T* wt = w + (ky * k + kx) * c + ch;
-                if (wide) {
-                    Vec dv = vload(d), wv = vload(wt);
-                    for (int j = 0; j < VEC; ++j) s[j] += ld(dv.v[j]) * ld(wv.v[j]);
-                } else {
-                    s[0] += ld(*d) * ld(*wt);
-                }
-            }
-        }
+        if (k == 3) depthwise_dx_at<3>(dy, w, s, p, ch, lanes, c, oh, ow, k, stride, pad_t, pad_l);
+        else depthwise_dx_at<0>(dy, w, s, p, ch, lanes, c, oh, ow, k, stride, pad_t, pad_l);
         if (wide) {
             Vec out;
             for (int j = 0; j < VEC; ++j) out.v[j] = st(s[j]);
