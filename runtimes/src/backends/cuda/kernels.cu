@@ -31,9 +31,10 @@ extern "C" __global__ void to_f32(const T* x, float* y, long long total) {
 }
 
 // y = act(x + bias[c]) (+ skip with SKIP); row tiles of `rpt` rows where c is a multiple of VEC.
-template <bool SKIP>
+// Row r of the result goes to row out_row(r) of y (r itself, or its place in a padded copy).
+template <bool SKIP, typename O>
 __device__ __forceinline__ void bias_act_of(const T* x, const float* bias, const T* skip, T* y, long long total, int c,
-                                            int kind_code, int rpt) {
+                                            int kind_code, int rpt, O out_row) {
     with_act(kind_code, [&](auto code) {
         constexpr int kind = decltype(code)::value;
         if (c % VEC == 0) {
@@ -41,23 +42,28 @@ __device__ __forceinline__ void bias_act_of(const T* x, const float* bias, const
                 float b[VEC];
                 for (int j = 0; j < VEC; ++j) b[j] = bias[t.ch + j];
                 long long at = t.r0 * c + t.ch;
+                auto out = [&](int r) { return out_row(t.r0 + r) * c + t.ch; };
                 if (SKIP)
-                    tile_map2(x, skip, y, at, c, t.n, [&](float v, float s, int j, int) { return act(v + b[j], kind) + s; });
+                    tile_map2(x, skip, y, at, c, t.n, [&](float v, float s, int j, int) { return act(v + b[j], kind) + s; }, out);
                 else
-                    tile_map(x, y, at, c, t.n, [&](float v, int j) { return act(v + b[j], kind); });
+                    tile_map(x, y, at, c, t.n, [&](float v, int j) { return act(v + b[j], kind); }, out);
             });
             return;
         }
         GRID_STRIDE(i, total) {
-            float v = act(ld(x[i]) + bias[mod_of(i, c)], kind);
-            y[i] = st(SKIP ? v + ld(skip[i]) : v);
+            long long r = div_of(i, c);
+            int ch = (int)(i - r * c);
+            float v = act(ld(x[i]) + bias[ch], kind);
+            y[out_row(r) * c + ch] = st(SKIP ? v + ld(skip[i]) : v);
         }
     });
 }
 
+__device__ __forceinline__ long long same_row(long long r) { return r; }
+
 // In place: y = act(y + bias[c]), a conv's bias and activation.
 extern "C" __global__ void bias_act(T* y, const float* bias, long long total, int c, int kind_code, int rpt) {
-    bias_act_of<false>(y, bias, nullptr, y, total, c, kind_code, rpt);
+    bias_act_of<false>(y, bias, nullptr, y, total, c, kind_code, rpt, same_row);
 }
 
 // y = act(x + bias[c]) + skip: a conv's bias and activation and the residual add after it, the
@@ -65,7 +71,7 @@ extern "C" __global__ void bias_act(T* y, const float* bias, long long total, in
 // registers the in-place form does without).
 extern "C" __global__ void bias_act_add(const T* x, const float* bias, const T* skip, T* y, long long total, int c,
                                         int kind_code, int rpt) {
-    bias_act_of<true>(x, bias, skip, y, total, c, kind_code, rpt);
+    bias_act_of<true>(x, bias, skip, y, total, c, kind_code, rpt, same_row);
 }
 
 // Row r of an NHWC tensor [N, h, w, ·] in the [N, ph, pw, ·] tensor holding it at offset (top, left).
@@ -80,44 +86,12 @@ __device__ __forceinline__ long long padded_row(long long r, int h, int w, int p
 // A conv's bias and activation (and, where skip is given, the residual add after it) written
 // into the zero-padded copy [N, ph, pw, c] the next conv reads (cuDNN pads symmetrically only):
 // y at offset (top, left) = act(x + bias) (+ skip). The border is pad_border's. No separate pad
-// pass reading the conv's output back. total = N·h·w·c; row tiles of `rpt` rows where c is a
-// multiple of VEC.
+// pass reading the conv's output back. total = N·h·w·c.
 extern "C" __global__ void bias_act_pad(const T* x, const float* bias, const T* skip, T* y, long long total, int c,
                                         int kind_code, int rpt, int h, int w, int ph, int pw, int top, int left) {
-    with_act(kind_code, [&](auto code) {
-        constexpr int kind = decltype(code)::value;
-        if (c % VEC == 0) {
-            for_each_row_tile(total, c, rpt, [&](RowTile t) {
-                float b[VEC];
-                for (int j = 0; j < VEC; ++j) b[j] = bias[t.ch + j];
-                Vec v[ROW_TILE], s[ROW_TILE];
-#pragma unroll
-                for (int q = 0; q < ROW_TILE; ++q) {
-                    if (q >= t.n) break;
-                    long long at = (t.r0 + q) * c + t.ch;
-                    v[q] = vload(x + at);
-                    if (skip) s[q] = vload(skip + at);
-                }
-#pragma unroll
-                for (int q = 0; q < ROW_TILE; ++q) {
-                    if (q >= t.n) break;
-                    Vec out;
-                    for (int j = 0; j < VEC; ++j) {
-                        float o = act(ld(v[q].v[j]) + b[j], kind);
-                        out.v[j] = st(skip ? o + ld(s[q].v[j]) : o);
-                    }
-                    vstore(y + padded_row(t.r0 + q, h, w, ph, pw, top, left) * c + t.ch, out);
-                }
-            });
-            return;
-        }
-        GRID_STRIDE(i, total) {
-            long long r = div_of(i, c);
-            int ch = (int)(i - r * c);
-            float o = act(ld(x[i]) + bias[ch], kind);
-            y[padded_row(r, h, w, ph, pw, top, left) * c + ch] = st(skip ? o + ld(skip[i]) : o);
-        }
-    });
+    auto out_row = [&](long long r) { return padded_row(r, h, w, ph, pw, top, left); };
+    if (skip) bias_act_of<true>(x, bias, skip, y, total, c, kind_code, rpt, out_row);
+    else bias_act_of<false>(x, bias, skip, y, total, c, kind_code, rpt, out_row);
 }
 
 // Zeros on the border of a [N, ph, pw, c] tensor around its h x w interior at (top, left): the

@@ -119,9 +119,10 @@ __device__ __forceinline__ void for_each_row_tile(long long total, int c, int rp
 }
 
 // A row tile's elements mapped through f(value, lane) (lane j: channel ch + j): the tile's `n`
-// rows at x + at, x + at + c, ... are all loaded before the first result is written to y.
-template <typename F>
-__device__ __forceinline__ void tile_map(const T* x, T* y, long long at, int c, int n, F f) {
+// rows at x + at, x + at + c, ... are all loaded before the first result is written, row r to
+// y + out(r) (by default y + at + r·c, the same place; a padded copy elsewhere).
+template <typename F, typename O>
+__device__ __forceinline__ void tile_map(const T* x, T* y, long long at, int c, int n, F f, O out) {
     Vec v[ROW_TILE];
 #pragma unroll
     for (int r = 0; r < ROW_TILE; ++r)
@@ -130,14 +131,18 @@ __device__ __forceinline__ void tile_map(const T* x, T* y, long long at, int c, 
     for (int r = 0; r < ROW_TILE; ++r) {
         if (r >= n) break;
         for (int j = 0; j < VEC; ++j) v[r].v[j] = st(f(ld(v[r].v[j]), j));
-        vstore(y + at + (long long)r * c, v[r]);
+        vstore(y + out(r), v[r]);
     }
+}
+template <typename F>
+__device__ __forceinline__ void tile_map(const T* x, T* y, long long at, int c, int n, F f) {
+    tile_map(x, y, at, c, n, f, [&](int r) { return at + (long long)r * c; });
 }
 
 // tile_map with a second input: f(x value, z value, lane, row of the tile), both tiles loaded
 // before the first result is written.
-template <typename F>
-__device__ __forceinline__ void tile_map2(const T* x, const T* z, T* y, long long at, int c, int n, F f) {
+template <typename F, typename O>
+__device__ __forceinline__ void tile_map2(const T* x, const T* z, T* y, long long at, int c, int n, F f, O out) {
     Vec v[ROW_TILE], w[ROW_TILE];
 #pragma unroll
     for (int r = 0; r < ROW_TILE; ++r) {
@@ -148,10 +153,14 @@ __device__ __forceinline__ void tile_map2(const T* x, const T* z, T* y, long lon
 #pragma unroll
     for (int r = 0; r < ROW_TILE; ++r) {
         if (r >= n) break;
-        Vec out;
-        for (int j = 0; j < VEC; ++j) out.v[j] = st(f(ld(v[r].v[j]), ld(w[r].v[j]), j, r));
-        vstore(y + at + (long long)r * c, out);
+        Vec o;
+        for (int j = 0; j < VEC; ++j) o.v[j] = st(f(ld(v[r].v[j]), ld(w[r].v[j]), j, r));
+        vstore(y + out(r), o);
     }
+}
+template <typename F>
+__device__ __forceinline__ void tile_map2(const T* x, const T* z, T* y, long long at, int c, int n, F f) {
+    tile_map2(x, z, y, at, c, n, f, [&](int r) { return at + (long long)r * c; });
 }
 
 // Σ of load(k) over k in [0, n), added in order in A (float or double): SUM_LOADS loads issued
