@@ -71,11 +71,11 @@ if has trainperf; then
   done
   # TRAINPERF_AB=1: bf16 again with each lowering choice of the training plan switched off, to time
   # what it buys (EFFV2_CUDA_FUSE_BN_ACT: BN + activation fused; EFFV2_CUDA_GEMM_1X1: 1x1 convs on cuBLAS;
-  # EFFV2_CUDA_GRAPH: forward and backward replayed as captured CUDA graphs), and with shorter
-  # partials of the per-channel sums and depthwise filter gradients (defaults 64 and 128 rows: more
-  # threads against more partials to add).
+  # EFFV2_CUDA_GRAPH: forward and backward replayed as captured CUDA graphs), and with other rows per
+  # partial of the per-channel sums and depthwise filter gradients (defaults: at most 64 rows, fewer
+  # down to 8 while a sum's launch has under 65,536 threads; 128 rows. CHAN_THREADS=0: 64 everywhere).
   if [ "${TRAINPERF_AB:-0}" = 1 ]; then
-    for v in EFFV2_CUDA_CHAN_ROWS=16 EFFV2_CUDA_CHAN_ROWS=32 EFFV2_CUDA_DW_ROWS=32 EFFV2_CUDA_FUSE_BN_ACT=0 EFFV2_CUDA_GEMM_1X1=0 EFFV2_CUDA_GRAPH=0; do
+    for v in EFFV2_CUDA_CHAN_THREADS=0 EFFV2_CUDA_CHAN_THREADS=262144 EFFV2_CUDA_CHAN_ROWS=32 EFFV2_CUDA_DW_ROWS=32 EFFV2_CUDA_FUSE_BN_ACT=0 EFFV2_CUDA_GEMM_1X1=0 EFFV2_CUDA_GRAPH=0; do
       env "$v" timeout "${T_TRAINPERF:-150}" "$B/effv2-bench" train-step --device cuda --precision bf16 --model efficientnetv2-s --image-size 224 --batch 128 \
         --warmup 2 --iters 8 --json > "$OUT/ours_train_s224_bf16_$v.json" 2> "$OUT/ours_train_s224_bf16_$v.log"; echo "$v:"; tail -1 "$OUT/ours_train_s224_bf16_$v.json"
     done

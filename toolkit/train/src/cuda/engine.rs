@@ -32,7 +32,7 @@ use effv2_runtime::plan::launch::{ConvShape, KERNEL_NAMES};
 
 use super::nccl::NcclGroup;
 use super::plan::{Buffers, Kernel, Lowering, TrainLaunch, TrainLayout};
-use super::{train_kernels_source, CHAN_CHUNK_ROWS, CHAN_GROUP, DW_CHUNK_ROWS, TRAIN_KERNEL_NAMES};
+use super::{train_kernels_source, CHAN_CHUNK_ROWS, CHAN_GROUP, CHAN_MIN_THREADS, DW_CHUNK_ROWS, TRAIN_KERNEL_NAMES};
 use crate::cpu::{check_supported, TrainerConfig};
 use crate::parallel::{DataParallel, Replica, Shard};
 use crate::{Mode, TrainEngine, TrainError};
@@ -43,16 +43,19 @@ const MAX_WORKSPACE: usize = 256 << 20;
 pub const FUSE_BN_ACT_ENV: &str = "EFFV2_CUDA_FUSE_BN_ACT";
 /// `0`: 1x1 convs on cuDNN instead of cuBLAS.
 pub const GEMM_1X1_ENV: &str = "EFFV2_CUDA_GEMM_1X1";
-/// Rows per partial of the per-channel sums and of the depthwise filter gradients (see
-/// [`Lowering::chan_chunk_rows`]), for timing the choice on a GPU.
+/// Rows per partial of the per-channel sums (at most) and of the depthwise filter gradients, and
+/// the threads a sum's launch keeps by taking fewer (see [`Lowering::chan_chunk_rows`]), for timing
+/// the choices on a GPU.
 pub const CHAN_ROWS_ENV: &str = "EFFV2_CUDA_CHAN_ROWS";
 pub const DW_ROWS_ENV: &str = "EFFV2_CUDA_DW_ROWS";
+pub const CHAN_THREADS_ENV: &str = "EFFV2_CUDA_CHAN_THREADS";
 
-/// A row count from `var`, `default` where unset; anything but 1..=4096 is a configuration error.
-fn rows_from_env(var: &str, default: usize) -> Result<usize, TrainError> {
+/// A count of `what` from `var` within `range`, `default` where unset; anything else is a
+/// configuration error.
+fn count_from_env(var: &str, default: usize, range: std::ops::RangeInclusive<usize>, what: &str) -> Result<usize, TrainError> {
     match std::env::var(var) {
         Err(_) => Ok(default),
-        Ok(v) => v.trim().parse().ok().filter(|n| (1..=4096).contains(n)).ok_or_else(|| TrainError::Config(format!("{var}={v}: expected a number of rows from 1 to 4096"))),
+        Ok(v) => v.trim().parse().ok().filter(|n| range.contains(n)).ok_or_else(|| TrainError::Config(format!("{var}={v}: expected a number of {what} from {} to {}", range.start(), range.end()))),
     }
 }
 
@@ -166,8 +169,9 @@ impl CudaTrainer {
         let lowering = Lowering {
             fuse_bn_act: switch_on(FUSE_BN_ACT_ENV),
             gemm_1x1: switch_on(GEMM_1X1_ENV),
-            chan_chunk_rows: rows_from_env(CHAN_ROWS_ENV, CHAN_CHUNK_ROWS)?,
-            dw_chunk_rows: rows_from_env(DW_ROWS_ENV, DW_CHUNK_ROWS)?,
+            chan_chunk_rows: count_from_env(CHAN_ROWS_ENV, CHAN_CHUNK_ROWS, 1..=4096, "rows")?,
+            dw_chunk_rows: count_from_env(DW_ROWS_ENV, DW_CHUNK_ROWS, 1..=4096, "rows")?,
+            chan_min_threads: count_from_env(CHAN_THREADS_ENV, CHAN_MIN_THREADS, 0..=1 << 24, "threads")?,
             ..Lowering::default()
         };
         probe_libraries().map_err(|e| dev(e.to_string()))?;
@@ -647,10 +651,10 @@ mod tests {
     fn row_counts_from_the_environment_are_checked() {
         // A variable of this test's own (the process environment is shared between tests).
         let var = "EFFV2_TEST_ROWS_FROM_ENV";
-        assert_eq!(rows_from_env(var, 64).unwrap(), 64);
+        assert_eq!(count_from_env(var, 64, 1..=4096, "rows").unwrap(), 64);
         for (v, want) in [("16", Some(16)), (" 32 ", Some(32)), ("0", None), ("-4", None), ("lots", None), ("5000", None)] {
             unsafe { std::env::set_var(var, v) };
-            let got = rows_from_env(var, 64);
+            let got = count_from_env(var, 64, 1..=4096, "rows");
             assert_eq!(got.as_ref().ok().copied(), want, "{v}");
             if want.is_none() {
                 assert!(got.unwrap_err().to_string().contains(var), "{v}");

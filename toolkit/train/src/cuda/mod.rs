@@ -52,6 +52,9 @@ pub const TRAIN_KERNEL_NAMES: [&str; 23] = [
 /// regrouped ([`CHAN_GROUP`]) and summed in order. Not the CPU engine's chunk: the two sum f64s
 /// in different orders, which moves the f32 results by an ulp at most.
 pub const CHAN_CHUNK_ROWS: usize = 64;
+/// Threads a per-channel sum's launch keeps where it can by taking fewer rows a partial
+/// ([`plan::Lowering::chan_rows`]): about what an H100/H200 holds resident at the sums' 128 registers.
+pub const CHAN_MIN_THREADS: usize = 1 << 16;
 /// Chunk partials per first-level sum (`chan_regroup`) where a reduction has more chunks.
 pub const CHAN_GROUP: usize = 64;
 /// Output rows per f64 partial sum of a depthwise filter gradient (`depthwise_backward_dw`): its

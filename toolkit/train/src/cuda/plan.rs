@@ -12,7 +12,7 @@ use effv2_runtime::plan::arena::plan_intervals;
 use effv2_runtime::plan::launch::{kernel_threads, row_tile, row_tile_threads, to_nhwc_args, wide_threads, Arg, BlasGemm, ConvShape, DType, PaddedInto, ROW_TILE_MIN_THREADS};
 use effv2_runtime::plan::layout::{depthwise_to_hwc, oihw_to_ohwi};
 
-use super::{CHAN_CHUNK_ROWS, CHAN_GROUP, DW_CHUNK_ROWS};
+use super::{CHAN_CHUNK_ROWS, CHAN_GROUP, CHAN_MIN_THREADS, DW_CHUNK_ROWS};
 use crate::cpu::bn::RUNNING_MOMENTUM;
 use crate::cpu::node_mask;
 use crate::optim::{decays, Optimizer};
@@ -91,16 +91,39 @@ pub struct Lowering {
     /// A BN that only a residual Add reads applied by one pass that writes the Add's output
     /// ([`TrainLayout::bn_into_add`]), its own output never stored.
     pub fuse_bn_add: bool,
-    /// Rows per partial of the per-channel sums ([`CHAN_CHUNK_ROWS`]) and of the depthwise filter
-    /// gradients ([`DW_CHUNK_ROWS`]): fewer rows, more threads and more partials to add (the engine
-    /// reads `EFFV2_CUDA_CHAN_ROWS` / `EFFV2_CUDA_DW_ROWS` so a GPU run can time the trade).
+    /// Rows per partial of the per-channel sums ([`CHAN_CHUNK_ROWS`], at most: see
+    /// `chan_min_threads`) and of the depthwise filter gradients ([`DW_CHUNK_ROWS`]): fewer rows,
+    /// more threads and more partials to add (the engine reads `EFFV2_CUDA_CHAN_ROWS` /
+    /// `EFFV2_CUDA_DW_ROWS` so a GPU run can time the trade).
     pub chan_chunk_rows: usize,
     pub dw_chunk_rows: usize,
+    /// A per-channel sum over fewer rows than this many threads would take at `chan_chunk_rows`
+    /// rows a partial halves its rows (down to [`CHAN_MIN_CHUNK_ROWS`]) until it has them
+    /// ([`Lowering::chan_rows`]); 0 keeps `chan_chunk_rows` everywhere (`EFFV2_CUDA_CHAN_THREADS`).
+    pub chan_min_threads: usize,
+}
+
+/// Fewest rows a partial of a per-channel sum takes however few threads its launch has.
+pub const CHAN_MIN_CHUNK_ROWS: usize = 8;
+
+impl Lowering {
+    /// Rows per partial of a per-channel sum over `rows` rows of `c` channels: `chan_chunk_rows`,
+    /// halved while the launch (a thread per partial and 8 channels) would have fewer than
+    /// `chan_min_threads` threads. A thread adds its rows one tile after another, so the few
+    /// threads of a small sum each wait for memory once per tile of a long chunk: S@224 b128's
+    /// sums at 7x7 and 14x14 launch 19k-47k threads at 64 rows.
+    pub fn chan_rows(&self, rows: usize, c: usize) -> usize {
+        let mut r = self.chan_chunk_rows.max(1);
+        while r > CHAN_MIN_CHUNK_ROWS && wide_threads(rows.div_ceil(r) * c, c) < self.chan_min_threads {
+            r /= 2;
+        }
+        r
+    }
 }
 
 impl Default for Lowering {
     fn default() -> Self {
-        Lowering { fuse_bn_act: true, gemm_1x1: true, share_skip_grads: true, fuse_se_backward: true, fuse_bn_add: true, chan_chunk_rows: CHAN_CHUNK_ROWS, dw_chunk_rows: DW_CHUNK_ROWS }
+        Lowering { fuse_bn_act: true, gemm_1x1: true, share_skip_grads: true, fuse_se_backward: true, fuse_bn_add: true, chan_chunk_rows: CHAN_CHUNK_ROWS, dw_chunk_rows: DW_CHUNK_ROWS, chan_min_threads: CHAN_MIN_THREADS }
     }
 }
 
@@ -232,7 +255,8 @@ impl TrainLayout {
             let src = n.inputs.first().map(|&j| graph.nodes[j].shape).unwrap_or(n.shape);
             max_c = max_c.max(n.shape.c);
             for sh in [src, n.shape] {
-                let chunks = (batch * sh.h * sh.w).div_ceil(lowering.chan_chunk_rows);
+                let rows = batch * sh.h * sh.w;
+                let chunks = rows.div_ceil(lowering.chan_rows(rows, sh.c));
                 sum_partials = sum_partials.max(chunks * 2 * sh.c);
                 sum_partials2 = sum_partials2.max(chunks.div_ceil(chan_group) * 2 * sh.c);
             }
@@ -684,7 +708,8 @@ impl TrainLayout {
     /// partials end up and `n`.
     fn chan_partials(&self, arena: u64, with: SumInputs, rows: usize, c: usize) -> (Vec<TrainLaunch>, u64, usize) {
         let part = arena + self.partials_at as u64;
-        let chunks = rows.div_ceil(self.lowering.chan_chunk_rows);
+        let chunk = self.lowering.chan_rows(rows, c);
+        let chunks = rows.div_ceil(chunk);
         let SumInputs { a, b, mean, invstd, gamma, beta, mask, per, mode, kind } = with;
         let mut args: Vec<Arg> = [a, b, mean, invstd, gamma, beta].map(Arg::Ptr).to_vec();
         let kernel = if mask == 0 {
@@ -694,7 +719,7 @@ impl TrainLayout {
             args.extend([Arg::Ptr(mask), Arg::I64(per as i64)]);
             "chan_partials_masked"
         };
-        args.extend([Arg::Ptr(part), Arg::I64(rows as i64), Arg::I32(c as i32), Arg::I32(self.lowering.chan_chunk_rows as i32)]);
+        args.extend([Arg::Ptr(part), Arg::I64(rows as i64), Arg::I32(c as i32), Arg::I32(chunk as i32)]);
         if mask == 0 {
             args.extend([Arg::I32(mode), Arg::I32(kind)]);
         }
@@ -1168,5 +1193,25 @@ fn act_code(k: effv2_edge::graph::ActKind) -> i32 {
         Silu => 1,
         Relu6 => 2,
         Sigmoid => 3,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_sums_take_shorter_partials_until_they_have_threads() {
+        let l = Lowering::default();
+        // S@224 b128: 14x14 and 7x7 sums shorten, the 112x112 stem's keeps 64 rows (75k threads).
+        assert_eq!(l.chan_rows(128 * 7 * 7, 1536), 16);
+        assert_eq!(l.chan_rows(128 * 14 * 14, 960), 32);
+        assert_eq!(l.chan_rows(128 * 112 * 112, 24), 64);
+        // Bias gradients over the batch alone, and channels off the vector path: the floor.
+        assert_eq!(l.chan_rows(128, 1280), CHAN_MIN_CHUNK_ROWS);
+        assert_eq!(l.chan_rows(6272, 19), CHAN_MIN_CHUNK_ROWS);
+        // Switched off: the chunk rows everywhere.
+        assert_eq!(Lowering { chan_min_threads: 0, ..l }.chan_rows(6272, 1536), CHAN_CHUNK_ROWS);
+        assert_eq!(Lowering { chan_chunk_rows: 4, ..l }.chan_rows(6272, 1536), 4);
     }
 }
