@@ -1,12 +1,16 @@
+//! Inference kernels against plain loops or the kernels they replace, run on the host (kernels.cu
+//! compiled as C++).
+//!
 //! The kernels that write a tensor straight into the zero-padded copy an asymmetric-padding conv
 //! reads (`nchw_to_nhwc` at an offset, `bias_act_pad`, `pad_border`) equal, to the bit, the unpadded
 //! kernels followed by the `pad` pass they replace — for paddings on every side (EfficientNetV2's
 //! own are all bottom / right, so its replays never move the interior), row tiles of 1 to 4 rows,
 //! channel counts on and off the vector path, with and without the residual input, in f32 and bf16.
+//! The depthwise conv equals a plain loop for 3x3 (compiled with k known) and 5x5 (k at run time).
 #![cfg(feature = "host-replay")]
 
 use effv2_runtime::plan::host::{inference_harness, HostKernels};
-use effv2_runtime::plan::launch::{row_tile_threads, to_nhwc_args, Arg, ConvShape, DType, PaddedInto};
+use effv2_runtime::plan::launch::{row_tile_threads, to_nhwc_args, wide_threads, Arg, ConvShape, DType, PaddedInto, POOL_SEGMENT, VEC};
 
 /// Host buffers 16-byte aligned, as the kernels' wide loads need (the harness checks each).
 type Buf = Vec<u128>;
@@ -151,4 +155,70 @@ fn the_input_converted_padded_equals_converted_then_padded() {
     let mut want: Vec<u8> = x.iter().flat_map(|v| half::bf16::from_f32(*v).to_le_bytes()).collect();
     want.resize(got.len() * 16, 0xff);
     assert!(got == aligned(&want));
+}
+
+fn as_f32(b: &Buf, n: usize) -> Vec<f32> {
+    (0..n).map(|i| unsafe { *(b.as_ptr() as *const f32).add(i) }).collect()
+}
+
+#[test]
+fn the_depthwise_conv_equals_a_plain_loop_for_3x3_and_5x5() {
+    let tmp = tempfile::tempdir().unwrap();
+    let host = HostKernels::compile_for(&inference_harness(), &[], DType::F32, tmp.path()).unwrap();
+    let silu = |v: f32| v / (1.0 + (-v).exp());
+    let (n, h, w) = (2usize, 9usize, 11usize);
+    for (k, stride) in [(3usize, 1usize), (3, 2), (5, 1), (5, 2)] {
+        for c in [16usize, 19] {
+            let (oh, ow) = (h.div_ceil(stride), w.div_ceil(stride));
+            // TF "same": the extra row / column of padding at the bottom / right.
+            let pad = |i: usize, o: usize| ((o - 1) * stride + k).saturating_sub(i) / 2;
+            let (pt, pl) = (pad(h, oh), pad(w, ow));
+            let (xb, wb, bb) = (f32s(n * h * w * c, 1), f32s(k * k * c, 2), f32s(c, 3));
+            let (x, wt, bias) = (as_f32(&xb, n * h * w * c), as_f32(&wb, k * k * c), as_f32(&bb, c));
+            let mut want = vec![0f32; n * oh * ow * c];
+            for s in 0..n {
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        for ch in 0..c {
+                            let mut acc = bias[ch];
+                            for ky in 0..k {
+                                for kx in 0..k {
+                                    let (iy, ix) = ((oy * stride + ky) as isize - pt as isize, (ox * stride + kx) as isize - pl as isize);
+                                    if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
+                                        acc += x[((s * h + iy as usize) * w + ix as usize) * c + ch] * wt[(ky * k + kx) * c + ch];
+                                    }
+                                }
+                            }
+                            want[((s * oh + oy) * ow + ox) * c + ch] = silu(acc);
+                        }
+                    }
+                }
+            }
+            let total = n * oh * ow * c;
+            let geo: Vec<Arg> = [h, w, c, oh, ow, k, stride, pt, pl, 1].map(|v| Arg::I32(v as i32)).to_vec();
+            let y = garbage(total * 4);
+            let args = [vec![Arg::Ptr(ptr(&xb)), Arg::Ptr(ptr(&wb)), Arg::Ptr(ptr(&bb)), Arg::Ptr(ptr(&y)), Arg::I64(total as i64)], geo.clone()].concat();
+            run(&host, "depthwise", wide_threads(total, c), &args);
+            let got = as_f32(&y, total);
+            let err = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, |m, d| if d > m || d.is_nan() { d } else { m });
+            assert!(err < 1e-5, "k{k} s{stride} c{c}: {err}");
+            if c % VEC != 0 {
+                continue;
+            }
+            // The SE-pooled form writes the same outputs to the bit and their per-sample means.
+            let segs = ow.div_ceil(POOL_SEGMENT);
+            let threads = n * oh * segs * c / VEC;
+            let (yp, part, pooled) = (garbage(total * 4), garbage(n * oh * segs * c * 4), garbage(n * c * 4));
+            let args = [vec![Arg::Ptr(ptr(&xb)), Arg::Ptr(ptr(&wb)), Arg::Ptr(ptr(&bb)), Arg::Ptr(ptr(&yp)), Arg::Ptr(ptr(&part)), Arg::I64(threads as i64)], geo, vec![Arg::I32(POOL_SEGMENT as i32)]].concat();
+            run(&host, "depthwise_pool", threads, &args);
+            assert!(as_f32(&yp, total) == got, "k{k} s{stride}: pooled conv outputs differ");
+            let rows = [vec![Arg::Ptr(ptr(&part)), Arg::Ptr(ptr(&pooled)), Arg::I64((n * c) as i64)], [oh * segs, oh * ow, c].map(|v| Arg::I32(v as i32)).to_vec()].concat();
+            run(&host, "pool_rows", n * c, &rows);
+            for (i, p) in as_f32(&pooled, n * c).into_iter().enumerate() {
+                let (s, ch) = (i / c, i % c);
+                let mean = (0..oh * ow).map(|q| want[(s * oh * ow + q) * c + ch]).sum::<f32>() / (oh * ow) as f32;
+                assert!((p - mean).abs() < 1e-5, "k{k} s{stride}: pool {p} vs {mean}");
+            }
+        }
+    }
 }
