@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs on the lent GPU machine (../shared/reference/gpu-machine.md) with gpu-bin/ from prepare.sh.
-#   bash scripts/gpu/check.sh [correct] [train] [trainperf] [infer] [sweep]      (no argument: all)
+#   bash scripts/gpu/check.sh [correct] [train] [trainperf] [infer] [sweep] [profile] [trainab]   (no argument: all)
 # Sections, each time-boxed so one stuck step cannot eat the session's device time:
 #   correct  the CUDA inference backend vs the CPU reference engine, b0 and s (fp32 < 1e-4, fp16 < 1e-2);
 #            the training kernels on the GPU vs the CPU maths; the CUDA training engine vs the CPU
@@ -9,20 +9,22 @@
 #            88.80% test top-1 after 5 epochs at 1,700 img/s on 2 cores)
 #   trainperf  EfficientNetV2-S 224px batch 128 training steps: ours (`effv2-bench train-step --device cuda`,
 #            bf16 mixed precision and fp32) vs timm bf16 channels_last eager, same call: images/s, TFLOP/s, memory
-#            (TRAINPERF_AB=1: also bf16 with each of the plan's fusions, and graph replay, switched off)
+#   trainab  bf16 training steps again with each lowering choice switched or tuned (see the section; also
+#            run by `trainperf` when TRAINPERF_AB=1)
 #   infer    EfficientNetV2-S 384px batch 128 fp16 inference: ours vs timm eager and torch.compile
 #   sweep    the Fused-MBConv placement sweep of b0 at 224 on this GPU
 #   profile  EFFV2_CUDA_PROFILE tables: where a S@384 b128 fp16 inference pass and a S@224 b128 bf16
 #            training step spend their time, per launch kind and slowest launches
 # Each call must stay under 600 s: "correct train", then "trainperf infer", then "sweep" (the order to
-# drop from when device time runs short). Results go to $OUT.
+# drop from when device time runs short); with one call only, "correct trainperf infer profile trainab"
+# under BUDGET=540 (the A/B runs last, cut first). Results go to $OUT.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 # The device tool brings back at most 8 files from $OUT: results are written to a folder of their own
 # and packed into $OUT/results.tar.gz after every section (so a cut-off call still returns the rest).
 FINAL=${OUT:-/tmp/effv2-gpu}
 OUT=/tmp/effv2-results
-SECTIONS=${*:-correct train trainperf infer sweep profile}
+SECTIONS=${*:-correct train trainperf infer sweep profile trainab}
 rm -rf "$OUT"; mkdir -p "$FINAL" "$OUT" /tmp/effv2-bin
 pack() { tar -C "$OUT" -czf "$FINAL/results.tar.gz.part" . && mv "$FINAL/results.tar.gz.part" "$FINAL/results.tar.gz"; }
 tar -C /tmp/effv2-bin -xJf gpu-bin/bins.tar.xz
@@ -69,17 +71,6 @@ if has trainperf; then
     timeout "${T_TRAINPERF:-150}" "$B/effv2-bench" train-step --device cuda --precision $p --model efficientnetv2-s --image-size 224 --batch 128 \
       --warmup 2 --iters 8 --json > "$OUT/ours_train_s224_$p.json" 2> "$OUT/ours_train_s224_$p.log"; cat "$OUT/ours_train_s224_$p.json" "$OUT/ours_train_s224_$p.log" | tail -3
   done
-  # TRAINPERF_AB=1: bf16 again with each lowering choice of the training plan switched off, to time
-  # what it buys (EFFV2_CUDA_FUSE_BN_ACT: BN + activation fused; EFFV2_CUDA_GEMM_1X1: 1x1 convs on cuBLAS;
-  # EFFV2_CUDA_GRAPH: forward and backward replayed as captured CUDA graphs), and with other rows per
-  # partial of the per-channel sums and depthwise filter gradients (defaults: at most 64 rows, fewer
-  # down to 8 while a sum's launch has under 65,536 threads; 128 rows. CHAN_THREADS=0: 64 everywhere).
-  if [ "${TRAINPERF_AB:-0}" = 1 ]; then
-    for v in EFFV2_CUDA_CHAN_THREADS=0 EFFV2_CUDA_CHAN_THREADS=262144 EFFV2_CUDA_CHAN_ROWS=32 EFFV2_CUDA_DW_ROWS=32 EFFV2_CUDA_FUSE_BN_ACT=0 EFFV2_CUDA_GEMM_1X1=0 EFFV2_CUDA_GRAPH=0; do
-      env "$v" timeout "${T_TRAINPERF:-150}" "$B/effv2-bench" train-step --device cuda --precision bf16 --model efficientnetv2-s --image-size 224 --batch 128 \
-        --warmup 2 --iters 8 --json > "$OUT/ours_train_s224_bf16_$v.json" 2> "$OUT/ours_train_s224_bf16_$v.log"; echo "$v:"; tail -1 "$OUT/ours_train_s224_bf16_$v.json"
-    done
-  fi
   gmacs=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["gmacs_per_image"])' "$OUT/ours_train_s224_bf16.json" 2>/dev/null || echo 2.85)
   timeout "${T_PEER:-200}" python3 scripts/py/gpu_train_peer.py --model efficientnetv2_s --size 224 --batch 128 --gmacs "$gmacs" \
     > "$OUT/timm_train_s224.json" 2> "$OUT/timm_train_s224.log"; cat "$OUT/timm_train_s224.json"
@@ -121,5 +112,20 @@ if has profile; then
   EFFV2_CUDA_PROFILE=1 timeout 150 "$B/effv2-bench" train-step --device cuda --precision bf16 --model efficientnetv2-s --image-size 224 --batch 128 \
     --warmup 1 --iters 2 > /dev/null 2> "$OUT/profile_train_s224_bf16.txt"
   head -40 "$OUT/profile_train_s224_bf16.txt"
+fi
+
+pack
+# trainab: bf16 steps again with each lowering choice of the training plan switched off, to time what
+# it buys (EFFV2_CUDA_FUSE_BN_ACT: BN + activation fused; EFFV2_CUDA_GEMM_1X1: 1x1 convs on cuBLAS;
+# EFFV2_CUDA_GRAPH: forward and backward replayed as captured CUDA graphs), and with other rows per
+# partial of the per-channel sums and depthwise filter gradients (defaults: at most 64 rows, fewer down
+# to 8 while a sum's launch has under 65,536 threads; 128 rows. CHAN_THREADS=0: 64 everywhere). Last in
+# the default order: the first section cut when the budget runs out.
+if has trainab || { [ "${TRAINPERF_AB:-0}" = 1 ] && has trainperf; }; then
+  echo "== S@224 batch 128 bf16 training steps, lowering A/B"
+  for v in EFFV2_CUDA_CHAN_THREADS=0 EFFV2_CUDA_CHAN_THREADS=262144 EFFV2_CUDA_CHAN_ROWS=32 EFFV2_CUDA_DW_ROWS=32 EFFV2_CUDA_FUSE_BN_ACT=0 EFFV2_CUDA_GEMM_1X1=0 EFFV2_CUDA_GRAPH=0; do
+    env "$v" timeout "${T_TRAINPERF:-150}" "$B/effv2-bench" train-step --device cuda --precision bf16 --model efficientnetv2-s --image-size 224 --batch 128 \
+      --warmup 2 --iters 8 --json > "$OUT/ours_train_s224_bf16_$v.json" 2> "$OUT/ours_train_s224_bf16_$v.log"; echo "$v:"; tail -1 "$OUT/ours_train_s224_bf16_$v.json"
+  done
 fi
 pack
