@@ -27,6 +27,23 @@ fn kernels_compile_for_f32_f16_and_bf16_on_hopper_and_orin() {
     }
 }
 
+/// The depthwise kernels built with k at run time for every size (`EFFV2_CUDA_DW_UNROLL=0`, the
+/// A/B timing's other arm) compile too, and differ from the default build.
+#[test]
+fn the_depthwise_kernels_compile_with_k_at_run_time_too() {
+    if !nvrtc_for_tests() {
+        return;
+    }
+    let src = |extra: &[&str]| {
+        let mut options = DType::Bf16.kernel_defines();
+        options.extend(extra.iter().map(|s| s.to_string()));
+        effv2_runtime::cuda::compile_source(effv2_runtime::cuda::KERNELS, "k.cu", options, Some("compute_90".into())).unwrap().to_src()
+    };
+    let (unrolled, runtime_k) = (src(&[]), src(&["-DEFFV2_DW_RUNTIME_K"]));
+    let loads = |ptx: &str| ptx.matches("ld.global.nc.v4").count() + ptx.matches("ld.global.v4").count();
+    assert!(loads(&runtime_k) < loads(&unrolled), "{} vs {}", loads(&runtime_k), loads(&unrolled));
+}
+
 /// Every kernel keeps its values in registers (no stack frame, no spills) for each data type on
 /// both GPU generations, as NVIDIA's assembler builds them: local memory would make a kernel
 /// several times slower with the same outputs, which no replay can see.

@@ -119,13 +119,18 @@ pack
 # it buys (EFFV2_CUDA_FUSE_BN_ACT: BN + activation fused; EFFV2_CUDA_GEMM_1X1: 1x1 convs on cuBLAS;
 # EFFV2_CUDA_GRAPH: forward and backward replayed as captured CUDA graphs), and with other rows per
 # partial of the per-channel sums and depthwise filter gradients (defaults: at most 64 rows, fewer down
-# to 8 while a sum's launch has under 65,536 threads; 128 rows. CHAN_THREADS=0: 64 everywhere). Last in
-# the default order: the first section cut when the budget runs out.
+# to 8 while a sum's launch has under 65,536 threads; 128 rows. CHAN_THREADS=0: 64 everywhere), and the
+# depthwise kernels with k at run time (DW_UNROLL=0; also an inference run). Last in the default order:
+# the first section cut when the budget runs out.
 if has trainab || { [ "${TRAINPERF_AB:-0}" = 1 ] && has trainperf; }; then
   echo "== S@224 batch 128 bf16 training steps, lowering A/B"
-  for v in EFFV2_CUDA_CHAN_THREADS=0 EFFV2_CUDA_CHAN_THREADS=262144 EFFV2_CUDA_CHAN_ROWS=32 EFFV2_CUDA_DW_ROWS=32 EFFV2_CUDA_FUSE_BN_ACT=0 EFFV2_CUDA_GEMM_1X1=0 EFFV2_CUDA_GRAPH=0; do
+  for v in EFFV2_CUDA_CHAN_THREADS=0 EFFV2_CUDA_CHAN_THREADS=262144 EFFV2_CUDA_CHAN_ROWS=32 EFFV2_CUDA_DW_ROWS=32 EFFV2_CUDA_DW_UNROLL=0 EFFV2_CUDA_FUSE_BN_ACT=0 EFFV2_CUDA_GEMM_1X1=0 EFFV2_CUDA_GRAPH=0; do
     env "$v" timeout "${T_TRAINPERF:-150}" "$B/effv2-bench" train-step --device cuda --precision bf16 --model efficientnetv2-s --image-size 224 --batch 128 \
       --warmup 2 --iters 8 --json > "$OUT/ours_train_s224_bf16_$v.json" 2> "$OUT/ours_train_s224_bf16_$v.log"; echo "$v:"; tail -1 "$OUT/ours_train_s224_bf16_$v.json"
   done
+  # The depthwise kernels with k at run time in inference too (the S@384 artifact of `infer`).
+  if [ -d /tmp/s384 ]; then
+    EFFV2_CUDA_DW_UNROLL=0 timeout 120 "$B/effv2-bench" run --artifact /tmp/s384 --warmup 5 --iters 30 | tee "$OUT/ours_s384_fp16_EFFV2_CUDA_DW_UNROLL=0.txt" | tail -2
+  fi
 fi
 pack

@@ -28,6 +28,9 @@ fn train_kernels_compile_with_nvrtc_for_hopper_and_orin() {
             assert!(ptx.contains(&format!(".entry {k}(")), "{arch}: no entry {k}");
         }
     }
+    // The depthwise gradient with k at run time for every size (EFFV2_CUDA_DW_UNROLL=0's build).
+    let runtime_k = compile_source(&train_kernels_source(), "effv2_train_kernels.cu", vec!["-DEFFV2_DW_RUNTIME_K".into()], Some("compute_90".into()));
+    assert!(runtime_k.unwrap().to_src().contains(".entry depthwise_backward_dx("));
 }
 
 /// Every training kernel keeps its values in registers (no stack frame, no spills) in the two

@@ -9,6 +9,7 @@ use cudarc::driver::{sys::CUstreamCaptureMode, CudaContext, CudaFunction, CudaGr
 use cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions};
 
 use super::blas::Blas;
+use super::switch_on;
 use super::cudnn::{self, DType, Handle};
 use super::profile::{self, PassTimer, Profile};
 use crate::plan::launch::{grid, Arg, BlasGemm, LaunchSpec, Layout, BLOCK, KERNEL_NAMES};
@@ -100,11 +101,18 @@ pub fn compile_kernels(dtype: DType, arch: Option<String>) -> Result<cudarc::nvr
     compile_source(KERNELS, "effv2_kernels.cu", dtype.kernel_defines(), arch)
 }
 
+/// `0`: the depthwise kernels take k at run time instead of being compiled for k = 3 (their taps
+/// unrolled), so a GPU run can time the two (`-DEFFV2_DW_RUNTIME_K`).
+pub const DW_UNROLL_ENV: &str = "EFFV2_CUDA_DW_UNROLL";
+
 /// Any of our CUDA sources to PTX with NVRTC (the training engine's kernels go through here too).
 pub fn compile_source(src: &str, name: &str, mut options: Vec<String>, arch: Option<String>) -> Result<cudarc::nvrtc::Ptx, String> {
     // Our sources are device code only; unannotated functions (the generic lambdas precision.cu's
     // with_act dispatches to) are device functions.
     options.push("-default-device".into());
+    if !switch_on(DW_UNROLL_ENV) {
+        options.push("-DEFFV2_DW_RUNTIME_K".into());
+    }
     if let Some(a) = arch {
         options.push(format!("--gpu-architecture={a}"));
     }

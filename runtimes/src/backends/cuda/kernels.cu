@@ -149,7 +149,8 @@ extern "C" __global__ void act_only(const T* x, T* y, long long total, int kind_
 // activation: wide loads of input and weight rows. Weight [kh][kw][c]; pads top/left given, the
 // bottom/right ones follow from the output size (reads outside the input are zeros). K > 0: k known
 // when compiled (3, every EfficientNetV2's), the tap loops unrolled so every tap's loads are issued
-// before the first product instead of one round trip to memory per tap; K = 0: k at run time.
+// before the first product instead of one round trip to memory per tap; K = 0: k at run time (every
+// k where EFFV2_DW_RUNTIME_K is defined: EFFV2_CUDA_DW_UNROLL=0, for timing the two).
 template <int K>
 __device__ __forceinline__ Vec depthwise_vec_k(const T* x, const T* w, const float* bias, long long n, int oy, int ox,
                                                int ch, int h, int wd, int c, int k, int stride, int pad_t, int pad_l,
@@ -180,7 +181,9 @@ __device__ __forceinline__ Vec depthwise_vec_k(const T* x, const T* w, const flo
 __device__ __forceinline__ Vec depthwise_vec(const T* x, const T* w, const float* bias, long long n, int oy, int ox,
                                              int ch, int h, int wd, int c, int k, int stride, int pad_t, int pad_l,
                                              int kind) {
+#ifndef EFFV2_DW_RUNTIME_K
     if (k == 3) return depthwise_vec_k<3>(x, w, bias, n, oy, ox, ch, h, wd, c, k, stride, pad_t, pad_l, kind);
+#endif
     return depthwise_vec_k<0>(x, w, bias, n, oy, ox, ch, h, wd, c, k, stride, pad_t, pad_l, kind);
 }
 

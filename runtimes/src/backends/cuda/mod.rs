@@ -14,7 +14,7 @@ use std::path::Path;
 use cudarc::driver::CudaContext;
 
 pub use cudnn::DType;
-pub use engine::{compile_kernels, compile_source, fail, launch_kernel, ptr, stage, KERNELS};
+pub use engine::{compile_kernels, compile_source, fail, launch_kernel, ptr, stage, DW_UNROLL_ENV, KERNELS};
 use engine::Engine;
 
 use crate::manifest::{Manifest, Precision};

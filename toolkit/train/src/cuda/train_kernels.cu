@@ -376,7 +376,8 @@ __device__ __forceinline__ int tap_source(int t, int stride) {
 // dx[n, iy, ix, ch] = Σ over the taps that read it of dy[n, oy, ox, ch] · w[tap, ch] (a gather: no
 // atomics, so deterministic), for `lanes` (VEC or 1) channels from ch. K > 0: k known when
 // compiled (3, every EfficientNetV2's), the tap loops unrolled so every tap's loads are issued
-// before the first product instead of one round trip to memory per tap; K = 0: k at run time.
+// before the first product instead of one round trip to memory per tap; K = 0: k at run time (every
+// k with EFFV2_DW_RUNTIME_K, see kernels.cu's depthwise_vec).
 template <int K>
 __device__ __forceinline__ void depthwise_dx_at(const T* dy, const T* w, float* s, Nhwc p, int ch, int lanes, int c,
                                                 int oh, int ow, int k, int stride, int pad_t, int pad_l) {
@@ -414,8 +415,11 @@ extern "C" __global__ void depthwise_backward_dx(const T* dy, const T* w, T* dx,
         Nhwc p = nhwc_at(g, h, wd, c / lanes);
         int ch = p.ch * lanes;
         float s[VEC] = {};
+#ifndef EFFV2_DW_RUNTIME_K
         if (k == 3) depthwise_dx_at<3>(dy, w, s, p, ch, lanes, c, oh, ow, k, stride, pad_t, pad_l);
-        else depthwise_dx_at<0>(dy, w, s, p, ch, lanes, c, oh, ow, k, stride, pad_t, pad_l);
+        else
+#endif
+            depthwise_dx_at<0>(dy, w, s, p, ch, lanes, c, oh, ow, k, stride, pad_t, pad_l);
         if (wide) {
             Vec out;
             for (int j = 0; j < VEC; ++j) out.v[j] = st(s[j]);
