@@ -486,16 +486,17 @@ impl Layout {
                             _ => None,
                         };
                         let written = if skip.is_some() { i + 2 } else { i + 1 };
+                        let into = padded(written);
                         let tail = vec![tot, Arg::I32(oc as i32), Arg::I32(act.code()), Arg::I32(rpt as i32)];
                         let threads = row_tile_threads(total, oc, rpt);
                         // In place; into the Add's output; or into the padded copy the next conv reads.
-                        let (kernel, args) = match (padded(written), skip) {
+                        let (kernel, args) = match (into, skip) {
                             (Some(p), skip) => ("bias_act_pad", [vec![Arg::Ptr(y), Arg::Ptr(bp), Arg::Ptr(skip.unwrap_or(0)), Arg::Ptr(scratch)], tail, i32s(&[oh, ow]), p.i32s().to_vec()].concat()),
                             (None, Some(skip)) => ("bias_act_add", [vec![Arg::Ptr(y), Arg::Ptr(bp), Arg::Ptr(skip), Arg::Ptr(at(written))], tail].concat()),
                             (None, None) => ("bias_act", [vec![Arg::Ptr(y), Arg::Ptr(bp)], tail].concat()),
                         };
                         out.push(LaunchSpec::Kernel { f: k(kernel), total: threads, args });
-                        if let Some(p) = padded(written) {
+                        if let Some(p) = into {
                             out.push(border(p, [oc, oh, ow]));
                         }
                         continue;

@@ -20,8 +20,13 @@ extern "C" __global__ void nchw_to_nhwc(const float* x, T* y, long long total, i
         int ch = (int)(i - p * c);
         long long n = div_of(p, hw);
         int pix = (int)(p - n * hw);
-        int iy = pix / w, ix = pix - iy * w;
-        y[((n * ph + iy + top) * pw + ix + left) * c + ch] = st(x[(n * c + ch) * hw + pix]);
+        // Unpadded, element i is where it goes; padded, its row and column are divided out.
+        long long at = i;
+        if (ph != h || pw != w) {
+            int iy = pix / w, ix = pix - iy * w;
+            at = ((n * ph + iy + top) * pw + ix + left) * c + ch;
+        }
+        y[at] = st(x[(n * c + ch) * hw + pix]);
     }
 }
 

@@ -828,15 +828,15 @@ impl TrainLayout {
                 Op::Add => {
                     for &j in &node.inputs {
                         if self.mask_into_add[j] == Some(i) {
-                            let bn = graph.nodes[j].inputs[0];
-                            if self.bn_add_mask[bn] == Some(j) {
+                            let masked = graph.nodes[j].inputs[0];
+                            if self.bn_add_mask[masked] == Some(j) {
                                 // That BN reads this gradient times the mask itself (it is `seen`
                                 // from the start): nothing written.
                                 continue;
                             }
                             // The mask's backward applied here, into its input's gradient (the mask
                             // node, never `seen`, is then skipped).
-                            contrib(bn, &mut out, false, &|dst, _| vec![self.apply_mask(graph, j, masks, dy, 0, dst)]);
+                            contrib(masked, &mut out, false, &|dst, _| vec![self.apply_mask(graph, j, masks, dy, 0, dst)]);
                             continue;
                         }
                         if self.grad_of_add[j] == Some(i) {
