@@ -1,5 +1,5 @@
 //! The training loop: stages, epochs, steps, evaluation, checkpoints and metrics, driving any
-//! [`TrainEngine`]. Everything random comes from the config's seed by (epoch, step, batch), so
+//! [`TrainEngine`](crate::TrainEngine). Everything random comes from the config's seed by (epoch, step, batch), so
 //! `--resume` after a kill replays the identical schedule from the last completed epoch.
 
 pub mod checkpoint;
