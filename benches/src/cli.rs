@@ -57,8 +57,10 @@ pub struct TrainStepArgs {
     /// cuda: data-parallel over GPUs 0..N (NCCL, synchronised BN)
     #[arg(long, default_value_t = 1)]
     pub gpus: usize,
+    /// Untimed steps first (the CUDA engine captures its graphs on the second)
     #[arg(long, default_value_t = 2)]
     pub warmup: usize,
+    /// Timed steps
     #[arg(long, default_value_t = 10)]
     pub iters: usize,
     /// Seed of the initial weights and the synthetic batch

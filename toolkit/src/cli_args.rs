@@ -35,6 +35,7 @@ pub struct ShapeArgs {
     /// Depth coefficient replacing the variant's (custom sizes)
     #[arg(long)]
     pub depth: Option<f64>,
+    /// Classifier outputs (default: 1000; `train` counts the data set's classes)
     #[arg(long)]
     pub num_classes: Option<usize>,
     /// Input image channels (3 = RGB, 1 = grayscale)
@@ -52,6 +53,7 @@ pub struct ShapeArgs {
     /// tf-same (official) or symmetric
     #[arg(long)]
     pub padding: Option<Padding>,
+    /// Batch-norm epsilon (default: 1e-3, the official value and timm tf_* / torchvision's; timm's non-tf models use 1e-5)
     #[arg(long)]
     pub bn_eps: Option<f64>,
     /// Classifier dropout (default: the variant's)

@@ -19,7 +19,7 @@ use effv2_targets::source::ModelSource;
 
 #[derive(Args, Debug)]
 pub struct BuildArgs {
-    /// cpu (ONNX for tract/onnxruntime), coral (int8 TFLite for the Edge TPU + report) or jetson (ONNX + trtexec commands for TensorRT)
+    /// cpu (ONNX for tract/onnxruntime), coral (int8 TFLite for the Edge TPU + report) or jetson (plan + weights for our CUDA runtime, and ONNX + trtexec commands for TensorRT)
     #[arg(long)]
     pub target: Target,
     /// cpu: fp32 (default) or int8 (calibrated like coral; needs --calib). coral: int8 only. jetson: fp16 (default), bf16, fp32, or int8 (explicit-QDQ ONNX for TensorRT)
@@ -39,13 +39,13 @@ pub struct BuildArgs {
     /// Input size (default: the checkpoint's / variant's eval size)
     #[arg(long)]
     pub image_size: Option<usize>,
-    /// Static batch size written into the artifact (cpu; coral is batch 1)
+    /// Static batch size written into the artifact (cpu, jetson; coral is batch 1)
     #[arg(long, default_value_t = 1)]
     pub batch: usize,
     /// Seed for fresh weights (and synthetic calibration images)
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// int8 (coral, cpu --precision int8): calibration images — a folder of PNG/JPEG (recursive), fashion-mnist, or synthetic
+    /// int8 (coral; cpu and jetson with --precision int8): calibration images — a folder of PNG/JPEG (recursive), fashion-mnist, or synthetic
     #[arg(long, value_name = "SRC")]
     pub calib: Option<String>,
     /// int8: number of calibration images

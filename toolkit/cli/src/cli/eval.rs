@@ -22,7 +22,7 @@ pub struct EvalArgs {
     /// Checkpoint file, or a directory holding model.safetensors (e.g. RUN_DIR/best)...
     #[arg(long, conflicts_with = "artifact", required_unless_present = "artifact")]
     pub checkpoint: Option<PathBuf>,
-    /// ...or an artifact directory from `effv2-edge build` (cpu fp32/int8, coral)
+    /// ...or an artifact directory from `effv2-edge build` (cpu fp32/int8, coral, jetson on a CUDA GPU)
     #[arg(long)]
     pub artifact: Option<PathBuf>,
     /// fashion-mnist, or a directory with train/ and test/ (or val/) class folders

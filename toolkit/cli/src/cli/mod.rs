@@ -16,7 +16,7 @@ use clap::{Parser, Subcommand};
 #[derive(Parser, Debug)]
 #[command(name = "effv2-edge", version, about = "EfficientNetV2 from training to edge deployment")]
 pub struct Cli {
-    /// Worker threads for the CPU engine (default: all cores)
+    /// Worker threads for the CPU engines (default: all cores)
     #[arg(long, global = true)]
     pub threads: Option<usize>,
     #[command(subcommand)]
@@ -34,7 +34,7 @@ pub enum Command {
     Inspect(inspect::InspectArgs),
     /// Convert a timm / torchvision state dict into an effv2-edge checkpoint
     Import(import::ImportArgs),
-    /// Build a deployable artifact for a target (cpu: ONNX + manifest)
+    /// Build a deployable artifact for a target: cpu (ONNX), coral (int8 TFLite for the Edge TPU) or jetson (CUDA plan + ONNX for TensorRT)
     Build(build::BuildArgs),
     /// Run a checkpoint on a float32 NCHW .npy batch, write the logits as .npy
     Run(run::RunArgs),
@@ -42,7 +42,7 @@ pub enum Command {
     Predict(predict::PredictArgs),
     /// Latency of an artifact on this machine, or the Fused-MBConv placement sweep (same as effv2-bench)
     Bench(bench::BenchArgs),
-    /// Train a model (CPU engine) on fashion-mnist or an ImageFolder directory, with progressive learning
+    /// Train a model (CPU engine, or the CUDA engine with --device cuda) on fashion-mnist or an ImageFolder directory, with progressive learning
     Train(Box<train::TrainArgs>),
     /// Top-1/top-5 accuracy of a checkpoint or a built artifact on a dataset's test split
     Eval(eval::EvalArgs),

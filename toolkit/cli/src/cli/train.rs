@@ -76,29 +76,37 @@ pub struct TrainArgs {
     /// fashion-mnist (Debian's dataset-fashion-mnist) or a directory with train/ and test/ class folders
     #[arg(long, default_value = "fashion-mnist")]
     pub data: String,
+    /// Epochs in all, split across the progressive-learning stages
     #[arg(long, default_value_t = 10)]
     pub epochs: usize,
+    /// Images per step (with --gpus, the global batch)
     #[arg(long, default_value_t = 128)]
     pub batch_size: usize,
     /// Peak learning rate (default: the official 0.016 × batch/256)
     #[arg(long)]
     pub lr: Option<f64>,
+    /// rmsprop (the official TF1 RMSProp) or sgd (with --momentum)
     #[arg(long, value_enum, default_value_t = Opt::Rmsprop)]
     pub optimizer: Opt,
     /// SGD momentum (RMSProp uses the official decay 0.9, momentum 0.9, eps 1e-3)
     #[arg(long, default_value_t = 0.9)]
     pub momentum: f32,
+    /// L2 weight decay of conv and linear weights (official 1e-5)
     #[arg(long, default_value_t = 1e-5)]
     pub weight_decay: f32,
+    /// Linear learning-rate warm-up from 0, in epochs
     #[arg(long, default_value_t = 1.0)]
     pub warmup_epochs: f64,
+    /// Learning-rate schedule after the warm-up
     #[arg(long, value_enum, default_value_t = LrDecay::Exponential)]
     pub lr_decay: LrDecay,
     /// Exponential decay: factor and period (official: 0.97 every 2.4 epochs, staircase)
     #[arg(long, default_value_t = 0.97)]
     pub decay_rate: f64,
+    /// Exponential decay period in epochs (see --decay-rate)
     #[arg(long, default_value_t = 2.4)]
     pub decay_epochs: f64,
+    /// Label smoothing of the targets (official 0.1)
     #[arg(long, default_value_t = 0.1)]
     pub label_smoothing: f32,
     /// EMA decay with TF's warm-up rule (official 0.9999 suits 100k+ steps); 0 disables EMA
@@ -113,6 +121,7 @@ pub struct TrainArgs {
     /// Interpolation: paper (first stage at the minimum) or official (see effv2_train::progressive)
     #[arg(long, default_value = "paper", value_parser = parse_style)]
     pub style: Style,
+    /// First stage's training size (default: the preset's, or half of --max-size with several stages)
     #[arg(long)]
     pub min_size: Option<usize>,
     /// Final training size (default: 32 for fashion-mnist, else the variant's train size)
@@ -121,17 +130,22 @@ pub struct TrainArgs {
     /// Eval size (default: --max-size)
     #[arg(long)]
     pub eval_size: Option<usize>,
+    /// RandAugment magnitude of the first stage
     #[arg(long, default_value_t = 0.0)]
     pub randaug_min: f64,
     /// RandAugment magnitude of the last stage (0 = off)
     #[arg(long, default_value_t = 0.0)]
     pub randaug_max: f64,
+    /// Mixup Beta(α, α) of the first stage (0 = off)
     #[arg(long, default_value_t = 0.0)]
     pub mixup_min: f64,
+    /// Mixup α of the last stage (0 = off)
     #[arg(long, default_value_t = 0.0)]
     pub mixup_max: f64,
+    /// CutMix Beta(α, α) of the first stage (0 = off)
     #[arg(long, default_value_t = 0.0)]
     pub cutmix_min: f64,
+    /// CutMix α of the last stage (0 = off)
     #[arg(long, default_value_t = 0.0)]
     pub cutmix_max: f64,
     /// Classifier dropout of the first stage (default: the last stage's)
@@ -141,12 +155,16 @@ pub struct TrainArgs {
     /// cropping 28 px garments cost accuracy in our runs)
     #[arg(long)]
     pub min_crop_area: Option<f64>,
+    /// No random horizontal flips
     #[arg(long)]
     pub no_flip: bool,
+    /// Train on the first N training images only
     #[arg(long)]
     pub train_limit: Option<usize>,
+    /// Evaluate on the first N test images only
     #[arg(long)]
     pub test_limit: Option<usize>,
+    /// Seed of the initial weights, the data order, the augmentations and the dropout masks
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Data-loading threads
