@@ -9,9 +9,9 @@
 //! replayed from then on ([`CUDA_GRAPH_ENV`] `=0`: launched one by one).
 //!
 //! Only the forward waits for the GPU (its logits are needed on the host): backward, step and
-//! EMA update return once their launches are queued, so the host stages the next batch while the
-//! GPU is still on the last one's backward. A fault in those launches is reported by the next
-//! call that waits (the next forward, or a copy of the weights).
+//! EMA update return once their launches are queued, so the host stages the next batch, and a
+//! second stream uploads it, while the GPU is still on the last one's backward. A fault in those
+//! launches is reported by the next call that waits (the next forward, or a copy of the weights).
 //!
 //! Every library is dlopened on first use: without a driver, [`CudaTrainer::new`] fails with
 //! "no CUDA driver found" instead of panicking.
@@ -20,7 +20,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
-use cudarc::driver::{CudaContext, CudaFunction, CudaGraph, CudaSlice, CudaStream, PinnedHostSlice};
+use cudarc::driver::{CudaContext, CudaEvent, CudaFunction, CudaGraph, CudaSlice, CudaStream, PinnedHostSlice};
 use effv2_edge::graph::Graph;
 use effv2_edge::tensor::Tensor;
 use effv2_edge::weights::Weights;
@@ -99,7 +99,7 @@ struct Batch {
     masks: CudaSlice<f32>,
     input: CudaSlice<f32>,
     /// Pinned (page-locked) host memory the input is staged in (`effv2_runtime::cuda::stage`), so
-    /// its upload is one DMA at the link's speed, queued on the stream.
+    /// its upload is one DMA at the link's speed, queued on the copy stream.
     staged: PinnedHostSlice<f32>,
     logits: CudaSlice<f32>,
     dlogits: CudaSlice<f32>,
@@ -118,6 +118,11 @@ pub struct CudaTrainer {
     param_layout: TrainLayout,
     ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
+    /// The input's upload runs on a stream of its own, so the DMA overlaps the backward and update
+    /// of the previous step still running on `stream`, which waits for `input_ready` before the
+    /// forward reads it.
+    copy: Arc<CudaStream>,
+    input_ready: CudaEvent,
     cudnn: Handle,
     blas: Blas,
     infer_fns: HashMap<&'static str, CudaFunction>,
@@ -177,7 +182,10 @@ impl CudaTrainer {
         probe_libraries().map_err(|e| dev(e.to_string()))?;
         let ctx = CudaContext::new(ordinal).map_err(|e| dev(format!("no usable CUDA GPU {ordinal} ({e:?})")))?;
         let stream = ctx.new_stream().map_err(|e| dev(fail("creating a stream", e)))?;
-        // One stream, launches in order, raw addresses: cudarc's per-buffer events would only cost time.
+        let copy = ctx.new_stream().map_err(|e| dev(fail("creating the upload stream", e)))?;
+        let input_ready = ctx.new_event(None).map_err(|e| dev(fail("creating an event", e)))?;
+        // Launches in order on one stream, over raw addresses; the one crossing between streams (the
+        // input's upload) is ordered by `input_ready`: cudarc's per-buffer events would only cost time.
         unsafe { ctx.disable_event_tracking() };
         let cudnn = Handle::new(&stream).map_err(|e| dev(fail("creating the cuDNN handle", e)))?;
         let blas = Blas::new(&stream).map_err(dev)?;
@@ -213,6 +221,8 @@ impl CudaTrainer {
             param_layout,
             ctx,
             stream,
+            copy,
+            input_ready,
             cudnn,
             blas,
             infer_fns,
@@ -514,7 +524,11 @@ impl TrainEngine for CudaTrainer {
         }
         let staged = b.staged.as_mut_slice().map_err(|e| dev(fail("waiting for the input's last upload", e)))?;
         stage(input, staged);
-        self.stream.memcpy_htod(&b.staged, &mut b.input).map_err(|e| dev(fail("copying the input", e)))?;
+        // The input buffer is free to overwrite: the last forward, its only reader, finished before
+        // this call returned (the backward and update it may overlap do not read it).
+        self.copy.memcpy_htod(&b.staged, &mut b.input).map_err(|e| dev(fail("copying the input", e)))?;
+        self.input_ready.record(&self.copy).map_err(|e| dev(fail("recording the input's upload", e)))?;
+        self.stream.wait(&self.input_ready).map_err(|e| dev(fail("waiting for the input's upload", e)))?;
         let s = &self.stream;
         let bufs = Buffers { arena: ptr(&b.arena, s), params, weights16, grads: 0, masks: ptr(&b.masks, s), input: ptr(&b.input, s), logits: ptr(&b.logits, s), dlogits: 0 };
         self.trained = false;
