@@ -42,8 +42,8 @@ pub struct TrainStepArgs {
     /// cpu (the CPU training engine) or cuda (the CUDA one, GPU 0, or GPUs 0..N with --gpus N)
     #[arg(long, value_enum, default_value_t = TrainDevice::Cpu)]
     pub device: TrainDevice,
-    /// fp32, or bf16 mixed precision (cuda only)
-    #[arg(long, default_value = "fp32", value_parser = ["fp32", "bf16"])]
+    /// fp32, or (cuda only) tf32 (TF32 tensor-core convs and products on f32 values) or bf16 mixed precision
+    #[arg(long, default_value = "fp32", value_parser = ["fp32", "tf32", "bf16"])]
     pub precision: String,
     /// Variant, Fused-MBConv placement and model options (width, depth, classes, …)
     #[command(flatten)]
@@ -181,7 +181,11 @@ fn train_step(a: &TrainStepArgs) -> Result<(), BenchError> {
         Some(s) => s,
         None => effv2_edge::spec::variant(&a.model.model).map_err(|e| BenchError::Args(e.to_string()))?.train_size,
     };
-    let o = TrainStepOptions { device: a.device, bf16: a.precision == "bf16", model: a.model.model.clone(), options, image_size: size, batch: a.batch, gpus: a.gpus, warmup: a.warmup, iters: a.iters, seed: a.seed };
+    let o = TrainStepOptions { device: a.device, precision: match a.precision.as_str() {
+            "tf32" => effv2_train::run::Precision::Tf32,
+            "bf16" => effv2_train::run::Precision::Bf16,
+            _ => effv2_train::run::Precision::Fp32,
+        }, model: a.model.model.clone(), options, image_size: size, batch: a.batch, gpus: a.gpus, warmup: a.warmup, iters: a.iters, seed: a.seed };
     let r = measure_train_step(&o)?;
     let text = if a.json { serde_json::to_string(&r).expect("reports serialize") } else { train_step::describe(&r) };
     print_line(&text)

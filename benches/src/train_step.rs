@@ -12,6 +12,7 @@ use effv2_edge::spec::{ModelOptions, ModelSpec};
 use effv2_edge::weights::init_weights;
 use effv2_train::cpu::{CpuTrainer, TrainerConfig};
 use effv2_train::loss::softmax_cross_entropy;
+use effv2_train::run::Precision;
 use effv2_train::{Mode, TrainEngine};
 use serde::Serialize;
 
@@ -29,8 +30,8 @@ pub enum TrainDevice {
 #[derive(Clone, Debug)]
 pub struct TrainStepOptions {
     pub device: TrainDevice,
-    /// fp32, or bf16 mixed precision (CUDA only).
-    pub bf16: bool,
+    /// fp32, or (CUDA only) tf32 or bf16 mixed precision.
+    pub precision: Precision,
     pub model: String,
     pub options: ModelOptions,
     pub image_size: usize,
@@ -46,7 +47,7 @@ pub struct TrainStepOptions {
 pub struct TrainStepReport {
     pub bench_version: &'static str,
     pub device: TrainDevice,
-    /// "fp32" or "bf16" (mixed precision).
+    /// "fp32", "tf32" or "bf16" (mixed precision).
     pub precision: &'static str,
     /// The engine's own description (GPU name, precision) or the CPU's.
     pub engine: String,
@@ -79,7 +80,7 @@ pub fn measure_train_step(o: &TrainStepOptions) -> Result<TrainStepReport, Bench
     let config = TrainerConfig::default();
     let cost = graph.cost();
     match o.device {
-        TrainDevice::Cpu if o.bf16 => Err(BenchError::Args("the CPU engine trains fp32; --precision bf16 is for --device cuda".into())),
+        TrainDevice::Cpu if o.precision != Precision::Fp32 => Err(BenchError::Args(format!("the CPU engine trains fp32; --precision {} is for --device cuda", o.precision.name()))),
         TrainDevice::Cpu => {
             let threads = rayon::current_num_threads();
             let engine = CpuTrainer::new(&graph, &weights, config)?;
@@ -91,8 +92,7 @@ pub fn measure_train_step(o: &TrainStepOptions) -> Result<TrainStepReport, Bench
 
 #[cfg(feature = "cuda")]
 fn cuda(o: &TrainStepOptions, graph: &effv2_edge::graph::Graph, weights: &effv2_edge::weights::Weights, config: TrainerConfig, cost: effv2_edge::graph::Cost) -> Result<TrainStepReport, BenchError> {
-    let dtype = if o.bf16 { effv2_runtime::cuda::DType::Bf16 } else { effv2_runtime::cuda::DType::F32 };
-    let engine = effv2_train::cuda::engine::CudaTrainer::data_parallel(o.gpus, graph, weights, config, dtype)?;
+    let engine = effv2_train::cuda::engine::CudaTrainer::data_parallel(o.gpus, graph, weights, config, o.precision)?;
     let name = format!("cuda {}{}", engine.replica(0).device(), if o.gpus > 1 { format!(" (x{} GPUs)", o.gpus) } else { String::new() });
     run(o, engine, name, |e| Some((0..e.replicas()).map(|r| e.replica(r).device_bytes() as u64).sum()), cost)
 }
@@ -132,7 +132,7 @@ fn run<E: TrainEngine>(o: &TrainStepOptions, mut engine: E, name: String, device
     Ok(TrainStepReport {
         bench_version: env!("CARGO_PKG_VERSION"),
         device: o.device,
-        precision: if o.bf16 { "bf16" } else { "fp32" },
+        precision: o.precision.name(),
         engine: name,
         model: o.model.clone(),
         image_size: o.image_size,

@@ -170,7 +170,10 @@ fn train_step_reports_cpu_throughput_and_names_a_missing_gpu() {
     let tflops = v["achieved_tflops"].as_f64().unwrap();
     assert!((tflops - 6.0 * cost.macs as f64 * ips / 1e12).abs() <= 1e-9 * tflops.max(1e-12), "{v}");
     assert_eq!(v["gpus"].as_u64(), Some(1));
+    assert_eq!(v["precision"], "fp32");
+    assert_clean_failure(&bench(&[&args[..], &["--precision", "tf32"]].concat()), "--precision tf32 is for --device cuda");
     if effv2_runtime::cuda::probe_libraries().is_err() {
+        assert_clean_failure(&bench(&[&args[..], &["--device", "cuda", "--precision", "tf32"]].concat()), "no CUDA driver found");
         assert_clean_failure(&bench(&[&args[..], &["--device", "cuda"]].concat()), "no CUDA driver found");
         assert_clean_failure(&bench(&[&args[..], &["--device", "cuda", "--gpus", "2"]].concat()), "no CUDA driver found");
     }

@@ -8,7 +8,8 @@
 #   train    `train --device cuda` on Fashion-MNIST with the README's main-job recipe (the CPU run:
 #            88.80% test top-1 after 5 epochs at 1,700 img/s on 2 cores)
 #   trainperf  EfficientNetV2-S 224px batch 128 training steps: ours (`effv2-bench train-step --device cuda`,
-#            bf16 mixed precision and fp32) vs timm bf16 channels_last eager, same call: images/s, TFLOP/s, memory
+#            bf16 mixed precision and tf32; TRAINPERF_PRECISIONS="bf16 tf32 fp32" adds FMA-only fp32) vs timm
+#            channels_last eager in bf16 autocast and in tf32, same call: images/s, TFLOP/s, memory
 #   trainab  bf16 training steps again with each lowering choice switched or tuned (see the section; also
 #            run by `trainperf` when TRAINPERF_AB=1)
 #   infer    EfficientNetV2-S 384px batch 128 fp16 inference: ours vs timm eager and torch.compile
@@ -67,13 +68,18 @@ fi
 pack
 if has trainperf; then
   echo "== S@224 batch 128 training steps: ours vs timm"
-  for p in ${TRAINPERF_PRECISIONS:-bf16 fp32}; do
+  for p in ${TRAINPERF_PRECISIONS:-bf16 tf32}; do
     timeout "${T_TRAINPERF:-150}" "$B/effv2-bench" train-step --device cuda --precision $p --model efficientnetv2-s --image-size 224 --batch 128 \
       --warmup 2 --iters 8 --json > "$OUT/ours_train_s224_$p.json" 2> "$OUT/ours_train_s224_$p.log"; cat "$OUT/ours_train_s224_$p.json" "$OUT/ours_train_s224_$p.log" | tail -3
   done
   gmacs=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["gmacs_per_image"])' "$OUT/ours_train_s224_bf16.json" 2>/dev/null || echo 2.85)
   timeout "${T_PEER:-200}" python3 scripts/py/gpu_train_peer.py --model efficientnetv2_s --size 224 --batch 128 --gmacs "$gmacs" \
     > "$OUT/timm_train_s224.json" 2> "$OUT/timm_train_s224.log"; cat "$OUT/timm_train_s224.json"
+  # Our tf32 against timm's f32 with TF32 convs and matmuls.
+  if [[ " ${TRAINPERF_PRECISIONS:-bf16 tf32} " == *" tf32 "* ]]; then
+    timeout "${T_PEER:-200}" python3 scripts/py/gpu_train_peer.py --precision tf32 --model efficientnetv2_s --size 224 --batch 128 --gmacs "$gmacs" \
+      > "$OUT/timm_train_s224_tf32.json" 2> "$OUT/timm_train_s224_tf32.log"; cat "$OUT/timm_train_s224_tf32.json"
+  fi
   # Several GPUs: the same steps data-parallel (global batch 128 per GPU, NCCL, synchronised BN).
   gpus=$(nvidia-smi -L | wc -l)
   if [ "$gpus" -gt 1 ]; then

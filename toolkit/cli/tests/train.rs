@@ -113,7 +113,11 @@ fn bad_runs_fail_cleanly() {
     check(run(&["--min-size", "64", "--max-size", "32", "--stages", "2", "-o", tmp.path().join("r").to_str().unwrap()]), "sizes");
     check(bin().args(["train", "--resume"]).arg(tmp.path()).output().unwrap(), "no checkpoint to resume");
     check(run(&["--precision", "bf16", "-o", tmp.path().join("b").to_str().unwrap()]), "the CPU engine trains fp32");
+    check(run(&["--precision", "tf32", "-o", tmp.path().join("b").to_str().unwrap()]), "--precision tf32 is for the CUDA engine");
     assert!(!tmp.path().join("b").exists());
+    if effv2_runtime::cuda::probe_libraries().is_err() {
+        check(run(&["--device", "cuda", "--precision", "tf32", "-o", tmp.path().join("b").to_str().unwrap()]), "no CUDA driver found");
+    }
     // GPU training: on a machine without a driver the missing driver is named, before any run
     // directory is made; never a panic. (With a GPU this would train: scripts/gpu/check.sh does.)
     if effv2_runtime::cuda::probe_libraries().is_err() {

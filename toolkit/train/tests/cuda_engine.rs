@@ -9,12 +9,13 @@ use effv2_edge::engine::naive::random_weights;
 use effv2_edge::graph::build;
 use effv2_edge::rng::Rng;
 use effv2_edge::spec::{ModelOptions, ModelSpec};
-use effv2_runtime::cuda::{probe_libraries, switch_on, DType, CUDA_GRAPH_ENV};
+use effv2_runtime::cuda::{probe_libraries, switch_on, CUDA_GRAPH_ENV};
 use effv2_train::cpu::{CpuTrainer, TrainerConfig};
 use effv2_train::cuda::engine::CudaTrainer;
 use effv2_train::cuda::nccl::NcclGroup;
 use effv2_train::cuda::plan::Summed;
 use effv2_train::loss::softmax_cross_entropy;
+use effv2_train::run::Precision;
 use effv2_train::{Mode, TrainEngine, TrainError};
 
 fn rel_err(a: &[f32], b: &[f32]) -> f32 {
@@ -28,7 +29,7 @@ fn cuda_trainer_equals_the_cpu_trainer_or_names_what_is_missing() {
     let g = build(&ModelSpec::from_name("b0", options).unwrap(), 48, 48).unwrap();
     let w = random_weights(&g, 3);
     let config = TrainerConfig { weight_decay: 1e-3, ..Default::default() };
-    let mut gpu = match CudaTrainer::new(&g, &w, config, DType::F32) {
+    let mut gpu = match CudaTrainer::new(&g, &w, config, Precision::Fp32) {
         Ok(t) => t,
         Err(e) => {
             let why = e.to_string();
@@ -68,7 +69,7 @@ fn cuda_trainer_equals_the_cpu_trainer_or_names_what_is_missing() {
     assert!(gpu.backward(&vec![0.0; 8 * classes]).is_err(), "no backward after an eval forward");
 
     // The state round trip a resumed run takes.
-    let mut again = CudaTrainer::new(&g, &w, config, DType::F32).unwrap();
+    let mut again = CudaTrainer::new(&g, &w, config, Precision::Fp32).unwrap();
     again.load_state(&gpu.weights().unwrap(), gpu.ema_weights().unwrap().as_ref(), &gpu.optimizer_state().unwrap()).unwrap();
     assert_eq!(again.forward(&x, 8, Mode::EvalEma, 0).unwrap(), gpu.forward(&x, 8, Mode::EvalEma, 0).unwrap());
     let a = again.optimizer_state().unwrap();
@@ -79,12 +80,22 @@ fn cuda_trainer_equals_the_cpu_trainer_or_names_what_is_missing() {
     // bf16 mixed precision on the same steps: rounding-limited (the host replay in
     // cuda_train_plan.rs checks the launch list itself), so only loosely close to the f32 CPU
     // trainer; the figures are printed for the record.
-    let mut bf16 = CudaTrainer::new(&g, &w, config, DType::Bf16).unwrap();
+    let mut bf16 = CudaTrainer::new(&g, &w, config, Precision::Bf16).unwrap();
     let mut cpu = CpuTrainer::new(&g, &w, config).unwrap();
     three_steps(&mut cpu, &mut bf16, &mut rng, batch, s.numel(), classes, 0.2, "bf16");
     let (we, wn) = worst(&bf16.weights().unwrap(), &cpu.weights().unwrap());
     println!("bf16 after 3 steps: weights worst rel err {we:.2e} ({wn})");
     assert!(we < 0.2, "bf16 weights {we} ({wn})");
+
+    // tf32: f32 values, cuDNN and cuBLAS allowed TF32 tensor cores (10-bit mantissa inputs, f32
+    // sums): between fp32 and bf16; printed for the record.
+    let mut tf32 = CudaTrainer::new(&g, &w, config, Precision::Tf32).unwrap();
+    println!("engine on {}", tf32.device());
+    let mut cpu = CpuTrainer::new(&g, &w, config).unwrap();
+    three_steps(&mut cpu, &mut tf32, &mut rng, batch, s.numel(), classes, 2e-2, "tf32");
+    let (we, wn) = worst(&tf32.weights().unwrap(), &cpu.weights().unwrap());
+    println!("tf32 after 3 steps: weights worst rel err {we:.2e} ({wn})");
+    assert!(we < 5e-2, "tf32 weights {we} ({wn})");
 }
 
 /// Three training steps of both engines on the same random batches: training-mode forward (the
@@ -124,13 +135,13 @@ fn data_parallel_on_the_gpus_here_equals_one_engine_or_names_what_is_missing() {
     let gpus = match probe_libraries().ok().map(|()| cudarc::driver::CudaContext::device_count()) {
         Some(Ok(n)) if n > 0 => n as usize,
         _ => {
-            let why = CudaTrainer::data_parallel(2, &g, &w, config, DType::F32).err().expect("no GPU here").to_string();
+            let why = CudaTrainer::data_parallel(2, &g, &w, config, Precision::Fp32).err().expect("no GPU here").to_string();
             assert!(why.contains("no CUDA driver found") || why.contains("NVRTC") || why.contains("cuDNN") || why.contains("cuBLAS"), "{why}");
             eprintln!("skipped on this machine: {why}");
             return;
         }
     };
-    let mut dp = CudaTrainer::data_parallel(gpus, &g, &w, config, DType::F32).unwrap();
+    let mut dp = CudaTrainer::data_parallel(gpus, &g, &w, config, Precision::Fp32).unwrap();
     for rank in 0..dp.replicas() {
         println!("replica {rank}: {}", dp.replica(rank).device());
     }
@@ -143,7 +154,7 @@ fn data_parallel_on_the_gpus_here_equals_one_engine_or_names_what_is_missing() {
     println!("{gpus} GPU(s) after 3 steps: weights worst rel err {worst:.2e}");
     assert!(worst < 1e-3, "{worst}");
     if gpus == 1 {
-        let refused = CudaTrainer::data_parallel(2, &g, &w, config, DType::F32).err().expect("one GPU here");
+        let refused = CudaTrainer::data_parallel(2, &g, &w, config, Precision::Fp32).err().expect("one GPU here");
         assert!(matches!(&refused, TrainError::Config(m) if m.contains("1 CUDA GPU")), "{refused}");
     }
     // NCCL itself, on one rank: loads, forms a communicator, sums in place (the identity).

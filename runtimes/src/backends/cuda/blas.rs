@@ -19,17 +19,21 @@ const WORKSPACE: usize = 32 << 20;
 pub struct Blas {
     blas: CudaBlas,
     _workspace: CudaSlice<u8>,
+    /// f32 products on TF32 tensor cores (10-bit mantissa inputs, f32 sums), as PyTorch's
+    /// `allow_tf32`; off, f32 stays f32.
+    tf32: bool,
 }
 
 impl Blas {
-    pub fn new(stream: &Arc<CudaStream>) -> Result<Blas, String> {
+    /// `tf32`: f32 products may round their inputs to TF32 (see [`Blas::gemm`]).
+    pub fn new(stream: &Arc<CudaStream>, tf32: bool) -> Result<Blas, String> {
         let blas = CudaBlas::new(stream.clone()).map_err(|e| fail("creating the cuBLAS handle", e))?;
         let ws = stream.alloc_zeros::<u8>(WORKSPACE).map_err(|e| fail("allocating the cuBLAS workspace", e))?;
         let p = ptr(&ws, stream);
         unsafe { cudarc::cublas::sys::cublasSetWorkspace_v2(*blas.handle(), p as *mut _, WORKSPACE) }
             .result()
             .map_err(|e| fail("setting the cuBLAS workspace", e))?;
-        Ok(Blas { blas, _workspace: ws })
+        Ok(Blas { blas, _workspace: ws, tf32 })
     }
 
     /// `c = op(a) · op(b)` as `g` says, on device addresses, elements of `dtype` (`c` f32 where
@@ -66,9 +70,9 @@ impl Blas {
                 c as *mut _,
                 if g.c_f32 { cudaDataType::CUDA_R_32F } else { ty },
                 g.ldc as i32,
-                // f32 accumulation; plain FP32 never uses TF32 (CUBLAS_DEFAULT_MATH), so fp32
-                // plans stay within 1e-4 of the reference.
-                cublasComputeType_t::CUBLAS_COMPUTE_32F,
+                // f32 accumulation; f32 products use TF32 only when asked (the fp32 plans stay
+                // within 1e-4 of the reference).
+                if self.tf32 && dtype == DType::F32 { cublasComputeType_t::CUBLAS_COMPUTE_32F_FAST_TF32 } else { cublasComputeType_t::CUBLAS_COMPUTE_32F },
                 cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
             )
         }

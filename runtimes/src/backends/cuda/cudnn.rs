@@ -50,7 +50,9 @@ fn dim(v: usize) -> i32 {
 
 impl Conv {
     /// Descriptors and the heuristically best algorithm that needs at most `max_workspace` bytes.
-    pub fn new(h: &Handle, s: ConvShape, dtype: DType, max_workspace: usize) -> Result<Conv, CudnnError> {
+    /// `tf32`: an f32 conv may run on TF32 tensor cores (PyTorch's `allow_tf32`, on by default
+    /// there for convs); otherwise f32 stays f32.
+    pub fn new(h: &Handle, s: ConvShape, dtype: DType, max_workspace: usize, tf32: bool) -> Result<Conv, CudnnError> {
         let nhwc = sys::cudnnTensorFormat_t::CUDNN_TENSOR_NHWC;
         let mut conv = Conv {
             x: cr::create_tensor_descriptor()?,
@@ -79,8 +81,10 @@ impl Conv {
                 sys::cudnnDataType_t::CUDNN_DATA_FLOAT,
             )?;
             cr::set_convolution_group_count(conv.conv, dim(s.groups))?;
-            // f32 stays f32 (no TF32 rounding); f16 and bf16 may use tensor cores.
+            // f32 stays f32 (FMA: no TF32 rounding) unless TF32 is asked for (the default math
+            // then allows TF32 tensor cores); f16 and bf16 may use tensor cores.
             let math = match dtype {
+                DType::F32 if tf32 => sys::cudnnMathType_t::CUDNN_DEFAULT_MATH,
                 DType::F32 => sys::cudnnMathType_t::CUDNN_FMA_MATH,
                 DType::F16 | DType::Bf16 => sys::cudnnMathType_t::CUDNN_TENSOR_OP_MATH,
             };
@@ -197,8 +201,8 @@ pub struct ConvGrad {
 }
 
 impl ConvGrad {
-    pub fn new(h: &Handle, s: ConvShape, dtype: DType, max_workspace: usize, tune: bool) -> Result<ConvGrad, CudnnError> {
-        let mut conv = Conv::new(h, s, dtype, max_workspace)?;
+    pub fn new(h: &Handle, s: ConvShape, dtype: DType, max_workspace: usize, tune: bool, tf32: bool) -> Result<ConvGrad, CudnnError> {
+        let mut conv = Conv::new(h, s, dtype, max_workspace, tf32)?;
         const N: usize = 8;
         let ok = sys::cudnnStatus_t::CUDNN_STATUS_SUCCESS;
         let unsupported = CudnnError(sys::cudnnStatus_t::CUDNN_STATUS_NOT_SUPPORTED);

@@ -157,7 +157,7 @@ impl Engine {
         // would break graph capture.
         unsafe { ctx.disable_event_tracking() };
         let cudnn = Handle::new(&stream).map_err(|e| fail("creating the cuDNN handle", e))?;
-        let blas = Blas::new(&stream)?;
+        let blas = Blas::new(&stream, false)?;
         let (major, minor) = ctx.compute_capability().map_err(|e| fail("reading the compute capability", e))?;
         let ptx = compile_kernels(dtype, Some(format!("compute_{major}{minor}")))?;
         let module = ctx.load_module(ptx).map_err(|e| fail("loading the kernels", e))?;
@@ -177,7 +177,7 @@ impl Engine {
             launches.push(match spec {
                 LaunchSpec::Kernel { f, total, args } => Launch::Kernel { f, total, args },
                 LaunchSpec::Conv { shape, x, w, y } => {
-                    let conv = cudnn::Conv::new(&cudnn, shape, dtype, MAX_WORKSPACE).map_err(|e| fail(&format!("cuDNN conv of launch {i} ({shape:?})"), e))?;
+                    let conv = cudnn::Conv::new(&cudnn, shape, dtype, MAX_WORKSPACE, false).map_err(|e| fail(&format!("cuDNN conv of launch {i} ({shape:?})"), e))?;
                     workspace_len = workspace_len.max(conv.workspace);
                     Launch::Conv { conv, x, w, y }
                 }

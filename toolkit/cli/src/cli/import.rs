@@ -77,7 +77,7 @@ pub fn run(a: &ImportArgs) -> Result<()> {
         pre.mean.truncate(channels.min(3));
         pre.std.truncate(channels.min(3));
     }
-    if pre.mean.len() != channels || pre.std.len() != channels || pre.std.iter().any(|s| *s == 0.0) {
+    if pre.mean.len() != channels || pre.std.len() != channels || pre.std.contains(&0.0) {
         bail!("preprocessing needs {channels} mean and {channels} non-zero std values, got {:?} / {:?}", pre.mean, pre.std);
     }
     let labels = match &a.labels {

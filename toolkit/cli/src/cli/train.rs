@@ -45,6 +45,7 @@ pub enum Preset {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum PrecisionArg {
     Fp32,
+    Tf32,
     Bf16,
 }
 
@@ -59,7 +60,7 @@ pub struct TrainArgs {
     /// Where to train: cpu (the CPU engine) or cuda (the CUDA engine: cuDNN, cuBLAS, NVRTC kernels; GPU 0, or --gpus N)
     #[arg(long, value_enum, default_value_t = Device::Cpu)]
     pub device: Device,
-    /// fp32, or bf16 mixed precision (--device cuda: bf16 activations and gradients, f32 master weights and optimizer)
+    /// fp32; with --device cuda also tf32 (f32 values, convs and products on TF32 tensor cores, like PyTorch's allow_tf32) or bf16 mixed precision (bf16 activations and gradients, f32 master weights and optimizer)
     #[arg(long, value_enum, default_value_t = PrecisionArg::Fp32)]
     pub precision: PrecisionArg,
     /// --device cuda: train data-parallel on GPUs 0..N (NCCL, synchronised BN); --batch-size is the global batch
@@ -266,6 +267,7 @@ fn config(a: &TrainArgs) -> Result<TrainConfig> {
         workers: a.workers.max(1),
         precision: match a.precision {
             PrecisionArg::Fp32 => Precision::Fp32,
+            PrecisionArg::Tf32 => Precision::Tf32,
             PrecisionArg::Bf16 => Precision::Bf16,
         },
         gpus: a.gpus,
@@ -273,8 +275,8 @@ fn config(a: &TrainArgs) -> Result<TrainConfig> {
 }
 
 pub fn run(a: &TrainArgs) -> Result<()> {
-    if a.device == Device::Cpu && a.precision == PrecisionArg::Bf16 && a.resume.is_none() {
-        bail!("--precision bf16 is mixed precision on the CUDA engine (--device cuda); the CPU engine trains fp32");
+    if a.device == Device::Cpu && a.precision != PrecisionArg::Fp32 && a.resume.is_none() {
+        bail!("--precision {} is for the CUDA engine (--device cuda); the CPU engine trains fp32", a.precision.to_possible_value().expect("a named value").get_name());
     }
     if a.gpus == 0 {
         bail!("--gpus must be at least 1");

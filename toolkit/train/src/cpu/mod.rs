@@ -178,7 +178,7 @@ impl CpuTrainer {
     /// The engine a [`crate::run::TrainConfig`] asks for (the factory `train`/`resume` take).
     pub fn for_run(graph: &Graph, weights: &Weights, cfg: &crate::run::TrainConfig) -> Result<Self, TrainError> {
         if cfg.precision != crate::run::Precision::Fp32 {
-            return Err(TrainError::Config("the CPU engine trains fp32; bf16 mixed precision is for --device cuda".into()));
+            return Err(TrainError::Config(format!("the CPU engine trains fp32; {} is for --device cuda", cfg.precision.name())));
         }
         Self::new(graph, weights, TrainerConfig::for_run(cfg))
     }

@@ -35,6 +35,7 @@ use super::plan::{Buffers, Kernel, Lowering, TrainLaunch, TrainLayout};
 use super::{train_kernels_source, CHAN_CHUNK_ROWS, CHAN_GROUP, CHAN_MIN_THREADS, DW_CHUNK_ROWS, TRAIN_KERNEL_NAMES};
 use crate::cpu::{check_supported, TrainerConfig};
 use crate::parallel::{DataParallel, Replica, Shard};
+use crate::run::Precision;
 use crate::{Mode, TrainEngine, TrainError};
 
 /// Largest cuDNN workspace one convolution's algorithms may ask for.
@@ -133,6 +134,8 @@ pub struct CudaTrainer {
     /// Storage of activations and their gradients (f32, or bf16 for mixed precision), and in bf16
     /// the 16-bit copy of `params` the convs and the classifier read.
     dtype: DType,
+    /// tf32 precision: f32 convs and products on TF32 tensor cores (the values stay f32).
+    tf32: bool,
     weights16: Option<CudaSlice<u8>>,
     grads: CudaSlice<u8>,
     slots: Vec<CudaSlice<u8>>,
@@ -158,17 +161,20 @@ pub struct CudaTrainer {
 unsafe impl Send for CudaTrainer {}
 
 impl CudaTrainer {
-    /// `dtype`: [`DType::F32`], or [`DType::Bf16`] for mixed precision (bf16 activations and
-    /// gradients, f32 master weights, statistics and optimizer).
-    pub fn new(graph: &Graph, weights: &Weights, config: TrainerConfig, dtype: DType) -> Result<Self, TrainError> {
-        Self::on_device(0, graph, weights, config, dtype)
+    /// `precision`: fp32; tf32 (f32 values, convs and products on TF32 tensor cores); or bf16 mixed
+    /// precision (bf16 activations and gradients, f32 master weights, statistics and optimizer).
+    pub fn new(graph: &Graph, weights: &Weights, config: TrainerConfig, precision: Precision) -> Result<Self, TrainError> {
+        Self::on_device(0, graph, weights, config, precision)
     }
 
     /// The engine on GPU `ordinal`.
-    pub fn on_device(ordinal: usize, graph: &Graph, weights: &Weights, config: TrainerConfig, dtype: DType) -> Result<Self, TrainError> {
-        if dtype == DType::F16 {
-            return Err(TrainError::Config("the CUDA engine trains fp32 or bf16 (fp16 would need loss scaling)".into()));
-        }
+    pub fn on_device(ordinal: usize, graph: &Graph, weights: &Weights, config: TrainerConfig, precision: Precision) -> Result<Self, TrainError> {
+        // Storage of activations and gradients; TF32 changes only how cuDNN and cuBLAS multiply.
+        let (dtype, tf32) = match precision {
+            Precision::Fp32 => (DType::F32, false),
+            Precision::Tf32 => (DType::F32, true),
+            Precision::Bf16 => (DType::Bf16, false),
+        };
         weights.check(graph)?;
         check_supported(graph)?;
         let lowering = Lowering {
@@ -188,7 +194,7 @@ impl CudaTrainer {
         // input's upload) is ordered by `input_ready`: cudarc's per-buffer events would only cost time.
         unsafe { ctx.disable_event_tracking() };
         let cudnn = Handle::new(&stream).map_err(|e| dev(fail("creating the cuDNN handle", e)))?;
-        let blas = Blas::new(&stream).map_err(dev)?;
+        let blas = Blas::new(&stream, tf32).map_err(dev)?;
         let (major, minor) = ctx.compute_capability().map_err(|e| dev(fail("reading the compute capability", e)))?;
         let arch = format!("compute_{major}{minor}");
         let load = |ptx, names: &[&'static str]| -> Result<HashMap<&'static str, CudaFunction>, TrainError> {
@@ -231,6 +237,7 @@ impl CudaTrainer {
             workspace,
             params,
             dtype,
+            tf32,
             weights16,
             grads,
             slots,
@@ -242,7 +249,11 @@ impl CudaTrainer {
             lowering,
             use_graphs: switch_on(CUDA_GRAPH_ENV) && !profile::enabled(),
             graphs: Graphs::default(),
-            device: format!("{name} (sm_{major}{minor}), {}", if dtype == DType::F32 { "fp32" } else { "bf16 mixed precision" }),
+            device: format!("{name} (sm_{major}{minor}), {}", match precision {
+                Precision::Fp32 => "fp32",
+                Precision::Tf32 => "tf32 (f32 values, TF32 tensor-core convs and products)",
+                Precision::Bf16 => "bf16 mixed precision",
+            }),
         };
         trainer.refresh_weights16(false)?;
         Ok(trainer)
@@ -266,13 +277,13 @@ impl CudaTrainer {
     /// Data-parallel training on GPUs `0..gpus`, one engine per GPU on a thread of its own,
     /// summing over NCCL: each forward's batch is the global one, split over the GPUs. With one
     /// GPU it is that GPU's engine, run on the caller's thread.
-    pub fn data_parallel(gpus: usize, graph: &Graph, weights: &Weights, config: TrainerConfig, dtype: DType) -> Result<DataParallel<Self>, TrainError> {
+    pub fn data_parallel(gpus: usize, graph: &Graph, weights: &Weights, config: TrainerConfig, precision: Precision) -> Result<DataParallel<Self>, TrainError> {
         probe_libraries().map_err(|e| dev(e.to_string()))?;
         let have = CudaContext::device_count().map_err(|e| dev(fail("counting GPUs", e)))? as usize;
         if gpus == 0 || gpus > have {
             return Err(TrainError::Config(format!("--gpus {gpus}: this machine has {have} CUDA GPU(s)")));
         }
-        let mut replicas = (0..gpus).map(|i| Self::on_device(i, graph, weights, config, dtype)).collect::<Result<Vec<_>, _>>()?;
+        let mut replicas = (0..gpus).map(|i| Self::on_device(i, graph, weights, config, precision)).collect::<Result<Vec<_>, _>>()?;
         // One GPU needs no communicator (nor NCCL installed).
         if gpus > 1 {
             let group = NcclGroup::new(replicas.iter().map(|r| r.ctx.clone()).collect())?;
@@ -288,8 +299,7 @@ impl CudaTrainer {
     /// The engine a [`crate::run::TrainConfig`] asks for (the factory `train`/`resume` take): its
     /// precision, on its `gpus` (one: that GPU's engine itself).
     pub fn data_parallel_for_run(graph: &Graph, weights: &Weights, cfg: &crate::run::TrainConfig) -> Result<DataParallel<Self>, TrainError> {
-        let dtype = if cfg.precision == crate::run::Precision::Bf16 { DType::Bf16 } else { DType::F32 };
-        Self::data_parallel(cfg.gpus, graph, weights, TrainerConfig::for_run(cfg), dtype)
+        Self::data_parallel(cfg.gpus, graph, weights, TrainerConfig::for_run(cfg), cfg.precision)
     }
 
     /// The GPU, for logs.
@@ -349,7 +359,7 @@ impl CudaTrainer {
                 _ => continue,
             };
             if !self.convs.contains_key(&shape) {
-                let c = ConvGrad::new(&self.cudnn, shape, self.dtype, MAX_WORKSPACE, self.tune).map_err(|e| dev(fail(&format!("cuDNN conv {shape:?}"), e)))?;
+                let c = ConvGrad::new(&self.cudnn, shape, self.dtype, MAX_WORKSPACE, self.tune, self.tf32).map_err(|e| dev(fail(&format!("cuDNN conv {shape:?}"), e)))?;
                 self.convs.insert(shape, c);
             }
             need = need.max(self.convs[&shape].workspace);

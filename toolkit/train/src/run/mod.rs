@@ -59,14 +59,27 @@ fn one() -> usize {
     1
 }
 
-/// Training precision: fp32, or bf16 mixed precision (bf16 activations and gradients, f32 master
-/// weights, statistics and optimizer; no loss scaling needed).
+/// Training precision: fp32; tf32 (f32 storage, the convolutions and products on TF32 tensor cores
+/// as PyTorch's `allow_tf32`: inputs rounded to a 10-bit mantissa, f32 sums; CUDA only); or bf16
+/// mixed precision (bf16 activations and gradients, f32 master weights, statistics and optimizer;
+/// no loss scaling needed; CUDA only).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
     #[default]
     Fp32,
+    Tf32,
     Bf16,
+}
+
+impl Precision {
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::Fp32 => "fp32",
+            Precision::Tf32 => "tf32",
+            Precision::Bf16 => "bf16",
+        }
+    }
 }
 
 impl TrainConfig {
