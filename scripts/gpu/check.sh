@@ -18,7 +18,8 @@
 #            training step spend their time, per launch kind and slowest launches
 # Each call must stay under 600 s: "correct train", then "trainperf infer", then "sweep" (the order to
 # drop from when device time runs short); with one call only, "correct trainperf infer profile trainab"
-# under BUDGET=540 (the A/B runs last, cut first). Results go to $OUT.
+# under BUDGET=540 (the A/B runs last, cut first). Results go to $OUT; summary.md (scripts/gpu/summarize.py)
+# puts the ratios against the peers and the A/B runs in tables at the end.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 # The device tool brings back at most 8 files from $OUT: results are written to a folder of their own
@@ -139,4 +140,9 @@ if has trainab || { [ "${TRAINPERF_AB:-0}" = 1 ] && has trainperf; }; then
     EFFV2_CUDA_DW_UNROLL=0 timeout 120 "$B/effv2-bench" run --artifact /tmp/s384 --warmup 5 --iters 30 | tee "$OUT/ours_s384_fp16_EFFV2_CUDA_DW_UNROLL=0.txt" | tail -2
   fi
 fi
+pack
+
+# The figures the issue asks for, as markdown (also in results.tar.gz as summary.md).
+echo "== summary"
+python3 scripts/gpu/summarize.py "$OUT" | tee "$OUT/summary.md"
 pack
