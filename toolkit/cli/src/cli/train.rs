@@ -168,15 +168,26 @@ pub struct TrainArgs {
     /// Seed of the initial weights, the data order, the augmentations and the dropout masks
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Data-loading threads
-    #[arg(long, default_value_t = 2)]
-    pub workers: usize,
+    /// Data-loading threads (decode and augment; the batches are the same for any count). Default:
+    /// 2 with the CPU engine, which needs the cores itself; with --device cuda, every core but one
+    /// (at most 16), so loading keeps up with the GPU
+    #[arg(long)]
+    pub workers: Option<usize>,
     /// Run directory: metrics.jsonl, curves.svg, last/ and best/ checkpoints
     #[arg(short, long, required_unless_present = "resume")]
     pub output: Option<PathBuf>,
     /// Continue the run in RUN_DIR with the schedule it was started with
     #[arg(long, value_name = "RUN_DIR", conflicts_with_all = ["model", "output"])]
     pub resume: Option<PathBuf>,
+}
+
+/// Loader threads when --workers is not given: the CPU engine keeps the cores for its own threads;
+/// a GPU step leaves them to decoding and augmentation.
+fn default_workers(device: Device) -> usize {
+    match device {
+        Device::Cpu => 2,
+        Device::Cuda => std::thread::available_parallelism().map_or(2, |n| n.get().saturating_sub(1)).clamp(2, 16),
+    }
 }
 
 fn parse_style(s: &str) -> Result<Style, String> {
@@ -264,7 +275,7 @@ fn config(a: &TrainArgs) -> Result<TrainConfig> {
             std: vec![0.5; channels],
         },
         seed: a.seed,
-        workers: a.workers.max(1),
+        workers: a.workers.unwrap_or_else(|| default_workers(a.device)).max(1),
         precision: match a.precision {
             PrecisionArg::Fp32 => Precision::Fp32,
             PrecisionArg::Tf32 => Precision::Tf32,
