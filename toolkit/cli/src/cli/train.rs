@@ -137,13 +137,13 @@ pub struct TrainArgs {
     /// RandAugment magnitude of the last stage (0 = off)
     #[arg(long, default_value_t = 0.0)]
     pub randaug_max: f64,
-    /// Mixup Beta(α, α) of the first stage (0 = off)
+    /// Mixup α of the first stage (mixing weights drawn from Beta(α, α); 0 = off)
     #[arg(long, default_value_t = 0.0)]
     pub mixup_min: f64,
     /// Mixup α of the last stage (0 = off)
     #[arg(long, default_value_t = 0.0)]
     pub mixup_max: f64,
-    /// CutMix Beta(α, α) of the first stage (0 = off)
+    /// CutMix α of the first stage (box areas drawn from Beta(α, α); 0 = off)
     #[arg(long, default_value_t = 0.0)]
     pub cutmix_min: f64,
     /// CutMix α of the last stage (0 = off)
