@@ -317,6 +317,20 @@ fn shared_skip_gradients_equal_copies_along_a_chain_of_residual_blocks() {
     assert_eq!(bits(&shared.1), bits(&copied.1), "parameter gradients");
 }
 
+/// The launches of one EfficientNetV2-S training step at 224, batch 128, bf16 (what the GPU
+/// benchmark times; with CUDA graphs each still costs the GPU a launch gap): every fusion so far
+/// has cut them (2,594 -> 1,875), so a change that adds some must say so here.
+#[test]
+fn an_s_at_224_training_step_keeps_its_launch_count() {
+    let g = build(&ModelSpec::from_name("s", ModelOptions { drop_path: 0.2, ..Default::default() }).unwrap(), 224, 224).unwrap();
+    let l = TrainLayout::with_dtype(&g, 128, DType::Bf16);
+    let b = Buffers { arena: 1 << 40, params: 2 << 40, weights16: 3 << 40, grads: 4 << 40, masks: 5 << 40, input: 6 << 40, logits: 7 << 40, dlogits: 8 << 40 };
+    let (forward, backward) = (l.forward(&g, true, &b), l.backward(&g, &b));
+    let small = |ls: &[TrainLaunch]| ls.iter().filter(|x| matches!(x, TrainLaunch::Kernel { total, .. } if *total < 65536)).count();
+    println!("S@224 b128 bf16: {} forward + {} backward launches ({} + {} kernels under 65,536 threads)", forward.len(), backward.len(), small(&forward), small(&backward));
+    assert!(forward.len() <= 801 && backward.len() <= 1074, "{} + {} launches (was 801 + 1,074)", forward.len(), backward.len());
+}
+
 /// The arena shares space by lifetime: gradients reuse the values of nodes already
 /// back-propagated. For EfficientNetV2-S at 224, batch 128 (the training benchmark's shape) the
 /// arena must come out well under values + gradients kept side by side, and every value and
