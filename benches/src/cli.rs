@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand};
 use effv2_edge::cli_args::{ModelArgs, ShapeArgs};
 use effv2_edge::spec::ModelOptions;
 use effv2_runtime::{Precision, Target};
+use effv2_train::run::Precision as TrainPrecision;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::coral::{run_coral_sweep, CoralSweepOptions};
@@ -43,7 +44,7 @@ pub struct TrainStepArgs {
     #[arg(long, value_enum, default_value_t = TrainDevice::Cpu)]
     pub device: TrainDevice,
     /// fp32, or (cuda only) tf32 (TF32 tensor-core convs and products on f32 values) or bf16 mixed precision
-    #[arg(long, default_value = "fp32", value_parser = ["fp32", "tf32", "bf16"])]
+    #[arg(long, default_value = "fp32", value_parser = clap::builder::PossibleValuesParser::new(TrainPrecision::ALL.map(TrainPrecision::name)))]
     pub precision: String,
     /// Variant, Fused-MBConv placement and model options (width, depth, classes, …)
     #[command(flatten)]
@@ -181,11 +182,7 @@ fn train_step(a: &TrainStepArgs) -> Result<(), BenchError> {
         Some(s) => s,
         None => effv2_edge::spec::variant(&a.model.model).map_err(|e| BenchError::Args(e.to_string()))?.train_size,
     };
-    let o = TrainStepOptions { device: a.device, precision: match a.precision.as_str() {
-            "tf32" => effv2_train::run::Precision::Tf32,
-            "bf16" => effv2_train::run::Precision::Bf16,
-            _ => effv2_train::run::Precision::Fp32,
-        }, model: a.model.model.clone(), options, image_size: size, batch: a.batch, gpus: a.gpus, warmup: a.warmup, iters: a.iters, seed: a.seed };
+    let o = TrainStepOptions { device: a.device, precision: TrainPrecision::from_name(&a.precision).expect("clap took one of the names"), model: a.model.model.clone(), options, image_size: size, batch: a.batch, gpus: a.gpus, warmup: a.warmup, iters: a.iters, seed: a.seed };
     let r = measure_train_step(&o)?;
     let text = if a.json { serde_json::to_string(&r).expect("reports serialize") } else { train_step::describe(&r) };
     print_line(&text)

@@ -69,7 +69,8 @@ fi
 pack
 if has trainperf; then
   echo "== S@224 batch 128 training steps: ours vs timm"
-  for p in ${TRAINPERF_PRECISIONS:-bf16 tf32}; do
+  precisions=${TRAINPERF_PRECISIONS:-bf16 tf32}
+  for p in $precisions; do
     timeout "${T_TRAINPERF:-150}" "$B/effv2-bench" train-step --device cuda --precision $p --model efficientnetv2-s --image-size 224 --batch 128 \
       --warmup 2 --iters 8 --json > "$OUT/ours_train_s224_$p.json" 2> "$OUT/ours_train_s224_$p.log"; cat "$OUT/ours_train_s224_$p.json" "$OUT/ours_train_s224_$p.log" | tail -3
   done
@@ -77,7 +78,7 @@ if has trainperf; then
   timeout "${T_PEER:-200}" python3 scripts/py/gpu_train_peer.py --model efficientnetv2_s --size 224 --batch 128 --gmacs "$gmacs" \
     > "$OUT/timm_train_s224.json" 2> "$OUT/timm_train_s224.log"; cat "$OUT/timm_train_s224.json"
   # Our tf32 against timm's f32 with TF32 convs and matmuls.
-  if [[ " ${TRAINPERF_PRECISIONS:-bf16 tf32} " == *" tf32 "* ]]; then
+  if [[ " $precisions " == *" tf32 "* ]]; then
     timeout "${T_PEER:-200}" python3 scripts/py/gpu_train_peer.py --precision tf32 --model efficientnetv2_s --size 224 --batch 128 --gmacs "$gmacs" \
       > "$OUT/timm_train_s224_tf32.json" 2> "$OUT/timm_train_s224_tf32.log"; cat "$OUT/timm_train_s224_tf32.json"
   fi

@@ -25,7 +25,7 @@ def load(path):
 def ratio_line(ours, peer, goal=None):
     r = ours / peer
     verdict = "" if goal is None else (" — goal %.2fx %s" % (goal, "met" if r >= goal else "not met"))
-    return "%.2fx%s" % (r, verdict), r
+    return "%.2fx%s" % (r, verdict)
 
 
 def training(d, out):
@@ -39,7 +39,7 @@ def training(d, out):
         peer = peers.get(p)
         ratio = "—"
         if peer:
-            ratio, _ = ratio_line(o["throughput_ips"], peer["throughput_ips"], TRAIN_GOAL if p == "bf16" else None)
+            ratio = ratio_line(o["throughput_ips"], peer["throughput_ips"], TRAIN_GOAL if p == "bf16" else None)
         gib = (o.get("device_bytes") or 0) / 2**30
         peer_txt = "—" if not peer else "%.1f ms, %.0f img/s, %.1f TFLOP/s, %.1f GiB" % (
             peer["step_ms"], peer["throughput_ips"], peer.get("achieved_tflops", 0), peer["peak_memory_bytes"] / 2**30)
@@ -77,10 +77,10 @@ def inference(d, out):
     ms = (o.get("device_latency_ms") or o["latency_ms"])["p50"]
     line = "S@384 b128 fp16 inference (batch on the GPU): %.2f ms, %.0f img/s" % (ms, ips)
     if peer:
-        eager, _ = ratio_line(ips, peer["eager"]["throughput_ips"])
+        eager = ratio_line(ips, peer["eager"]["throughput_ips"])
         line += "; timm eager %.0f img/s (%s)" % (peer["eager"]["throughput_ips"], eager)
         if peer.get("compiled"):
-            comp, _ = ratio_line(ips, peer["compiled"]["throughput_ips"], INFER_GOAL)
+            comp = ratio_line(ips, peer["compiled"]["throughput_ips"], INFER_GOAL)
             line += ", torch.compile %.0f img/s (%s)" % (peer["compiled"]["throughput_ips"], comp)
     out.append(line)
     out.append("End to end (host input): %.2f ms p50, %.0f img/s" % (o["latency_ms"]["p50"], o["throughput_ips"]))

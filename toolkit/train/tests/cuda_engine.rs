@@ -77,25 +77,20 @@ fn cuda_trainer_equals_the_cpu_trainer_or_names_what_is_missing() {
     assert_eq!(a.len(), b.len());
     assert!(a.iter().zip(&b).all(|(x, y)| x.0 == y.0 && x.1.data() == y.1.data()), "optimizer slots survive the round trip");
 
-    // bf16 mixed precision on the same steps: rounding-limited (the host replay in
-    // cuda_train_plan.rs checks the launch list itself), so only loosely close to the f32 CPU
-    // trainer; the figures are printed for the record.
-    let mut bf16 = CudaTrainer::new(&g, &w, config, Precision::Bf16).unwrap();
-    let mut cpu = CpuTrainer::new(&g, &w, config).unwrap();
-    three_steps(&mut cpu, &mut bf16, &mut rng, batch, s.numel(), classes, 0.2, "bf16");
-    let (we, wn) = worst(&bf16.weights().unwrap(), &cpu.weights().unwrap());
-    println!("bf16 after 3 steps: weights worst rel err {we:.2e} ({wn})");
-    assert!(we < 0.2, "bf16 weights {we} ({wn})");
-
-    // tf32: f32 values, cuDNN and cuBLAS allowed TF32 tensor cores (10-bit mantissa inputs, f32
-    // sums): between fp32 and bf16; printed for the record.
-    let mut tf32 = CudaTrainer::new(&g, &w, config, Precision::Tf32).unwrap();
-    println!("engine on {}", tf32.device());
-    let mut cpu = CpuTrainer::new(&g, &w, config).unwrap();
-    three_steps(&mut cpu, &mut tf32, &mut rng, batch, s.numel(), classes, 2e-2, "tf32");
-    let (we, wn) = worst(&tf32.weights().unwrap(), &cpu.weights().unwrap());
-    println!("tf32 after 3 steps: weights worst rel err {we:.2e} ({wn})");
-    assert!(we < 5e-2, "tf32 weights {we} ({wn})");
+    // The same steps in bf16 mixed precision and in tf32 (f32 values, cuDNN and cuBLAS allowed TF32
+    // tensor cores: 10-bit mantissa inputs, f32 sums): rounding-limited (the host replay in
+    // cuda_train_plan.rs checks the bf16 launch list itself), so only loosely close to the f32 CPU
+    // trainer, tf32 between fp32 and bf16; the figures are printed for the record.
+    for (precision, logits_tol, weights_tol) in [(Precision::Bf16, 0.2, 0.2), (Precision::Tf32, 2e-2, 5e-2)] {
+        let label = precision.name();
+        let mut gpu = CudaTrainer::new(&g, &w, config, precision).unwrap();
+        println!("engine on {}", gpu.device());
+        let mut cpu = CpuTrainer::new(&g, &w, config).unwrap();
+        three_steps(&mut cpu, &mut gpu, &mut rng, batch, s.numel(), classes, logits_tol, label);
+        let (we, wn) = worst(&gpu.weights().unwrap(), &cpu.weights().unwrap());
+        println!("{label} after 3 steps: weights worst rel err {we:.2e} ({wn})");
+        assert!(we < weights_tol, "{label} weights {we} ({wn})");
+    }
 }
 
 /// Three training steps of both engines on the same random batches: training-mode forward (the
