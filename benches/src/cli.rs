@@ -36,6 +36,20 @@ pub enum BenchCommand {
     Sweep(SweepArgs),
     /// Training throughput of the CPU or CUDA training engine: full steps on a synthetic batch
     TrainStep(TrainStepArgs),
+    /// What this machine can run: each backend's libraries, accelerators (GPUs, Edge TPUs) and
+    /// readiness, found without opening a device
+    Devices(DevicesArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DevicesArgs {
+    /// Fail (exit status 1, naming why) unless these targets' artifacts run on their accelerator
+    /// here, e.g. `--require coral` or `--require cpu,jetson`
+    #[arg(long, value_delimiter = ',')]
+    pub require: Vec<Target>,
+    /// Print one JSON object on stdout instead of text
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -173,7 +187,16 @@ pub fn execute(cmd: &BenchCommand) -> Result<(), BenchError> {
         BenchCommand::Run(a) => run(a),
         BenchCommand::Sweep(a) => sweep(a),
         BenchCommand::TrainStep(a) => train_step(a),
+        BenchCommand::Devices(a) => devices(a),
     }
+}
+
+fn devices(a: &DevicesArgs) -> Result<(), BenchError> {
+    let r = crate::devices::detect();
+    let text = if a.json { serde_json::to_string(&r).expect("reports serialize") } else { crate::devices::describe(&r) };
+    // The findings first, so a failed --require still shows all of them.
+    print_line(&text)?;
+    crate::devices::check_required(&r, &a.require)
 }
 
 fn train_step(a: &TrainStepArgs) -> Result<(), BenchError> {

@@ -12,7 +12,7 @@ mod backends;
 
 use std::path::{Path, PathBuf};
 
-pub use backends::{backends, BackendInfo};
+pub use backends::{backends, probe, BackendInfo, BackendStatus, Readiness};
 /// Environment variables naming libtensorflowlite_c and libedgetpu (else the standard names).
 #[cfg(feature = "edgetpu")]
 pub use backends::{EDGETPU_ENV, TFLITE_ENV};

@@ -33,6 +33,8 @@ tar -C /tmp/effv2-bin -xJf gpu-bin/bins.tar.xz
 B=/tmp/effv2-bin
 export LD_LIBRARY_PATH="/usr/local/cuda/lib64:/usr/local/cuda-13.0/targets/x86_64-linux/lib:/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/gpu.txt"
+# The libraries' versions and the GPUs as our probe sees them (effv2_runtime::probe).
+"$B/effv2-bench" devices 2>&1 | tee "$OUT/devices.txt" | grep -E "jetson|GPU|CUDA driver|NCCL"
 has() { [[ " $SECTIONS " == *" $1 "* ]]; }
 # BUDGET (seconds, default 560) caps the whole call: each step's time box is cut to what is left of it,
 # so a slow early section shortens the later ones instead of running the call past the device limit.

@@ -2,6 +2,8 @@
 
 use std::path::Path;
 
+use serde::Serialize;
+
 use crate::manifest::{Manifest, Target};
 use crate::{OpenOptions, Runtime, RuntimeError};
 
@@ -33,6 +35,69 @@ pub fn backends() -> Vec<BackendInfo> {
     ]
 }
 
+/// Whether a backend's artifacts run on this machine, and where.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Readiness {
+    /// Its target's artifacts run here as deployed: cpu on this CPU, coral on an Edge TPU, jetson
+    /// on a CUDA GPU.
+    Ready,
+    /// They run, but not on the accelerator: coral artifacts on TFLite's CPU kernels.
+    CpuFallback,
+    /// They cannot be opened here; the status's `detail` says why.
+    Unavailable,
+}
+
+/// What one backend found on this machine: for a device check before measuring
+/// (`effv2-bench devices`), so a missing driver or library shows up before a run does.
+#[derive(Clone, Debug, Serialize)]
+pub struct BackendStatus {
+    pub name: &'static str,
+    pub target: Target,
+    pub compiled: bool,
+    pub readiness: Readiness,
+    /// The accelerators found, one line each (GPUs, Edge TPUs); empty for the CPU.
+    pub devices: Vec<String>,
+    /// The libraries and versions found, or why the backend cannot run here.
+    pub detail: String,
+}
+
+/// One backend's findings, before the registry adds its name.
+#[cfg_attr(not(any(feature = "tract", feature = "edgetpu", feature = "cuda")), allow(dead_code))]
+pub(crate) struct Found {
+    pub readiness: Readiness,
+    pub devices: Vec<String>,
+    pub detail: String,
+}
+
+#[cfg_attr(not(any(feature = "edgetpu", feature = "cuda")), allow(dead_code))]
+impl Found {
+    pub fn unavailable(why: impl Into<String>) -> Found {
+        Found { readiness: Readiness::Unavailable, devices: vec![], detail: why.into() }
+    }
+}
+
+/// Every backend's status on this machine. Loads the libraries a backend would (never a panic
+/// where one is missing) but opens no device: it does not disturb a device another process uses.
+pub fn probe() -> Vec<BackendStatus> {
+    backends()
+        .into_iter()
+        .map(|b| {
+            let found = match b.target {
+                #[cfg(feature = "tract")]
+                Target::Cpu => tract::probe(),
+                #[cfg(feature = "edgetpu")]
+                Target::Coral => edgetpu::probe(),
+                #[cfg(feature = "cuda")]
+                Target::Jetson => cuda::probe(),
+                #[allow(unreachable_patterns)]
+                _ => Found::unavailable(not_compiled_why(b.name)),
+            };
+            BackendStatus { name: b.name, target: b.target, compiled: b.compiled, readiness: found.readiness, devices: found.devices, detail: found.detail }
+        })
+        .collect()
+}
+
 pub(crate) fn open(dir: &Path, manifest: Manifest, opts: &OpenOptions) -> Result<Box<dyn Runtime>, RuntimeError> {
     match manifest.target {
         #[cfg(feature = "tract")]
@@ -55,8 +120,9 @@ pub(crate) fn open(dir: &Path, manifest: Manifest, opts: &OpenOptions) -> Result
 
 #[allow(dead_code)]
 fn not_compiled(backend: &str, feature: &str) -> RuntimeError {
-    RuntimeError::Unavailable {
-        backend: backend.into(),
-        why: format!("not compiled in; rebuild effv2-runtime with the `{feature}` cargo feature"),
-    }
+    RuntimeError::Unavailable { backend: backend.into(), why: not_compiled_why(feature) }
+}
+
+fn not_compiled_why(feature: &str) -> String {
+    format!("not compiled in; rebuild effv2-runtime with the `{feature}` cargo feature")
 }

@@ -7,6 +7,7 @@
 pub mod blas;
 pub mod cudnn;
 mod engine;
+mod probe;
 pub mod profile;
 
 use std::path::Path;
@@ -16,6 +17,7 @@ use cudarc::driver::CudaContext;
 pub use cudnn::DType;
 pub use engine::{compile_kernels, compile_source, fail, launch_kernel, ptr, stage, DW_UNROLL_ENV, KERNELS};
 use engine::Engine;
+pub(crate) use probe::probe;
 
 use crate::manifest::{Manifest, Precision};
 use crate::plan::{read_weights, NetPlan, PLAN_ROLE, WEIGHTS_ROLE};

@@ -159,6 +159,30 @@ fn placement(manifest: &Manifest, threads: usize) -> Placement {
     }
 }
 
+/// Whether coral artifacts run here, and where: TFLite's C library must load; with libedgetpu
+/// and at least one Edge TPU listed they run on it, else on TFLite's CPU kernels. Lists the
+/// devices without opening one (another process may be using it).
+pub(crate) fn probe() -> super::Found {
+    use super::{Found, Readiness};
+    let tflite = match library::tflite() {
+        Ok(api) => format!("TFLite {}", result::version(api)),
+        Err(why) => return Found::unavailable(why),
+    };
+    let fallback = |why: String| Found { readiness: Readiness::CpuFallback, devices: vec![], detail: format!("{tflite}; CPU kernels only: {why}") };
+    let api = match library::edgetpu() {
+        Ok(api) => api,
+        Err(why) => return fallback(why),
+    };
+    let version = result::edgetpu_version(api);
+    let devices: Vec<String> = result::list_devices(api).iter().map(describe_device).collect();
+    if devices.is_empty() {
+        return fallback(format!(
+            "libedgetpu {version} lists no Edge TPU (USB accelerator unplugged, or no permission: Coral's udev rule; PCIe: the gasket/apex driver)"
+        ));
+    }
+    Found { readiness: Readiness::Ready, devices, detail: format!("{tflite}, libedgetpu {version}") }
+}
+
 fn describe_device(d: &DeviceEntry) -> String {
     let kind = match d.kind {
         sys::EDGETPU_APEX_USB => "usb",

@@ -125,6 +125,13 @@ pub fn kernels() -> String {
     )
 }
 
+/// cpu artifacts run wherever this backend is compiled: the CPU and the kernels tract will use.
+pub(crate) fn probe() -> super::Found {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let detail = format!("{} CPU, {cores} logical cores; {}", std::env::consts::ARCH, kernels());
+    super::Found { readiness: super::Readiness::Ready, devices: vec![], detail }
+}
+
 pub struct TractRuntime {
     manifest: Manifest,
     plan: Arc<TypedSimplePlan>,
