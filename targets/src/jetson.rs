@@ -69,19 +69,6 @@ pub fn build_jetson(model: &LoadedModel, opts: &CpuBuild, precision: Precision, 
     build_fp32_onnx(model, opts, Target::Jetson, precision, notes, plan_files, out)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn trtexec_builds_then_times_the_engine_at_the_artifact_shape() {
-        let c = trtexec_commands(Precision::Fp16, 8, 3, 384);
-        assert_eq!(c[0], "trtexec --onnx=model.onnx --fp16 --shapes=input:8x3x384x384 --saveEngine=model_fp16.plan");
-        assert!(c[1].starts_with("trtexec --loadEngine=model_fp16.plan --shapes=input:8x3x384x384"));
-        assert!(!trtexec_commands(Precision::Fp32, 1, 3, 224)[0].contains("--fp16"));
-    }
-}
-
 /// int8 jetson artifact for TensorRT: `model.onnx` with explicit quantization — every conv reads
 /// `DequantizeLinear(QuantizeLinear(x))` with a symmetric per-tensor scale (zero point 0, what
 /// TensorRT requires) calibrated on `q.calib`, and per-channel symmetric int8 weights. Our CUDA
@@ -111,4 +98,17 @@ pub fn build_jetson_int8(model: &LoadedModel, opts: &CpuBuild, q: &CpuInt8, out:
     let manifest = onnx_manifest(model, (&graph, batch, preprocess), Target::Jetson, Precision::Int8, notes, &files);
     write_artifact(out, &files, &manifest)?;
     Ok(manifest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trtexec_builds_then_times_the_engine_at_the_artifact_shape() {
+        let c = trtexec_commands(Precision::Fp16, 8, 3, 384);
+        assert_eq!(c[0], "trtexec --onnx=model.onnx --fp16 --shapes=input:8x3x384x384 --saveEngine=model_fp16.plan");
+        assert!(c[1].starts_with("trtexec --loadEngine=model_fp16.plan --shapes=input:8x3x384x384"));
+        assert!(!trtexec_commands(Precision::Fp32, 1, 3, 224)[0].contains("--fp16"));
+    }
 }

@@ -77,12 +77,12 @@ fn explicit_int8_error_is_of_the_order_of_tflite_int8() {
     let (m, graph, x) = small_model();
     let w = m.weights;
     let want = CpuEngine::new(&graph, &w).unwrap().run(&x).unwrap().into_data();
-    let ranges = effv2_quantize::Calibration::run(&graph, &w, &[x.clone()], false).unwrap().ranges(effv2_quantize::RangeMethod::MinMax).unwrap();
+    let ranges = effv2_quantize::Calibration::run(&graph, &w, std::slice::from_ref(&x), false).unwrap().ranges(effv2_quantize::RangeMethod::MinMax).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let bytes = write_onnx(&graph, &w, &OnnxOptions { batch: 4, qdq_ranges: Some(ranges), ..Default::default() }).unwrap();
     std::fs::write(dir.path().join("model.onnx"), bytes).unwrap();
     let explicit = rel_err(&peers::onnxruntime(dir.path(), &x), &want);
-    let qm = effv2_quantize::quantize(&graph, &w, &[x.clone()], &effv2_quantize::QuantizeOptions { method: effv2_quantize::RangeMethod::MinMax, io: effv2_quantize::IoType::Int8 }).unwrap();
+    let qm = effv2_quantize::quantize(&graph, &w, std::slice::from_ref(&x), &effv2_quantize::QuantizeOptions { method: effv2_quantize::RangeMethod::MinMax, io: effv2_quantize::IoType::Int8 }).unwrap();
     let bytes = effv2_targets::onnx::write_int8_onnx(&qm, &OnnxOptions { batch: 4, ..Default::default() }, effv2_targets::onnx::Int8Form::Qdq).unwrap();
     std::fs::write(dir.path().join("model.onnx"), bytes).unwrap();
     let tflite = rel_err(&peers::onnxruntime(dir.path(), &x), &want);

@@ -44,11 +44,10 @@ impl Graph {
         let mut nodes = vec![Node { name: format!("{}.input", first.name), op: Op::Input, inputs: vec![], shape: first.shape, scope: first.scope }];
         let mut params = vec![];
         let mut param_map: HashMap<ParamId, ParamId> = HashMap::new();
-        for i in from + 1..=to {
+        for (i, n) in self.nodes.iter().enumerate().take(to + 1).skip(from + 1) {
             if !needed[i] {
                 continue;
             }
-            let n = &self.nodes[i];
             let mut op = n.op.clone();
             for p in op.params_mut() {
                 *p = *param_map.entry(*p).or_insert_with(|| {

@@ -41,6 +41,7 @@ pub(crate) const F: BlockKind = BlockKind::FusedMbConv;
 pub(crate) const M: BlockKind = BlockKind::MbConv;
 
 /// `r{repeats}_k{kernel}_s{stride}_e{expand}_i{in}_o{out}[_se{ratio}]`.
+#[allow(clippy::too_many_arguments)] // one argument per field of the official block string, in its order
 pub(crate) const fn row(
     kind: BlockKind,
     repeats: usize,
