@@ -39,6 +39,49 @@ pub enum BenchCommand {
     /// What this machine can run: each backend's libraries, accelerators (GPUs, Edge TPUs) and
     /// readiness, found without opening a device
     Devices(DevicesArgs),
+    /// Training images/s the data pipeline delivers here (read, decode, crop, RandAugment,
+    /// mixup/cutmix on worker threads, as `train` runs it), to set against `train-step`'s
+    Data(DataArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DataArgs {
+    /// synthetic (500x375 JPEGs written to a temporary folder, so decoding is timed), fashion-mnist,
+    /// or an ImageFolder directory (its train/ split when it has one)
+    #[arg(long, default_value = "synthetic")]
+    pub data: String,
+    /// Training image size
+    #[arg(long, default_value_t = 224)]
+    pub image_size: usize,
+    #[arg(long, default_value_t = 128)]
+    pub batch: usize,
+    /// Loader threads (default: every core but one, as `train --device cuda` uses)
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Batches timed (after a first, untimed one)
+    #[arg(long, default_value_t = 20)]
+    pub batches: usize,
+    /// RandAugment magnitude, two ops per image (0: none); the paper's last stage of S uses 15
+    #[arg(long, default_value_t = 10.0)]
+    pub randaug: f64,
+    /// Mixup alpha (0: none)
+    #[arg(long, default_value_t = 0.0)]
+    pub mixup: f64,
+    /// Cutmix alpha (0: none)
+    #[arg(long, default_value_t = 0.0)]
+    pub cutmix: f64,
+    /// Smallest random-resized-crop area, as a fraction of the image
+    #[arg(long, default_value_t = 0.08)]
+    pub min_crop_area: f64,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// --data synthetic: write the JPEGs to this new or empty directory and keep them (one
+    /// folder per class), e.g. for scripts/py/data_peer.py to read the same files
+    #[arg(long, value_name = "DIR")]
+    pub keep_synthetic: Option<PathBuf>,
+    /// Print one JSON object on stdout instead of text
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -188,7 +231,31 @@ pub fn execute(cmd: &BenchCommand) -> Result<(), BenchError> {
         BenchCommand::Sweep(a) => sweep(a),
         BenchCommand::TrainStep(a) => train_step(a),
         BenchCommand::Devices(a) => devices(a),
+        BenchCommand::Data(a) => data_rate(a),
     }
+}
+
+fn data_rate(a: &DataArgs) -> Result<(), BenchError> {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let o = crate::data_rate::DataOptions {
+        data: a.data.clone(),
+        image_size: a.image_size,
+        batch: a.batch,
+        workers: a.workers.unwrap_or(cores.saturating_sub(1).max(1)),
+        batches: a.batches,
+        randaug: a.randaug,
+        mixup: a.mixup,
+        cutmix: a.cutmix,
+        min_crop_area: a.min_crop_area,
+        seed: a.seed,
+        keep_synthetic: a.keep_synthetic.clone(),
+    };
+    if a.keep_synthetic.is_some() && a.data != "synthetic" {
+        return Err(BenchError::Args("--keep-synthetic is for --data synthetic".into()));
+    }
+    let r = crate::data_rate::measure_data(&o)?;
+    let text = if a.json { serde_json::to_string(&r).expect("reports serialize") } else { crate::data_rate::describe(&r) };
+    print_line(&text)
 }
 
 fn devices(a: &DevicesArgs) -> Result<(), BenchError> {

@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod coral;
 pub mod coral_report;
+pub mod data_rate;
 pub mod devices;
 pub mod machine;
 pub mod measure;

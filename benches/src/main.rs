@@ -9,7 +9,7 @@ fn main() -> ExitCode {
     match effv2_bench::cli::execute(&cli.command).map_err(anyhow::Error::from) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", effv2_edge::cli_args::error_line(e.as_ref()));
             ExitCode::FAILURE
         }
     }

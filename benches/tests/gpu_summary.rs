@@ -25,6 +25,23 @@ fn the_gpu_summary_of_a_committed_run_gives_its_ratios() {
     ] {
         assert!(text.contains(want), "{want:?} not in:\n{text}");
     }
+    // The data pipeline's line: our loader against the DataLoader peer and the training step's rate.
+    let d = tempfile::tempdir().unwrap();
+    let write = |name: &str, v: serde_json::Value| std::fs::write(d.path().join(name), v.to_string()).unwrap();
+    write("ours_data_224.json", serde_json::json!({"source": "synthetic: 64 JPEGs 500x375 (quality 90)", "image_size": 224, "randaug": 10.0, "workers": 15, "images_per_s": 4500.0}));
+    write("timm_data_224.json", serde_json::json!({"images_per_s": 3000.0}));
+    let summary = |dir: &Path| {
+        let out = Command::new(&python).arg(root.join("scripts/gpu/summarize.py")).arg(dir).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let text = summary(d.path());
+    assert!(text.contains("15 workers): ours 4500 img/s, torchvision + timm DataLoader 3000 img/s (1.50x)"), "{text}");
+    std::fs::copy(root.join("docs/gpu/h200-2026-11-28/ours_train_s224_bf16.json"), d.path().join("ours_train_s224_bf16.json")).unwrap();
+    assert!(summary(d.path()).contains("the bf16 training step takes 824 img/s: keeps up (5.5x)"));
+    write("ours_data_224.json", serde_json::json!({"source": "x", "image_size": 224, "randaug": 10.0, "workers": 1, "images_per_s": 300.0}));
+    assert!(summary(d.path()).contains("does NOT keep up (0.36x)"));
+
     // An empty folder is said to be one, not a crash.
     let empty = tempfile::tempdir().unwrap();
     let out = Command::new(&python).arg(root.join("scripts/gpu/summarize.py")).arg(empty.path()).output().unwrap();

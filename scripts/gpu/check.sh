@@ -9,7 +9,8 @@
 #            88.80% test top-1 after 5 epochs at 1,700 img/s on 2 cores)
 #   trainperf  EfficientNetV2-S 224px batch 128 training steps: ours (`effv2-bench train-step --device cuda`,
 #            bf16 mixed precision and tf32; TRAINPERF_PRECISIONS="bf16 tf32 fp32" adds FMA-only fp32) vs timm
-#            channels_last eager in bf16 autocast and in tf32, same call: images/s, TFLOP/s, memory
+#            channels_last eager in bf16 autocast and in tf32, same call: images/s, TFLOP/s, memory;
+#            and the data pipeline's images/s (ours vs torchvision + timm's transform, same JPEGs)
 #   trainab  bf16 training steps again with each lowering choice switched or tuned (see the section; also
 #            run by `trainperf` when TRAINPERF_AB=1)
 #   infer    EfficientNetV2-S 384px batch 128 fp16 inference: ours vs timm eager and torch.compile
@@ -84,6 +85,13 @@ if has trainperf; then
     timeout "${T_PEER:-200}" python3 scripts/py/gpu_train_peer.py --precision tf32 --model efficientnetv2_s --size 224 --batch 128 --gmacs "$gmacs" \
       > "$OUT/timm_train_s224_tf32.json" 2> "$OUT/timm_train_s224_tf32.log"; cat "$OUT/timm_train_s224_tf32.json"
   fi
+  # Data loading must keep up: our loader against torchvision + timm's transform on the same JPEGs,
+  # every core but one each (what `train --device cuda` uses by default).
+  w=$(( $(nproc) - 1 )); rm -rf /tmp/effv2-jpegs
+  timeout 60 "$B/effv2-bench" data --keep-synthetic /tmp/effv2-jpegs --workers $w --batch 128 --batches 20 --json \
+    > "$OUT/ours_data_224.json" 2> "$OUT/ours_data_224.log"; cat "$OUT/ours_data_224.json" | cut -c1-300
+  timeout 120 python3 scripts/py/data_peer.py --data /tmp/effv2-jpegs --workers $w --batch 128 --batches 20 \
+    > "$OUT/timm_data_224.json" 2> "$OUT/timm_data_224.log"; cut -c1-200 "$OUT/timm_data_224.json"
   # Several GPUs: the same steps data-parallel (global batch 128 per GPU, NCCL, synchronised BN).
   gpus=$(nvidia-smi -L | wc -l)
   if [ "$gpus" -gt 1 ]; then

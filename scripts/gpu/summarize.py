@@ -68,6 +68,26 @@ def training(d, out):
         out.append("")
 
 
+def data_pipeline(d, out):
+    """Training images/s of our loader and of torchvision + timm's transform on the same JPEGs, set
+    against what our bf16 training step consumes."""
+    o = load(os.path.join(d, "ours_data_224.json"))
+    if not o:
+        return
+    line = "Data pipeline (%s -> %d px, RandAugment m%g n2, %d workers): ours %.0f img/s" % (
+        o["source"], o["image_size"], o["randaug"], o["workers"], o["images_per_s"])
+    peer = load(os.path.join(d, "timm_data_224.json"))
+    if peer:
+        line += ", torchvision + timm DataLoader %.0f img/s (%s)" % (peer["images_per_s"], ratio_line(o["images_per_s"], peer["images_per_s"]))
+    step = load(os.path.join(d, "ours_train_s224_bf16.json"))
+    if step:
+        need = step["throughput_ips"]
+        line += "; the bf16 training step takes %.0f img/s: %s" % (
+            need, "keeps up (%.1fx)" % (o["images_per_s"] / need) if o["images_per_s"] >= need else "does NOT keep up (%.2fx)" % (o["images_per_s"] / need))
+    out.append(line)
+    out.append("")
+
+
 def inference(d, out):
     o = load(os.path.join(d, "ours_s384_fp16.json"))
     peer = load(os.path.join(d, "timm_s384.json"))
@@ -108,6 +128,7 @@ def main():
     d = sys.argv[1]
     out = []
     training(d, out)
+    data_pipeline(d, out)
     inference(d, out)
     correctness(d, out)
     print("\n".join(out) if out else "no results in %s" % d)

@@ -101,3 +101,46 @@ pub fn parse_size(s: &str) -> Result<(usize, usize), String> {
         None => s.trim().parse().map(|n| (n, n)).map_err(|_| bad()),
     }
 }
+
+/// An error and its causes on one line for a binary's `error: …` message, each cause added only
+/// when the text so far does not already say it (our error types often print their source inline,
+/// e.g. "PATH: No such file or directory", which a plain `{:#}` chain would repeat).
+pub fn error_line(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        cause = c.source();
+    }
+    line
+}
+
+#[cfg(test)]
+mod error_line_tests {
+    use super::error_line;
+
+    #[derive(Debug)]
+    struct Wrap(String, Option<std::io::Error>);
+    impl std::fmt::Display for Wrap {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(&self.0)
+        }
+    }
+    impl std::error::Error for Wrap {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_ref().map(|e| e as _)
+        }
+    }
+
+    #[test]
+    fn causes_already_in_the_message_are_not_repeated() {
+        let io = || std::io::Error::new(std::io::ErrorKind::NotFound, "No such file");
+        assert_eq!(error_line(&Wrap("/x: No such file".into(), Some(io()))), "/x: No such file");
+        assert_eq!(error_line(&Wrap("cannot open /x".into(), Some(io()))), "cannot open /x: No such file");
+        assert_eq!(error_line(&Wrap("plain".into(), None)), "plain");
+    }
+}

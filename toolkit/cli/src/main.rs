@@ -18,7 +18,7 @@ fn main() -> ExitCode {
     match cli::run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", effv2_edge::cli_args::error_line(e.as_ref()));
             ExitCode::FAILURE
         }
     }

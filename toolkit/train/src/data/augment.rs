@@ -1,12 +1,14 @@
 //! Per-image transforms: training (random resized crop, horizontal flip, RandAugment) and eval
 //! (resize the whole image, as a checkpoint's `squash` preprocessing does), both ending in
-//! normalised CHW floats. Resizing uses the `image` crate's triangle filter, the same one
-//! `effv2-edge predict` uses for bilinear checkpoints, so eval here and predict agree.
+//! normalised CHW floats. Resizing is the `image` crate's triangle filter to the bit (`resize`),
+//! the one `effv2-edge predict` uses for bilinear checkpoints, so eval here and predict agree.
 
-use image::imageops::FilterType;
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 
 use super::randaugment::rand_augment;
+use super::resize::crop_resize;
 use super::Img;
 use effv2_edge::rng::Rng;
 
@@ -21,29 +23,42 @@ pub struct AugmentConfig {
     pub std: Vec<f32>,
 }
 
-/// The image with `channels` channels (gray → RGB replicates, RGB → gray takes luma).
-pub fn to_channels(img: &Img, channels: usize) -> Img {
+/// The image with `channels` channels (gray → RGB replicates, RGB → gray takes luma); borrowed
+/// when it has them already.
+pub fn to_channels(img: &Img, channels: usize) -> Cow<'_, Img> {
     match (img.c, channels) {
-        (a, b) if a == b => img.clone(),
-        (_, 1) => Img::from_dynamic(&image::DynamicImage::ImageLuma8(img.to_dynamic().to_luma8())),
-        _ => Img::new(img.w, img.h, 3, img.to_dynamic().to_rgb8().into_raw()),
+        (a, b) if a == b => Cow::Borrowed(img),
+        (_, 1) => Cow::Owned(Img::from_dynamic(&image::DynamicImage::ImageLuma8(img.to_dynamic().to_luma8()))),
+        _ => Cow::Owned(Img::new(img.w, img.h, 3, img.to_dynamic().to_rgb8().into_raw())),
     }
 }
 
-fn resize(img: &Img, x: usize, y: usize, w: usize, h: usize, size: usize) -> Img {
-    let cropped = img.to_dynamic().crop_imm(x as u32, y as u32, w as u32, h as u32);
-    Img::from_dynamic(&cropped.resize_exact(size as u32, size as u32, FilterType::Triangle))
-}
-
-fn normalise(img: &Img, mean: &[f32], std: &[f32]) -> Vec<f32> {
+/// CHW floats `(v / 255 − mean) / std` into `out`, through a 256-entry table per channel (the
+/// same f32 operations per value, done once per level instead of once per pixel).
+fn normalise(img: &Img, mean: &[f32], std: &[f32], out: &mut [f32]) {
     let (c, n) = (img.c, img.w * img.h);
-    let mut out = vec![0.0; c * n];
-    for (i, px) in img.data.chunks_exact(c).enumerate() {
-        for ch in 0..c {
-            out[ch * n + i] = (px[ch] as f32 / 255.0 - mean[ch]) / std[ch];
+    assert_eq!(out.len(), c * n, "output slice for a {c}x{}x{} image", img.h, img.w);
+    for (ch, plane) in out.chunks_exact_mut(n).enumerate() {
+        let table: [f32; 256] = std::array::from_fn(|v| (v as f32 / 255.0 - mean[ch]) / std[ch]);
+        for (o, px) in plane.iter_mut().zip(img.data.chunks_exact(c)) {
+            *o = table[px[ch] as usize];
         }
     }
-    out
+}
+
+/// Mirror each row in place.
+fn flip(img: &mut Img) {
+    let c = img.c;
+    for row in img.data.chunks_exact_mut(img.w * c) {
+        let (mut a, mut b) = (0, img.w - 1);
+        while a < b {
+            for ch in 0..c {
+                row.swap(a * c + ch, b * c + ch);
+            }
+            a += 1;
+            b -= 1;
+        }
+    }
 }
 
 /// A crop box of area in `[min_area, 1]` of the image and aspect ratio in [3/4, 4/3] (log-uniform),
@@ -64,28 +79,36 @@ fn crop_box(w: usize, h: usize, min_area: f64, rng: &mut Rng) -> (usize, usize, 
 
 /// Training transform of one image; `magnitude` 0 turns RandAugment off.
 pub fn train_transform(img: &Img, size: usize, channels: usize, cfg: &AugmentConfig, magnitude: f64, rng: &mut Rng) -> Vec<f32> {
+    let mut out = vec![0.0; channels * size * size];
+    train_transform_into(img, size, channels, cfg, magnitude, rng, &mut out);
+    out
+}
+
+/// [`train_transform`] into `out` (`channels`·`size`², e.g. the image's slot of a batch).
+pub fn train_transform_into(img: &Img, size: usize, channels: usize, cfg: &AugmentConfig, magnitude: f64, rng: &mut Rng, out: &mut [f32]) {
     let img = to_channels(img, channels);
     let (x, y, w, h) = crop_box(img.w, img.h, cfg.min_area, rng);
-    let mut out = resize(&img, x, y, w, h, size);
+    let mut img = crop_resize(&img, x, y, w, h, size);
     if cfg.flip && rng.uniform() < 0.5 {
-        let c = out.c;
-        for row in out.data.chunks_exact_mut(out.w * c) {
-            let mut px: Vec<&[u8]> = row.chunks_exact(c).collect();
-            px.reverse();
-            let flipped: Vec<u8> = px.concat();
-            row.copy_from_slice(&flipped);
-        }
+        flip(&mut img);
     }
     if magnitude > 0.0 && cfg.randaug_layers > 0 {
-        out = rand_augment(&out, cfg.randaug_layers, magnitude, rng);
+        img = rand_augment(&img, cfg.randaug_layers, magnitude, rng);
     }
-    normalise(&out, &cfg.mean, &cfg.std)
+    normalise(&img, &cfg.mean, &cfg.std, out)
 }
 
 /// Eval transform: the whole image resized to `size`×`size`, normalised.
 pub fn eval_transform(img: &Img, size: usize, channels: usize, mean: &[f32], std: &[f32]) -> Vec<f32> {
+    let mut out = vec![0.0; channels * size * size];
+    eval_transform_into(img, size, channels, mean, std, &mut out);
+    out
+}
+
+/// [`eval_transform`] into `out` (`channels`·`size`²).
+pub fn eval_transform_into(img: &Img, size: usize, channels: usize, mean: &[f32], std: &[f32], out: &mut [f32]) {
     let img = to_channels(img, channels);
-    normalise(&resize(&img, 0, 0, img.w, img.h, size), mean, std)
+    normalise(&crop_resize(&img, 0, 0, img.w, img.h, size), mean, std, out)
 }
 
 #[cfg(test)]

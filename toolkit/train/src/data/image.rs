@@ -26,6 +26,17 @@ impl Img {
         }
     }
 
+    /// [`Img::from_dynamic`] taking the decoder's buffer where it already is 8-bit gray or RGB
+    /// (the loader's case: a decoded photo is not copied again).
+    pub fn from_decoded(img: DynamicImage) -> Self {
+        let (w, h) = (img.width() as usize, img.height() as usize);
+        match img {
+            DynamicImage::ImageLuma8(g) => Img::new(w, h, 1, g.into_raw()),
+            DynamicImage::ImageRgb8(g) => Img::new(w, h, 3, g.into_raw()),
+            other => Img::from_dynamic(&other),
+        }
+    }
+
     pub fn to_dynamic(&self) -> DynamicImage {
         let (w, h) = (self.w as u32, self.h as u32);
         match self.c {

@@ -8,7 +8,7 @@ use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use super::augment::{eval_transform, train_transform, AugmentConfig};
+use super::augment::{eval_transform_into, train_transform_into, AugmentConfig};
 use super::mix::{mix_batch, MixConfig};
 use super::Dataset;
 use crate::TrainError;
@@ -58,17 +58,18 @@ fn make_batch(data: &Dataset, plan: &EpochPlan, b: usize) -> Result<Batch, Train
     let idx = &plan.order[b * plan.batch..((b + 1) * plan.batch).min(plan.order.len())];
     let mut rng = Rng::new(plan.seed ^ (b as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03));
     let (n, len) = (idx.len(), plan.channels * plan.size * plan.size);
-    let mut x = Vec::with_capacity(n * len);
+    // Each image is transformed straight into its slot of the batch.
+    let mut x = vec![0.0; n * len];
     let mut targets = vec![0.0; n * plan.classes];
     let mut labels = Vec::with_capacity(n);
-    for (k, &i) in idx.iter().enumerate() {
+    for ((k, &i), slot) in idx.iter().enumerate().zip(x.chunks_exact_mut(len.max(1))) {
         let img = data.image(i)?;
         let a = &plan.augment;
-        x.extend(if plan.train {
-            train_transform(&img, plan.size, plan.channels, a, plan.magnitude, &mut rng)
+        if plan.train {
+            train_transform_into(&img, plan.size, plan.channels, a, plan.magnitude, &mut rng, slot)
         } else {
-            eval_transform(&img, plan.size, plan.channels, &a.mean, &a.std)
-        });
+            eval_transform_into(&img, plan.size, plan.channels, &a.mean, &a.std, slot)
+        }
         let l = data.labels[i];
         if l >= plan.classes {
             return Err(TrainError::Data(format!("label {l} of sample {i} is outside the model's {} classes", plan.classes)));

@@ -9,8 +9,9 @@ mod image;
 mod loader;
 mod mix;
 mod randaugment;
+mod resize;
 
-pub use augment::{eval_transform, train_transform, AugmentConfig};
+pub use augment::{eval_transform, eval_transform_into, train_transform, train_transform_into, AugmentConfig};
 pub use fashion::{fashion_mnist, FASHION_DIR, FASHION_INSTALL, FASHION_LABELS};
 pub use folder::image_folder;
 pub use image::Img;
@@ -65,7 +66,7 @@ impl Dataset {
             Samples::Files(v) => {
                 let p = v.get(i).ok_or_else(|| TrainError::Data(format!("sample {i} out of range")))?;
                 let img = effv2_edge::imaging::load(p).map_err(|e| TrainError::Data(e.to_string()))?;
-                Ok(Img::from_dynamic(&img))
+                Ok(Img::from_decoded(img))
             }
         }
     }

@@ -61,8 +61,15 @@ pub fn apply(op: &str, img: &Img, level: f64, rng: &mut Rng) -> Img {
         }
         "Color" | "Contrast" | "Brightness" | "Sharpness" => {
             let f = 1.0 + signed(0.9 * level, rng);
-            let base = degenerate(op, img);
-            Img { data: img.data.iter().zip(&base).map(|(&a, &b)| (b as f64 + f * (a as f64 - b as f64)).round().clamp(0.0, 255.0) as u8).collect(), ..img.clone() }
+            let blend = |a: u8, b: u8| round(b as f64 + f * (a as f64 - b as f64)).clamp(0, 255) as u8;
+            match degenerate(op, img) {
+                // One level to blend towards: a table over the 256 input levels.
+                Degenerate::Level(b) => {
+                    let t: [u8; 256] = std::array::from_fn(|a| blend(a as u8, b));
+                    map(img, |a| t[a as usize])
+                }
+                Degenerate::Image(base) => Img { data: img.data.iter().zip(&base).map(|(&a, &b)| blend(a, b)).collect(), ..img.clone() },
+            }
         }
         "Rotate" => {
             let a = signed(30.0 * level, rng).to_radians();
@@ -124,31 +131,35 @@ fn equalize_lut(vals: &[u8]) -> [u8; 256] {
 }
 
 /// What an enhancement op blends away from: black, the mean gray, the luma image, a blur.
-fn degenerate(op: &str, img: &Img) -> Vec<u8> {
-    let luma = img.luma();
+enum Degenerate {
+    Level(u8),
+    Image(Vec<u8>),
+}
+
+fn degenerate(op: &str, img: &Img) -> Degenerate {
     match op {
-        "Brightness" => vec![0; img.data.len()],
+        "Brightness" => Degenerate::Level(0),
         "Contrast" => {
-            let mean = (luma.iter().map(|&v| v as f64).sum::<f64>() / luma.len().max(1) as f64).round() as u8;
-            vec![mean; img.data.len()]
+            let luma = img.luma();
+            Degenerate::Level((luma.iter().map(|&v| v as f64).sum::<f64>() / luma.len().max(1) as f64).round() as u8)
         }
-        "Color" => luma.iter().flat_map(|&l| std::iter::repeat_n(l, img.c)).collect(),
+        "Color" => Degenerate::Image(img.luma().iter().flat_map(|&l| std::iter::repeat_n(l, img.c)).collect()),
         _ => {
-            // PIL's SMOOTH kernel [[1,1,1],[1,5,1],[1,1,1]]/13, borders kept.
+            // PIL's SMOOTH kernel [[1,1,1],[1,5,1],[1,1,1]]/13, borders kept; a row at a time so
+            // the nine integer taps run over contiguous values.
+            let (c, stride) = (img.c, img.w * img.c);
             let mut out = img.data.clone();
-            for y in 1..img.h.saturating_sub(1) {
-                for x in 1..img.w.saturating_sub(1) {
-                    for ch in 0..img.c {
-                        let mut s = 0u32;
-                        for (dy, dx) in (0..3).flat_map(|a| (0..3).map(move |b| (a, b))) {
-                            let wgt = if dy == 1 && dx == 1 { 5 } else { 1 };
-                            s += wgt * img.data[((y + dy - 1) * img.w + x + dx - 1) * img.c + ch] as u32;
-                        }
-                        out[(y * img.w + x) * img.c + ch] = ((s + 6) / 13) as u8;
+            if img.w >= 3 {
+                for y in 1..img.h.saturating_sub(1) {
+                    let (up, mid, down) = (&img.data[(y - 1) * stride..][..stride], &img.data[y * stride..][..stride], &img.data[(y + 1) * stride..][..stride]);
+                    for (i, o) in out[y * stride..][..stride].iter_mut().enumerate().take(stride - c).skip(c) {
+                        let side = |r: &[u8]| r[i - c] as u32 + r[i + c] as u32;
+                        let s = side(up) + up[i] as u32 + side(mid) + 5 * mid[i] as u32 + side(down) + down[i] as u32;
+                        *o = ((s + 6) / 13) as u8;
                     }
                 }
             }
-            out
+            Degenerate::Image(out)
         }
     }
 }
@@ -157,19 +168,29 @@ fn degenerate(op: &str, img: &Img) -> Vec<u8> {
 /// nearest neighbour, [`FILL`] outside.
 fn affine(img: &Img, m: [f64; 4], tx: f64, ty: f64, centred: bool) -> Img {
     let (cx, cy) = if centred { ((img.w as f64 - 1.0) / 2.0, (img.h as f64 - 1.0) / 2.0) } else { (0.0, 0.0) };
-    let mut out = Img { data: vec![FILL; img.data.len()], ..img.clone() };
+    let (c, w, h) = (img.c, img.w as i64, img.h as i64);
+    let mut data = vec![FILL; img.data.len()];
     for y in 0..img.h {
         for x in 0..img.w {
             let (dx, dy) = (x as f64 - cx, y as f64 - cy);
-            let sx = (m[0] * dx + m[1] * dy + cx + tx).round();
-            let sy = (m[2] * dx + m[3] * dy + cy + ty).round();
-            if sx >= 0.0 && sy >= 0.0 && (sx as usize) < img.w && (sy as usize) < img.h {
-                let src = img.px(sx as usize, sy as usize).to_vec();
-                out.data[(y * img.w + x) * img.c..][..img.c].copy_from_slice(&src);
+            let sx = round(m[0] * dx + m[1] * dy + cx + tx);
+            let sy = round(m[2] * dx + m[3] * dy + cy + ty);
+            if (0..w).contains(&sx) && (0..h).contains(&sy) {
+                let src = (sy as usize * img.w + sx as usize) * c;
+                data[(y * img.w + x) * c..][..c].copy_from_slice(&img.data[src..src + c]);
             }
         }
     }
-    out
+    Img { data, ..*img }
+}
+
+/// `v.round()` (half away from zero) as an integer, without the libm call the loops above made
+/// per value: exact for |v| < 2^52, where the truncation and the fraction are exact.
+#[inline]
+fn round(v: f64) -> i64 {
+    let t = v as i64;
+    let f = v - t as f64;
+    t + (f >= 0.5) as i64 - (f <= -0.5) as i64
 }
 
 #[cfg(test)]
@@ -178,6 +199,13 @@ mod tests {
 
     fn ramp() -> Img {
         Img::new(8, 8, 1, (0..64).map(|i| (i * 3 + 40) as u8).collect())
+    }
+
+    #[test]
+    fn round_is_f64_round() {
+        for v in [0.0, 0.5, -0.5, 1.49999999, 2.5, -2.5, -0.49999999999999994, 0.49999999999999994, 254.5, -1e9 - 0.5, 7.3e12 + 0.5] {
+            assert_eq!(round(v), v.round() as i64, "{v}");
+        }
     }
 
     #[test]
