@@ -95,6 +95,7 @@ pub fn measure_data(o: &DataOptions) -> Result<DataReport, BenchError> {
         mix: MixConfig { mixup: o.mixup, cutmix: o.cutmix },
         seed: o.seed,
         drop_last: true,
+        eval_preprocess: None,
     };
     // The training loop's own prefetch depth (run::fit).
     let loader = Loader::spawn(Arc::new(ds), plan, 0, o.workers.max(1), 4);

@@ -1,7 +1,7 @@
 //! `effv2-edge eval`: top-1/top-5 on a dataset's test split, of a checkpoint (run on the f32
 //! inference engine; a training run's checkpoints hold EMA weights) or of a built artifact (run
 //! through effv2-runtime exactly as deployed: fp32 or int8 ONNX in tract, a coral `.tflite` in
-//! TFLite). Both use the model's own preprocessing.
+//! TFLite). Both use the model's own preprocessing (resize, centre crop, interpolation, mean/std).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -74,15 +74,15 @@ pub fn run(a: &EvalArgs) -> Result<()> {
     if a.batch_size == 0 {
         bail!("--batch-size must be at least 1");
     }
-    // (what, model, classes, channels, size, mean, std)
-    let (what, mut model, classes, channels, size, mean, std) = match (&a.checkpoint, &a.artifact) {
+    // (what, model, classes, channels, the model's preprocessing)
+    let (what, mut model, classes, channels, pre) = match (&a.checkpoint, &a.artifact) {
         (Some(path), _) => {
             let ckpt = Checkpoint::load(path)?;
             let pre = &ckpt.config.preprocess;
             let graph = ckpt.graph(pre.size, pre.size)?;
             let engine = CpuEngine::new(&graph, &ckpt.weights)?;
             let o = &ckpt.config.options;
-            (path.clone(), Model::Engine(engine), o.num_classes, o.in_channels, pre.size, pre.mean.clone(), pre.std.clone())
+            (path.clone(), Model::Engine(engine), o.num_classes, o.in_channels, pre.clone())
         }
         (None, Some(dir)) => {
             let rt = open(dir, &OpenOptions::default()).with_context(|| format!("opening artifact {}", dir.display()))?;
@@ -92,7 +92,7 @@ pub fn run(a: &EvalArgs) -> Result<()> {
                 bail!("artifact input {h}x{w} does not match its preprocessing size {}", m.preprocess.size);
             }
             eprintln!("{}: {} {} on {}", dir.display(), m.target, m.precision, rt.backend());
-            (dir.clone(), Model::Artifact(rt), m.num_classes, c, h, m.preprocess.mean, m.preprocess.std)
+            (dir.clone(), Model::Artifact(rt), m.num_classes, c, m.preprocess)
         }
         (None, None) => bail!("give --checkpoint CKPT or --artifact DIR"),
     };
@@ -103,7 +103,8 @@ pub fn run(a: &EvalArgs) -> Result<()> {
     if test.classes.len() != classes {
         bail!("{} has {} classes but the model has {classes}", a.data, test.classes.len());
     }
-    let augment = AugmentConfig { min_area: 1.0, flip: false, randaug_layers: 0, mean, std };
+    let size = pre.size;
+    let augment = AugmentConfig { min_area: 1.0, flip: false, randaug_layers: 0, mean: pre.mean.clone(), std: pre.std.clone() };
     let plan = EpochPlan {
         order: (0..test.len()).collect(),
         batch: a.batch_size,
@@ -116,6 +117,9 @@ pub fn run(a: &EvalArgs) -> Result<()> {
         mix: MixConfig::default(),
         seed: 0,
         drop_last: false,
+        // Resize, crop and interpolation as the model says: an imported timm / torchvision model
+        // is scored with its own centre crop, as `predict` runs it.
+        eval_preprocess: Some(pre),
     };
     let (mut c1, mut c5, mut n) = (0, 0, 0);
     for b in Loader::spawn(Arc::new(test), plan, 0, 2, 4) {

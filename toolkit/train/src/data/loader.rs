@@ -12,7 +12,9 @@ use super::augment::{eval_transform_into, train_transform_into, AugmentConfig};
 use super::mix::{mix_batch, MixConfig};
 use super::Dataset;
 use crate::TrainError;
+use effv2_edge::imaging;
 use effv2_edge::rng::Rng;
+use effv2_edge::spec::Preprocess;
 
 /// One epoch's worth of work for the loader.
 #[derive(Clone, Debug)]
@@ -31,6 +33,10 @@ pub struct EpochPlan {
     pub seed: u64,
     /// Drop a last partial batch (training keeps batch statistics comparable).
     pub drop_last: bool,
+    /// Eval batches: the model's own preprocessing (resize, centre crop, interpolation, mean/std,
+    /// as `predict` applies it; its size must be `size`); None: the whole image resized with
+    /// `augment`'s mean/std, the eval a training run records in its checkpoints.
+    pub eval_preprocess: Option<Preprocess>,
 }
 
 impl EpochPlan {
@@ -65,10 +71,16 @@ fn make_batch(data: &Dataset, plan: &EpochPlan, b: usize) -> Result<Batch, Train
     for ((k, &i), slot) in idx.iter().enumerate().zip(x.chunks_exact_mut(len.max(1))) {
         let img = data.image(i)?;
         let a = &plan.augment;
-        if plan.train {
-            train_transform_into(&img, plan.size, plan.channels, a, plan.magnitude, &mut rng, slot)
-        } else {
-            eval_transform_into(&img, plan.size, plan.channels, &a.mean, &a.std, slot)
+        match (plan.train, &plan.eval_preprocess) {
+            (true, _) => train_transform_into(&img, plan.size, plan.channels, a, plan.magnitude, &mut rng, slot),
+            (false, None) => eval_transform_into(&img, plan.size, plan.channels, &a.mean, &a.std, slot),
+            (false, Some(pre)) => {
+                if pre.size != plan.size {
+                    return Err(TrainError::Data(format!("eval preprocessing is for {} px, the batches are {} px", pre.size, plan.size)));
+                }
+                let t = imaging::preprocess(&img.to_dynamic(), pre, plan.channels).map_err(|e| TrainError::Data(e.to_string()))?;
+                slot.copy_from_slice(t.data());
+            }
         }
         let l = data.labels[i];
         if l >= plan.classes {
@@ -157,6 +169,7 @@ impl Drop for Loader {
 mod tests {
     use super::*;
     use crate::data::{Img, Samples};
+    use effv2_edge::spec::{CropMode, Interpolation};
 
     fn data(n: usize) -> Arc<Dataset> {
         let samples = (0..n).map(|i| Img::new(6, 6, 1, vec![(i * 10) as u8; 36])).collect();
@@ -165,7 +178,7 @@ mod tests {
 
     fn plan(train: bool) -> EpochPlan {
         let augment = AugmentConfig { min_area: 0.5, flip: true, randaug_layers: 2, mean: vec![0.5], std: vec![0.5] };
-        EpochPlan { order: (0..10).rev().collect(), batch: 4, size: 8, channels: 1, classes: 3, train, augment, magnitude: 5.0, mix: MixConfig { mixup: 0.2, cutmix: 0.2 }, seed: 7, drop_last: train }
+        EpochPlan { order: (0..10).rev().collect(), batch: 4, size: 8, channels: 1, classes: 3, train, augment, magnitude: 5.0, mix: MixConfig { mixup: 0.2, cutmix: 0.2 }, seed: 7, drop_last: train, eval_preprocess: None }
     }
 
     #[test]
@@ -183,6 +196,25 @@ mod tests {
         let eval: Vec<Batch> = Loader::spawn(data(10), plan(false), 0, 2, 2).map(|b| b.unwrap()).collect();
         assert_eq!(eval.iter().map(|b| b.n).collect::<Vec<_>>(), vec![4, 4, 2]);
         assert!((eval[2].x[0] - (10.0 / 255.0 - 0.5) / 0.5).abs() < 1e-5);
+        // Eval with a model's own preprocessing (an imported timm model's centre crop, bicubic):
+        // each image exactly as `imaging::preprocess` (what `predict` runs) makes it.
+        let pre = Preprocess { mean: vec![0.4], std: vec![0.2], interpolation: Interpolation::Bicubic, size: 8, crop_pct: 0.5, crop: CropMode::Center };
+        let mut p = plan(false);
+        p.augment.mean = pre.mean.clone();
+        p.augment.std = pre.std.clone();
+        let samples = (0..10).map(|i| Img::new(6, 10, 1, (0..60).map(|v| (v * 4 + i) as u8).collect())).collect();
+        let d = Arc::new(Dataset { samples: Samples::Memory(samples), labels: (0..10).map(|i| i % 3).collect(), classes: vec!["a".into(), "b".into(), "c".into()] });
+        let whole: Vec<Batch> = Loader::spawn(d.clone(), p.clone(), 0, 1, 2).map(|b| b.unwrap()).collect();
+        p.eval_preprocess = Some(pre.clone());
+        let got: Vec<Batch> = Loader::spawn(d.clone(), p.clone(), 0, 2, 2).map(|b| b.unwrap()).collect();
+        for (k, &i) in p.order.iter().enumerate() {
+            let want = imaging::preprocess(&d.image(i).unwrap().to_dynamic(), &pre, 1).unwrap();
+            assert_eq!(&got[k / 4].x[(k % 4) * 64..][..64], want.data(), "image {i}");
+        }
+        assert_ne!(got[0].x, whole[0].x, "a centre crop is not the whole image");
+        p.size = 16;
+        let e = Loader::spawn(d, p, 0, 1, 1).next().unwrap().unwrap_err();
+        assert!(e.to_string().contains("eval preprocessing is for 8 px, the batches are 16 px"), "{e}");
         // Dropping a loader part-way stops its workers.
         let mut l = Loader::spawn(data(10), plan(false), 0, 2, 1);
         l.next();

@@ -18,7 +18,7 @@ pub struct EvalResult {
 pub fn evaluate(engine: &mut dyn TrainEngine, data: &Arc<Dataset>, size: usize, channels: usize, mean: &[f32], std: &[f32], batch: usize, workers: usize) -> Result<EvalResult, TrainError> {
     let classes = data.classes.len();
     let augment = AugmentConfig { min_area: 1.0, flip: false, randaug_layers: 0, mean: mean.to_vec(), std: std.to_vec() };
-    let plan = EpochPlan { order: (0..data.len()).collect(), batch, size, channels, classes, train: false, augment, magnitude: 0.0, mix: MixConfig::default(), seed: 0, drop_last: false };
+    let plan = EpochPlan { order: (0..data.len()).collect(), batch, size, channels, classes, train: false, augment, magnitude: 0.0, mix: MixConfig::default(), seed: 0, drop_last: false, eval_preprocess: None };
     let (mut c1, mut c5, mut n) = (0, 0, 0);
     for b in Loader::spawn(data.clone(), plan, 0, workers, 4) {
         let b = b?;

@@ -128,6 +128,7 @@ fn run<E: TrainEngine>(
             mix: MixConfig { mixup: stage.mixup, cutmix: stage.cutmix },
             seed: cfg.seed ^ (epoch as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15),
             drop_last: true,
+            eval_preprocess: None,
         };
         let t0 = Instant::now();
         let (mut loss_sum, mut correct, mut seen) = (0f64, 0usize, 0usize);
