@@ -159,6 +159,24 @@ fn predict_prints_top_classes_and_rejects_non_images() {
     let text = stdout(&effv2(&["predict", "--checkpoint", &ckpt, &png]));
     assert!(text.contains("thing ") && text.contains('%'), "{text}");
 
+    // The same model built for the CPU and run as deployed (tract): the same classes, labels from
+    // the manifest, probabilities within f32 rounding of the reference engine's.
+    let art = d("art");
+    let o = effv2(&["build", "--target", "cpu", "--checkpoint", &ckpt, "-o", &art]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = effv2(&["predict", "--artifact", &art, &png, &jpg, "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let w: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    for (a, b) in v.as_array().unwrap().iter().zip(w.as_array().unwrap()) {
+        for (x, y) in a["top"].as_array().unwrap().iter().zip(b["top"].as_array().unwrap()) {
+            assert_eq!((&x["class"], &x["label"]), (&y["class"], &y["label"]));
+            assert!((x["prob"].as_f64().unwrap() - y["prob"].as_f64().unwrap()).abs() < 1e-4, "{x} vs {y}");
+        }
+    }
+    assert!(stderr(&o).contains("cpu fp32 on cpu"), "{}", stderr(&o));
+    assert_clean_failure(&effv2(&["predict", "--checkpoint", &ckpt, "--artifact", &art, &png]), "cannot be used with");
+    assert_clean_failure(&effv2(&["predict", "--artifact", &d("nowhere"), &png]), "nowhere");
+
     let txt = d("notes.png");
     std::fs::write(&txt, b"this is not an image").unwrap();
     assert_clean_failure(&effv2(&["predict", "--checkpoint", &ckpt, &png, &txt]), "not a readable PNG/JPEG image");

@@ -6,14 +6,12 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::Args;
 use serde_json::json;
 
-use effv2_edge::engine::CpuEngine;
-use effv2_edge::weights::Checkpoint;
+use super::scored::Scored;
 use effv2_edge::Tensor;
-use effv2_runtime::{open, OpenOptions, Runtime};
 use effv2_train::data::{self, AugmentConfig, EpochPlan, Loader, MixConfig};
 use effv2_train::loss::topk_correct;
 
@@ -39,63 +37,13 @@ pub struct EvalArgs {
     pub json: bool,
 }
 
-/// What is evaluated: logits for a `[n, C, H, W]` batch of preprocessed images.
-enum Model {
-    Engine(CpuEngine),
-    Artifact(Box<dyn Runtime>),
-}
-
-impl Model {
-    fn logits(&mut self, x: Tensor, classes: usize) -> Result<Vec<f32>> {
-        match self {
-            Model::Engine(e) => Ok(e.run(&x)?.into_data()),
-            Model::Artifact(rt) => {
-                // The artifact's batch is static: run it in chunks, the last one padded with zeros.
-                let [b, c, h, w] = rt.input_shape();
-                let per = c * h * w;
-                let n = x.shape()[0];
-                let mut out = Vec::with_capacity(n * classes);
-                for chunk in x.data().chunks(b * per) {
-                    let mut input = chunk.to_vec();
-                    input.resize(b * per, 0.0);
-                    let y = rt.run(&input)?;
-                    if y.len() != b * classes {
-                        bail!("the artifact returned {} values for {b} images of {classes} classes", y.len());
-                    }
-                    out.extend_from_slice(&y[..chunk.len() / per * classes]);
-                }
-                Ok(out)
-            }
-        }
-    }
-}
-
 pub fn run(a: &EvalArgs) -> Result<()> {
     if a.batch_size == 0 {
         bail!("--batch-size must be at least 1");
     }
-    // (what, model, classes, channels, the model's preprocessing)
-    let (what, mut model, classes, channels, pre) = match (&a.checkpoint, &a.artifact) {
-        (Some(path), _) => {
-            let ckpt = Checkpoint::load(path)?;
-            let pre = &ckpt.config.preprocess;
-            let graph = ckpt.graph(pre.size, pre.size)?;
-            let engine = CpuEngine::new(&graph, &ckpt.weights)?;
-            let o = &ckpt.config.options;
-            (path.clone(), Model::Engine(engine), o.num_classes, o.in_channels, pre.clone())
-        }
-        (None, Some(dir)) => {
-            let rt = open(dir, &OpenOptions::default()).with_context(|| format!("opening artifact {}", dir.display()))?;
-            let m = rt.manifest().clone();
-            let [_, c, h, w] = rt.input_shape();
-            if h != w || h != m.preprocess.size {
-                bail!("artifact input {h}x{w} does not match its preprocessing size {}", m.preprocess.size);
-            }
-            eprintln!("{}: {} {} on {}", dir.display(), m.target, m.precision, rt.backend());
-            (dir.clone(), Model::Artifact(rt), m.num_classes, c, m.preprocess)
-        }
-        (None, None) => bail!("give --checkpoint CKPT or --artifact DIR"),
-    };
+    let mut model = Scored::open(a.checkpoint.as_ref(), a.artifact.as_ref())?;
+    let what = a.checkpoint.as_ref().or(a.artifact.as_ref()).map(|p| p.display().to_string()).unwrap_or_default();
+    let (classes, channels, pre) = (model.classes, model.channels, model.preprocess.clone());
     let (_, mut test) = data::open(&a.data)?;
     if let Some(n) = a.limit {
         test = test.take(n);
@@ -124,7 +72,7 @@ pub fn run(a: &EvalArgs) -> Result<()> {
     let (mut c1, mut c5, mut n) = (0, 0, 0);
     for b in Loader::spawn(Arc::new(test), plan, 0, 2, 4) {
         let b = b?;
-        let logits = model.logits(Tensor::new(vec![b.n, channels, size, size], b.x)?, classes)?;
+        let logits = model.logits(Tensor::new(vec![b.n, channels, size, size], b.x)?)?;
         c1 += topk_correct(&logits, &b.labels, classes, 1);
         c5 += topk_correct(&logits, &b.labels, classes, 5.min(classes));
         n += b.n;
@@ -133,7 +81,7 @@ pub fn run(a: &EvalArgs) -> Result<()> {
     if a.json {
         println!("{}", json!({"top1": top1, "top5": top5, "images": n}));
     } else {
-        println!("{}: top-1 {:.2}%  top-5 {:.2}%  ({n} images at {size}px)", what.display(), top1 * 100.0, top5 * 100.0);
+        println!("{}: top-1 {:.2}%  top-5 {:.2}%  ({n} images at {size}px)", what, top1 * 100.0, top5 * 100.0);
     }
     Ok(())
 }

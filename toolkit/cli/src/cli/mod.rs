@@ -8,6 +8,7 @@ mod inspect;
 mod list;
 mod predict;
 mod run;
+mod scored;
 mod train;
 
 use anyhow::Result;
@@ -38,7 +39,7 @@ pub enum Command {
     Build(build::BuildArgs),
     /// Run a checkpoint on a float32 NCHW .npy batch, write the logits as .npy
     Run(run::RunArgs),
-    /// Classify PNG/JPEG images with a checkpoint
+    /// Classify PNG/JPEG images with a checkpoint or a built artifact
     Predict(predict::PredictArgs),
     /// Latency of an artifact on this machine, or the Fused-MBConv placement sweep (same as effv2-bench)
     Bench(bench::BenchArgs),
