@@ -65,16 +65,15 @@ pub fn measure_data(o: &DataOptions) -> Result<DataReport, BenchError> {
     if o.batch == 0 || o.batches == 0 || o.image_size == 0 {
         return Err(BenchError::Args("--batch, --batches and --image-size must be positive".into()));
     }
-    let mut _synthetic = None;
-    let (ds, channels, source) = match o.data.as_str() {
-        "synthetic" => {
-            let dir = SyntheticJpegs::write(o.keep_synthetic.clone(), o.seed)?;
-            let ds = data::image_folder(&dir.0, None)?;
-            _synthetic = Some(dir);
+    // Held to the end: a temporary folder is removed when this drops.
+    let synthetic = if o.data == "synthetic" { Some(SyntheticJpegs::write(o.keep_synthetic.clone(), o.seed)?) } else { None };
+    let (ds, channels, source) = match (&synthetic, o.data.as_str()) {
+        (Some(jpegs), _) => {
+            let ds = data::image_folder(&jpegs.0, None)?;
             (ds, 3, format!("synthetic: {SYNTHETIC_IMAGES} JPEGs {}x{} (quality 90)", SYNTHETIC_SIZE.0, SYNTHETIC_SIZE.1))
         }
-        "fashion-mnist" => (data::fashion_mnist(true)?, 1, "fashion-mnist train (28x28 gray, in memory)".to_string()),
-        dir => {
+        (None, "fashion-mnist") => (data::fashion_mnist(true)?, 1, "fashion-mnist train (28x28 gray, in memory)".to_string()),
+        (None, dir) => {
             let p = Path::new(dir);
             let split = if p.join("train").is_dir() { p.join("train") } else { p.to_path_buf() };
             let ds = data::image_folder(&split, None)?;
