@@ -53,6 +53,7 @@ pub struct DataArgs {
     /// Training image size
     #[arg(long, default_value_t = 224)]
     pub image_size: usize,
+    /// Images per batch
     #[arg(long, default_value_t = 128)]
     pub batch: usize,
     /// Loader threads (default: every core but one, as `train --device cuda` uses)
@@ -73,6 +74,7 @@ pub struct DataArgs {
     /// Smallest random-resized-crop area, as a fraction of the image
     #[arg(long, default_value_t = 0.08)]
     pub min_crop_area: f64,
+    /// Seed of the crops and augmentation draws (and of the synthetic images)
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// --data synthetic: write the JPEGs to this new or empty directory and keep them (one
@@ -236,6 +238,9 @@ pub fn execute(cmd: &BenchCommand) -> Result<(), BenchError> {
 }
 
 fn data_rate(a: &DataArgs) -> Result<(), BenchError> {
+    if a.keep_synthetic.is_some() && a.data != "synthetic" {
+        return Err(BenchError::Args("--keep-synthetic is for --data synthetic".into()));
+    }
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let o = crate::data_rate::DataOptions {
         data: a.data.clone(),
@@ -250,9 +255,6 @@ fn data_rate(a: &DataArgs) -> Result<(), BenchError> {
         seed: a.seed,
         keep_synthetic: a.keep_synthetic.clone(),
     };
-    if a.keep_synthetic.is_some() && a.data != "synthetic" {
-        return Err(BenchError::Args("--keep-synthetic is for --data synthetic".into()));
-    }
     let r = crate::data_rate::measure_data(&o)?;
     let text = if a.json { serde_json::to_string(&r).expect("reports serialize") } else { crate::data_rate::describe(&r) };
     print_line(&text)
