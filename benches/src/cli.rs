@@ -56,7 +56,7 @@ pub struct DataArgs {
     /// Images per batch
     #[arg(long, default_value_t = 128)]
     pub batch: usize,
-    /// Loader threads (default: every core but one, as `train --device cuda` uses)
+    /// Loader threads (default: as `train --device cuda` uses, every core but one, 2 to 16)
     #[arg(long)]
     pub workers: Option<usize>,
     /// Batches timed (after a first, untimed one)
@@ -241,12 +241,11 @@ fn data_rate(a: &DataArgs) -> Result<(), BenchError> {
     if a.keep_synthetic.is_some() && a.data != "synthetic" {
         return Err(BenchError::Args("--keep-synthetic is for --data synthetic".into()));
     }
-    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let o = crate::data_rate::DataOptions {
         data: a.data.clone(),
         image_size: a.image_size,
         batch: a.batch,
-        workers: a.workers.unwrap_or(cores.saturating_sub(1).max(1)),
+        workers: a.workers.unwrap_or_else(effv2_train::data::gpu_loader_workers),
         batches: a.batches,
         randaug: a.randaug,
         mixup: a.mixup,

@@ -8,13 +8,9 @@
 mod stub;
 
 use std::path::Path;
-use std::sync::Mutex;
 
 use effv2_runtime::manifest::sha256_hex;
 use effv2_runtime::{open, OpenOptions, RuntimeError};
-
-/// The library environment variables are process-wide: tests that set them take turns.
-static ENV: Mutex<()> = Mutex::new(());
 
 /// A coral artifact directory with `model` as `model_int8.tflite` (and a `quantization` section
 /// unless `quantized` is false).
@@ -62,23 +58,7 @@ fn coral_artifacts_need_the_edgetpu_feature() {
 mod with_backend {
     use super::*;
     use effv2_runtime::{EDGETPU_ENV, TFLITE_ENV};
-
-    fn with_env<T>(vars: &[(&str, &std::ffi::OsStr)], f: impl FnOnce() -> T) -> T {
-        let _g = ENV.lock().unwrap_or_else(|e| e.into_inner());
-        let old: Vec<_> = vars.iter().map(|(k, _)| (*k, std::env::var_os(k))).collect();
-        for (k, v) in vars {
-            // Every test that touches the environment holds `ENV`.
-            std::env::set_var(k, v);
-        }
-        let r = f();
-        for (k, v) in old {
-            match v {
-                Some(v) => std::env::set_var(k, v),
-                None => std::env::remove_var(k),
-            }
-        }
-        r
-    }
+    use stub::with_env;
 
     #[test]
     fn a_missing_tflite_library_is_unavailable_with_an_install_hint() {

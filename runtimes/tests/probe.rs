@@ -9,30 +9,9 @@ mod stub;
 
 use std::ffi::OsStr;
 use std::path::Path;
-use std::sync::Mutex;
 
 use effv2_runtime::{probe, BackendStatus, Readiness, Target};
-
-/// The library environment variables are process-wide: tests that set them take turns.
-static ENV: Mutex<()> = Mutex::new(());
-
-fn with_env<T>(vars: &[(&str, Option<&OsStr>)], f: impl FnOnce() -> T) -> T {
-    let _g = ENV.lock().unwrap_or_else(|e| e.into_inner());
-    let old: Vec<_> = vars.iter().map(|(k, _)| (*k, std::env::var_os(k))).collect();
-    let set = |k: &str, v: Option<&OsStr>| match v {
-        // Every test that touches the environment holds `ENV`.
-        Some(v) => std::env::set_var(k, v),
-        None => std::env::remove_var(k),
-    };
-    for (k, v) in vars {
-        set(k, *v);
-    }
-    let r = f();
-    for (k, v) in old {
-        set(k, v.as_deref());
-    }
-    r
-}
+use stub::with_env;
 
 fn status(target: Target) -> BackendStatus {
     let all = probe();
@@ -64,7 +43,7 @@ fn coral_reports_its_libraries_and_edge_tpus() {
     let tmp = tempfile::tempdir().unwrap();
     let stubs = stub::stubs(Path::new(env!("CARGO_TARGET_TMPDIR")));
     let coral = |tflite: &OsStr, edgetpu: &OsStr, devices: &str| {
-        let env = [(TFLITE_ENV, Some(tflite)), (EDGETPU_ENV, Some(edgetpu)), ("EFFV2_STUB_EDGETPU_DEVICES", Some(OsStr::new(devices)))];
+        let env = [(TFLITE_ENV, tflite), (EDGETPU_ENV, edgetpu), ("EFFV2_STUB_EDGETPU_DEVICES", OsStr::new(devices))];
         with_env(&env, || status(Target::Coral))
     };
     let missing = tmp.path().join("libtensorflowlite_c.so");

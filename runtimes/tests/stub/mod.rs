@@ -2,9 +2,33 @@
 //! `edgetpu_stub.c`) with the system C compiler, once per test process. Shared by the runtime,
 //! targets and bench tests (`#[path]`-included).
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
+
+/// The library environment variables are process-wide: tests that set them take turns.
+#[allow(dead_code)] // each test binary that includes this module uses its own part of it
+pub static ENV: Mutex<()> = Mutex::new(());
+
+/// Run `f` with `vars` set, holding [`ENV`], then put the previous values back.
+#[allow(dead_code)]
+pub fn with_env<T>(vars: &[(&str, &OsStr)], f: impl FnOnce() -> T) -> T {
+    let _g = ENV.lock().unwrap_or_else(|e| e.into_inner());
+    let old: Vec<_> = vars.iter().map(|(k, _)| (*k, std::env::var_os(k))).collect();
+    for (k, v) in vars {
+        // Every test that touches the environment holds `ENV`.
+        std::env::set_var(k, v);
+    }
+    let r = f();
+    for (k, v) in old {
+        match v {
+            Some(v) => std::env::set_var(k, v),
+            None => std::env::remove_var(k),
+        }
+    }
+    r
+}
 
 pub struct Stubs {
     pub tflite: PathBuf,

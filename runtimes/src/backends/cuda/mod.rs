@@ -44,6 +44,11 @@ fn unavailable(why: impl Into<String>) -> RuntimeError {
 /// Checks that the libraries the engine dlopens are present, naming the first that is not.
 /// (cudarc panics on a missing library, so this runs before any CUDA call.)
 pub fn probe_libraries() -> Result<(), RuntimeError> {
+    missing_library().map_or(Ok(()), |why| Err(unavailable(why)))
+}
+
+/// "no X found (hint)" for the first library the engine dlopens that is not present.
+fn missing_library() -> Option<String> {
     type Probe = (&'static str, fn() -> bool, &'static str);
     let libs: [Probe; 4] = [
         ("CUDA driver", || unsafe { cudarc::driver::sys::is_culib_present() }, "libcuda.so.1: no NVIDIA driver on this machine"),
@@ -51,12 +56,7 @@ pub fn probe_libraries() -> Result<(), RuntimeError> {
         ("cuDNN", || unsafe { cudarc::cudnn::sys::is_culib_present() }, "libcudnn.so.9: install cuDNN 9 or add its folder to LD_LIBRARY_PATH"),
         ("cuBLAS", || unsafe { cudarc::cublas::sys::is_culib_present() }, "libcublas.so.13: add the CUDA toolkit's lib folder to LD_LIBRARY_PATH"),
     ];
-    for (what, present, hint) in libs {
-        if !present() {
-            return Err(unavailable(format!("no {what} found ({hint})")));
-        }
-    }
-    Ok(())
+    libs.into_iter().find(|(_, present, _)| !present()).map(|(what, _, hint)| format!("no {what} found ({hint})"))
 }
 
 /// Whether libnvrtc can be loaded (kernels compile without a GPU).

@@ -4,16 +4,12 @@
 
 use cudarc::driver::{result, sys, DriverError};
 
-use super::probe_libraries;
+use super::missing_library;
 use crate::backends::{Found, Readiness};
-use crate::RuntimeError;
 
 pub(crate) fn probe() -> Found {
-    if let Err(e) = probe_libraries() {
-        return Found::unavailable(match e {
-            RuntimeError::Unavailable { why, .. } => why,
-            e => e.to_string(),
-        });
+    if let Some(why) = missing_library() {
+        return Found::unavailable(why);
     }
     match gpus() {
         Err(e) => Found::unavailable(format!("no usable CUDA GPU ({e})")),
@@ -41,13 +37,13 @@ fn gpus() -> Result<Vec<String>, DriverError> {
 /// The versions of the driver's CUDA API and of the libraries the engine loads.
 fn versions() -> String {
     let mut driver = 0;
-    // SAFETY: an out-pointer to an int; the driver library is present (probe_libraries).
+    // SAFETY: an out-pointer to an int; the driver library is present (missing_library).
     let driver = match unsafe { sys::cuDriverGetVersion(&mut driver) } {
         sys::CUresult::CUDA_SUCCESS => cuda_version(driver),
         e => format!("unknown ({e:?})"),
     };
     let (mut major, mut minor) = (0, 0);
-    // SAFETY: out-pointers to ints; NVRTC is present (probe_libraries).
+    // SAFETY: out-pointers to ints; NVRTC is present (missing_library).
     let nvrtc = match unsafe { cudarc::nvrtc::sys::nvrtcVersion(&mut major, &mut minor) } {
         cudarc::nvrtc::sys::nvrtcResult::NVRTC_SUCCESS => format!("{major}.{minor}"),
         e => format!("unknown ({e:?})"),
@@ -72,7 +68,7 @@ fn cublas_version() -> String {
     let mut parts = vec![];
     for p in [P::MAJOR_VERSION, P::MINOR_VERSION, P::PATCH_LEVEL] {
         let mut v = 0;
-        // SAFETY: an out-pointer to an int; cuBLAS is present (probe_libraries).
+        // SAFETY: an out-pointer to an int; cuBLAS is present (missing_library).
         if unsafe { cublasGetProperty(p, &mut v) } != CUBLAS_STATUS_SUCCESS {
             return "unknown".into();
         }

@@ -186,7 +186,7 @@ pub struct TrainArgs {
 fn default_workers(device: Device) -> usize {
     match device {
         Device::Cpu => 2,
-        Device::Cuda => std::thread::available_parallelism().map_or(2, |n| n.get().saturating_sub(1)).clamp(2, 16),
+        Device::Cuda => effv2_train::data::gpu_loader_workers(),
     }
 }
 

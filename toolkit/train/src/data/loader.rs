@@ -64,6 +64,9 @@ fn make_batch(data: &Dataset, plan: &EpochPlan, b: usize) -> Result<Batch, Train
     let idx = &plan.order[b * plan.batch..((b + 1) * plan.batch).min(plan.order.len())];
     let mut rng = Rng::new(plan.seed ^ (b as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03));
     let (n, len) = (idx.len(), plan.channels * plan.size * plan.size);
+    if let Some(pre) = plan.eval_preprocess.as_ref().filter(|p| !plan.train && p.size != plan.size) {
+        return Err(TrainError::Data(format!("eval preprocessing is for {} px, the batches are {} px", pre.size, plan.size)));
+    }
     // Each image is transformed straight into its slot of the batch.
     let mut x = vec![0.0; n * len];
     let mut targets = vec![0.0; n * plan.classes];
@@ -75,9 +78,6 @@ fn make_batch(data: &Dataset, plan: &EpochPlan, b: usize) -> Result<Batch, Train
             (true, _) => train_transform_into(&img, plan.size, plan.channels, a, plan.magnitude, &mut rng, slot),
             (false, None) => eval_transform_into(&img, plan.size, plan.channels, &a.mean, &a.std, slot),
             (false, Some(pre)) => {
-                if pre.size != plan.size {
-                    return Err(TrainError::Data(format!("eval preprocessing is for {} px, the batches are {} px", pre.size, plan.size)));
-                }
                 let t = imaging::preprocess(&img.to_dynamic(), pre, plan.channels).map_err(|e| TrainError::Data(e.to_string()))?;
                 slot.copy_from_slice(t.data());
             }

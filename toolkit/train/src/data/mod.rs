@@ -23,6 +23,12 @@ use std::path::PathBuf;
 
 use crate::TrainError;
 
+/// Loader threads for a GPU-trained run when none are asked for: every core but one (2 to 16), so
+/// decoding and augmentation keep up with the GPU (`train --device cuda`, `effv2-bench data`).
+pub fn gpu_loader_workers() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get().saturating_sub(1)).clamp(2, 16)
+}
+
 /// Where a sample's pixels live.
 #[derive(Clone, Debug)]
 pub enum Samples {
