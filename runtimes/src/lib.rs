@@ -17,7 +17,7 @@ pub use backends::{backends, probe, BackendInfo, BackendStatus, Readiness};
 #[cfg(feature = "edgetpu")]
 pub use backends::{EDGETPU_ENV, TFLITE_ENV};
 #[cfg(feature = "tract")]
-pub use backends::{avoid_tract_amx_int8, tract_dense_conv_kernel, tract_depthwise_kernel, tract_optimize, tract_kernels};
+pub use backends::{avoid_tract_amx_int8, tract_dense_conv_kernel, tract_depthwise_kernel, tract_optimize, tract_kernels, tract_qdq_rewrite};
 /// The CUDA backend's library probe, kernel compiler and graph switch (for tools and tests).
 #[cfg(feature = "cuda")]
 pub use backends::cuda;

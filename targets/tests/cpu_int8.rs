@@ -165,13 +165,14 @@ fn per_op(q: &QModel, x: &Tensor, dir: &Path, form: Int8Form) -> BTreeMap<&'stat
     stats
 }
 
-/// Run an ONNX file in tract directly (input shape from the tensor).
+/// Run an ONNX file in tract (input shape from the file).
 fn tract(model: &Path, x: &Tensor) -> Vec<f32> {
     use tract_onnx::prelude::*;
     // As effv2-runtime does before tract first probes the CPU: no AMX int8 (tract 0.23.9's kernel
     // reads past its panels; see effv2_runtime::avoid_tract_amx_int8).
     effv2_runtime::avoid_tract_amx_int8();
-    let m = tract_onnx::onnx().model_for_path(model).unwrap().into_optimized().unwrap().into_runnable().unwrap();
+    // Through effv2-runtime's optimisation, as an artifact runs (its QDQ tables and kernels).
+    let m = effv2_runtime::tract_optimize(tract_onnx::onnx().model_for_path(model).unwrap().into_typed().unwrap()).unwrap().into_runnable().unwrap();
     let t = tract_onnx::prelude::Tensor::from_shape(x.shape(), x.data()).unwrap();
     let out = m.run(tvec!(t.into())).unwrap();
     out[0].to_plain_array_view::<f32>().unwrap().iter().copied().collect()
@@ -204,5 +205,41 @@ fn every_op_matches_tflite_integer_arithmetic_within_one_step() {
             }
         }
         }
+    }
+}
+
+/// effv2-runtime's QDQ rewrites (dequantized weights folded, quantize / dequantize / sigmoid-table
+/// chains made one table op) change how tract computes an int8 QDQ graph, not what: on a whole
+/// network the outputs equal tract's own graph's to the bit, and no quantize, dequantize or
+/// lookup-table node is left.
+#[test]
+fn qdq_rewrites_give_tracts_own_outputs_to_the_bit() {
+    use tract_onnx::prelude::*;
+    effv2_runtime::avoid_tract_amx_int8();
+    let dir = tempfile::tempdir().unwrap();
+    // Full width and 1000 classes: a classifier whose f32 weights (5 MB) are more than tract's
+    // own constant folding takes on.
+    let small = ModelOptions { depth: Some(0.25), num_classes: 1000, ..Default::default() };
+    let relu6 = ModelOptions { activation: Activation::Relu6, se: false, ..small.clone() };
+    for (name, o, size) in [("silu-se", small, 48), ("relu6-no-se", relu6, 40)] {
+        let m = ModelSource::Fresh { model: "efficientnetv2-b0".into(), options: o, seed: 3 }.load_for_size(Some(size)).unwrap();
+        let mut q = CpuInt8::new(CalibSource::Synthetic);
+        (q.calib_images, q.form) = (4, Int8Form::Qdq);
+        let d = dir.path().join(name);
+        build_cpu_int8(&m, &CpuBuild { image_size: Some(size), batch: 2 }, &q, &d).unwrap();
+        let plain = tract_onnx::onnx().model_for_path(d.join("model.onnx")).unwrap().into_typed().unwrap().into_decluttered().unwrap();
+        let mut ours = plain.clone();
+        let (folded, tables) = effv2_runtime::tract_qdq_rewrite(&mut ours).unwrap();
+        let left: Vec<String> = ours.nodes().iter().map(|n| n.op().name().to_string()).filter(|n| n.contains("Quantize") || n.contains("LookupTable")).collect();
+        println!("{name}: {folded} constants folded, {tables} tables; left: {left:?}");
+        assert!(folded >= 1 && tables >= 20, "{name}: {folded} folded, {tables} tables");
+        assert!(left.is_empty(), "{name}: {left:?} left in the graph");
+        let x = Rng::new(9).normal_tensor(vec![2, 3, size, size]);
+        let run = |m: &TypedModel| {
+            let t = tract_onnx::prelude::Tensor::from_shape(x.shape(), x.data()).unwrap();
+            let out = m.clone().into_runnable().unwrap().run(tvec!(t.into())).unwrap();
+            out[0].to_plain_array_view::<f32>().unwrap().iter().map(|v| v.to_bits()).collect::<Vec<u32>>()
+        };
+        assert_eq!(run(&ours), run(&plain), "{name}: the rewritten graph's logits differ from tract's own");
     }
 }

@@ -17,7 +17,7 @@ mod tract;
 #[cfg(feature = "edgetpu")]
 pub use edgetpu::{EDGETPU_ENV, TFLITE_ENV};
 #[cfg(feature = "tract")]
-pub use tract::{avoid_tract_amx_int8, dense_conv_kernel as tract_dense_conv_kernel, depthwise_kernel as tract_depthwise_kernel, optimize as tract_optimize, kernels as tract_kernels};
+pub use tract::{avoid_tract_amx_int8, dense_conv_kernel as tract_dense_conv_kernel, depthwise_kernel as tract_depthwise_kernel, optimize as tract_optimize, kernels as tract_kernels, qdq_rewrite as tract_qdq_rewrite};
 
 #[derive(Clone, Debug)]
 pub struct BackendInfo {

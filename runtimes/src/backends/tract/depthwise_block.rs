@@ -9,7 +9,8 @@
 //! the image read a zero vector instead of branching, SiLU is applied before the one store and
 //! the stored values are summed per row; the row sums are added up in row order afterwards, so
 //! the pooled result does not depend on the thread count.
-//! Only on AVX-512 CPUs, for f32, 3x3 and 5x5 kernels, stride 1 or 2.
+//! Only on AVX-512 CPUs, for f32, 3x3 and 5x5 kernels, stride 1 or 2. A depthwise conv that no
+//! SiLU reads (an int8 QDQ graph's, whose SiLU is a table after it) runs the same pass without it.
 
 use std::arch::x86_64::*;
 
@@ -20,6 +21,7 @@ use tract_onnx::tract_core::ops::cnn::Conv;
 use tract_onnx::tract_core::ops::nn::{DataFormat, Reduce, Reducer};
 
 use super::avx512::{first_lanes, pool_threads, silu512, spread, switched_on};
+use super::qdq::{lookup512, QuantTable, TableRef};
 use super::single_reader;
 
 const LANES: usize = 16;
@@ -40,6 +42,9 @@ pub struct Geo {
     pub stride: usize,
     pub pad_top: usize,
     pub pad_left: usize,
+    /// SiLU on the output (the fp32 MBConv block); off where a quantized SiLU follows as a
+    /// table (int8 QDQ graphs, `qdq`) or another activation does.
+    pub silu: bool,
 }
 
 impl Geo {
@@ -68,7 +73,7 @@ fn pad_bias(b: &[f32], g: &Geo) -> Vec<f32> {
     out
 }
 
-/// The same in plain loops: SiLU(conv + bias) and its sum over all pixels.
+/// The same in plain loops: SiLU(conv + bias) (or conv + bias) and its sum over all pixels.
 #[cfg(test)]
 pub fn reference(g: &Geo, x: &[f32], w: &[f32], b: &[f32]) -> (Vec<f32>, Vec<f32>) {
     let mut y = vec![0.0; g.oh * g.ow * g.c];
@@ -85,7 +90,7 @@ pub fn reference(g: &Geo, x: &[f32], w: &[f32], b: &[f32]) -> (Vec<f32>, Vec<f32
                         }
                     }
                 }
-                let v = (s / (1.0 + (-s).exp())) as f32;
+                let v = if g.silu { (s / (1.0 + (-s).exp())) as f32 } else { s as f32 };
                 y[(oy * g.ow + ox) * g.c + c] = v;
                 sums[c] += v as f64;
             }
@@ -102,6 +107,7 @@ struct Ptrs {
     b: *const f32,
     y: *mut f32,
     rows: *mut f32,
+    table: Option<TableRef>,
 }
 
 // Each task writes its own row × chunk range of `y` and `rows`; the rest is read-only.
@@ -112,7 +118,7 @@ unsafe impl Sync for Ptrs {}
 /// closures of `array::from_fn` / `map` were not inlined here and left the weights in memory.
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::needless_range_loop)]
-unsafe fn row<const K: usize>(g: &Geo, p: Ptrs, oy: usize, chunks: std::ops::Range<usize>) {
+unsafe fn row<const K: usize, const SILU: bool>(g: &Geo, p: Ptrs, oy: usize, chunks: std::ops::Range<usize>) {
     unsafe {
         let cp = g.chunks() * CHUNK;
         // Input rows of the taps, null above or below the image.
@@ -155,7 +161,8 @@ unsafe fn row<const K: usize>(g: &Geo, p: Ptrs, oy: usize, chunks: std::ops::Ran
                 }
                 let y = p.y.add((oy * g.ow + ox) * g.c + c0);
                 for v in 0..2 {
-                    let val = silu512(acc[v]);
+                    let val = if SILU { silu512(acc[v]) } else { acc[v] };
+                    let val = if let Some(t) = p.table { lookup512(val, t) } else { val };
                     _mm512_mask_storeu_ps(y.add(v * LANES), masks[v], val);
                     sum[v] = _mm512_add_ps(sum[v], _mm512_maskz_mov_ps(masks[v], val));
                 }
@@ -168,18 +175,18 @@ unsafe fn row<const K: usize>(g: &Geo, p: Ptrs, oy: usize, chunks: std::ops::Ran
 }
 
 /// The pass over one image: `x` `[h, w, c]`, `w` packed by [`pack_weights`], `bias` padded to
-/// whole chunks; writes `y` `[oh, ow, c]` = SiLU(conv + bias) and returns the per-channel sum
+/// whole chunks; writes `y` `[oh, ow, c]` = SiLU(conv + bias) (without SiLU if `g.silu` is off) and returns the per-channel sum
 /// of `y` over all pixels. Rows × chunk ranges go to the rayon pool the caller runs in, if it
 /// is one of several threads.
 ///
 /// # Safety
 /// The CPU has AVX-512F ([`supported`](super::avx512::supported)).
-pub unsafe fn run(g: &Geo, x: &[f32], w: &[f32], bias: &[f32], y: &mut [f32]) -> Vec<f32> {
+pub unsafe fn run(g: &Geo, x: &[f32], w: &[f32], bias: &[f32], y: &mut [f32], table: Option<TableRef>) -> Vec<f32> {
     let cp = g.chunks() * CHUNK;
     assert!(x.len() >= g.h * g.w * g.c && w.len() >= g.k * g.k * cp && bias.len() >= cp && y.len() >= g.oh * g.ow * g.c);
     assert!(g.k == 3 || g.k == 5, "3x3 and 5x5 only");
     let mut rows = vec![0f32; g.oh * cp];
-    let p = Ptrs { x: x.as_ptr(), w: w.as_ptr(), b: bias.as_ptr(), y: y.as_mut_ptr(), rows: rows.as_mut_ptr() };
+    let p = Ptrs { x: x.as_ptr(), w: w.as_ptr(), b: bias.as_ptr(), y: y.as_mut_ptr(), rows: rows.as_mut_ptr(), table };
     let threads = pool_threads();
     // Rows, each cut into chunk ranges when there are too few rows for the threads (b0's last
     // stage has seven).
@@ -188,9 +195,11 @@ pub unsafe fn run(g: &Geo, x: &[f32], w: &[f32], bias: &[f32], y: &mut [f32]) ->
         let (oy, s) = (t / per_row, t % per_row);
         let chunks = s * g.chunks() / per_row..(s + 1) * g.chunks() / per_row;
         unsafe {
-            match g.k {
-                3 => row::<3>(g, p, oy, chunks),
-                _ => row::<5>(g, p, oy, chunks),
+            match (g.k, g.silu) {
+                (3, true) => row::<3, true>(g, p, oy, chunks),
+                (3, false) => row::<3, false>(g, p, oy, chunks),
+                (_, true) => row::<5, true>(g, p, oy, chunks),
+                (_, false) => row::<5, false>(g, p, oy, chunks),
             }
         }
     };
@@ -214,6 +223,8 @@ pub struct Depthwise {
     /// Images in the batch (`[n, h, w, c]`), or `None` for an image without a batch axis.
     images: Option<usize>,
     pool: bool,
+    /// The quantize-dequantize table that reads the output (int8 graphs, no SiLU or pooling).
+    table: Option<QuantTable>,
 }
 
 impl Depthwise {
@@ -239,7 +250,8 @@ impl Op for Depthwise {
     fn info(&self) -> TractResult<Vec<String>> {
         let g = &self.geo;
         let pool = if self.pool { " + pixel sums" } else { "" };
-        Ok(vec![format!("{}x{} s{} depthwise {} ch, {}x{} → {}x{}, SiLU{pool}", g.k, g.k, g.stride, g.c, g.h, g.w, g.oh, g.ow)])
+        let silu = if g.silu { ", SiLU" } else if self.table.is_some() { ", int8 table" } else { "" };
+        Ok(vec![format!("{}x{} s{} depthwise {} ch, {}x{} → {}x{}{silu}{pool}", g.k, g.k, g.stride, g.c, g.h, g.w, g.oh, g.ow)])
     }
 
     fn validation(&self) -> Validation {
@@ -263,7 +275,8 @@ impl EvalOp for Depthwise {
         // The kernel writes every element of the output.
         let y = super::filled_f32(&self.shape([g.oh, g.ow, g.c]), |y| {
             for i in 0..n {
-                sums.extend(unsafe { run(g, &x[i * xs..][..xs], w, b, &mut y[i * ys..][..ys]) });
+                let table = self.table.as_ref().map(QuantTable::epilogue);
+                sums.extend(unsafe { run(g, &x[i * xs..][..xs], w, b, &mut y[i * ys..][..ys], table) });
             }
         })?;
         let mut out = tvec!(y);
@@ -316,7 +329,7 @@ fn geometry(conv: &Conv, x: &TypedFact, w: &TypedFact) -> Option<(Geo, Option<us
         _ => return None,
     };
     let pads = ps.computed_padding(&[h, w]);
-    let geo = Geo { c, h, w, oh: pads[0].convoluted, ow: pads[1].convoluted, k: *kh, stride: strides[0], pad_top: pads[0].pad_before, pad_left: pads[1].pad_before };
+    let geo = Geo { c, h, w, oh: pads[0].convoluted, ow: pads[1].convoluted, k: *kh, stride: strides[0], pad_top: pads[0].pad_before, pad_left: pads[1].pad_before, silu: true };
     Some((geo, images))
 }
 
@@ -339,15 +352,21 @@ pub fn rewrite(model: &mut TypedModel) -> TractResult<usize> {
         let Some(conv) = node.op_as::<Conv>() else { continue };
         let [xi, wi, bi] = node.inputs.as_slice() else { continue };
         let (xf, wf, bf) = (model.outlet_fact(*xi)?, model.outlet_fact(*wi)?, model.outlet_fact(*bi)?);
-        let Some((geo, images)) = geometry(conv, xf, wf) else { continue };
+        let Some((mut geo, images)) = geometry(conv, xf, wf) else { continue };
         // The pixel axes of the image, after the batch axis if there is one.
         let pixel_axes = if images.is_some() { [1, 2] } else { [0, 1] };
         let Some(bias) = bf.konst.clone().filter(|b| b.len() == geo.c && b.datum_type() == f32::datum_type()) else { continue };
-        let Some(silu) = single_reader(model, id, "Silu")?.filter(|s| s.inputs.len() == 1).map(|s| s.id) else { continue };
-        let silu_out = OutletId::new(silu, 0);
-        let pool = model.outlet_successors(silu_out).iter().map(|s| s.node).find(|&r| {
+        // The SiLU when one follows; the conv alone otherwise (an int8 graph's quantized SiLU
+        // is a table after it). The SE pooling sum is taken with a SiLU only.
+        let silu = single_reader(model, id, "Silu")?.filter(|s| s.inputs.len() == 1).map(|s| s.id);
+        geo.silu = silu.is_some();
+        let out = OutletId::new(silu.unwrap_or(id), 0);
+        let pool = model.outlet_successors(out).iter().map(|s| s.node).filter(|_| geo.silu).find(|&r| {
             model.node(r).op_as::<Reduce>().is_some_and(|red| red.reducer == Reducer::Sum && red.axes.as_slice() == pixel_axes)
         });
+        // Without a SiLU, the table of an int8 graph that alone reads the conv goes in.
+        let table = if geo.silu { None } else { single_reader(model, id, "Effv2QuantTable")?.and_then(|t| Some((t.id, t.op_as::<QuantTable>()?.clone()))) };
+        let out = table.as_ref().map_or(out, |(t, _)| OutletId::new(*t, 0));
         let name = node.name.clone();
         let weights = wf.konst.clone().expect("checked by geometry");
         let packed = pack_weights(weights.to_plain_array_view::<f32>()?.as_slice().context("contiguous weights")?, &geo);
@@ -358,8 +377,8 @@ pub fn rewrite(model: &mut TypedModel) -> TractResult<usize> {
             patch.add_const(format!("{name}.packed"), Tensor::from_shape(&[packed.len()], &packed)?)?,
             patch.add_const(format!("{name}.bias_padded"), Tensor::from_shape(&[bias.len()], &bias)?)?,
         ];
-        let outs = patch.wire_node(format!("{name}.fused"), Depthwise { geo, images, pool: pool.is_some() }, &inputs)?;
-        patch.shunt_outside(model, silu_out, outs[0])?;
+        let outs = patch.wire_node(format!("{name}.fused"), Depthwise { geo, images, pool: pool.is_some(), table: table.map(|(_, q)| q) }, &inputs)?;
+        patch.shunt_outside(model, out, outs[0])?;
         if let Some(r) = pool {
             patch.shunt_outside(model, OutletId::new(r, 0), outs[1])?;
         }
@@ -392,9 +411,10 @@ mod tests {
             (56, 1, 7, 3, 1, 1, 1, 1, 1),
             (8, 5, 5, 5, 2, 1, 1, 2, 2),
         ];
-        for (c, h, w, k, stride, pt, pl, pb, pr) in cases {
+        for (i, (c, h, w, k, stride, pt, pl, pb, pr)) in cases.into_iter().enumerate() {
             let (oh, ow) = ((h + pt + pb - k) / stride + 1, (w + pl + pr - k) / stride + 1);
-            let g = Geo { c, h, w, oh, ow, k, stride, pad_top: pt, pad_left: pl };
+            // With SiLU (fp32 blocks) and without (int8 graphs), alternately.
+            let g = Geo { c, h, w, oh, ow, k, stride, pad_top: pt, pad_left: pl, silu: i % 2 == 0 };
             let x: Vec<f32> = (0..h * w * c).map(|_| 3.0 * rnd()).collect();
             let wt: Vec<f32> = (0..c * k * k).map(|_| rnd()).collect();
             let b: Vec<f32> = (0..c).map(|_| rnd()).collect();
@@ -402,13 +422,20 @@ mod tests {
             let (wp, bp) = (pack_weights(&wt, &g), pad_bias(&b, &g));
             let runs = both_ways(3, || {
                 let mut got = vec![f32::NAN; want.len()];
-                let sums = unsafe { run(&g, &x, &wp, &bp, &mut got) };
+                let sums = unsafe { run(&g, &x, &wp, &bp, &mut got, None) };
                 (got, sums)
             });
             for (got, sums) in &runs {
                 assert!(rel(got, &want) < 1e-5, "{g:?}: {}", rel(got, &want));
                 assert!(rel(sums, &want_sums) < 1e-5, "{g:?} sums: {}", rel(sums, &want_sums));
             }
+            // An int8 table in the epilogue: the table applied to the same pass's output, to the bit.
+            let table = QuantTable::new(9.0, 120, &std::array::from_fn(|i| (i as f32 - 120.0) / 9.0 + 0.01 * (i % 5) as f32));
+            let mut got = vec![f32::NAN; want.len()];
+            unsafe { run(&g, &x, &wp, &bp, &mut got, Some(table.epilogue())) };
+            let mut want_q = vec![0.0; want.len()];
+            table.apply(&runs[0].0, &mut want_q);
+            assert!(got.iter().zip(&want_q).all(|(a, b)| a.to_bits() == b.to_bits()), "{g:?} with a table");
         }
     }
 }

@@ -22,6 +22,7 @@ use tract_onnx::tract_core::ops::einsum::EinSum;
 use tract_onnx::tract_core::ops::nn::DataFormat;
 
 use super::avx512::{lanes, silu512, spread, switched_on};
+use super::qdq::{lookup512, QuantTable, TableRef};
 use super::{single_add, single_reader};
 
 /// Output channels per register block.
@@ -107,6 +108,7 @@ struct Ptrs {
     b: *const f32,
     y: *mut f32,
     r: *const f32,
+    table: Option<TableRef>,
 }
 
 // Each task writes its own rows of `y`; the rest is read-only.
@@ -209,23 +211,36 @@ unsafe fn chunk<const WV: usize, const S: usize>(g: &Geo, p: Ptrs, blk: usize, o
                 if !p.r.is_null() {
                     val = _mm512_add_ps(val, _mm512_maskz_loadu_ps(m, p.r.add(at + x0)));
                 }
+                if let Some(t) = p.table {
+                    val = lookup512(val, t);
+                }
                 _mm512_mask_storeu_ps(p.y.add(at + x0), m, val);
             }
         }
     }
 }
 
+/// What [`run`] applies to conv + bias before its store, in this order.
+#[derive(Clone, Copy, Default)]
+pub struct Epilogue<'a> {
+    pub silu: bool,
+    pub residual: Option<&'a [f32]>,
+    pub table: Option<TableRef>,
+}
+
 /// The conv of one image: `x` `[cin, h, w]`, `w` packed by [`pack_weights`], `y` `[cout, oh, ow]`
-/// = SiLU (if `silu`) of conv + bias, plus `residual` (shaped like `y`) if given.
+/// = SiLU (if `silu`) of conv + bias, plus `residual` (shaped like `y`) if given, through an int8
+/// graph's quantize-dequantize `table` if given.
 /// Rows go to the rayon pool the caller runs in, if it is one of several threads.
 ///
 /// # Safety
 /// The CPU has AVX-512F ([`supported`](super::avx512::supported)).
-pub unsafe fn run(g: &Geo, x: &[f32], w: &[f32], bias: &[f32], y: &mut [f32], silu: bool, residual: Option<&[f32]>) {
+pub unsafe fn run(g: &Geo, x: &[f32], w: &[f32], bias: &[f32], y: &mut [f32], e: Epilogue) {
+    let Epilogue { silu, residual, table } = e;
     let out = g.cout * g.oh * g.ow;
     assert!(x.len() >= g.cin * g.h * g.w && w.len() >= g.blocks() * g.cin * g.k * g.k * OCB && bias.len() >= g.cout && y.len() >= out);
     assert!(g.k <= MAX_K && (g.stride == 1 || g.stride == 2) && residual.is_none_or(|r| r.len() >= out));
-    let p = Ptrs { x: x.as_ptr(), w: w.as_ptr(), b: bias.as_ptr(), y: y.as_mut_ptr(), r: residual.map_or(std::ptr::null(), |r| r.as_ptr()) };
+    let p = Ptrs { x: x.as_ptr(), w: w.as_ptr(), b: bias.as_ptr(), y: y.as_mut_ptr(), r: residual.map_or(std::ptr::null(), |r| r.as_ptr()), table };
     // A task is one output row for every channel block: the input rows it reads stay in L1/L2
     // for all the blocks (a 1x1 projection otherwise streams its whole input once per block).
     let task = |oy: usize| {
@@ -248,6 +263,8 @@ pub struct DirectConv {
     out_has_n: bool,
     silu: bool,
     residual: bool,
+    /// The quantize-dequantize table that alone reads the output (int8 graphs).
+    table: Option<QuantTable>,
 }
 
 impl DirectConv {
@@ -273,7 +290,8 @@ impl Op for DirectConv {
             (false, true) => ", + residual",
             _ => "",
         };
-        Ok(vec![format!("{}x{} s{} {}→{} ch, {}x{} → {}x{}{extra}", g.k, g.k, g.stride, g.cin, g.cout, g.h, g.w, g.oh, g.ow)])
+        let table = if self.table.is_some() { ", int8 table" } else { "" };
+        Ok(vec![format!("{}x{} s{} {}→{} ch, {}x{} → {}x{}{extra}{table}", g.k, g.k, g.stride, g.cin, g.cout, g.h, g.w, g.oh, g.ow)])
     }
 
     fn validation(&self) -> Validation {
@@ -305,7 +323,9 @@ impl EvalOp for DirectConv {
         let y = super::filled_f32(&out_shape, |y| {
             for i in 0..n {
                 // `rewrite` only builds this op where `supported()` holds.
-                unsafe { run(g, &x[i * xs..][..xs], w, b, &mut y[i * ys..][..ys], self.silu, res.map(|r| &r[i * ys..][..ys])) };
+                let table = self.table.as_ref().map(QuantTable::epilogue);
+                let e = Epilogue { silu: self.silu, residual: res.map(|r| &r[i * ys..][..ys]), table };
+                unsafe { run(g, &x[i * xs..][..xs], w, b, &mut y[i * ys..][..ys], e) };
             }
         })?;
         Ok(tvec!(y))
@@ -395,11 +415,22 @@ fn rewrite_convs(model: &mut TypedModel) -> TractResult<usize> {
         let weights = wf.konst.clone().expect("checked by geometry");
         // A SiLU that is the conv's only reader is computed before the store.
         let silu = single_reader(model, id, "Silu")?.filter(|s| s.inputs.len() == 1).map(|s| s.id);
-        let op = DirectConv { geo, in_has_n: has_n, out_has_n: has_n, silu: silu.is_some(), residual: false };
-        swap_in(model, id, silu.unwrap_or(id), op, *xi, &weights, &bias, None)?;
+        let last = silu.unwrap_or(id);
+        let (last, table) = absorb_table(model, last)?;
+        let op = DirectConv { geo, in_has_n: has_n, out_has_n: has_n, silu: silu.is_some(), residual: false, table };
+        swap_in(model, id, last, op, *xi, &weights, &bias, None)?;
         done += 1;
     }
     Ok(done)
+}
+
+/// The int8 table that is the only reader of `last`'s output, if there is one: the new last node
+/// and the table.
+fn absorb_table(model: &TypedModel, last: usize) -> TractResult<(usize, Option<QuantTable>)> {
+    Ok(match single_reader(model, last, "Effv2QuantTable")?.and_then(|t| Some((t.id, t.op_as::<QuantTable>()?.clone()))) {
+        Some((t, q)) => (t, Some(q)),
+        None => (last, None),
+    })
 }
 
 /// Put `op` in place of the nodes from `first` (whose name it takes) to `last`: it reads `x`,
@@ -449,8 +480,9 @@ fn rewrite_projections(model: &mut TypedModel) -> TractResult<usize> {
         let out_fact = model.outlet_fact(OutletId::new(bias_add, 0))?.clone();
         let residual = single_add(model, bias_add)?.filter(|(_, r)| model.outlet_fact(*r).is_ok_and(|f| f.shape == out_fact.shape && f.datum_type == f32::datum_type()));
         let geo = Geo { cin, h: hw[0], w: hw[1], cout, oh: hw[0], ow: hw[1], k: 1, stride: 1, pad_top: 0, pad_left: 0 };
-        let op = DirectConv { geo, in_has_n, out_has_n: out_fact.rank() == 4, silu: false, residual: residual.is_some() };
         let last = residual.map_or(bias_add, |(add, _)| add);
+        let (last, table) = absorb_table(model, last)?;
+        let op = DirectConv { geo, in_has_n, out_has_n: out_fact.rank() == 4, silu: false, residual: residual.is_some(), table };
         swap_in(model, id, last, op, *xi, &w, &bias, residual.map(|(_, r)| r))?;
         done += 1;
     }
@@ -490,15 +522,23 @@ mod tests {
             for silu in [false, true] {
                 let want = reference(&g, &x, &wt, &b, silu, None);
                 let mut got = vec![f32::NAN; want.len()];
-                unsafe { run(&g, &x, &pack_weights(&wt, &g), &b, &mut got, silu, None) };
+                unsafe { run(&g, &x, &pack_weights(&wt, &g), &b, &mut got, Epilogue { silu, ..Default::default() }) };
                 let e = rel(&got, &want);
                 assert!(e < 1e-5, "{g:?} silu {silu}: {e}");
             }
             let r: Vec<f32> = (0..cout * oh * ow).map(|_| rnd()).collect();
             let want = reference(&g, &x, &wt, &b, false, Some(&r));
             let mut got = vec![f32::NAN; want.len()];
-            unsafe { run(&g, &x, &pack_weights(&wt, &g), &b, &mut got, false, Some(&r)) };
+            let e = Epilogue { residual: Some(&r), ..Default::default() };
+            unsafe { run(&g, &x, &pack_weights(&wt, &g), &b, &mut got, e) };
             assert!(rel(&got, &want) < 1e-5, "{g:?} + residual");
+            // An int8 table in the epilogue: the table applied to the same conv's output, to the bit.
+            let table = QuantTable::new(15.0, 131, &std::array::from_fn(|i| (i as f32 - 131.0) / 15.0 + 0.003 * (i % 11) as f32));
+            let mut with = vec![f32::NAN; want.len()];
+            unsafe { run(&g, &x, &pack_weights(&wt, &g), &b, &mut with, Epilogue { table: Some(table.epilogue()), ..e }) };
+            let mut want_q = vec![0.0; want.len()];
+            table.apply(&got, &mut want_q);
+            assert!(with.iter().zip(&want_q).all(|(a, b)| a.to_bits() == b.to_bits()), "{g:?} with a table");
         }
     }
 }

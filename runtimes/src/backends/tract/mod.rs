@@ -11,6 +11,7 @@ use crate::manifest::Manifest;
 #[cfg(target_arch = "x86_64")]
 mod depthwise_c;
 mod channel_scale;
+mod qdq;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 #[cfg(target_arch = "x86_64")]
@@ -74,7 +75,8 @@ fn single_add(model: &TypedModel, id: usize) -> TractResult<Option<(usize, Outle
     Ok(Some((add.id, other)))
 }
 
-/// tract's optimisation of a typed model with our kernels in it: decluttered, then on x86_64 with
+/// tract's optimisation of a typed model with our kernels in it: decluttered, an int8 QDQ graph's
+/// quantize / dequantize chains made tables (`qdq`, any CPU), then on x86_64 with
 /// AVX-512 the dense convs of the stem and fused stages (`direct_conv`), the MBConv stages moved
 /// channel-last between blocks with their 1x1 convs and SE gates (`pointwise`), their depthwise
 /// convs with SiLU and SE pooling (`depthwise_block`) and the matrix-vector products
@@ -83,6 +85,7 @@ fn single_add(model: &TypedModel, id: usize) -> TractResult<Option<(usize, Outle
 /// through (the profiling example too).
 pub fn optimize(model: TypedModel) -> TractResult<TypedModel> {
     let mut model = model.into_decluttered()?;
+    qdq::rewrite(&mut model)?;
     #[cfg(target_arch = "x86_64")]
     direct_conv::rewrite(&mut model)?;
     #[cfg(target_arch = "x86_64")]
@@ -93,6 +96,14 @@ pub fn optimize(model: TypedModel) -> TractResult<TypedModel> {
     matvec::rewrite(&mut model)?;
     channel_scale::rewrite(&mut model)?;
     model.into_optimized()
+}
+
+/// The int8 QDQ rewrites alone (part of [`optimize`]) on a decluttered model: dequantized
+/// weights folded to constants, and each run of element-wise ops after a QuantizeLinear made one
+/// table op. Returns (constants folded, tables made). For tests that compare against tract's own
+/// graph, which must give the same outputs to the bit.
+pub fn qdq_rewrite(model: &mut TypedModel) -> TractResult<(usize, usize)> {
+    qdq::rewrite(model)
 }
 
 /// Which dense-conv kernel the tract backend uses for the stem and fused stages here.

@@ -1,6 +1,7 @@
 //! The 1x1 convs of the MBConv stages (expand, project, and the head) as a register-tiled
 //! product of our own, channel-last, put into tract's graph in place of its `EinSum` and the bias
-//! `Add`, SiLU and residual `Add` after it.
+//! `Add`, SiLU and residual `Add` after it (and, in an int8 QDQ graph, the quantize-dequantize
+//! table after those: `qdq`).
 //!
 //! tract runs these products at 60–85 GFLOP/s on one AVX-512 core: its 16x12 and 32x5 tiles keep
 //! 10–12 accumulators and load as often as they multiply, and its decluttered graph keeps every
@@ -22,6 +23,7 @@ use tract_onnx::tract_core::ops::einsum::EinSum;
 use tract_onnx::tract_core::optim::change_axes::change_axes;
 
 use super::avx512::{first_lanes, pool_threads, silu512, spread, switched_on};
+use super::qdq::{lookup512, QuantTable, TableRef};
 use super::{single_add, single_reader};
 
 /// Output channels per panel: two zmm registers.
@@ -116,6 +118,7 @@ struct Ptrs {
     y: *mut f32,
     r: *const f32,
     gate: *const f32,
+    table: Option<TableRef>,
 }
 
 // Each task writes its own panels of `y`; the rest is read-only.
@@ -195,6 +198,9 @@ unsafe fn tile<const M: usize, const V: usize>(g: &Geo, p: Ptrs, j: usize, p0: u
                         let at = (p0 + m) * g.cout + o0 + v * LANES;
                         val = _mm512_add_ps(val, _mm512_maskz_loadu_ps(mask, p.r.add(at)));
                     }
+                    if let Some(t) = p.table {
+                        val = lookup512(val, t);
+                    }
                 }
                 _mm512_mask_storeu_ps(y.add(m * g.cout + v * LANES), mask, val);
             }
@@ -251,12 +257,14 @@ unsafe fn panel(g: &Geo, p: Ptrs, j: usize, px: std::ops::Range<usize>, silu: bo
 }
 
 /// What a conv takes in with its product: a SiLU after the bias, a residual (shaped like the
-/// output) added last, and a squeeze-excite gate (`cin` values) scaling the input channels.
+/// output) added, an int8 graph's quantize-dequantize table (`qdq`) applied last, and a
+/// squeeze-excite gate (`cin` values) scaling the input channels.
 #[derive(Clone, Copy, Default)]
 pub struct Fused<'a> {
     pub silu: bool,
     pub residual: Option<&'a [f32]>,
     pub gate: Option<&'a [f32]>,
+    pub table: Option<TableRef>,
 }
 
 /// The conv of one image: `x` as [`Geo`] says, `w` packed by [`pack_weights`], `bias` padded to
@@ -270,7 +278,7 @@ pub unsafe fn run(g: &Geo, x: &[f32], w: &[f32], bias: &[f32], y: &mut [f32], f:
     assert!(x.len() >= g.cin * g.pixels && w.len() >= g.panels() * NR * g.cin && bias.len() >= g.panels() * NR && y.len() >= out);
     assert!(f.residual.is_none_or(|r| r.len() >= out) && f.gate.is_none_or(|s| s.len() >= g.cin));
     let null_or = |t: Option<&[f32]>| t.map_or(std::ptr::null(), |t| t.as_ptr());
-    let p = Ptrs { x: x.as_ptr(), w: w.as_ptr(), b: bias.as_ptr(), y: y.as_mut_ptr(), r: null_or(f.residual), gate: null_or(f.gate) };
+    let p = Ptrs { x: x.as_ptr(), w: w.as_ptr(), b: bias.as_ptr(), y: y.as_mut_ptr(), r: null_or(f.residual), gate: null_or(f.gate), table: f.table };
     let silu = f.silu;
     // Tasks are panels, each cut into even pixel ranges (at most one per tile) when there are
     // too few panels to keep every thread busy (a 96-channel project conv is three panels).
@@ -295,6 +303,8 @@ pub struct Pointwise {
     silu: bool,
     gate: bool,
     residual: bool,
+    /// The quantize-dequantize table that reads the conv's output, applied before the store.
+    table: Option<QuantTable>,
 }
 
 impl Op for Pointwise {
@@ -312,7 +322,8 @@ impl Op for Pointwise {
         let layout = if g.in_last { "hwc" } else { "chw" };
         let gate = if self.gate { " · SE gate" } else { "" };
         let batch = if self.images > 1 { format!("{} × ", self.images) } else { String::new() };
-        Ok(vec![format!("1x1 {}→{} ch, {batch}{} px, {layout}{gate} → hwc{extra}", g.cin, g.cout, g.pixels)])
+        let table = if self.table.is_some() { ", int8 table" } else { "" };
+        Ok(vec![format!("1x1 {}→{} ch, {batch}{} px, {layout}{gate} → hwc{extra}{table}", g.cin, g.cout, g.pixels)])
     }
 
     fn validation(&self) -> Validation {
@@ -340,7 +351,12 @@ impl EvalOp for Pointwise {
         // The kernel writes every element of the output.
         let y = super::filled_f32(&self.out_shape, |y| {
             for i in 0..n {
-                let f = Fused { silu: self.silu, residual: residual.map(|r| &r[i * ys..][..ys]), gate: gate.map(|s| &s[i * g.cin..][..g.cin]) };
+                let f = Fused {
+                    silu: self.silu,
+                    residual: residual.map(|r| &r[i * ys..][..ys]),
+                    gate: gate.map(|s| &s[i * g.cin..][..g.cin]),
+                    table: self.table.as_ref().map(QuantTable::epilogue),
+                };
                 unsafe { run(g, &x[i * xs..][..xs], w, b, &mut y[i * ys..][..ys], f) };
             }
         })?;
@@ -470,13 +486,20 @@ pub fn rewrite(model: &mut TypedModel) -> TractResult<usize> {
         }
         let [h, wd] = if in_last { [img[0], img[1]] } else { [img[1], img[2]] };
         let out_shape: TVec<usize> = if out_n { tvec![n, h, wd, cout] } else { tvec![h, wd, cout] };
-        let Some((bias_add, b)) = single_add(model, id)? else { continue };
-        // A per-channel bias: `cout` values along the last axis.
+        // A per-channel bias: `cout` values along the last axis. An int8 graph's conv may have
+        // none (its quantized bias was zero and left out): then zeros.
         let per_channel = |t: &Tensor| t.len() == cout && t.datum_type() == f32::datum_type() && t.shape().last() == Some(&cout);
-        let Some(bias) = model.outlet_fact(b)?.konst.clone().filter(|t| per_channel(t)) else { continue };
-        let silu = single_reader(model, bias_add, "Silu")?.filter(|s| s.inputs.len() == 1).map(|s| s.id);
+        let bias_add = match single_add(model, id)? {
+            Some((add, b)) => model.outlet_fact(b)?.konst.clone().filter(|t| per_channel(t)).map(|t| (add, t)),
+            None => None,
+        };
+        let (tail, bias) = match bias_add {
+            Some((add, t)) => (add, t),
+            None => (id, Tensor::zero::<f32>(&[cout])?.into_arc_tensor()),
+        };
+        let silu = single_reader(model, tail, "Silu")?.filter(|s| s.inputs.len() == 1).map(|s| s.id);
         let shaped_like_out = |f: &TypedFact| f.shape.as_concrete() == Some(&out_shape[..]) && f.datum_type == f32::datum_type();
-        let residual = if silu.is_none() { single_add(model, bias_add)?.filter(|(_, r)| model.outlet_fact(*r).is_ok_and(shaped_like_out)) } else { None };
+        let residual = if silu.is_none() { single_add(model, tail)?.filter(|(_, r)| model.outlet_fact(*r).is_ok_and(shaped_like_out)) } else { None };
         // A channel-last input that is a squeeze-excite gate product read by this conv alone:
         // the gate goes to the weights instead.
         let gate_shape: TVec<usize> = if in_n { tvec![n, 1, 1, cin] } else { tvec![1, 1, cin] };
@@ -484,9 +507,12 @@ pub fn rewrite(model: &mut TypedModel) -> TractResult<usize> {
         if let Some((x, _)) = gate {
             xi = x;
         }
+        let last = silu.or(residual.map(|(add, _)| add)).unwrap_or(tail);
+        // An int8 graph's table after all that, read by nothing else, goes in too.
+        let table = single_reader(model, last, "Effv2QuantTable")?.and_then(|t| Some((t.id, t.op_as::<QuantTable>()?.clone())));
+        let last = table.as_ref().map_or(last, |(t, _)| *t);
         let geo = Geo { cin, cout, pixels: h * wd, in_last };
-        let op = Pointwise { geo, images: n, out_shape, silu: silu.is_some(), gate: gate.is_some(), residual: residual.is_some() };
-        let last = silu.or(residual.map(|(add, _)| add)).unwrap_or(bias_add);
+        let op = Pointwise { geo, images: n, out_shape, silu: silu.is_some(), gate: gate.is_some(), residual: residual.is_some(), table: table.map(|(_, q)| q) };
         let name = node.name.clone();
         let packed = pack_weights(w.to_plain_array_view::<f32>()?.as_slice().context("contiguous weights")?, &geo);
         let bias = pad_bias(bias.to_plain_array_view::<f32>()?.as_slice().context("contiguous bias")?, &geo);
@@ -534,7 +560,7 @@ mod tests {
                 let s: Vec<f32> = (0..cin).map(|_| rnd()).collect();
                 let cases = [(false, None, None), (true, None, None), (false, Some(&r[..]), None), (false, Some(&r[..]), Some(&s[..])), (true, None, Some(&s[..]))];
                 for (silu, residual, gate) in cases {
-                    let f = Fused { silu, residual, gate };
+                    let f = Fused { silu, residual, gate, table: None };
                     let want = reference(&g, &x, &w, &b, f);
                     // On the calling thread, then split over a pool of three.
                     let runs = both_ways(3, || {
@@ -546,6 +572,14 @@ mod tests {
                         let e = rel(got, &want);
                         assert!(e < 1e-5, "{g:?} silu {silu} residual {} gate {} pool {pooled}: {e}", residual.is_some(), gate.is_some());
                     }
+                    // With an int8 table in the epilogue: the table applied to the same run's
+                    // output, to the bit.
+                    let table = QuantTable::new(20.0, 128, &std::array::from_fn(|i| (i as f32 - 128.0) / 20.0 + 0.001 * (i % 7) as f32));
+                    let mut got = vec![f32::NAN; want.len()];
+                    unsafe { run(&g, &x, &wp, &bp, &mut got, Fused { table: Some(table.epilogue()), ..f }) };
+                    let mut want_q = vec![0.0; want.len()];
+                    table.apply(&runs[0], &mut want_q);
+                    assert!(got.iter().zip(&want_q).all(|(a, b)| a.to_bits() == b.to_bits()), "{g:?} silu {silu} with a table");
                 }
             }
         }
