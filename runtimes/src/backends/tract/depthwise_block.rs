@@ -175,9 +175,9 @@ unsafe fn row<const K: usize, const SILU: bool>(g: &Geo, p: Ptrs, oy: usize, chu
 }
 
 /// The pass over one image: `x` `[h, w, c]`, `w` packed by [`pack_weights`], `bias` padded to
-/// whole chunks; writes `y` `[oh, ow, c]` = SiLU(conv + bias) (without SiLU if `g.silu` is off) and returns the per-channel sum
-/// of `y` over all pixels. Rows × chunk ranges go to the rayon pool the caller runs in, if it
-/// is one of several threads.
+/// whole chunks; writes `y` `[oh, ow, c]` = SiLU(conv + bias) (conv + bias if `g.silu` is off),
+/// through `table` if given, and returns the per-channel sum of `y` over all pixels. Rows × chunk
+/// ranges go to the rayon pool the caller runs in, if it is one of several threads.
 ///
 /// # Safety
 /// The CPU has AVX-512F ([`supported`](super::avx512::supported)).

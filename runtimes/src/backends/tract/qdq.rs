@@ -278,13 +278,14 @@ pub fn tables(model: &mut TypedModel) -> TractResult<usize> {
             return Ok(done);
         };
         tried.insert(model.node(q).name.clone());
-        if model.outlet_fact(model.node(q).inputs[0])?.datum_type != f32::datum_type() {
+        let shape = model.outlet_fact(OutletId::new(q, 0))?.shape.clone();
+        // (A scalar has no axis to lay the 256 values along; it costs nothing as it is.)
+        if model.outlet_fact(model.node(q).inputs[0])?.datum_type != f32::datum_type() || shape.rank() == 0 {
             continue;
         }
-        let shape = model.outlet_fact(OutletId::new(q, 0))?.shape.clone();
         let at: std::collections::HashMap<usize, usize> = order.iter().enumerate().map(|(i, &id)| (id, i)).collect();
         // How far in eval order the region's readers reach: the scan stops there.
-        let reach = |id: usize| model.node(id).outputs.iter().flat_map(|o| o.successors.iter()).map(|s| at[&s.node]).max().unwrap_or(0);
+        let reach = |id: usize| model.node(id).outputs.iter().flat_map(|o| o.successors.iter()).filter_map(|s| at.get(&s.node).copied()).max().unwrap_or(0);
         let mut region = HashSet::from([q]);
         let mut nodes = vec![];
         let mut horizon = reach(q);
