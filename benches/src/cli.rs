@@ -175,7 +175,8 @@ pub struct SweepArgs {
     /// coral (int8 Edge TPU: mapping, footprint, predicted latency)
     #[arg(long)]
     pub target: Target,
-    /// jetson: fp16, bf16 or fp32 [default: fp16]; cpu runs fp32
+    /// jetson: fp16, bf16 or fp32 [default: fp16]; cpu: fp32 [default] or int8 (each placement
+    /// calibrated on --calib and written as `build --target cpu --precision int8` does)
     #[arg(long, value_parser = parse_precision)]
     pub precision: Option<Precision>,
     /// Variant: efficientnetv2-b0..b3, -s, -m, -l, -xl (or just b0, s, …)
@@ -199,10 +200,10 @@ pub struct SweepArgs {
     /// Seed of the fresh weights
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// coral: calibration images — a folder of PNG/JPEG, fashion-mnist, or synthetic [default: synthetic]
+    /// coral, and cpu int8: calibration images — a folder of PNG/JPEG, fashion-mnist, or synthetic [default: synthetic]
     #[arg(long, value_name = "SRC")]
     pub calib: Option<String>,
-    /// coral: calibration images per placement
+    /// coral, and cpu int8: calibration images per placement
     #[arg(long, value_name = "N", default_value_t = 8)]
     pub calib_images: usize,
     /// Keep REPORT_DIR/artifacts/ (deleted after measuring by default)
@@ -222,7 +223,8 @@ fn parse_precision(s: &str) -> Result<Precision, String> {
         "fp32" => Ok(Precision::Fp32),
         "fp16" => Ok(Precision::Fp16),
         "bf16" => Ok(Precision::Bf16),
-        _ => Err(format!("{s:?}: sweeps run fp32, fp16 or bf16")),
+        "int8" => Ok(Precision::Int8),
+        _ => Err(format!("{s:?}: sweeps run fp32, fp16, bf16 or int8")),
     }
 }
 
@@ -286,13 +288,17 @@ fn run(a: &RunArgs) -> Result<(), BenchError> {
 }
 
 fn sweep(a: &SweepArgs) -> Result<(), BenchError> {
-    if a.target != Target::Coral && a.calib.is_some() {
-        return Err(BenchError::Args("--calib is for --target coral".into()));
-    }
     let precision = a.precision.unwrap_or(if a.target == Target::Jetson { Precision::Fp16 } else { Precision::Fp32 });
+    let quantized = a.target == Target::Coral || (a.target == Target::Cpu && precision == Precision::Int8);
+    if !quantized && a.calib.is_some() {
+        return Err(BenchError::Args("--calib is for --target coral and --target cpu --precision int8".into()));
+    }
+    let calib = a.calib.as_deref().unwrap_or("synthetic").parse::<CalibSource>().map_err(|e| BenchError::Args(e.to_string()))?;
     let o = SweepOptions {
         target: a.target,
         precision,
+        calib,
+        calib_images: a.calib_images,
         model: a.model.clone(),
         placements: a.fused_stages.clone(),
         image_size: a.image_size,
@@ -312,14 +318,13 @@ fn sweep(a: &SweepArgs) -> Result<(), BenchError> {
     );
     bar.enable_steady_tick(std::time::Duration::from_millis(200));
     if a.target == Target::Coral {
-        let calib = a.calib.as_deref().unwrap_or("synthetic").parse::<CalibSource>().map_err(|e| BenchError::Args(e.to_string()))?;
         let co = CoralSweepOptions {
             model: o.model,
             placements: o.placements,
             image_size: o.image_size,
             options: o.options,
-            calib,
-            calib_images: a.calib_images,
+            calib: o.calib,
+            calib_images: o.calib_images,
             seed: o.seed,
             measure: o.measure,
             out_dir: o.out_dir,

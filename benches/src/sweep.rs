@@ -7,7 +7,9 @@ use std::time::Instant;
 
 use effv2_edge::spec::{variant, BlockKind, FusedStages, ModelOptions, ModelSpec, Variant};
 use effv2_runtime::{Precision, Target};
-use effv2_targets::cpu::{build_cpu, CpuBuild};
+use effv2_targets::calib::CalibSource;
+use effv2_targets::cpu::{build_cpu, build_cpu_int8, CpuBuild, CpuInt8};
+use effv2_targets::onnx::Int8Form;
 use effv2_targets::jetson::build_jetson;
 use effv2_targets::source::ModelSource;
 use indicatif::ProgressBar;
@@ -102,10 +104,13 @@ pub fn plan_sweep(model: &str, options: &ModelOptions, placements: Option<&str>,
 
 #[derive(Clone, Debug)]
 pub struct SweepOptions {
-    /// cpu (fp32 ONNX through tract) or jetson (the CUDA engine on any CUDA GPU).
+    /// cpu (ONNX through tract) or jetson (the CUDA engine on any CUDA GPU).
     pub target: Target,
-    /// fp32 for cpu; fp16 or fp32 for jetson.
+    /// fp32 or int8 (QDQ ONNX, calibrated on `calib`) for cpu; fp16, bf16 or fp32 for jetson.
     pub precision: Precision,
+    /// cpu int8: calibration images and how many, per placement.
+    pub calib: CalibSource,
+    pub calib_images: usize,
     pub model: String,
     /// Placement list (see [`parse_placements`]); None: every k = 0..=stages.
     pub placements: Option<String>,
@@ -194,9 +199,9 @@ pub struct SweepReport {
 pub fn run_sweep(o: &SweepOptions, progress: &ProgressBar) -> Result<SweepReport, BenchError> {
     let started = Instant::now();
     match (o.target, o.precision) {
-        (Target::Cpu, Precision::Fp32) | (Target::Jetson, Precision::Fp16 | Precision::Bf16 | Precision::Fp32) => {}
+        (Target::Cpu, Precision::Fp32 | Precision::Int8) | (Target::Jetson, Precision::Fp16 | Precision::Bf16 | Precision::Fp32) => {}
         (Target::Coral, _) => return Err(BenchError::TargetNotImplemented(o.target)),
-        (t, p) => return Err(BenchError::Args(format!("--target {t} sweeps run at fp32 (cpu) or fp16/fp32 (jetson), not {p}"))),
+        (t, p) => return Err(BenchError::Args(format!("--target {t} sweeps run at fp32 or int8 (cpu) or fp16/bf16/fp32 (jetson), not {p}"))),
     }
     o.measure.validate()?;
     if o.batch == 0 || o.rounds == 0 {
@@ -323,10 +328,19 @@ fn build_one(o: &SweepOptions, base: &ModelOptions, fs: &FusedStages, size: usiz
     let model = ModelSource::Fresh { model: o.model.clone(), options, seed: o.seed }.load()?;
     let cost = model.graph(Some(size))?.cost();
     let opts = CpuBuild { image_size: Some(size), batch: o.batch };
-    match o.target {
-        Target::Jetson => build_jetson(&model, &opts, o.precision, dir)?,
-        _ => build_cpu(&model, &opts, dir)?,
-    };
+    match (o.target, o.precision) {
+        (Target::Jetson, p) => {
+            build_jetson(&model, &opts, p, dir)?;
+        }
+        (_, Precision::Int8) => {
+            // As `build --target cpu --precision int8` writes it: QDQ convolutions.
+            let q = CpuInt8 { calib_images: o.calib_images, seed: o.seed, form: Int8Form::Qdq, ..CpuInt8::new(o.calib.clone()) };
+            build_cpu_int8(&model, &opts, &q, dir)?;
+        }
+        _ => {
+            build_cpu(&model, &opts, dir)?;
+        }
+    }
     Ok((cost.params, cost.macs))
 }
 

@@ -142,8 +142,9 @@ fn bad_inputs_fail_cleanly() {
     if effv2_runtime::cuda::probe_libraries().is_err() {
         assert_clean_failure(&sweep(&["--target", "jetson"]), "no CUDA driver found");
     }
-    assert_clean_failure(&sweep(&["--target", "jetson", "--precision", "int8"]), "sweeps run fp32, fp16 or bf16");
-    assert_clean_failure(&sweep(&["--target", "cpu", "--precision", "fp16"]), "fp32 (cpu)");
+    assert_clean_failure(&sweep(&["--target", "jetson", "--precision", "int8"]), "not int8");
+    assert_clean_failure(&sweep(&["--target", "cpu", "--precision", "fp64"]), "sweeps run fp32, fp16, bf16 or int8");
+    assert_clean_failure(&sweep(&["--target", "cpu", "--precision", "fp16"]), "fp32 or int8 (cpu)");
     assert_clean_failure(&sweep(&["--target", "tpu"]), "unknown target");
     assert_clean_failure(&sweep(&["--target", "cpu", "--fused-stages", "0..=7"]), "6 stages");
     assert_clean_failure(&sweep(&["--target", "cpu", "--fused-stages", "2..1"]), "empty range");
@@ -179,4 +180,25 @@ fn train_step_reports_cpu_throughput_and_names_a_missing_gpu() {
     }
     assert_clean_failure(&bench(&[&args[..], &["--gpus", "2"]].concat()), "--gpus 2 is for --device cuda");
     assert_clean_failure(&bench(&["train-step", "--model", "b9"]), "b9");
+}
+
+/// `--precision int8` on the cpu: each placement calibrated and written as `build --target cpu
+/// --precision int8` does (QDQ ONNX), then timed like fp32; `--calib` is refused for fp32.
+#[test]
+fn sweep_cpu_int8_builds_and_times_quantized_placements() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = tiny_sweep(dir.path(), "0;6", &["--precision", "int8", "--calib", "synthetic", "--calib-images", "2", "--keep-artifacts"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let json: Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("report.json")).unwrap()).unwrap();
+    assert_eq!(json["settings"]["precision"], "int8");
+    let rows = json["rows"].as_array().unwrap();
+    assert_eq!(rows.iter().map(|r| r["stages"].as_str().unwrap()).collect::<Vec<_>>(), ["MMMMMM", "FFFFFF", "FFFMMM"]);
+    assert!(rows.iter().all(|r| r["latency_ms"]["p50"].as_f64().unwrap() > 0.0));
+    let manifest: Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("artifacts/00-0/manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["precision"], "int8");
+    let onnx = std::fs::read(dir.path().join("artifacts/00-0/model.onnx")).unwrap();
+    assert!(onnx.windows(14).any(|w| w == b"QuantizeLinear"), "no QuantizeLinear in the int8 ONNX");
+    assert!(!onnx.windows(11).any(|w| w == b"QLinearConv"), "the sweep writes QDQ convolutions, not QLinearConv");
+    let fp32 = dir.path().join("fp32");
+    assert_clean_failure(&tiny_sweep(&fp32, "0", &["--calib", "synthetic"]), "--calib is for --target coral and --target cpu --precision int8");
 }
