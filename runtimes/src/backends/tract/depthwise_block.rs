@@ -223,7 +223,8 @@ pub struct Depthwise {
     /// Images in the batch (`[n, h, w, c]`), or `None` for an image without a batch axis.
     images: Option<usize>,
     pool: bool,
-    /// The quantize-dequantize table that reads the output (int8 graphs, no SiLU or pooling).
+    /// The quantize-dequantize table that reads the output (int8 graphs, no SiLU); the pooling
+    /// sums are then of its values.
     table: Option<QuantTable>,
 }
 
@@ -360,13 +361,15 @@ pub fn rewrite(model: &mut TypedModel) -> TractResult<usize> {
         // is a table after it). The SE pooling sum is taken with a SiLU only.
         let silu = single_reader(model, id, "Silu")?.filter(|s| s.inputs.len() == 1).map(|s| s.id);
         geo.silu = silu.is_some();
-        let out = OutletId::new(silu.unwrap_or(id), 0);
-        let pool = model.outlet_successors(out).iter().map(|s| s.node).filter(|_| geo.silu).find(|&r| {
+        // Without a SiLU, the table of an int8 graph that alone reads the conv goes in (its
+        // quantized SiLU).
+        let table = if geo.silu { None } else { single_reader(model, id, "Effv2QuantTable")?.and_then(|t| Some((t.id, t.op_as::<QuantTable>()?.clone()))) };
+        let out = OutletId::new(table.as_ref().map(|(t, _)| *t).or(silu).unwrap_or(id), 0);
+        // The SE pooling sum of the activation (SiLU or table), taken in the same pass.
+        let activated = geo.silu || table.is_some();
+        let pool = model.outlet_successors(out).iter().map(|s| s.node).filter(|_| activated).find(|&r| {
             model.node(r).op_as::<Reduce>().is_some_and(|red| red.reducer == Reducer::Sum && red.axes.as_slice() == pixel_axes)
         });
-        // Without a SiLU, the table of an int8 graph that alone reads the conv goes in.
-        let table = if geo.silu { None } else { single_reader(model, id, "Effv2QuantTable")?.and_then(|t| Some((t.id, t.op_as::<QuantTable>()?.clone()))) };
-        let out = table.as_ref().map_or(out, |(t, _)| OutletId::new(*t, 0));
         let name = node.name.clone();
         let weights = wf.konst.clone().expect("checked by geometry");
         let packed = pack_weights(weights.to_plain_array_view::<f32>()?.as_slice().context("contiguous weights")?, &geo);
@@ -432,10 +435,13 @@ mod tests {
             // An int8 table in the epilogue: the table applied to the same pass's output, to the bit.
             let table = QuantTable::new(9.0, 120, &std::array::from_fn(|i| (i as f32 - 120.0) / 9.0 + 0.01 * (i % 5) as f32));
             let mut got = vec![f32::NAN; want.len()];
-            unsafe { run(&g, &x, &wp, &bp, &mut got, Some(table.epilogue())) };
+            let sums = unsafe { run(&g, &x, &wp, &bp, &mut got, Some(table.epilogue())) };
             let mut want_q = vec![0.0; want.len()];
             table.apply(&runs[0].0, &mut want_q);
             assert!(got.iter().zip(&want_q).all(|(a, b)| a.to_bits() == b.to_bits()), "{g:?} with a table");
+            // The pooling sums are of the table's values.
+            let want_sums: Vec<f32> = (0..c).map(|ch| want_q.iter().skip(ch).step_by(c).map(|&v| v as f64).sum::<f64>() as f32).collect();
+            assert!(rel(&sums, &want_sums) < 1e-5, "{g:?} sums with a table: {}", rel(&sums, &want_sums));
         }
     }
 }
