@@ -21,7 +21,7 @@ use tract_onnx::tract_core::ops::cnn::Conv;
 use tract_onnx::tract_core::ops::nn::{DataFormat, Reduce, Reducer};
 
 use super::avx512::{first_lanes, pool_threads, silu512, spread, switched_on};
-use super::qdq::{lookup512, QuantTable, TableRef};
+use super::qdq::{absorb_table, lookup512, QuantTable, TableRef};
 use super::single_reader;
 
 const LANES: usize = 16;
@@ -363,8 +363,11 @@ pub fn rewrite(model: &mut TypedModel) -> TractResult<usize> {
         geo.silu = silu.is_some();
         // Without a SiLU, the table of an int8 graph that alone reads the conv goes in (its
         // quantized SiLU).
-        let table = if geo.silu { None } else { single_reader(model, id, "Effv2QuantTable")?.and_then(|t| Some((t.id, t.op_as::<QuantTable>()?.clone()))) };
-        let out = OutletId::new(table.as_ref().map(|(t, _)| *t).or(silu).unwrap_or(id), 0);
+        let (end, table) = match silu {
+            Some(s) => (s, None),
+            None => absorb_table(model, id)?,
+        };
+        let out = OutletId::new(end, 0);
         // The SE pooling sum of the activation (SiLU or table), taken in the same pass.
         let activated = geo.silu || table.is_some();
         let pool = model.outlet_successors(out).iter().map(|s| s.node).filter(|_| activated).find(|&r| {
@@ -380,7 +383,7 @@ pub fn rewrite(model: &mut TypedModel) -> TractResult<usize> {
             patch.add_const(format!("{name}.packed"), Tensor::from_shape(&[packed.len()], &packed)?)?,
             patch.add_const(format!("{name}.bias_padded"), Tensor::from_shape(&[bias.len()], &bias)?)?,
         ];
-        let outs = patch.wire_node(format!("{name}.fused"), Depthwise { geo, images, pool: pool.is_some(), table: table.map(|(_, q)| q) }, &inputs)?;
+        let outs = patch.wire_node(format!("{name}.fused"), Depthwise { geo, images, pool: pool.is_some(), table }, &inputs)?;
         patch.shunt_outside(model, out, outs[0])?;
         if let Some(r) = pool {
             patch.shunt_outside(model, OutletId::new(r, 0), outs[1])?;

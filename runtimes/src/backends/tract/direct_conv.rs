@@ -22,7 +22,7 @@ use tract_onnx::tract_core::ops::einsum::EinSum;
 use tract_onnx::tract_core::ops::nn::DataFormat;
 
 use super::avx512::{lanes, silu512, spread, switched_on};
-use super::qdq::{lookup512, QuantTable, TableRef};
+use super::qdq::{absorb_table, lookup512, QuantTable, TableRef};
 use super::{single_add, single_reader};
 
 /// Output channels per register block.
@@ -422,15 +422,6 @@ fn rewrite_convs(model: &mut TypedModel) -> TractResult<usize> {
         done += 1;
     }
     Ok(done)
-}
-
-/// The int8 table that is the only reader of `last`'s output, if there is one: the new last node
-/// and the table.
-fn absorb_table(model: &TypedModel, last: usize) -> TractResult<(usize, Option<QuantTable>)> {
-    Ok(match single_reader(model, last, "Effv2QuantTable")?.and_then(|t| Some((t.id, t.op_as::<QuantTable>()?.clone()))) {
-        Some((t, q)) => (t, Some(q)),
-        None => (last, None),
-    })
 }
 
 /// Put `op` in place of the nodes from `first` (whose name it takes) to `last`: it reads `x`,

@@ -23,7 +23,7 @@ use tract_onnx::tract_core::ops::einsum::EinSum;
 use tract_onnx::tract_core::optim::change_axes::change_axes;
 
 use super::avx512::{first_lanes, pool_threads, silu512, spread, switched_on};
-use super::qdq::{lookup512, QuantTable, TableRef};
+use super::qdq::{absorb_table, lookup512, QuantTable, TableRef};
 use super::{single_add, single_reader};
 
 /// Output channels per panel: two zmm registers.
@@ -509,10 +509,9 @@ pub fn rewrite(model: &mut TypedModel) -> TractResult<usize> {
         }
         let last = silu.or(residual.map(|(add, _)| add)).unwrap_or(tail);
         // An int8 graph's table after all that, read by nothing else, goes in too.
-        let table = single_reader(model, last, "Effv2QuantTable")?.and_then(|t| Some((t.id, t.op_as::<QuantTable>()?.clone())));
-        let last = table.as_ref().map_or(last, |(t, _)| *t);
+        let (last, table) = absorb_table(model, last)?;
         let geo = Geo { cin, cout, pixels: h * wd, in_last };
-        let op = Pointwise { geo, images: n, out_shape, silu: silu.is_some(), gate: gate.is_some(), residual: residual.is_some(), table: table.map(|(_, q)| q) };
+        let op = Pointwise { geo, images: n, out_shape, silu: silu.is_some(), gate: gate.is_some(), residual: residual.is_some(), table };
         let name = node.name.clone();
         let packed = pack_weights(w.to_plain_array_view::<f32>()?.as_slice().context("contiguous weights")?, &geo);
         let bias = pad_bias(bias.to_plain_array_view::<f32>()?.as_slice().context("contiguous bias")?, &geo);

@@ -49,6 +49,7 @@ impl QuantTable {
 
     /// What a kernel of ours needs to apply this op in its epilogue (`lookup512`); valid while
     /// the op lives.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub fn epilogue(&self) -> TableRef {
         TableRef { inv_scale: f32::from_bits(self.inv_scale), zero_point: self.zero_point as f32, table: self.table.as_ptr() as *const f32 }
     }
@@ -77,6 +78,7 @@ fn index(x: f32, inv_scale: f32, zero_point: f32) -> usize {
 
 /// A [`QuantTable`]'s parameters and table for a kernel's epilogue.
 #[derive(Clone, Copy, Debug)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub struct TableRef {
     inv_scale: f32,
     zero_point: f32,
@@ -166,6 +168,17 @@ impl TypedOp for QuantTable {
     fn change_axes(&self, model: &TypedModel, node: &TypedNode, _io: InOut, change: &AxisOp) -> TractResult<Option<AxisChangeConsequence>> {
         Ok(Some(AxisChangeConsequence::new(model, node, None, change)))
     }
+}
+
+/// The table op that is the only reader of `last`'s output, if there is one, for a kernel of ours
+/// to apply before its store: the kernel's new last node (the table's, or `last`) and the table.
+#[cfg(target_arch = "x86_64")]
+pub(super) fn absorb_table(model: &TypedModel, last: usize) -> TractResult<(usize, Option<QuantTable>)> {
+    let reader = super::single_reader(model, last, "Effv2QuantTable")?;
+    Ok(match reader.and_then(|t| Some((t.id, t.op_as::<QuantTable>()?.clone()))) {
+        Some((t, q)) => (t, Some(q)),
+        None => (last, None),
+    })
 }
 
 /// `QuantizeLinear` to u8 as tract's ONNX loader writes it: (1/scale, zero point).
