@@ -243,3 +243,49 @@ fn qdq_rewrites_give_tracts_own_outputs_to_the_bit() {
         assert_eq!(run(&ours), run(&plain), "{name}: the rewritten graph's logits differ from tract's own");
     }
 }
+
+/// With AVX-512 VNNI, effv2-runtime runs an int8 graph's dense and 1x1 convs as u8 × i8 products
+/// summed in i32 (exact, as onnxruntime's integer kernels) where tract sums f32 products: every
+/// such conv must go integer, and the logits must stay as near onnxruntime's as tract's own
+/// graph's are (within rounding: a conv's result differs only where a float sum rounds across a
+/// quantization boundary).
+#[test]
+fn integer_convs_take_every_dense_and_1x1_conv_and_agree_with_onnxruntime() {
+    use tract_onnx::prelude::*;
+    effv2_runtime::avoid_tract_amx_int8();
+    let dir = tempfile::tempdir().unwrap();
+    let small = ModelOptions { width: Some(0.5), depth: Some(0.5), num_classes: 10, ..Default::default() };
+    let relu6 = ModelOptions { activation: Activation::Relu6, se: false, padding: Padding::Symmetric, ..small.clone() };
+    let cases = [("silu-se", small.clone(), 64), ("all-fused", ModelOptions { fused_stages: "all".parse().unwrap(), ..small }, 64), ("relu6-no-se", relu6, 66)];
+    for (name, o, size) in cases {
+        let m = ModelSource::Fresh { model: "efficientnetv2-b0".into(), options: o, seed: 3 }.load_for_size(Some(size)).unwrap();
+        let n = 8;
+        let x = Rng::new(5).normal_tensor(vec![n, 3, size, size]);
+        let mut q = CpuInt8::new(CalibSource::Synthetic);
+        (q.calib_images, q.seed, q.form) = (n, 5, Int8Form::Qdq);
+        let d = dir.path().join(name);
+        let out = build_cpu_int8(&m, &CpuBuild { image_size: Some(size), batch: n }, &q, &d).unwrap();
+        let step = out.qmodel.output_tensor().params().unwrap().scale;
+        let typed = tract_onnx::onnx().model_for_path(d.join("model.onnx")).unwrap().into_typed().unwrap();
+        let ours = effv2_runtime::tract_optimize(typed.clone()).unwrap();
+        let count = |op: &str| ours.nodes().iter().filter(|n| n.op().name() == op).count();
+        let (int8, float) = (count("Effv2Int8Pointwise") + count("Effv2Int8DirectConv"), count("Effv2Pointwise") + count("Effv2DirectConv"));
+        println!("{name}: kernels {}; integer convs {int8}, float convs {float}", effv2_runtime::tract_kernels());
+        if effv2_runtime::tract_kernels().contains("VNNI") {
+            // (Convs whose output rows are under 12 pixels stay tract's: all-fused's late stages.)
+            assert!(int8 >= 4 && float == 0, "{name}: {int8} integer convs, {float} float convs left");
+        }
+        let run = |m: TypedModel| -> Vec<f32> {
+            let t = tract_onnx::prelude::Tensor::from_shape(x.shape(), x.data()).unwrap();
+            let out = m.into_runnable().unwrap().run(tvec!(t.into())).unwrap();
+            out[0].to_plain_array_view::<f32>().unwrap().iter().copied().collect()
+        };
+        let (got, plain, ort) = (run(ours), run(typed.into_optimized().unwrap()), peers::onnxruntime(&d, &x));
+        let (mean, plain_mean) = (mean_steps(&got, &ort, step), mean_steps(&plain, &ort, step));
+        let (max, plain_max) = (max_steps(&got, &ort, step), max_steps(&plain, &ort, step));
+        println!("{name}: vs onnxruntime, mean |Δ| {mean:.3} output steps, max {max:.0} (tract's own graph {plain_mean:.3}, max {plain_max:.0})");
+        // (An untrained network carries one step's difference in a conv far: the whole-model
+        // test above finds the two runtimes up to 16 steps apart.)
+        assert!(mean < 1.0 && max <= plain_max + 4.0, "{name}: {mean} steps from onnxruntime on average, {max} at most (tract's own {plain_mean}, {plain_max})");
+    }
+}

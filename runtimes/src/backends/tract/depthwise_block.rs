@@ -225,7 +225,7 @@ pub struct Depthwise {
     pool: bool,
     /// The quantize-dequantize table that reads the output (int8 graphs, no SiLU); the pooling
     /// sums are then of its values.
-    table: Option<QuantTable>,
+    pub(super) table: Option<QuantTable>,
 }
 
 impl Depthwise {

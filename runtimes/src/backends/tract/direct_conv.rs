@@ -23,6 +23,7 @@ use tract_onnx::tract_core::ops::nn::DataFormat;
 
 use super::avx512::{lanes, silu512, spread, switched_on};
 use super::qdq::{absorb_table, lookup512, QuantTable, TableRef};
+use super::{int8_direct_conv, int8_pointwise};
 use super::{single_add, single_reader};
 
 /// Output channels per register block.
@@ -264,7 +265,7 @@ pub struct DirectConv {
     silu: bool,
     residual: bool,
     /// The quantize-dequantize table that alone reads the output (int8 graphs).
-    table: Option<QuantTable>,
+    pub(super) table: Option<QuantTable>,
 }
 
 impl DirectConv {
@@ -430,15 +431,40 @@ fn rewrite_convs(model: &mut TypedModel) -> TractResult<usize> {
 fn swap_in(model: &mut TypedModel, first: usize, last: usize, op: DirectConv, x: OutletId, weights: &Tensor, bias: &Tensor, residual: Option<OutletId>) -> TractResult<()> {
     let name = model.node(first).name.clone();
     let w = weights.cast_to::<f32>()?;
-    let packed = pack_weights(w.to_plain_array_view::<f32>()?.as_slice().context("contiguous weights")?, &op.geo);
+    let w = w.to_plain_array_view::<f32>()?;
+    let w = w.as_slice().context("contiguous weights")?;
+    let g = op.geo;
     let mut patch = TypedModelPatch::new("effv2-direct-conv");
     let mut inputs = vec![patch.tap_model(model, x)?];
-    inputs.push(patch.add_const(format!("{name}.packed"), Tensor::from_shape(&[packed.len()], &packed)?)?);
-    inputs.push(patch.add_const(format!("{name}.bias_f32"), bias.clone().into_shape(&[op.geo.cout])?)?);
-    if let Some(r) = residual {
-        inputs.push(patch.tap_model(model, r)?);
-    }
-    let y = patch.wire_node(format!("{name}.direct"), op, &inputs)?[0];
+    // An int8 graph's conv of an input on a u8 grid with i8-grid weights: integer products.
+    let int8 = match super::grid_of(model, x) {
+        Some(grid) if int8_pointwise::enabled() => int8_pointwise::int8_rows(w, g.cout, g.cin * g.k * g.k).map(|rows| (grid, rows)),
+        _ => None,
+    };
+    let y = if let Some((grid, (scales, codes))) = int8 {
+        let bias = bias.cast_to::<f32>()?;
+        let bias = bias.to_plain_array_view::<f32>()?;
+        let (start, scale, bias) = int8_direct_conv::epilogue_constants(&codes, &scales, bias.as_slice().context("contiguous bias")?, &g, grid);
+        let packed = int8_direct_conv::pack_codes(&codes, &g);
+        inputs.push(patch.add_const(format!("{name}.codes"), Tensor::from_shape(&[packed.len()], &packed)?)?);
+        inputs.push(patch.add_const(format!("{name}.start"), Tensor::from_shape(&[start.len()], &start)?)?);
+        inputs.push(patch.add_const(format!("{name}.scale"), Tensor::from_shape(&[scale.len()], &scale)?)?);
+        inputs.push(patch.add_const(format!("{name}.bias_padded"), Tensor::from_shape(&[bias.len()], &bias)?)?);
+        if let Some(r) = residual {
+            inputs.push(patch.tap_model(model, r)?);
+        }
+        let DirectConv { in_has_n, out_has_n, silu, residual, table, .. } = op;
+        let op = int8_direct_conv::Int8DirectConv { geo: g, grid, in_has_n, out_has_n, silu, residual, table };
+        patch.wire_node(format!("{name}.int8_direct"), op, &inputs)?[0]
+    } else {
+        let packed = pack_weights(w, &g);
+        inputs.push(patch.add_const(format!("{name}.packed"), Tensor::from_shape(&[packed.len()], &packed)?)?);
+        inputs.push(patch.add_const(format!("{name}.bias_f32"), bias.clone().into_shape(&[g.cout])?)?);
+        if let Some(r) = residual {
+            inputs.push(patch.tap_model(model, r)?);
+        }
+        patch.wire_node(format!("{name}.direct"), op, &inputs)?[0]
+    };
     patch.shunt_outside(model, OutletId::new(last, 0), y)?;
     patch.apply(model)
 }
@@ -456,7 +482,7 @@ fn rewrite_projections(model: &mut TypedModel) -> TractResult<usize> {
         };
         let [xi, wi] = node.inputs.as_slice() else { continue };
         // Only inside the stretch our convs run NCHW: a 1x1 conv elsewhere is tract's to lay out.
-        if einsum.q_params.is_some() || model.node(xi.node).op_as::<DirectConv>().is_none() {
+        if einsum.q_params.is_some() || !(model.node(xi.node).op_is::<DirectConv>() || model.node(xi.node).op_is::<int8_direct_conv::Int8DirectConv>()) {
             continue;
         }
         let (xf, wf) = (model.outlet_fact(*xi)?, model.outlet_fact(*wi)?);

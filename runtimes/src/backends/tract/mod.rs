@@ -22,6 +22,10 @@ mod direct_conv;
 mod matvec;
 #[cfg(target_arch = "x86_64")]
 mod pointwise;
+#[cfg(target_arch = "x86_64")]
+mod int8_pointwise;
+#[cfg(target_arch = "x86_64")]
+mod int8_direct_conv;
 
 /// Which channel-inner depthwise kernel tract runs here (x86_64: ours, filed in its registry).
 /// Anything using tract in this process gets it once this crate is linked.
@@ -75,6 +79,23 @@ fn single_add(model: &TypedModel, id: usize) -> TractResult<Option<(usize, Outle
     Ok(Some((add.id, other)))
 }
 
+/// The u8 grid the values on `outlet` lie on, when an int8 graph's table wrote them: a table op,
+/// or a kernel of ours that applied one in its epilogue.
+#[cfg(target_arch = "x86_64")]
+fn grid_of(model: &TypedModel, outlet: OutletId) -> Option<qdq::Grid> {
+    let node = model.node(outlet.node);
+    let table = match () {
+        _ if node.op_is::<qdq::QuantTable>() => node.op_as::<qdq::QuantTable>(),
+        _ if node.op_is::<pointwise::Pointwise>() => node.op_as::<pointwise::Pointwise>()?.table.as_ref(),
+        _ if node.op_is::<int8_pointwise::Int8Pointwise>() => node.op_as::<int8_pointwise::Int8Pointwise>()?.table.as_ref(),
+        _ if node.op_is::<direct_conv::DirectConv>() => node.op_as::<direct_conv::DirectConv>()?.table.as_ref(),
+        _ if node.op_is::<int8_direct_conv::Int8DirectConv>() => node.op_as::<int8_direct_conv::Int8DirectConv>()?.table.as_ref(),
+        _ if node.op_is::<depthwise_block::Depthwise>() => node.op_as::<depthwise_block::Depthwise>()?.table.as_ref(),
+        _ => None,
+    };
+    table?.grid()
+}
+
 /// tract's optimisation of a typed model with our kernels in it: decluttered, an int8 QDQ graph's
 /// quantize / dequantize chains made tables (`qdq`, any CPU), then on x86_64 with
 /// AVX-512 the dense convs of the stem and fused stages (`direct_conv`), the MBConv stages moved
@@ -120,19 +141,21 @@ pub fn dense_conv_kernel() -> &'static str {
 /// matrix-vector products. For `device()` and the bench reports.
 pub fn kernels() -> String {
     #[cfg(target_arch = "x86_64")]
-    let (depthwise, pointwise, matvec) = (
+    let (depthwise, pointwise, matvec, int8) = (
         depthwise_block::enabled().then_some("effv2 avx512 (+ SiLU + SE pooling)"),
         pointwise::enabled().then_some("effv2 avx512 12x32 channel-last"),
         matvec::enabled().then_some("effv2 avx512 streaming"),
+        int8_pointwise::enabled().then_some("effv2 avx512 VNNI u8×i8 (dense and 1x1)"),
     );
     #[cfg(not(target_arch = "x86_64"))]
-    let (depthwise, pointwise, matvec) = (None::<&str>, None::<&str>, None::<&str>);
+    let (depthwise, pointwise, matvec, int8) = (None::<&str>, None::<&str>, None::<&str>, None::<&str>);
     let depthwise = depthwise.map_or_else(|| format!("tract, kernel {}", depthwise_kernel()), str::to_string);
     format!(
-        "depthwise {depthwise}, dense conv {}, 1x1 conv {}, matrix-vector {}",
+        "depthwise {depthwise}, dense conv {}, 1x1 conv {}, matrix-vector {}, int8 conv {}",
         dense_conv_kernel(),
         pointwise.unwrap_or("tract matmul"),
-        matvec.unwrap_or("tract matmul")
+        matvec.unwrap_or("tract matmul"),
+        int8.unwrap_or("as f32")
     )
 }
 

@@ -23,6 +23,7 @@ use tract_onnx::tract_core::ops::einsum::EinSum;
 use tract_onnx::tract_core::optim::change_axes::change_axes;
 
 use super::avx512::{first_lanes, pool_threads, silu512, spread, switched_on};
+use super::int8_pointwise;
 use super::qdq::{absorb_table, lookup512, QuantTable, TableRef};
 use super::{single_add, single_reader};
 
@@ -190,22 +191,31 @@ unsafe fn tile<const M: usize, const V: usize>(g: &Geo, p: Ptrs, j: usize, p0: u
             for (v, &mask) in masks.iter().enumerate() {
                 let mut val = _mm512_loadu_ps(row.as_ptr().add(v * LANES));
                 if blk.last {
-                    val = _mm512_add_ps(val, _mm512_loadu_ps(p.b.add(o0 + v * LANES)));
-                    if blk.silu {
-                        val = silu512(val);
-                    }
-                    if !p.r.is_null() {
-                        let at = (p0 + m) * g.cout + o0 + v * LANES;
-                        val = _mm512_add_ps(val, _mm512_maskz_loadu_ps(mask, p.r.add(at)));
-                    }
-                    if let Some(t) = p.table {
-                        val = lookup512(val, t);
-                    }
+                    let r = if p.r.is_null() { p.r } else { p.r.add((p0 + m) * g.cout + o0 + v * LANES) };
+                    val = finish(val, _mm512_loadu_ps(p.b.add(o0 + v * LANES)), blk.silu, r, mask, p.table);
                 }
                 _mm512_mask_storeu_ps(y.add(m * g.cout + v * LANES), mask, val);
             }
         }
     }
+}
+
+/// A 1x1 conv's epilogue on 16 output channels of one pixel: + bias, then SiLU, the residual
+/// `r` (null if none; the lanes of `mask`) and the int8 table, as asked.
+#[target_feature(enable = "avx512f")]
+#[inline]
+pub(super) unsafe fn finish(val: __m512, bias: __m512, silu: bool, r: *const f32, mask: __mmask16, table: Option<TableRef>) -> __m512 {
+    let mut val = _mm512_add_ps(val, bias);
+    if silu {
+        val = silu512(val);
+    }
+    if !r.is_null() {
+        val = _mm512_add_ps(val, unsafe { _mm512_maskz_loadu_ps(mask, r) });
+    }
+    if let Some(t) = table {
+        val = unsafe { lookup512(val, t) };
+    }
+    val
 }
 
 /// Pixels `px` of panel `j`, K block by K block (the block's weights stay in L1 across tiles).
@@ -304,7 +314,7 @@ pub struct Pointwise {
     gate: bool,
     residual: bool,
     /// The quantize-dequantize table that reads the conv's output, applied before the store.
-    table: Option<QuantTable>,
+    pub(super) table: Option<QuantTable>,
 }
 
 impl Op for Pointwise {
@@ -511,12 +521,34 @@ pub fn rewrite(model: &mut TypedModel) -> TractResult<usize> {
         // An int8 graph's table after all that, read by nothing else, goes in too.
         let (last, table) = absorb_table(model, last)?;
         let geo = Geo { cin, cout, pixels: h * wd, in_last };
-        let op = Pointwise { geo, images: n, out_shape, silu: silu.is_some(), gate: gate.is_some(), residual: residual.is_some(), table };
         let name = node.name.clone();
-        let packed = pack_weights(w.to_plain_array_view::<f32>()?.as_slice().context("contiguous weights")?, &geo);
-        let bias = pad_bias(bias.to_plain_array_view::<f32>()?.as_slice().context("contiguous bias")?, &geo);
+        let w = w.to_plain_array_view::<f32>()?;
+        let w = w.as_slice().context("contiguous weights")?;
+        let bias = bias.to_plain_array_view::<f32>()?;
+        let bias = bias.as_slice().context("contiguous bias")?;
+        // An int8 graph's conv of an input on a u8 grid with i8-grid weights: integer products.
+        let int8 = match (gate, super::grid_of(model, xi)) {
+            (None, Some(grid)) if int8_pointwise::enabled() => int8_pointwise::int8_rows(w, cout, cin).map(|rows| (grid, rows)),
+            _ => None,
+        };
         let mut patch = TypedModelPatch::new("effv2-pointwise");
         let mut inputs = vec![patch.tap_model(model, xi)?];
+        let y = if let Some((grid, (scales, codes))) = int8 {
+            let (start, scale, bias) = int8_pointwise::epilogue_constants(&codes, &scales, bias, &geo, grid);
+            let packed = int8_pointwise::pack_codes(&codes, &geo);
+            inputs.push(patch.add_const(format!("{name}.codes"), Tensor::from_shape(&[packed.len()], &packed)?)?);
+            inputs.push(patch.add_const(format!("{name}.start"), Tensor::from_shape(&[start.len()], &start)?)?);
+            inputs.push(patch.add_const(format!("{name}.scale"), Tensor::from_shape(&[scale.len()], &scale)?)?);
+            inputs.push(patch.add_const(format!("{name}.bias_padded"), Tensor::from_shape(&[bias.len()], &bias)?)?);
+            if let Some((_, r)) = residual {
+                inputs.push(patch.tap_model(model, r)?);
+            }
+            let op = int8_pointwise::Int8Pointwise { geo, grid, images: n, out_shape, silu: silu.is_some(), residual: residual.is_some(), table };
+            patch.wire_node(format!("{name}.int8_pointwise"), op, &inputs)?[0]
+        } else {
+        let op = Pointwise { geo, images: n, out_shape, silu: silu.is_some(), gate: gate.is_some(), residual: residual.is_some(), table };
+        let packed = pack_weights(w, &geo);
+        let bias = pad_bias(bias, &geo);
         inputs.push(patch.add_const(format!("{name}.packed"), Tensor::from_shape(&[packed.len()], &packed)?)?);
         inputs.push(patch.add_const(format!("{name}.bias_padded"), Tensor::from_shape(&[bias.len()], &bias)?)?);
         if let Some((_, s)) = gate {
@@ -525,7 +557,8 @@ pub fn rewrite(model: &mut TypedModel) -> TractResult<usize> {
         if let Some((_, r)) = residual {
             inputs.push(patch.tap_model(model, r)?);
         }
-        let y = patch.wire_node(format!("{name}.pointwise"), op, &inputs)?[0];
+        patch.wire_node(format!("{name}.pointwise"), op, &inputs)?[0]
+        };
         patch.shunt_outside(model, OutletId::new(last, 0), y)?;
         patch.apply(model)?;
         done += 1;

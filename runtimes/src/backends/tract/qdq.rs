@@ -36,11 +36,53 @@ pub struct QuantTable {
     inv_scale: u32,
     zero_point: u8,
     table: Vec<u32>,
+    /// The u8 grid every table value lies on, when the region ends in a DequantizeLinear: what
+    /// lets an int8 conv reading the op's output take its codes back (`int8_pointwise`).
+    grid: Option<Grid>,
+}
+
+/// A u8 quantization grid: value = (code − zero point) · scale, as tract's DequantizeLinear
+/// computes it (scale kept as bits).
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub struct Grid {
+    scale: u32,
+    pub zero_point: u8,
+}
+
+impl Grid {
+    pub fn scale(&self) -> f32 {
+        f32::from_bits(self.scale)
+    }
+
+    /// The code of a value on the grid, as the int8 kernels compute it (x · (1/scale), rounded
+    /// half to even, + zero point, clamped).
+    pub fn code(&self, x: f32) -> u8 {
+        ((x * (1.0 / self.scale())).round_ties_even() + self.zero_point as f32).clamp(0.0, 255.0) as u8
+    }
+
+    /// The value of `code`, to the bit as tract's DequantizeLinear gives it.
+    pub fn value(&self, code: u8) -> f32 {
+        (code as i32 - self.zero_point as i32) as f32 * self.scale()
+    }
 }
 
 impl QuantTable {
     pub fn new(inv_scale: f32, zero_point: u8, table: &[f32; 256]) -> QuantTable {
-        QuantTable { inv_scale: inv_scale.to_bits(), zero_point, table: table.iter().map(|v| v.to_bits()).collect() }
+        QuantTable { inv_scale: inv_scale.to_bits(), zero_point, table: table.iter().map(|v| v.to_bits()).collect(), grid: None }
+    }
+
+    /// The same op, known to give only values of the grid (scale, zero point): kept if every
+    /// table value's code gives back that value to the bit, so a reader may work on the codes.
+    pub fn on_grid(mut self, scale: f32, zero_point: u8) -> QuantTable {
+        let grid = Grid { scale: scale.to_bits(), zero_point };
+        let exact = scale.is_finite() && scale > 0.0 && self.table().iter().all(|v| grid.value(grid.code(*v)).to_bits() == v.to_bits());
+        self.grid = exact.then_some(grid);
+        self
+    }
+
+    /// The grid of the op's values, if they lie on one.
+    pub fn grid(&self) -> Option<Grid> {
+        self.grid
     }
 
     fn table(&self) -> [f32; 256] {
@@ -330,7 +372,12 @@ pub fn tables(model: &mut TypedModel) -> TractResult<usize> {
         let name = model.node(q).name.clone();
         let mut patch = TypedModelPatch::new("effv2-quant-table");
         let x = patch.tap_model(model, model.node(q).inputs[0])?;
-        let y = patch.wire_node(format!("{name}.table"), QuantTable::new(inv_scale, zp, &table), &[x])?[0];
+        let mut op = QuantTable::new(inv_scale, zp, &table);
+        // A region that ends in a u8 DequantizeLinear (most do: the next conv's input).
+        if let Some(dq) = model.node(out).op_as::<DequantizeLinearF32>().filter(|d| (0..=255).contains(&d.zero_point)) {
+            op = op.on_grid(dq.scale, dq.zero_point as u8);
+        }
+        let y = patch.wire_node(format!("{name}.table"), op, &[x])?[0];
         patch.shunt_outside(model, OutletId::new(out, 0), y)?;
         patch.apply(model)?;
         done += 1;

@@ -1,0 +1,459 @@
+//! The 1x1 convs of an int8 graph as integer products: u8 codes × i8 weights summed in i32 by
+//! AVX-512 VNNI (`vpdpbusd`, four products and their sum per lane and instruction).
+//!
+//! After the QDQ rewrites (`qdq`) an int8 graph's convs are float convs whose input lies on a u8
+//! grid (a table op, or a kernel's table epilogue, wrote it) and whose weights are per-channel
+//! i8 grids (folded dequantized constants): `Σ x·w = s_x·s_w[o]·Σ (u − zp)·q`, computed exactly in
+//! i32 instead of rounded along the way in f32. Each `vpdpbusd` does 64 multiply-adds where an
+//! FMA does 16, and the weights are a quarter of the bytes. The f32 kernel's tiles (`pointwise`):
+//! 12 pixels × 32 output channels in 24 zmm accumulators, each step two weight vectors (16
+//! channels × 4 inputs each) and 12 broadcast dwords (one pixel's 4 input codes). The input is
+//! first taken to codes, channel-last in groups of 4; the sums start at `−zp·Σq` so the zero
+//! point costs nothing per step; bias, SiLU, residual and table are applied as in the f32 kernel.
+//! Only where the CPU has AVX-512 VNNI and both grids were found; `EFFV2_TRACT_VNNI=0` keeps the
+//! f32 kernel (A/B timing).
+
+use std::arch::x86_64::*;
+use std::cell::RefCell;
+
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::internal::*;
+
+use super::avx512::{first_lanes, pool_threads, spread};
+use super::pointwise::{finish, Fused, Geo};
+use super::qdq::{Grid, QuantTable, TableRef};
+
+const NR: usize = 32;
+const MR: usize = 12;
+const LANES: usize = 16;
+/// Groups of 4 input channels per K block: 256 × 4 × 32 bytes of weights = 32 KB of L1.
+const KC4: usize = 256;
+
+/// Whether the CPU has VNNI and it is not turned off with `EFFV2_TRACT_VNNI=0`.
+pub fn enabled() -> bool {
+    super::avx512::switched_on("EFFV2_TRACT_VNNI") && is_x86_feature_detected!("avx512vnni")
+}
+
+/// `[cout, cin]` f32 weights that are per-row i8 grids: each row's scale and codes in [−127, 127],
+/// `code · scale` equal to the weight to the bit. None if any row is not (then the f32 kernel).
+pub fn int8_rows(w: &[f32], cout: usize, cin: usize) -> Option<(Vec<f32>, Vec<i8>)> {
+    let mut scales = Vec::with_capacity(cout);
+    let mut codes = Vec::with_capacity(cout * cin);
+    for row in w.chunks(cin).take(cout) {
+        let (s, q) = row_grid(row)?;
+        scales.push(s);
+        codes.extend(q);
+    }
+    Some((scales, codes))
+}
+
+/// One row's grid. A symmetric quantizer's largest code is ±127 (ours) or less: the scale is
+/// tried as max|w|/k for k = 127 down to 1, and one ulp either side of each.
+fn row_grid(row: &[f32]) -> Option<(f32, Vec<i8>)> {
+    let m = row.iter().fold(0f32, |m, v| m.max(v.abs()));
+    if !m.is_finite() {
+        return None;
+    }
+    if m == 0.0 {
+        return Some((0.0, vec![0; row.len()]));
+    }
+    let codes = |s: f32| -> Option<Vec<i8>> {
+        row.iter()
+            .map(|&v| {
+                let q = (v / s).round_ties_even();
+                (q.abs() <= 127.0 && (q * s).to_bits() == v.to_bits()).then_some(q as i8)
+            })
+            .collect()
+    };
+    (1..=127).rev().flat_map(|k| {
+        let s = m / k as f32;
+        [s, s.next_up(), s.next_down()]
+    })
+    .find_map(|s| Some((s, codes(s)?)))
+}
+
+/// Input channels in groups of 4.
+fn groups(g: &Geo) -> usize {
+    g.cin.div_ceil(4)
+}
+
+fn panels(g: &Geo) -> usize {
+    g.cout.div_ceil(NR)
+}
+
+fn panel_width(g: &Geo, j: usize) -> usize {
+    (g.cout - j * NR).min(NR).div_ceil(LANES) * LANES
+}
+
+/// The codes as the kernel reads them: panel `j` (at `j·32·4·groups`) holds, for each group of
+/// 4 input channels, its `panel_width(j)` output channels' 4 codes side by side (zeros past `cout`
+/// and `cin`).
+pub fn pack_codes(q: &[i8], g: &Geo) -> Vec<i8> {
+    let k4 = groups(g);
+    let mut out = vec![0i8; panels(g) * NR * 4 * k4];
+    for o in 0..g.cout {
+        let (j, c) = (o / NR, o % NR);
+        let width = panel_width(g, j);
+        for i in 0..g.cin {
+            out[j * NR * 4 * k4 + (i / 4) * width * 4 + c * 4 + i % 4] = q[o * g.cin + i];
+        }
+    }
+    out
+}
+
+/// Per output channel (padded to whole panels): the sums' start `−zp·Σq`, the scale `s_x·s_w`
+/// that takes a sum to the product's value, and the bias.
+pub fn epilogue_constants(q: &[i8], w_scales: &[f32], bias: &[f32], g: &Geo, input: Grid) -> (Vec<i32>, Vec<f32>, Vec<f32>) {
+    let n = panels(g) * NR;
+    let (mut start, mut scale, mut b) = (vec![0i32; n], vec![0f32; n], vec![0f32; n]);
+    for o in 0..g.cout {
+        let sum: i32 = q[o * g.cin..][..g.cin].iter().map(|&v| v as i32).sum();
+        start[o] = -(input.zero_point as i32) * sum;
+        scale[o] = input.scale() * w_scales[o];
+        b[o] = bias[o];
+    }
+    (start, scale, b)
+}
+
+/// One image's f32 input (`[cin, pixels]`, or `[pixels, cin]` with `in_last`) as codes,
+/// `[pixels][4·groups]` (the padding channels 0).
+fn codes_of_input(x: &[f32], g: &Geo, grid: Grid, out: &mut Vec<u8>) {
+    let row = 4 * groups(g);
+    out.clear();
+    out.resize(g.pixels * row, 0);
+    let (inv, zp) = (1.0 / grid.scale(), grid.zero_point);
+    if g.in_last {
+        for (src, dst) in x.chunks(g.cin).zip(out.chunks_mut(row)) {
+            unsafe { codes512(src, &mut dst[..g.cin], inv, zp) };
+        }
+    } else {
+        let mut line = vec![0u8; g.pixels];
+        for (i, src) in x.chunks(g.pixels).take(g.cin).enumerate() {
+            unsafe { codes512(src, &mut line, inv, zp) };
+            for (p, &c) in line.iter().enumerate() {
+                out[p * row + i] = c;
+            }
+        }
+    }
+}
+
+/// `Grid::code` on a slice, 16 values at a time (round half to even: the default rounding mode).
+#[target_feature(enable = "avx512f")]
+unsafe fn codes512(x: &[f32], y: &mut [u8], inv: f32, zp: u8) {
+    let n = x.len().min(y.len());
+    let (vinv, vzp, hi) = (_mm512_set1_ps(inv), _mm512_set1_epi32(zp as i32), _mm512_set1_epi32(255));
+    let mut i = 0;
+    while i < n {
+        let mask = first_lanes(n - i);
+        let v = _mm512_mul_ps(unsafe { _mm512_maskz_loadu_ps(mask, x.as_ptr().add(i)) }, vinv);
+        let c = _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(v), vzp), _mm512_setzero_si512()), hi);
+        unsafe { _mm512_mask_cvtepi32_storeu_epi8(y.as_mut_ptr().add(i) as *mut i8, mask, c) };
+        i += LANES;
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Ptrs {
+    x: *const u8,
+    w: *const i8,
+    start: *const i32,
+    scale: *const f32,
+    b: *const f32,
+    y: *mut f32,
+    /// The residual (null if none), SiLU and table of the epilogue.
+    r: *const f32,
+    silu: bool,
+    table: Option<TableRef>,
+}
+
+// Each task writes its own panels of `y`; the rest is read-only.
+unsafe impl Send for Ptrs {}
+unsafe impl Sync for Ptrs {}
+
+/// Groups `k0..k0 + kc` of a panel; between blocks the i32 sums wait in `y`.
+#[derive(Clone, Copy)]
+struct Block {
+    k0: usize,
+    kc: usize,
+    first: bool,
+    last: bool,
+}
+
+/// `M` pixels from `p0` × `V` vectors of panel `j`, over the groups of `blk`.
+#[target_feature(enable = "avx512f,avx512vnni")]
+#[inline]
+unsafe fn tile<const M: usize, const V: usize>(g: &Geo, p: Ptrs, j: usize, p0: usize, blk: Block) {
+    unsafe {
+        let row = 4 * groups(g);
+        let width = V * LANES;
+        let o0 = j * NR;
+        let masks: [__mmask16; V] = std::array::from_fn(|v| first_lanes(g.cout.saturating_sub(o0 + v * LANES)));
+        let y = p.y.add(p0 * g.cout + o0);
+        let mut acc = [[_mm512_setzero_si512(); V]; M];
+        #[allow(clippy::needless_range_loop)]
+        for m in 0..M {
+            for v in 0..V {
+                acc[m][v] = if blk.first {
+                    _mm512_loadu_si512(p.start.add(o0 + v * LANES) as *const _)
+                } else {
+                    _mm512_maskz_loadu_epi32(masks[v], y.add(m * g.cout + v * LANES) as *const i32)
+                };
+            }
+        }
+        let mut x = p.x.add(p0 * row + blk.k0 * 4);
+        let mut w = p.w.add(j * NR * row + blk.k0 * width * 4);
+        for _ in 0..blk.kc {
+            let wv: [__m512i; V] = std::array::from_fn(|v| _mm512_loadu_si512(w.add(v * LANES * 4) as *const _));
+            #[allow(clippy::needless_range_loop)]
+            for m in 0..M {
+                let xb = _mm512_set1_epi32(std::ptr::read_unaligned(x.add(m * row) as *const i32));
+                for v in 0..V {
+                    acc[m][v] = _mm512_dpbusd_epi32(acc[m][v], xb, wv[v]);
+                }
+            }
+            x = x.add(4);
+            w = w.add(width * 4);
+        }
+        let mut tile = [[0i32; NR]; MR];
+        #[allow(clippy::needless_range_loop)]
+        for m in 0..M {
+            for v in 0..V {
+                _mm512_storeu_si512(tile[m].as_mut_ptr().add(v * LANES) as *mut _, acc[m][v]);
+            }
+        }
+        for (m, sums) in tile.iter().enumerate().take(M) {
+            for (v, &mask) in masks.iter().enumerate() {
+                let sum = _mm512_loadu_si512(sums.as_ptr().add(v * LANES) as *const _);
+                let out = y.add(m * g.cout + v * LANES);
+                if !blk.last {
+                    _mm512_mask_storeu_epi32(out as *mut i32, mask, sum);
+                    continue;
+                }
+                let at = o0 + v * LANES;
+                let val = _mm512_mul_ps(_mm512_cvtepi32_ps(sum), _mm512_loadu_ps(p.scale.add(at)));
+                let r = if p.r.is_null() { p.r } else { p.r.add((p0 + m) * g.cout + at) };
+                let val = finish(val, _mm512_loadu_ps(p.b.add(at)), p.silu, r, mask, p.table);
+                _mm512_mask_storeu_ps(out, mask, val);
+            }
+        }
+    }
+}
+
+/// Pixels `px` of panel `j`, K block by K block.
+#[target_feature(enable = "avx512f,avx512vnni")]
+unsafe fn panel(g: &Geo, p: Ptrs, j: usize, px: std::ops::Range<usize>) {
+    let wide = panel_width(g, j) > LANES;
+    let tiles = px.len().div_ceil(MR);
+    let k4 = groups(g);
+    let mut k0 = 0;
+    while k0 < k4 {
+        let kc = KC4.min(k4 - k0);
+        let blk = Block { k0, kc, first: k0 == 0, last: k0 + kc == k4 };
+        for t in 0..tiles {
+            let p0 = px.start + t * px.len() / tiles;
+            let m = px.start + (t + 1) * px.len() / tiles - p0;
+            macro_rules! by_rows {
+                ($($n:literal)*) => {
+                    match (m, wide) {
+                        $(($n, true) => tile::<$n, 2>(g, p, j, p0, blk),
+                          ($n, false) => tile::<$n, 1>(g, p, j, p0, blk),)*
+                        _ => unreachable!("tiles are 1..=12 pixels"),
+                    }
+                };
+            }
+            unsafe { by_rows!(1 2 3 4 5 6 7 8 9 10 11 12) }
+        }
+        k0 += kc;
+    }
+}
+
+/// The packed weights and per-channel constants of one conv (see [`pack_codes`],
+/// [`epilogue_constants`]).
+pub struct Packed<'a> {
+    pub codes: &'a [i8],
+    pub start: &'a [i32],
+    pub scale: &'a [f32],
+    pub bias: &'a [f32],
+}
+
+/// The conv of one image: `x` on `grid` as [`Geo`] says, `y` `[pixels, cout]`, then what `f` adds
+/// (no gate: a gated input is not on a grid).
+///
+/// # Safety
+/// The CPU has AVX-512F and VNNI ([`enabled`]).
+pub unsafe fn run(g: &Geo, grid: Grid, x: &[f32], w: &Packed, y: &mut [f32], f: Fused) {
+    let out = g.pixels * g.cout;
+    let n = panels(g) * NR;
+    assert!(x.len() >= g.cin * g.pixels && w.codes.len() >= n * 4 * groups(g) && y.len() >= out);
+    assert!(w.start.len() >= n && w.scale.len() >= n && w.bias.len() >= n && f.gate.is_none() && f.residual.is_none_or(|r| r.len() >= out));
+    thread_local!(static CODES: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) });
+    CODES.with_borrow_mut(|codes| {
+        codes_of_input(x, g, grid, codes);
+        let r = f.residual.map_or(std::ptr::null(), |r| r.as_ptr());
+        let p = Ptrs { x: codes.as_ptr(), w: w.codes.as_ptr(), start: w.start.as_ptr(), scale: w.scale.as_ptr(), b: w.bias.as_ptr(), y: y.as_mut_ptr(), r, silu: f.silu, table: f.table };
+        let threads = pool_threads();
+        let per_panel = if threads == 1 { 1 } else { (4 * threads).div_ceil(panels(g)).min(g.pixels.div_ceil(MR)) };
+        spread(panels(g) * per_panel, |t| {
+            let (j, s) = (t / per_panel, t % per_panel);
+            unsafe { panel(g, p, j, s * g.pixels / per_panel..(s + 1) * g.pixels / per_panel) }
+        });
+    });
+}
+
+/// The op in tract's graph: inputs the image (`[c, h, w]` or `[h, w, c]`, f32 on `grid`), the
+/// packed codes (i8), the sums' starts (i32), scales and bias (f32), then with `residual` a
+/// `[h, w, cout]` tensor to add. Output `[(n,) h, w, cout]` f32, as `Pointwise`'s.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct Int8Pointwise {
+    pub geo: Geo,
+    pub grid: Grid,
+    pub images: usize,
+    pub out_shape: TVec<usize>,
+    pub silu: bool,
+    pub residual: bool,
+    pub table: Option<QuantTable>,
+}
+
+impl Op for Int8Pointwise {
+    fn name(&self) -> StaticName {
+        "Effv2Int8Pointwise".into()
+    }
+
+    fn info(&self) -> TractResult<Vec<String>> {
+        let g = &self.geo;
+        let extra = if self.silu { ", SiLU" } else if self.residual { ", + residual" } else { "" };
+        let table = if self.table.is_some() { ", int8 table" } else { "" };
+        Ok(vec![format!("1x1 u8×i8 {}→{} ch, {} × {} px, {} → hwc{extra}{table}", g.cin, g.cout, self.images, g.pixels, if g.in_last { "hwc" } else { "chw" })])
+    }
+
+    fn validation(&self) -> Validation {
+        Validation::Rounding
+    }
+
+    fn as_typed(&self) -> Option<&dyn TypedOp> {
+        Some(self)
+    }
+}
+
+impl EvalOp for Int8Pointwise {
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let wanted = 5 + self.residual as usize;
+        ensure!(inputs.len() == wanted, "Effv2Int8Pointwise takes {wanted} inputs, got {}", inputs.len());
+        let g = &self.geo;
+        let f32s = |i: usize| -> TractResult<&[f32]> { inputs[i].try_as_plain_ram()?.as_slice::<f32>() };
+        let (x, scale, bias) = (f32s(0)?, f32s(3)?, f32s(4)?);
+        let (codes, start) = (inputs[1].try_as_plain_ram()?.as_slice::<i8>()?, inputs[2].try_as_plain_ram()?.as_slice::<i32>()?);
+        let residual = if self.residual { Some(f32s(5)?) } else { None };
+        let (n, xs, ys) = (self.images, g.pixels * g.cin, g.pixels * g.cout);
+        ensure!(x.len() == n * xs && residual.is_none_or(|r| r.len() == n * ys), "Effv2Int8Pointwise: input of {} values for {n} x {g:?}", x.len());
+        let padded = panels(g) * NR;
+        ensure!(codes.len() == padded * 4 * groups(g) && [start.len(), scale.len(), bias.len()] == [padded; 3], "Effv2Int8Pointwise: packed constants do not fit {g:?}");
+        let w = Packed { codes, start, scale, bias };
+        let y = super::filled_f32(&self.out_shape, |y| {
+            for i in 0..n {
+                let f = Fused { silu: self.silu, residual: residual.map(|r| &r[i * ys..][..ys]), gate: None, table: self.table.as_ref().map(QuantTable::epilogue) };
+                unsafe { run(g, self.grid, &x[i * xs..][..xs], &w, &mut y[i * ys..][..ys], f) };
+            }
+        })?;
+        Ok(tvec!(y))
+    }
+
+    tract_onnx::tract_core::op_out_of_plan!();
+}
+
+impl TypedOp for Int8Pointwise {
+    tract_onnx::tract_core::as_op!();
+
+    fn output_facts(&self, _inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        Ok(tvec!(f32::fact(&*self.out_shape)))
+    }
+
+    fn cost(&self, _inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
+        let g = &self.geo;
+        Ok(tvec!((Cost::FMA(i8::datum_type()), (self.images * g.pixels * g.cout * g.cin).into())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backends::tract::avx512::testing::*;
+
+    /// Random per-row i8 weights as a quantizer writes them (largest code ±127) and their f32
+    /// values.
+    fn int8_weights(rnd: &mut impl FnMut() -> f32, cout: usize, cin: usize) -> (Vec<f32>, Vec<i8>, Vec<f32>) {
+        let mut scales = vec![];
+        let mut q = vec![];
+        for o in 0..cout {
+            let s = 0.01 * (1.0 + rnd().abs()) / (1 + o % 3) as f32;
+            let mut row: Vec<i8> = (0..cin).map(|_| (rnd() * 127.0).round() as i8).collect();
+            row[o % cin] = if o % 2 == 0 { 127 } else { -127 };
+            scales.push(s);
+            q.extend(row);
+        }
+        let w = q.iter().enumerate().map(|(i, &v)| v as f32 * scales[i / cin]).collect();
+        (w, q, scales)
+    }
+
+    #[test]
+    fn weight_rows_give_back_their_codes_or_nothing() {
+        let mut rnd = uniform(5);
+        let (w, q, s) = int8_weights(&mut rnd, 40, 24);
+        let (scales, codes) = int8_rows(&w, 40, 24).expect("int8 rows");
+        assert_eq!(codes, q);
+        for (o, (a, b)) in scales.iter().zip(&s).enumerate() {
+            // Another scale may do if it gives every weight back to the bit.
+            assert!(q[o * 24..][..24].iter().zip(&w[o * 24..][..24]).all(|(&c, v)| (c as f32 * a).to_bits() == v.to_bits()), "row {o}: {a} vs {b}");
+        }
+        let mut off = w.clone();
+        off[30] *= 1.0001;
+        assert!(int8_rows(&off, 40, 24).is_none(), "a weight off the grid");
+        assert!(int8_rows(&[0.0; 8], 2, 4).is_some_and(|(_, c)| c == [0; 8]));
+        assert!(int8_rows(&[f32::NAN, 1.0], 1, 2).is_none());
+    }
+
+    #[test]
+    fn the_kernel_equals_plain_loops_on_the_grid() {
+        if !enabled() {
+            eprintln!("skipped: no AVX-512 VNNI here");
+            return;
+        }
+        let mut rnd = uniform(17);
+        // (cin, cout, pixels): cin not a multiple of 4, a K block split (cin > 1024), channel
+        // tails of 8 and 16, pixel tails of every tile size.
+        let cases = [(96, 672, 196), (672, 112, 196), (1152, 192, 49), (40, 24, 13), (1100, 56, 25), (17, 8, 1), (3, 80, 23), (64, 40, 12)];
+        for (cin, cout, pixels) in cases {
+            for in_last in [false, true] {
+                let g = Geo { cin, cout, pixels, in_last };
+                let grid = QuantTable::new(1.0, 0, &[0.0; 256]).on_grid(0.05, 113).grid().unwrap();
+                let codes: Vec<u8> = (0..cin * pixels).map(|_| ((rnd() + 1.0) * 127.9) as u8).collect();
+                let x: Vec<f32> = codes.iter().map(|&c| grid.value(c)).collect();
+                let (w, q, ws) = int8_weights(&mut rnd, cout, cin);
+                let b: Vec<f32> = (0..cout).map(|_| rnd()).collect();
+                let r: Vec<f32> = (0..cout * pixels).map(|_| rnd()).collect();
+                let packed = pack_codes(&q, &g);
+                let (start, scale, bias) = epilogue_constants(&q, &ws, &b, &g, grid);
+                let pw = Packed { codes: &packed, start: &start, scale: &scale, bias: &bias };
+                for (silu, residual) in [(false, None), (true, None), (false, Some(&r[..]))] {
+                    let f = Fused { silu, residual, gate: None, table: None };
+                    let want = super::super::pointwise::reference(&g, &x, &w, &b, f);
+                    let runs = both_ways(3, || {
+                        let mut got = vec![f32::NAN; want.len()];
+                        unsafe { run(&g, grid, &x, &pw, &mut got, f) };
+                        got
+                    });
+                    for (got, pooled) in runs.iter().zip([false, true]) {
+                        let e = rel(got, &want);
+                        assert!(e < 1e-5, "{g:?} silu {silu} residual {} pool {pooled}: {e}", residual.is_some());
+                    }
+                    let table = QuantTable::new(20.0, 128, &std::array::from_fn(|i| (i as f32 - 128.0) / 20.0 + 0.001 * (i % 7) as f32));
+                    let mut got = vec![f32::NAN; want.len()];
+                    unsafe { run(&g, grid, &x, &pw, &mut got, Fused { table: Some(table.epilogue()), ..f }) };
+                    let mut want_q = vec![0.0; want.len()];
+                    table.apply(&runs[0], &mut want_q);
+                    assert!(got.iter().zip(&want_q).all(|(a, b)| a.to_bits() == b.to_bits()), "{g:?} silu {silu} with a table");
+                }
+            }
+        }
+    }
+}
