@@ -272,8 +272,9 @@ fn integer_convs_take_every_dense_and_1x1_conv_and_agree_with_onnxruntime() {
         let (int8, float) = (count("Effv2Int8Pointwise") + count("Effv2Int8DirectConv"), count("Effv2Pointwise") + count("Effv2DirectConv"));
         println!("{name}: kernels {}; integer convs {int8}, float convs {float}", effv2_runtime::tract_kernels());
         if effv2_runtime::tract_kernels().contains("VNNI") {
-            // (Convs whose output rows are under 12 pixels stay tract's: all-fused's late stages.)
-            assert!(int8 >= 4 && float == 0, "{name}: {int8} integer convs, {float} float convs left");
+            // (The integer kernel also takes output rows under 12 pixels, which the f32 one leaves
+            // to tract: all-fused's late stages.)
+            assert!(int8 >= 20 && float == 0, "{name}: {int8} integer convs, {float} float convs left");
         }
         let run = |m: TypedModel| -> Vec<f32> {
             let t = tract_onnx::prelude::Tensor::from_shape(x.shape(), x.data()).unwrap();

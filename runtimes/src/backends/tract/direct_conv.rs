@@ -9,7 +9,8 @@
 //! vector once for all eight channels; padding is masked loads, stride 2 an even-lane permute,
 //! bias and SiLU applied before the store, rows spread over tract's worker pool when it has one.
 //! Only where the CPU has AVX-512 and the conv fits (f32, group 1, square kernel ≤ 7, stride 1
-//! or 2, no dilation, constant weights, output rows of 12 pixels or more); everything else stays
+//! or 2, no dilation, constant weights, output rows of 12 pixels or more unless an int8 graph's conv
+//! goes integer, `int8_direct_conv`); everything else stays
 //! tract's.
 
 use std::arch::x86_64::*;
@@ -22,7 +23,7 @@ use tract_onnx::tract_core::ops::einsum::EinSum;
 use tract_onnx::tract_core::ops::nn::DataFormat;
 
 use super::avx512::{lanes, silu512, spread, switched_on};
-use super::qdq::{absorb_table, lookup512, QuantTable, TableRef};
+use super::qdq::{absorb_table, lookup512, Grid, QuantTable, TableRef};
 use super::{int8_direct_conv, int8_pointwise};
 use super::{single_add, single_reader};
 
@@ -381,9 +382,7 @@ fn geometry(conv: &Conv, x: &TypedFact, w: &TypedFact) -> Option<(Geo, bool)> {
         pad_top: pads[0].pad_before,
         pad_left: pads[1].pad_before,
     };
-    // Rows are vectorised along the output width: below 12 pixels most lanes idle, and tract's
-    // im2col product wins (b0 with every stage fused: its 7x7 stage ran 3.6% slower here).
-    (geo.ow >= MIN_OW).then_some((geo, has_n))
+    Some((geo, has_n))
 }
 
 /// Whether the rewrite is on: AVX-512 here and not turned off with `EFFV2_TRACT_DIRECT_CONV=0`.
@@ -414,6 +413,12 @@ fn rewrite_convs(model: &mut TypedModel) -> TractResult<usize> {
         let Some((geo, has_n)) = geometry(conv, xf, wf) else { continue };
         let Some(bias) = bf.konst.clone().filter(|b| b.len() == geo.cout && b.datum_type() == f32::datum_type()) else { continue };
         let weights = wf.konst.clone().expect("checked by geometry");
+        // Rows are vectorised along the output width: below 12 pixels most lanes idle, and tract's
+        // im2col product wins in f32 (b0 with every stage fused: its 7x7 stage ran 3.6% slower
+        // here). The integer kernel, four times as dense, still wins there.
+        if geo.ow < MIN_OW && int8_form(model, *xi, &weights, &geo)?.is_none() {
+            continue;
+        }
         // A SiLU that is the conv's only reader is computed before the store.
         let silu = single_reader(model, id, "Silu")?.filter(|s| s.inputs.len() == 1).map(|s| s.id);
         let last = silu.unwrap_or(id);
@@ -423,6 +428,16 @@ fn rewrite_convs(model: &mut TypedModel) -> TractResult<usize> {
         done += 1;
     }
     Ok(done)
+}
+
+/// An int8 graph's conv of an input on a u8 grid with i8-grid weights, which the integer kernel
+/// takes: the input's grid, the weight rows' scales and codes.
+#[allow(clippy::type_complexity)]
+fn int8_form(model: &TypedModel, x: OutletId, weights: &Tensor, g: &Geo) -> TractResult<Option<(Grid, (Vec<f32>, Vec<i8>))>> {
+    let Some(grid) = super::grid_of(model, x).filter(|_| int8_pointwise::enabled()) else { return Ok(None) };
+    let w = weights.cast_to::<f32>()?;
+    let w = w.to_plain_array_view::<f32>()?;
+    Ok(int8_pointwise::int8_rows(w.as_slice().context("contiguous weights")?, g.cout, g.cin * g.k * g.k).map(|rows| (grid, rows)))
 }
 
 /// Put `op` in place of the nodes from `first` (whose name it takes) to `last`: it reads `x`,
@@ -436,12 +451,7 @@ fn swap_in(model: &mut TypedModel, first: usize, last: usize, op: DirectConv, x:
     let g = op.geo;
     let mut patch = TypedModelPatch::new("effv2-direct-conv");
     let mut inputs = vec![patch.tap_model(model, x)?];
-    // An int8 graph's conv of an input on a u8 grid with i8-grid weights: integer products.
-    let int8 = match super::grid_of(model, x) {
-        Some(grid) if int8_pointwise::enabled() => int8_pointwise::int8_rows(w, g.cout, g.cin * g.k * g.k).map(|rows| (grid, rows)),
-        _ => None,
-    };
-    let y = if let Some((grid, (scales, codes))) = int8 {
+    let y = if let Some((grid, (scales, codes))) = int8_form(model, x, weights, &g)? {
         let bias = bias.cast_to::<f32>()?;
         let bias = bias.to_plain_array_view::<f32>()?;
         let (start, scale, bias) = int8_direct_conv::epilogue_constants(&codes, &scales, bias.as_slice().context("contiguous bias")?, &g, grid);
