@@ -244,7 +244,8 @@ fn qdq_rewrites_give_tracts_own_outputs_to_the_bit() {
     }
 }
 
-/// With AVX-512 VNNI, effv2-runtime runs an int8 graph's dense and 1x1 convs as u8 × i8 products
+/// With AVX-512 VNNI, effv2-runtime runs an int8 graph's dense and 1x1 convs (and long matrix-vector
+/// products: the classifier, SE reductions) as u8 × i8 products
 /// summed in i32 (exact, as onnxruntime's integer kernels) where tract sums f32 products: every
 /// such conv must go integer, and the logits must stay as near onnxruntime's as tract's own
 /// graph's are (within rounding: a conv's result differs only where a float sum rounds across a
@@ -270,11 +271,14 @@ fn integer_convs_take_every_dense_and_1x1_conv_and_agree_with_onnxruntime() {
         let ours = effv2_runtime::tract_optimize(typed.clone()).unwrap();
         let count = |op: &str| ours.nodes().iter().filter(|n| n.op().name() == op).count();
         let (int8, float) = (count("Effv2Int8Pointwise") + count("Effv2Int8DirectConv"), count("Effv2Pointwise") + count("Effv2DirectConv"));
-        println!("{name}: kernels {}; integer convs {int8}, float convs {float}", effv2_runtime::tract_kernels());
+        let matvecs = count("Effv2Int8MatVec");
+        println!("{name}: kernels {}; integer convs {int8}, float convs {float}, integer matrix-vector products {matvecs}", effv2_runtime::tract_kernels());
         if effv2_runtime::tract_kernels().contains("VNNI") {
             // (The integer kernel also takes output rows under 12 pixels, which the f32 one leaves
             // to tract: all-fused's late stages.)
             assert!(int8 >= 20 && float == 0, "{name}: {int8} integer convs, {float} float convs left");
+            // The classifier at least (640 inputs; the SE reduce products with over 128 too).
+            assert!(matvecs >= 1, "{name}: no integer matrix-vector product");
         }
         let run = |m: TypedModel| -> Vec<f32> {
             let t = tract_onnx::prelude::Tensor::from_shape(x.shape(), x.data()).unwrap();

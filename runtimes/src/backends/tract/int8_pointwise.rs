@@ -139,7 +139,7 @@ fn codes_of_input(x: &[f32], g: &Geo, grid: Grid, out: &mut Vec<u8>) {
 
 /// `Grid::code` on a slice, 16 values at a time (round half to even: the default rounding mode).
 #[target_feature(enable = "avx512f")]
-unsafe fn codes512(x: &[f32], y: &mut [u8], inv: f32, zp: u8) {
+pub(super) unsafe fn codes512(x: &[f32], y: &mut [u8], inv: f32, zp: u8) {
     let n = x.len().min(y.len());
     let (vinv, vzp, hi) = (_mm512_set1_ps(inv), _mm512_set1_epi32(zp as i32), _mm512_set1_epi32(255));
     let mut i = 0;
