@@ -21,7 +21,7 @@ use tract_onnx::tract_core::internal::*;
 
 use super::avx512::{first_lanes, pool_threads, spread};
 use super::pointwise::{finish, Fused, Geo};
-use super::qdq::{Grid, QuantTable, TableRef};
+use super::qdq::{Grid, InputCodes, QuantTable, TableRef};
 
 const NR: usize = 32;
 const MR: usize = 12;
@@ -117,19 +117,18 @@ pub fn epilogue_constants(q: &[i8], w_scales: &[f32], bias: &[f32], g: &Geo, inp
 
 /// One image's f32 input (`[cin, pixels]`, or `[pixels, cin]` with `in_last`) as codes,
 /// `[pixels][4·groups]` (the padding channels 0).
-fn codes_of_input(x: &[f32], g: &Geo, grid: Grid, out: &mut Vec<u8>) {
+fn codes_of_input(x: &[f32], g: &Geo, c: &InputCodes, out: &mut Vec<u8>) {
     let row = 4 * groups(g);
     out.clear();
     out.resize(g.pixels * row, 0);
-    let (inv, zp) = (1.0 / grid.scale(), grid.zero_point);
     if g.in_last {
         for (src, dst) in x.chunks(g.cin).zip(out.chunks_mut(row)) {
-            unsafe { codes512(src, &mut dst[..g.cin], inv, zp) };
+            unsafe { codes512(src, &mut dst[..g.cin], c) };
         }
     } else {
         let mut line = vec![0u8; g.pixels];
         for (i, src) in x.chunks(g.pixels).take(g.cin).enumerate() {
-            unsafe { codes512(src, &mut line, inv, zp) };
+            unsafe { codes512(src, &mut line, c) };
             for (p, &c) in line.iter().enumerate() {
                 out[p * row + i] = c;
             }
@@ -137,17 +136,23 @@ fn codes_of_input(x: &[f32], g: &Geo, grid: Grid, out: &mut Vec<u8>) {
     }
 }
 
-/// `Grid::code` on a slice, 16 values at a time (round half to even: the default rounding mode).
+/// [`InputCodes::code`] on a slice, 16 values at a time: NaN as 0, rounded half to even, the
+/// zero point added and the clamp done in f32 (as the table op does), then the map.
 #[target_feature(enable = "avx512f")]
-pub(super) unsafe fn codes512(x: &[f32], y: &mut [u8], inv: f32, zp: u8) {
+pub(super) unsafe fn codes512(x: &[f32], y: &mut [u8], c: &InputCodes) {
     let n = x.len().min(y.len());
-    let (vinv, vzp, hi) = (_mm512_set1_ps(inv), _mm512_set1_epi32(zp as i32), _mm512_set1_epi32(255));
+    let identity = c.map.iter().enumerate().all(|(i, &m)| m as usize == i);
+    let map: [i32; 256] = std::array::from_fn(|i| c.map[i] as i32);
+    let (inv, zp, hi) = (_mm512_set1_ps(f32::from_bits(c.inv_scale)), _mm512_set1_ps(c.zero_point as f32), _mm512_set1_ps(255.0));
     let mut i = 0;
     while i < n {
         let mask = first_lanes(n - i);
-        let v = _mm512_mul_ps(unsafe { _mm512_maskz_loadu_ps(mask, x.as_ptr().add(i)) }, vinv);
-        let c = _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(v), vzp), _mm512_setzero_si512()), hi);
-        unsafe { _mm512_mask_cvtepi32_storeu_epi8(y.as_mut_ptr().add(i) as *mut i8, mask, c) };
+        let v = _mm512_mul_ps(unsafe { _mm512_maskz_loadu_ps(mask, x.as_ptr().add(i)) }, inv);
+        let v = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask::<_CMP_ORD_Q>(v, v), v);
+        let r = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(v);
+        let q = _mm512_cvttps_epi32(_mm512_min_ps(_mm512_max_ps(_mm512_add_ps(r, zp), _mm512_setzero_ps()), hi));
+        let q = if identity { q } else { unsafe { _mm512_i32gather_epi32::<4>(q, map.as_ptr()) } };
+        unsafe { _mm512_mask_cvtepi32_storeu_epi8(y.as_mut_ptr().add(i) as *mut i8, mask, q) };
         i += LANES;
     }
 }
@@ -276,19 +281,19 @@ pub struct Packed<'a> {
     pub bias: &'a [f32],
 }
 
-/// The conv of one image: `x` on `grid` as [`Geo`] says, `y` `[pixels, cout]`, then what `f` adds
-/// (no gate: a gated input is not on a grid).
+/// The conv of one image: `x` as [`Geo`] says, taken to codes as `input` says, `y`
+/// `[pixels, cout]`, then what `f` adds (no gate: a gated input is not on a grid).
 ///
 /// # Safety
 /// The CPU has AVX-512F and VNNI ([`enabled`]).
-pub unsafe fn run(g: &Geo, grid: Grid, x: &[f32], w: &Packed, y: &mut [f32], f: Fused) {
+pub unsafe fn run(g: &Geo, input: &InputCodes, x: &[f32], w: &Packed, y: &mut [f32], f: Fused) {
     let out = g.pixels * g.cout;
     let n = panels(g) * NR;
     assert!(x.len() >= g.cin * g.pixels && w.codes.len() >= n * 4 * groups(g) && y.len() >= out);
     assert!(w.start.len() >= n && w.scale.len() >= n && w.bias.len() >= n && f.gate.is_none() && f.residual.is_none_or(|r| r.len() >= out));
     thread_local!(static CODES: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) });
     CODES.with_borrow_mut(|codes| {
-        codes_of_input(x, g, grid, codes);
+        codes_of_input(x, g, input, codes);
         let r = f.residual.map_or(std::ptr::null(), |r| r.as_ptr());
         let p = Ptrs { x: codes.as_ptr(), w: w.codes.as_ptr(), start: w.start.as_ptr(), scale: w.scale.as_ptr(), b: w.bias.as_ptr(), y: y.as_mut_ptr(), r, silu: f.silu, table: f.table };
         let threads = pool_threads();
@@ -300,13 +305,14 @@ pub unsafe fn run(g: &Geo, grid: Grid, x: &[f32], w: &Packed, y: &mut [f32], f: 
     });
 }
 
-/// The op in tract's graph: inputs the image (`[c, h, w]` or `[h, w, c]`, f32 on `grid`), the
+/// The op in tract's graph: inputs the image (`[c, h, w]` or `[h, w, c]`, f32; `input` says how
+/// it becomes codes: values on a grid, or a table op's input when this op took the table in), the
 /// packed codes (i8), the sums' starts (i32), scales and bias (f32), then with `residual` a
 /// `[h, w, cout]` tensor to add. Output `[(n,) h, w, cout]` f32, as `Pointwise`'s.
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct Int8Pointwise {
     pub geo: Geo,
-    pub grid: Grid,
+    pub input: InputCodes,
     pub images: usize,
     pub out_shape: TVec<usize>,
     pub silu: bool,
@@ -352,7 +358,7 @@ impl EvalOp for Int8Pointwise {
         let y = super::filled_f32(&self.out_shape, |y| {
             for i in 0..n {
                 let f = Fused { silu: self.silu, residual: residual.map(|r| &r[i * ys..][..ys]), gate: None, table: self.table.as_ref().map(QuantTable::epilogue) };
-                unsafe { run(g, self.grid, &x[i * xs..][..xs], &w, &mut y[i * ys..][..ys], f) };
+                unsafe { run(g, &self.input, &x[i * xs..][..xs], &w, &mut y[i * ys..][..ys], f) };
             }
         })?;
         Ok(tvec!(y))
@@ -412,6 +418,28 @@ mod tests {
         assert!(int8_rows(&[f32::NAN, 1.0], 1, 2).is_none());
     }
 
+    /// The vector path of the input's codes equals the scalar one: ties, NaN, infinities and
+    /// values far out of range, with the identity map and through a table's map.
+    #[test]
+    fn input_codes_take_every_value_as_the_scalar_path() {
+        if !enabled() {
+            eprintln!("skipped: no AVX-512 VNNI here");
+            return;
+        }
+        let mut xs: Vec<f32> = (-800..800).map(|k| k as f32 * 0.025).collect();
+        xs.extend([f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 3e9, -3e9, -0.0, 0.0]);
+        let grid = QuantTable::new(1.0, 0, &[0.0; 256]).on_grid(0.05, 113).grid().unwrap();
+        let table: [f32; 256] = std::array::from_fn(|i| grid.value(((i * 7) % 256) as u8));
+        let through = InputCodes::through(&QuantTable::new(9.0, 40, &table).on_grid(0.05, 113)).unwrap();
+        for c in [InputCodes::of_grid(grid), through] {
+            let mut got = vec![0u8; xs.len()];
+            unsafe { codes512(&xs, &mut got, &c) };
+            for (x, got) in xs.iter().zip(got) {
+                assert_eq!(got, c.code(*x), "x {x}");
+            }
+        }
+    }
+
     #[test]
     fn the_kernel_equals_plain_loops_on_the_grid() {
         if !enabled() {
@@ -439,7 +467,7 @@ mod tests {
                     let want = super::super::pointwise::reference(&g, &x, &w, &b, f);
                     let runs = both_ways(3, || {
                         let mut got = vec![f32::NAN; want.len()];
-                        unsafe { run(&g, grid, &x, &pw, &mut got, f) };
+                        unsafe { run(&g, &InputCodes::of_grid(grid), &x, &pw, &mut got, f) };
                         got
                     });
                     for (got, pooled) in runs.iter().zip([false, true]) {
@@ -448,7 +476,7 @@ mod tests {
                     }
                     let table = QuantTable::new(20.0, 128, &std::array::from_fn(|i| (i as f32 - 128.0) / 20.0 + 0.001 * (i % 7) as f32));
                     let mut got = vec![f32::NAN; want.len()];
-                    unsafe { run(&g, grid, &x, &pw, &mut got, Fused { table: Some(table.epilogue()), ..f }) };
+                    unsafe { run(&g, &InputCodes::of_grid(grid), &x, &pw, &mut got, Fused { table: Some(table.epilogue()), ..f }) };
                     let mut want_q = vec![0.0; want.len()];
                     table.apply(&runs[0], &mut want_q);
                     assert!(got.iter().zip(&want_q).all(|(a, b)| a.to_bits() == b.to_bits()), "{g:?} silu {silu} with a table");

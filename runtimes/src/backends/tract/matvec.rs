@@ -18,7 +18,7 @@ use tract_onnx::tract_core::ops::einsum::EinSum;
 
 use super::avx512::{first_lanes as mask, pool_threads, spread, switched_on};
 use super::int8_pointwise::{self, codes512};
-use super::qdq::Grid;
+use super::qdq::{Grid, InputCodes};
 
 const LANES: usize = 16;
 /// Rows up to this long are stored transposed and summed as scaled rows.
@@ -243,7 +243,7 @@ pub unsafe fn run_int8(g: &Geo, grid: Grid, w: &[i8], start: &[i32], scale: &[f3
     let kp = padded_k(g.k);
     assert!(w.len() >= g.n * kp && x.len() >= g.k && y.len() >= g.n && start.len() >= g.n && scale.len() >= g.n);
     let mut codes = vec![0u8; kp];
-    unsafe { codes512(&x[..g.k], &mut codes, 1.0 / grid.scale(), grid.zero_point) };
+    unsafe { codes512(&x[..g.k], &mut codes, &InputCodes::of_grid(grid)) };
     let threads = pool_threads();
     let tasks = g.n.div_ceil(ROWS_PER_TASK);
     let out = Out(y.as_mut_ptr());

@@ -96,6 +96,22 @@ fn grid_of(model: &TypedModel, outlet: OutletId) -> Option<qdq::Grid> {
     table?.grid()
 }
 
+/// How an int8 kernel reading `outlet` gets its u8 codes, and the outlet it then reads: a table
+/// op that only this reader reads is taken in (the kernel reads the table's input and maps its
+/// quantized index to the code of the table's value: one pass over the image fewer, e.g. an
+/// SE gate product's table before the project conv); otherwise the values' own grid.
+#[cfg(target_arch = "x86_64")]
+fn input_codes(model: &TypedModel, outlet: OutletId) -> TractResult<Option<(OutletId, qdq::InputCodes)>> {
+    let node = model.node(outlet.node);
+    if let Some(t) = node.op_as::<qdq::QuantTable>() {
+        let alone = model.outlet_successors(outlet).len() == 1 && !model.output_outlets()?.contains(&outlet);
+        if let Some(codes) = qdq::InputCodes::through(t).filter(|_| alone) {
+            return Ok(Some((node.inputs[0], codes)));
+        }
+    }
+    Ok(grid_of(model, outlet).map(|g| (outlet, qdq::InputCodes::of_grid(g))))
+}
+
 /// tract's optimisation of a typed model with our kernels in it: decluttered, an int8 QDQ graph's
 /// quantize / dequantize chains made tables (`qdq`, any CPU), then on x86_64 with
 /// AVX-512 the dense convs of the stem and fused stages (`direct_conv`), the MBConv stages moved

@@ -527,14 +527,14 @@ pub fn rewrite(model: &mut TypedModel) -> TractResult<usize> {
         let bias = bias.to_plain_array_view::<f32>()?;
         let bias = bias.as_slice().context("contiguous bias")?;
         // An int8 graph's conv of an input on a u8 grid with i8-grid weights: integer products.
-        let int8 = match (gate, super::grid_of(model, xi)) {
-            (None, Some(grid)) if int8_pointwise::enabled() => int8_pointwise::int8_rows(w, cout, cin).map(|rows| (grid, rows)),
+        let int8 = match gate {
+            None if int8_pointwise::enabled() => super::input_codes(model, xi)?.and_then(|input| Some((input, int8_pointwise::int8_rows(w, cout, cin)?))),
             _ => None,
         };
         let mut patch = TypedModelPatch::new("effv2-pointwise");
-        let mut inputs = vec![patch.tap_model(model, xi)?];
-        let y = if let Some((grid, (scales, codes))) = int8 {
-            let (start, scale, bias) = int8_pointwise::epilogue_constants(&codes, &scales, bias, &geo, grid);
+        let y = if let Some(((read, input), (scales, codes))) = int8 {
+            let mut inputs = vec![patch.tap_model(model, read)?];
+            let (start, scale, bias) = int8_pointwise::epilogue_constants(&codes, &scales, bias, &geo, input.grid);
             let packed = int8_pointwise::pack_codes(&codes, &geo);
             inputs.push(patch.add_const(format!("{name}.codes"), Tensor::from_shape(&[packed.len()], &packed)?)?);
             inputs.push(patch.add_const(format!("{name}.start"), Tensor::from_shape(&[start.len()], &start)?)?);
@@ -543,9 +543,10 @@ pub fn rewrite(model: &mut TypedModel) -> TractResult<usize> {
             if let Some((_, r)) = residual {
                 inputs.push(patch.tap_model(model, r)?);
             }
-            let op = int8_pointwise::Int8Pointwise { geo, grid, images: n, out_shape, silu: silu.is_some(), residual: residual.is_some(), table };
+            let op = int8_pointwise::Int8Pointwise { geo, input, images: n, out_shape, silu: silu.is_some(), residual: residual.is_some(), table };
             patch.wire_node(format!("{name}.int8_pointwise"), op, &inputs)?[0]
         } else {
+        let mut inputs = vec![patch.tap_model(model, xi)?];
         let op = Pointwise { geo, images: n, out_shape, silu: silu.is_some(), gate: gate.is_some(), residual: residual.is_some(), table };
         let packed = pack_weights(w, &geo);
         let bias = pad_bias(bias, &geo);

@@ -66,6 +66,38 @@ impl Grid {
     }
 }
 
+/// How an int8 kernel takes an f32 input to the u8 codes of `grid`: `map[q(x)]`, q quantizing
+/// with (1/scale, zero point) as [`QuantTable`] does, `map` the identity when the input already
+/// lies on the grid, or a table op's values as codes when the kernel reads that op's input instead.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub struct InputCodes {
+    pub inv_scale: u32,
+    pub zero_point: u8,
+    pub map: [u8; 256],
+    /// What the codes mean.
+    pub grid: Grid,
+}
+
+impl InputCodes {
+    /// Codes of values on `grid`.
+    pub fn of_grid(grid: Grid) -> InputCodes {
+        InputCodes { inv_scale: (1.0 / grid.scale()).to_bits(), zero_point: grid.zero_point, map: std::array::from_fn(|i| i as u8), grid }
+    }
+
+    /// Codes of what `table` would give, from its input: None if its values lie on no grid.
+    pub fn through(table: &QuantTable) -> Option<InputCodes> {
+        let grid = table.grid?;
+        let values = table.table();
+        Some(InputCodes { inv_scale: table.inv_scale, zero_point: table.zero_point, map: std::array::from_fn(|i| grid.code(values[i])), grid })
+    }
+
+    /// One value's code, as the kernels compute it.
+    #[cfg(test)]
+    pub fn code(&self, x: f32) -> u8 {
+        self.map[index(x, f32::from_bits(self.inv_scale), self.zero_point as f32)]
+    }
+}
+
 impl QuantTable {
     pub fn new(inv_scale: f32, zero_point: u8, table: &[f32; 256]) -> QuantTable {
         QuantTable { inv_scale: inv_scale.to_bits(), zero_point, table: table.iter().map(|v| v.to_bits()).collect(), grid: None }
@@ -396,6 +428,29 @@ mod tests {
         // (Not ±inf or beyond i32: tract's own add overflows there.)
         xs.extend([f32::NAN, 1e6, -1e6, 0.0, -0.0, f32::MIN_POSITIVE]);
         xs
+    }
+
+    /// A kernel that takes a table op in reads the op's input: the codes it computes must be
+    /// those of the op's outputs.
+    #[test]
+    fn codes_through_a_table_are_the_codes_of_its_values() {
+        let (scale, zp) = (0.05f32, 113u8);
+        let grid = |k: usize| (k as i32 - zp as i32) as f32 * scale;
+        // A SiLU-like table whose values are snapped to the output grid, as tract computes them.
+        let table: [f32; 256] = std::array::from_fn(|i| {
+            let x = (i as f32 - 128.0) / 10.0;
+            grid(((x / (1.0 + (-x).exp()) / scale).round() as i32 + zp as i32).clamp(0, 255) as usize)
+        });
+        let op = QuantTable::new(10.0, 128, &table).on_grid(scale, zp);
+        let (g, codes) = (op.grid().expect("on its grid"), InputCodes::through(&op).unwrap());
+        let mut y = vec![0f32; 1];
+        for x in inputs(10.0) {
+            op.apply(&[x], &mut y);
+            assert_eq!(codes.code(x), g.code(y[0]), "x {x}");
+            assert_eq!(g.value(codes.code(x)).to_bits(), y[0].to_bits(), "x {x}");
+        }
+        // Values off the grid: no codes.
+        assert!(QuantTable::new(10.0, 128, &std::array::from_fn(|i| i as f32 * 0.013)).on_grid(scale, zp).grid().is_none());
     }
 
     #[test]
