@@ -17,6 +17,7 @@ use tract_onnx::tract_core::internal::*;
 
 use super::avx512::{lanes, spread};
 use super::direct_conv::{Epilogue, Geo};
+use super::int8_pointwise::Shared;
 use super::pointwise::finish;
 use super::qdq::{Grid, QuantTable, TableRef};
 
@@ -75,14 +76,15 @@ fn codes_of_input(x: &[f32], g: &Geo, grid: Grid, out: &mut Vec<u32>) {
     let zp = grid.zero_point as u32 * 0x0101_0101;
     out.clear();
     out.resize(groups(g) * rows * cols, zp);
-    for gi in 0..groups(g) {
-        let chans: Vec<usize> = (gi * 4..(gi * 4 + 4).min(g.cin)).collect();
-        for y in 0..g.h {
-            let src: Vec<&[f32]> = chans.iter().map(|&c| &x[(c * g.h + y) * g.w..][..g.w]).collect();
-            let dst = &mut out[(gi * rows + y + g.pad_top) * cols + g.pad_left..][..g.w];
-            unsafe { interleave512(&src, dst, grid) };
-        }
-    }
+    // Rows of each group over the pool (a pass over the image).
+    let dst = Shared(out.as_mut_ptr());
+    spread(groups(g) * g.h, |t| {
+        let (gi, y) = (t / g.h, t % g.h);
+        let src: Vec<&[f32]> = (gi * 4..(gi * 4 + 4).min(g.cin)).map(|c| &x[(c * g.h + y) * g.w..][..g.w]).collect();
+        // Each task writes its own row.
+        let dst = unsafe { std::slice::from_raw_parts_mut(dst.at((gi * rows + y + g.pad_top) * cols + g.pad_left), g.w) };
+        unsafe { interleave512(&src, dst, grid) };
+    });
 }
 
 /// Up to four channels' rows as codes, four to a dword (channel `c` in byte `c`; missing ones 0).

@@ -122,9 +122,17 @@ fn codes_of_input(x: &[f32], g: &Geo, c: &InputCodes, out: &mut Vec<u8>) {
     out.clear();
     out.resize(g.pixels * row, 0);
     if g.in_last {
-        for (src, dst) in x.chunks(g.cin).zip(out.chunks_mut(row)) {
-            unsafe { codes512(src, &mut dst[..g.cin], c) };
-        }
+        // Pixel ranges over the pool (a pass over the image: one thread does not reach the
+        // bandwidth of two).
+        let tasks = pool_threads().min(g.pixels.div_ceil(256));
+        let dst = Shared(out.as_mut_ptr());
+        spread(tasks, |t| {
+            for p in t * g.pixels / tasks..(t + 1) * g.pixels / tasks {
+                // Each task writes its own pixels' rows.
+                let dst = unsafe { std::slice::from_raw_parts_mut(dst.at(p * row), g.cin) };
+                unsafe { codes512(&x[p * g.cin..][..g.cin], dst, c) };
+            }
+        });
     } else {
         let mut line = vec![0u8; g.pixels];
         for (i, src) in x.chunks(g.pixels).take(g.cin).enumerate() {
@@ -133,6 +141,19 @@ fn codes_of_input(x: &[f32], g: &Geo, c: &InputCodes, out: &mut Vec<u8>) {
                 out[p * row + i] = c;
             }
         }
+    }
+}
+
+/// A buffer that tasks write disjoint parts of.
+#[derive(Clone, Copy)]
+pub(super) struct Shared<T>(pub *mut T);
+unsafe impl<T> Send for Shared<T> {}
+unsafe impl<T> Sync for Shared<T> {}
+
+impl<T> Shared<T> {
+    /// (A method, so closures capture the wrapper rather than its raw pointer.)
+    pub fn at(self, i: usize) -> *mut T {
+        self.0.wrapping_add(i)
     }
 }
 
