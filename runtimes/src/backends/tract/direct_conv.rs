@@ -445,9 +445,6 @@ fn int8_form(model: &TypedModel, x: OutletId, weights: &Tensor, g: &Geo) -> Trac
 #[allow(clippy::too_many_arguments)]
 fn swap_in(model: &mut TypedModel, first: usize, last: usize, op: DirectConv, x: OutletId, weights: &Tensor, bias: &Tensor, residual: Option<OutletId>) -> TractResult<()> {
     let name = model.node(first).name.clone();
-    let w = weights.cast_to::<f32>()?;
-    let w = w.to_plain_array_view::<f32>()?;
-    let w = w.as_slice().context("contiguous weights")?;
     let g = op.geo;
     let mut patch = TypedModelPatch::new("effv2-direct-conv");
     let mut inputs = vec![patch.tap_model(model, x)?];
@@ -455,11 +452,7 @@ fn swap_in(model: &mut TypedModel, first: usize, last: usize, op: DirectConv, x:
         let bias = bias.cast_to::<f32>()?;
         let bias = bias.to_plain_array_view::<f32>()?;
         let (start, scale, bias) = int8_direct_conv::epilogue_constants(&codes, &scales, bias.as_slice().context("contiguous bias")?, &g, grid);
-        let packed = int8_direct_conv::pack_codes(&codes, &g);
-        inputs.push(patch.add_const(format!("{name}.codes"), Tensor::from_shape(&[packed.len()], &packed)?)?);
-        inputs.push(patch.add_const(format!("{name}.start"), Tensor::from_shape(&[start.len()], &start)?)?);
-        inputs.push(patch.add_const(format!("{name}.scale"), Tensor::from_shape(&[scale.len()], &scale)?)?);
-        inputs.push(patch.add_const(format!("{name}.bias_padded"), Tensor::from_shape(&[bias.len()], &bias)?)?);
+        inputs.extend(int8_pointwise::wire_constants(&mut patch, &name, &int8_direct_conv::pack_codes(&codes, &g), &start, &scale, &bias)?);
         if let Some(r) = residual {
             inputs.push(patch.tap_model(model, r)?);
         }
@@ -467,7 +460,8 @@ fn swap_in(model: &mut TypedModel, first: usize, last: usize, op: DirectConv, x:
         let op = int8_direct_conv::Int8DirectConv { geo: g, grid, in_has_n, out_has_n, silu, residual, table };
         patch.wire_node(format!("{name}.int8_direct"), op, &inputs)?[0]
     } else {
-        let packed = pack_weights(w, &g);
+        let w = weights.cast_to::<f32>()?;
+        let packed = pack_weights(w.to_plain_array_view::<f32>()?.as_slice().context("contiguous weights")?, &g);
         inputs.push(patch.add_const(format!("{name}.packed"), Tensor::from_shape(&[packed.len()], &packed)?)?);
         inputs.push(patch.add_const(format!("{name}.bias_f32"), bias.clone().into_shape(&[g.cout])?)?);
         if let Some(r) = residual {

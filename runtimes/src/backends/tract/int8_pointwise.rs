@@ -293,6 +293,17 @@ unsafe fn panel(g: &Geo, p: Ptrs, j: usize, px: std::ops::Range<usize>) {
     }
 }
 
+/// The packed codes and per-channel constants of an integer op as constants of `patch`, in the
+/// order the ops take them (after the image): codes, starts, scales, bias.
+pub fn wire_constants(patch: &mut TypedModelPatch, name: &str, codes: &[i8], start: &[i32], scale: &[f32], bias: &[f32]) -> TractResult<Vec<OutletId>> {
+    Ok(vec![
+        patch.add_const(format!("{name}.codes"), Tensor::from_shape(&[codes.len()], codes)?)?,
+        patch.add_const(format!("{name}.start"), Tensor::from_shape(&[start.len()], start)?)?,
+        patch.add_const(format!("{name}.scale"), Tensor::from_shape(&[scale.len()], scale)?)?,
+        patch.add_const(format!("{name}.bias_padded"), Tensor::from_shape(&[bias.len()], bias)?)?,
+    ])
+}
+
 /// The packed weights and per-channel constants of one conv (see [`pack_codes`],
 /// [`epilogue_constants`]).
 pub struct Packed<'a> {

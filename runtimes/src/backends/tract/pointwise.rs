@@ -533,32 +533,28 @@ pub fn rewrite(model: &mut TypedModel) -> TractResult<usize> {
         };
         let mut patch = TypedModelPatch::new("effv2-pointwise");
         let y = if let Some(((read, input), (scales, codes))) = int8 {
-            let mut inputs = vec![patch.tap_model(model, read)?];
             let (start, scale, bias) = int8_pointwise::epilogue_constants(&codes, &scales, bias, &geo, input.grid);
-            let packed = int8_pointwise::pack_codes(&codes, &geo);
-            inputs.push(patch.add_const(format!("{name}.codes"), Tensor::from_shape(&[packed.len()], &packed)?)?);
-            inputs.push(patch.add_const(format!("{name}.start"), Tensor::from_shape(&[start.len()], &start)?)?);
-            inputs.push(patch.add_const(format!("{name}.scale"), Tensor::from_shape(&[scale.len()], &scale)?)?);
-            inputs.push(patch.add_const(format!("{name}.bias_padded"), Tensor::from_shape(&[bias.len()], &bias)?)?);
+            let mut inputs = vec![patch.tap_model(model, read)?];
+            inputs.extend(int8_pointwise::wire_constants(&mut patch, &name, &int8_pointwise::pack_codes(&codes, &geo), &start, &scale, &bias)?);
             if let Some((_, r)) = residual {
                 inputs.push(patch.tap_model(model, r)?);
             }
             let op = int8_pointwise::Int8Pointwise { geo, input, images: n, out_shape, silu: silu.is_some(), residual: residual.is_some(), table };
             patch.wire_node(format!("{name}.int8_pointwise"), op, &inputs)?[0]
         } else {
-        let mut inputs = vec![patch.tap_model(model, xi)?];
-        let op = Pointwise { geo, images: n, out_shape, silu: silu.is_some(), gate: gate.is_some(), residual: residual.is_some(), table };
-        let packed = pack_weights(w, &geo);
-        let bias = pad_bias(bias, &geo);
-        inputs.push(patch.add_const(format!("{name}.packed"), Tensor::from_shape(&[packed.len()], &packed)?)?);
-        inputs.push(patch.add_const(format!("{name}.bias_padded"), Tensor::from_shape(&[bias.len()], &bias)?)?);
-        if let Some((_, s)) = gate {
-            inputs.push(patch.tap_model(model, s)?);
-        }
-        if let Some((_, r)) = residual {
-            inputs.push(patch.tap_model(model, r)?);
-        }
-        patch.wire_node(format!("{name}.pointwise"), op, &inputs)?[0]
+            let mut inputs = vec![patch.tap_model(model, xi)?];
+            let op = Pointwise { geo, images: n, out_shape, silu: silu.is_some(), gate: gate.is_some(), residual: residual.is_some(), table };
+            let packed = pack_weights(w, &geo);
+            let bias = pad_bias(bias, &geo);
+            inputs.push(patch.add_const(format!("{name}.packed"), Tensor::from_shape(&[packed.len()], &packed)?)?);
+            inputs.push(patch.add_const(format!("{name}.bias_padded"), Tensor::from_shape(&[bias.len()], &bias)?)?);
+            if let Some((_, s)) = gate {
+                inputs.push(patch.tap_model(model, s)?);
+            }
+            if let Some((_, r)) = residual {
+                inputs.push(patch.tap_model(model, r)?);
+            }
+            patch.wire_node(format!("{name}.pointwise"), op, &inputs)?[0]
         };
         patch.shunt_outside(model, OutletId::new(last, 0), y)?;
         patch.apply(model)?;
