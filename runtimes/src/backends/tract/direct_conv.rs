@@ -23,9 +23,9 @@ use tract_onnx::tract_core::ops::einsum::EinSum;
 use tract_onnx::tract_core::ops::nn::DataFormat;
 
 use super::avx512::{lanes, silu512, spread, switched_on};
-use super::qdq::{absorb_table, lookup512, Grid, QuantTable, TableRef};
+use super::qdq::{absorb_table, lookup512, InputCodes, QuantTable, TableRef};
 use super::{int8_direct_conv, int8_pointwise};
-use super::{single_add, single_reader};
+use super::{plain, single_add, single_reader};
 
 /// Output channels per register block.
 const OCB: usize = 8;
@@ -254,10 +254,13 @@ pub unsafe fn run(g: &Geo, x: &[f32], w: &[f32], bias: &[f32], y: &mut [f32], e:
 }
 
 /// The op in tract's graph: inputs the image (`[n, cin, h, w]` or `[cin, h, w]`), the packed
-/// weights, the bias (both constants) and, with `residual`, a tensor shaped like the output to
-/// add to it.
+/// weights and the bias (constants; with `int8`, the four constants of `int8_pointwise::
+/// wire_constants`) and, with `residual`, a tensor shaped like the output to add to it.
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct DirectConv {
+    /// The integer kernel (`int8_direct_conv`), taking its input to codes as this says, or the
+    /// f32 one.
+    int8: Option<InputCodes>,
     geo: Geo,
     /// Input `[n, c, h, w]` rather than `[c, h, w]`; likewise the output (tract drops a unit
     /// batch axis where it can, so the two may differ).
@@ -282,7 +285,7 @@ impl DirectConv {
 
 impl Op for DirectConv {
     fn name(&self) -> StaticName {
-        "Effv2DirectConv".into()
+        if self.int8.is_some() { "Effv2Int8DirectConv" } else { "Effv2DirectConv" }.into()
     }
 
     fn info(&self) -> TractResult<Vec<String>> {
@@ -293,7 +296,8 @@ impl Op for DirectConv {
             _ => "",
         };
         let table = if self.table.is_some() { ", int8 table" } else { "" };
-        Ok(vec![format!("{}x{} s{} {}→{} ch, {}x{} → {}x{}{extra}{table}", g.k, g.k, g.stride, g.cin, g.cout, g.h, g.w, g.oh, g.ow)])
+        let kind = if self.int8.is_some() { "u8×i8 " } else { "" };
+        Ok(vec![format!("{}x{} s{} {kind}{}→{} ch, {}x{} → {}x{}{extra}{table}", g.k, g.k, g.stride, g.cin, g.cout, g.h, g.w, g.oh, g.ow)])
     }
 
     fn validation(&self) -> Validation {
@@ -305,29 +309,44 @@ impl Op for DirectConv {
     }
 }
 
+/// What an eval multiplies by: f32 weights and bias, or the integer kernel's codes and constants.
+enum Weights<'a> {
+    F32(&'a [f32], &'a [f32]),
+    Int8(&'a InputCodes, int8_direct_conv::Packed<'a>),
+}
+
 impl EvalOp for DirectConv {
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        let (x, w, b) = match &*inputs {
-            [x, w, b] | [x, w, b, _] => (x, w, b),
-            _ => bail!("Effv2DirectConv takes 3 or 4 inputs"),
-        };
+        let consts = if self.int8.is_some() { 4 } else { 2 };
+        let wanted = 1 + consts + self.residual as usize;
+        ensure!(inputs.len() == wanted, "Effv2DirectConv takes {wanted} inputs, got {}", inputs.len());
         let g = &self.geo;
-        let shape = x.shape();
+        let shape = inputs[0].shape();
         let n = if self.in_has_n { shape[0] } else { 1 };
-        let out_shape = self.out_shape(n);
-        let (x, w, b) = (x.to_plain_array_view::<f32>()?, w.to_plain_array_view::<f32>()?, b.to_plain_array_view::<f32>()?);
-        let (x, w, b) = (x.as_slice().context("contiguous input")?, w.as_slice().context("packed weights")?, b.as_slice().context("bias")?);
-        let res = inputs.get(3).map(|r| r.to_plain_array_view::<f32>()).transpose()?;
-        let res = res.as_ref().map(|r| r.as_slice().context("contiguous residual")).transpose()?;
+        let x = plain::<f32>(&inputs[0])?;
+        let res = if self.residual { Some(plain::<f32>(&inputs[wanted - 1])?) } else { None };
         let (xs, ys) = (g.cin * g.h * g.w, g.cout * g.oh * g.ow);
         ensure!(x.len() == n * xs && res.is_none_or(|r| r.len() == n * ys), "Effv2DirectConv: input of {} values for {:?}", x.len(), shape);
+        // The weights: f32 and bias, or the integer kernel's codes and constants.
+        let weights = match &self.int8 {
+            Some(input) => {
+                let w = int8_direct_conv::Packed { codes: plain(&inputs[1])?, start: plain(&inputs[2])?, scale: plain(&inputs[3])?, bias: plain(&inputs[4])? };
+                int8_direct_conv::check(g, &w)?;
+                Weights::Int8(input, w)
+            }
+            None => Weights::F32(plain(&inputs[1])?, plain(&inputs[2])?),
+        };
         // The kernel writes every element of the output.
-        let y = super::filled_f32(&out_shape, |y| {
+        let y = super::filled_f32(&self.out_shape(n), |y| {
             for i in 0..n {
-                // `rewrite` only builds this op where `supported()` holds.
+                // `rewrite` only builds this op where `supported()` (and, for int8, VNNI) holds.
                 let table = self.table.as_ref().map(QuantTable::epilogue);
                 let e = Epilogue { silu: self.silu, residual: res.map(|r| &r[i * ys..][..ys]), table };
-                unsafe { run(g, &x[i * xs..][..xs], w, b, &mut y[i * ys..][..ys], e) };
+                let (x, y) = (&x[i * xs..][..xs], &mut y[i * ys..][..ys]);
+                match &weights {
+                    Weights::F32(w, b) => unsafe { run(g, x, w, b, y, e) },
+                    Weights::Int8(input, w) => unsafe { int8_direct_conv::run(g, input, x, w, y, e) },
+                }
             }
         })?;
         Ok(tvec!(y))
@@ -347,7 +366,8 @@ impl TypedOp for DirectConv {
     fn cost(&self, inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
         let g = &self.geo;
         let n = if self.in_has_n { inputs[0].shape[0].to_usize()? } else { 1 };
-        Ok(tvec!((Cost::FMA(f32::datum_type()), (n * g.cout * g.oh * g.ow * g.cin * g.k * g.k).into())))
+        let dt = if self.int8.is_some() { i8::datum_type() } else { f32::datum_type() };
+        Ok(tvec!((Cost::FMA(dt), (n * g.cout * g.oh * g.ow * g.cin * g.k * g.k).into())))
     }
 }
 
@@ -423,7 +443,7 @@ fn rewrite_convs(model: &mut TypedModel) -> TractResult<usize> {
         let silu = single_reader(model, id, "Silu")?.filter(|s| s.inputs.len() == 1).map(|s| s.id);
         let last = silu.unwrap_or(id);
         let (last, table) = absorb_table(model, last)?;
-        let op = DirectConv { geo, in_has_n: has_n, out_has_n: has_n, silu: silu.is_some(), residual: false, table };
+        let op = DirectConv { int8: None, geo, in_has_n: has_n, out_has_n: has_n, silu: silu.is_some(), residual: false, table };
         swap_in(model, id, last, op, *xi, &weights, &bias, None)?;
         done += 1;
     }
@@ -431,13 +451,17 @@ fn rewrite_convs(model: &mut TypedModel) -> TractResult<usize> {
 }
 
 /// An int8 graph's conv of an input on a u8 grid with i8-grid weights, which the integer kernel
-/// takes: the input's grid, the weight rows' scales and codes.
+/// takes: the outlet it reads and how it gets the codes (`input_codes`), the weight rows' scales
+/// and codes.
 #[allow(clippy::type_complexity)]
-fn int8_form(model: &TypedModel, x: OutletId, weights: &Tensor, g: &Geo) -> TractResult<Option<(Grid, (Vec<f32>, Vec<i8>))>> {
-    let Some(grid) = super::grid_of(model, x).filter(|_| int8_pointwise::enabled()) else { return Ok(None) };
+fn int8_form(model: &TypedModel, x: OutletId, weights: &Tensor, g: &Geo) -> TractResult<Option<((OutletId, InputCodes), (Vec<f32>, Vec<i8>))>> {
+    if !int8_pointwise::enabled() {
+        return Ok(None);
+    }
+    let Some(input) = super::input_codes(model, x)? else { return Ok(None) };
     let w = weights.cast_to::<f32>()?;
     let w = w.to_plain_array_view::<f32>()?;
-    Ok(int8_pointwise::int8_rows(w.as_slice().context("contiguous weights")?, g.cout, g.cin * g.k * g.k).map(|rows| (grid, rows)))
+    Ok(int8_pointwise::int8_rows(w.as_slice().context("contiguous weights")?, g.cout, g.cin * g.k * g.k).map(|rows| (input, rows)))
 }
 
 /// Put `op` in place of the nodes from `first` (whose name it takes) to `last`: it reads `x`,
@@ -447,19 +471,18 @@ fn swap_in(model: &mut TypedModel, first: usize, last: usize, op: DirectConv, x:
     let name = model.node(first).name.clone();
     let g = op.geo;
     let mut patch = TypedModelPatch::new("effv2-direct-conv");
-    let mut inputs = vec![patch.tap_model(model, x)?];
-    let y = if let Some((grid, (scales, codes))) = int8_form(model, x, weights, &g)? {
+    let y = if let Some(((read, input), (scales, codes))) = int8_form(model, x, weights, &g)? {
+        let mut inputs = vec![patch.tap_model(model, read)?];
         let bias = bias.cast_to::<f32>()?;
         let bias = bias.to_plain_array_view::<f32>()?;
-        let (start, scale, bias) = int8_direct_conv::epilogue_constants(&codes, &scales, bias.as_slice().context("contiguous bias")?, &g, grid);
+        let (start, scale, bias) = int8_direct_conv::epilogue_constants(&codes, &scales, bias.as_slice().context("contiguous bias")?, &g, input.grid);
         inputs.extend(int8_pointwise::wire_constants(&mut patch, &name, &int8_direct_conv::pack_codes(&codes, &g), &start, &scale, &bias)?);
         if let Some(r) = residual {
             inputs.push(patch.tap_model(model, r)?);
         }
-        let DirectConv { in_has_n, out_has_n, silu, residual, table, .. } = op;
-        let op = int8_direct_conv::Int8DirectConv { geo: g, grid, in_has_n, out_has_n, silu, residual, table };
-        patch.wire_node(format!("{name}.int8_direct"), op, &inputs)?[0]
+        patch.wire_node(format!("{name}.int8_direct"), DirectConv { int8: Some(input), ..op }, &inputs)?[0]
     } else {
+        let mut inputs = vec![patch.tap_model(model, x)?];
         let w = weights.cast_to::<f32>()?;
         let packed = pack_weights(w.to_plain_array_view::<f32>()?.as_slice().context("contiguous weights")?, &g);
         inputs.push(patch.add_const(format!("{name}.packed"), Tensor::from_shape(&[packed.len()], &packed)?)?);
@@ -486,7 +509,7 @@ fn rewrite_projections(model: &mut TypedModel) -> TractResult<usize> {
         };
         let [xi, wi] = node.inputs.as_slice() else { continue };
         // Only inside the stretch our convs run NCHW: a 1x1 conv elsewhere is tract's to lay out.
-        if einsum.q_params.is_some() || !(model.node(xi.node).op_is::<DirectConv>() || model.node(xi.node).op_is::<int8_direct_conv::Int8DirectConv>()) {
+        if einsum.q_params.is_some() || model.node(xi.node).op_as::<DirectConv>().is_none() {
             continue;
         }
         let (xf, wf) = (model.outlet_fact(*xi)?, model.outlet_fact(*wi)?);
@@ -503,7 +526,7 @@ fn rewrite_projections(model: &mut TypedModel) -> TractResult<usize> {
         let geo = Geo { cin, h: hw[0], w: hw[1], cout, oh: hw[0], ow: hw[1], k: 1, stride: 1, pad_top: 0, pad_left: 0 };
         let last = residual.map_or(bias_add, |(add, _)| add);
         let (last, table) = absorb_table(model, last)?;
-        let op = DirectConv { geo, in_has_n, out_has_n: out_fact.rank() == 4, silu: false, residual: residual.is_some(), table };
+        let op = DirectConv { int8: None, geo, in_has_n, out_has_n: out_fact.rank() == 4, silu: false, residual: residual.is_some(), table };
         swap_in(model, id, last, op, *xi, &w, &bias, residual.map(|(_, r)| r))?;
         done += 1;
     }

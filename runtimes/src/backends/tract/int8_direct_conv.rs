@@ -17,9 +17,10 @@ use tract_onnx::tract_core::internal::*;
 
 use super::avx512::{lanes, spread};
 use super::direct_conv::{Epilogue, Geo};
-use super::int8_pointwise::Shared;
+pub use super::int8_pointwise::Packed;
+use super::int8_pointwise::{codes16, gather_map, Ptrs, Shared};
 use super::pointwise::finish;
-use super::qdq::{Grid, QuantTable, TableRef};
+use super::qdq::{Grid, InputCodes};
 
 /// Output channels per register block.
 const OCB: usize = 8;
@@ -70,12 +71,13 @@ pub fn epilogue_constants(q: &[i8], w_scales: &[f32], bias: &[f32], g: &Geo, inp
     (start, scale, b)
 }
 
-/// One image `[cin, h, w]` on `grid` as the padded image of codes (dwords, see [`padded`]).
-fn codes_of_input(x: &[f32], g: &Geo, grid: Grid, out: &mut Vec<u32>) {
+/// One image `[cin, h, w]` as the padded image of codes (dwords, see [`padded`]).
+fn codes_of_input(x: &[f32], g: &Geo, c: &InputCodes, out: &mut Vec<u32>) {
     let (rows, cols) = padded(g);
-    let zp = grid.zero_point as u32 * 0x0101_0101;
+    let zp = c.grid.zero_point as u32 * 0x0101_0101;
     out.clear();
     out.resize(groups(g) * rows * cols, zp);
+    let map = gather_map(c);
     // Rows of each group over the pool (a pass over the image).
     let dst = Shared(out.as_mut_ptr());
     spread(groups(g) * g.h, |t| {
@@ -83,44 +85,25 @@ fn codes_of_input(x: &[f32], g: &Geo, grid: Grid, out: &mut Vec<u32>) {
         let src: Vec<&[f32]> = (gi * 4..(gi * 4 + 4).min(g.cin)).map(|c| &x[(c * g.h + y) * g.w..][..g.w]).collect();
         // Each task writes its own row.
         let dst = unsafe { std::slice::from_raw_parts_mut(dst.at((gi * rows + y + g.pad_top) * cols + g.pad_left), g.w) };
-        unsafe { interleave512(&src, dst, grid) };
+        unsafe { interleave512(&src, dst, c, map.as_ref()) };
     });
 }
 
 /// Up to four channels' rows as codes, four to a dword (channel `c` in byte `c`; missing ones 0).
 #[target_feature(enable = "avx512f")]
-unsafe fn interleave512(src: &[&[f32]], dst: &mut [u32], grid: Grid) {
-    let (inv, zp, hi) = (_mm512_set1_ps(1.0 / grid.scale()), _mm512_set1_epi32(grid.zero_point as i32), _mm512_set1_epi32(255));
+unsafe fn interleave512(src: &[&[f32]], dst: &mut [u32], c: &InputCodes, map: Option<&[i32; 256]>) {
     let mut i = 0;
     while i < dst.len() {
         let mask = lanes(0, (dst.len() - i) as isize);
         let mut dword = _mm512_setzero_si512();
-        for (c, row) in src.iter().enumerate() {
-            let v = _mm512_mul_ps(unsafe { _mm512_maskz_loadu_ps(mask, row.as_ptr().add(i)) }, inv);
-            let code = _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(v), zp), _mm512_setzero_si512()), hi);
-            dword = _mm512_or_si512(dword, _mm512_sllv_epi32(code, _mm512_set1_epi32(8 * c as i32)));
+        for (ch, row) in src.iter().enumerate() {
+            let code = unsafe { codes16(_mm512_maskz_loadu_ps(mask, row.as_ptr().add(i)), c, map) };
+            dword = _mm512_or_si512(dword, _mm512_sllv_epi32(code, _mm512_set1_epi32(8 * ch as i32)));
         }
         unsafe { _mm512_mask_storeu_epi32(dst.as_mut_ptr().add(i) as *mut i32, mask, dword) };
         i += LANES;
     }
 }
-
-#[derive(Clone, Copy)]
-struct Ptrs {
-    x: *const u32,
-    w: *const i8,
-    start: *const i32,
-    scale: *const f32,
-    b: *const f32,
-    y: *mut f32,
-    r: *const f32,
-    silu: bool,
-    table: Option<TableRef>,
-}
-
-// Each task writes its own rows of `y`; the rest is read-only.
-unsafe impl Send for Ptrs {}
-unsafe impl Sync for Ptrs {}
 
 /// Output row `oy` of block `blk`, in chunks of up to three vectors (2 + 2 rather than 3 + 1).
 #[target_feature(enable = "avx512f,avx512vnni")]
@@ -158,7 +141,7 @@ unsafe fn chunk<const WV: usize, const S: usize>(g: &Geo, p: Ptrs, blk: usize, o
         let wblk = p.w.add(blk * k4 * k * k * OCB * 4);
         for gi in 0..k4 {
             for kh in 0..k {
-                let rowp = p.x.add((gi * rows + oy * S + kh) * cols + S * v0 * LANES);
+                let rowp = (p.x as *const u32).add((gi * rows + oy * S + kh) * cols + S * v0 * LANES);
                 let wrow = wblk.add(((gi * k + kh) * k) * OCB * 4);
                 for kw in 0..k {
                     let xv: [__m512i; WV] = std::array::from_fn(|v| {
@@ -197,20 +180,22 @@ unsafe fn chunk<const WV: usize, const S: usize>(g: &Geo, p: Ptrs, blk: usize, o
     }
 }
 
-/// The packed codes and per-channel constants of one conv.
-pub struct Packed<'a> {
-    pub codes: &'a [i8],
-    pub start: &'a [i32],
-    pub scale: &'a [f32],
-    pub bias: &'a [f32],
+/// Whether packed constants fit `g`.
+pub fn check(g: &Geo, w: &Packed) -> TractResult<()> {
+    let padded = blocks(g) * OCB;
+    ensure!(
+        w.codes.len() == padded * groups(g) * g.k * g.k * 4 && [w.start.len(), w.scale.len(), w.bias.len()] == [padded; 3],
+        "Effv2Int8DirectConv: packed constants do not fit {g:?}"
+    );
+    Ok(())
 }
 
-/// The conv of one image: `x` `[cin, h, w]` on `grid`, `y` `[cout, oh, ow]` = conv + bias, then
-/// what `e` asks for (as `direct_conv::run`).
+/// The conv of one image: `x` `[cin, h, w]` taken to codes as `input` says, `y` `[cout, oh, ow]`
+/// = conv + bias, then what `e` asks for (as `direct_conv::run`).
 ///
 /// # Safety
 /// The CPU has AVX-512F and VNNI (`int8_pointwise::enabled`).
-pub unsafe fn run(g: &Geo, grid: Grid, x: &[f32], w: &Packed, y: &mut [f32], e: Epilogue) {
+pub unsafe fn run(g: &Geo, input: &InputCodes, x: &[f32], w: &Packed, y: &mut [f32], e: Epilogue) {
     let Epilogue { silu, residual, table } = e;
     let out = g.cout * g.oh * g.ow;
     let n = blocks(g) * OCB;
@@ -218,9 +203,8 @@ pub unsafe fn run(g: &Geo, grid: Grid, x: &[f32], w: &Packed, y: &mut [f32], e: 
     assert!(w.start.len() >= n && w.scale.len() >= n && w.bias.len() >= n && (g.stride == 1 || g.stride == 2) && residual.is_none_or(|r| r.len() >= out));
     thread_local!(static CODES: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) });
     CODES.with_borrow_mut(|codes| {
-        codes_of_input(x, g, grid, codes);
-        let r = residual.map_or(std::ptr::null(), |r| r.as_ptr());
-        let p = Ptrs { x: codes.as_ptr(), w: w.codes.as_ptr(), start: w.start.as_ptr(), scale: w.scale.as_ptr(), b: w.bias.as_ptr(), y: y.as_mut_ptr(), r, silu, table };
+        codes_of_input(x, g, input, codes);
+        let p = Ptrs::new(codes.as_ptr() as *const u8, w, y, residual, silu, table);
         spread(g.oh, |oy| {
             for blk in 0..blocks(g) {
                 unsafe { row(g, p, blk, oy) }
@@ -229,100 +213,13 @@ pub unsafe fn run(g: &Geo, grid: Grid, x: &[f32], w: &Packed, y: &mut [f32], e: 
     });
 }
 
-/// The op in tract's graph: `DirectConv`'s inputs and output, with the packed codes (i8), the
-/// sums' starts (i32), scales and bias (f32) as constants.
-#[derive(Clone, Debug, Hash, PartialEq, Eq)]
-pub struct Int8DirectConv {
-    pub geo: Geo,
-    pub grid: Grid,
-    pub in_has_n: bool,
-    pub out_has_n: bool,
-    pub silu: bool,
-    pub residual: bool,
-    pub table: Option<QuantTable>,
-}
-
-impl Int8DirectConv {
-    fn out_shape(&self, n: usize) -> TVec<usize> {
-        let g = &self.geo;
-        let mut shape: TVec<usize> = tvec![g.cout, g.oh, g.ow];
-        if self.out_has_n {
-            shape.insert(0, n);
-        }
-        shape
-    }
-}
-
-impl Op for Int8DirectConv {
-    fn name(&self) -> StaticName {
-        "Effv2Int8DirectConv".into()
-    }
-
-    fn info(&self) -> TractResult<Vec<String>> {
-        let g = &self.geo;
-        let extra = if self.silu { ", SiLU" } else if self.residual { ", + residual" } else { "" };
-        let table = if self.table.is_some() { ", int8 table" } else { "" };
-        Ok(vec![format!("{}x{} s{} u8×i8 {}→{} ch, {}x{} → {}x{}{extra}{table}", g.k, g.k, g.stride, g.cin, g.cout, g.h, g.w, g.oh, g.ow)])
-    }
-
-    fn validation(&self) -> Validation {
-        Validation::Rounding
-    }
-
-    fn as_typed(&self) -> Option<&dyn TypedOp> {
-        Some(self)
-    }
-}
-
-impl EvalOp for Int8DirectConv {
-    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        let wanted = 5 + self.residual as usize;
-        ensure!(inputs.len() == wanted, "Effv2Int8DirectConv takes {wanted} inputs, got {}", inputs.len());
-        let g = &self.geo;
-        let n = if self.in_has_n { inputs[0].shape()[0] } else { 1 };
-        let f32s = |i: usize| -> TractResult<&[f32]> { inputs[i].try_as_plain_ram()?.as_slice::<f32>() };
-        let (x, scale, bias) = (f32s(0)?, f32s(3)?, f32s(4)?);
-        let (codes, start) = (inputs[1].try_as_plain_ram()?.as_slice::<i8>()?, inputs[2].try_as_plain_ram()?.as_slice::<i32>()?);
-        let residual = if self.residual { Some(f32s(5)?) } else { None };
-        let (xs, ys) = (g.cin * g.h * g.w, g.cout * g.oh * g.ow);
-        ensure!(x.len() == n * xs && residual.is_none_or(|r| r.len() == n * ys), "Effv2Int8DirectConv: input of {} values for {g:?}", x.len());
-        let padded = blocks(g) * OCB;
-        ensure!(codes.len() == padded * groups(g) * g.k * g.k * 4 && [start.len(), scale.len(), bias.len()] == [padded; 3], "Effv2Int8DirectConv: packed constants do not fit {g:?}");
-        let w = Packed { codes, start, scale, bias };
-        let y = super::filled_f32(&self.out_shape(n), |y| {
-            for i in 0..n {
-                let table = self.table.as_ref().map(QuantTable::epilogue);
-                let e = Epilogue { silu: self.silu, residual: residual.map(|r| &r[i * ys..][..ys]), table };
-                unsafe { run(g, self.grid, &x[i * xs..][..xs], &w, &mut y[i * ys..][..ys], e) };
-            }
-        })?;
-        Ok(tvec!(y))
-    }
-
-    tract_onnx::tract_core::op_out_of_plan!();
-}
-
-impl TypedOp for Int8DirectConv {
-    tract_onnx::tract_core::as_op!();
-
-    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        let n = if self.in_has_n { inputs[0].shape[0].to_usize()? } else { 1 };
-        Ok(tvec!(f32::fact(self.out_shape(n))))
-    }
-
-    fn cost(&self, inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
-        let g = &self.geo;
-        let n = if self.in_has_n { inputs[0].shape[0].to_usize()? } else { 1 };
-        Ok(tvec!((Cost::FMA(i8::datum_type()), (n * g.cout * g.oh * g.ow * g.cin * g.k * g.k).into())))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::backends::tract::avx512::testing::*;
     use crate::backends::tract::direct_conv::reference;
     use crate::backends::tract::int8_pointwise::{enabled, int8_rows};
+    use crate::backends::tract::qdq::QuantTable;
 
     #[test]
     fn the_kernel_equals_plain_loops_on_the_grid() {
@@ -363,7 +260,7 @@ mod tests {
                 let want = reference(&g, &x, &wt, &b, silu, residual);
                 let runs = both_ways(3, || {
                     let mut got = vec![f32::NAN; want.len()];
-                    unsafe { run(&g, grid, &x, &pw, &mut got, Epilogue { silu, residual, table: None }) };
+                    unsafe { run(&g, &InputCodes::of_grid(grid), &x, &pw, &mut got, Epilogue { silu, residual, table: None }) };
                     got
                 });
                 for (got, pooled) in runs.iter().zip([false, true]) {
@@ -372,7 +269,7 @@ mod tests {
                 }
                 let table = QuantTable::new(15.0, 131, &std::array::from_fn(|i| (i as f32 - 131.0) / 15.0 + 0.003 * (i % 11) as f32));
                 let mut with = vec![f32::NAN; want.len()];
-                unsafe { run(&g, grid, &x, &pw, &mut with, Epilogue { silu, residual, table: Some(table.epilogue()) }) };
+                unsafe { run(&g, &InputCodes::of_grid(grid), &x, &pw, &mut with, Epilogue { silu, residual, table: Some(table.epilogue()) }) };
                 let mut want_q = vec![0.0; want.len()];
                 table.apply(&runs[0], &mut want_q);
                 assert!(with.iter().zip(&want_q).all(|(a, b)| a.to_bits() == b.to_bits()), "{g:?} silu {silu} with a table");

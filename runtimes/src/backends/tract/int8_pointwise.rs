@@ -20,8 +20,8 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 
 use super::avx512::{first_lanes, pool_threads, spread};
-use super::pointwise::{finish, Fused, Geo};
-use super::qdq::{Grid, InputCodes, QuantTable, TableRef};
+use super::pointwise::{by_rows, even_tiles, finish, Fused, Geo};
+use super::qdq::{Grid, InputCodes, TableRef};
 
 const NR: usize = 32;
 const MR: usize = 12;
@@ -157,42 +157,64 @@ impl<T> Shared<T> {
     }
 }
 
-/// [`InputCodes::code`] on a slice, 16 values at a time: NaN as 0, rounded half to even, the
-/// zero point added and the clamp done in f32 (as the table op does), then the map.
+/// [`InputCodes::code`] of 16 values: NaN as 0, rounded half to even, the zero point added and the
+/// clamp done in f32 (as the table op does), then the map (`None`: the identity).
+#[target_feature(enable = "avx512f")]
+#[inline]
+pub(super) unsafe fn codes16(x: __m512, c: &InputCodes, map: Option<&[i32; 256]>) -> __m512i {
+    let v = _mm512_mul_ps(x, _mm512_set1_ps(f32::from_bits(c.inv_scale)));
+    let v = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask::<_CMP_ORD_Q>(v, v), v);
+    let r = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(v);
+    let q = _mm512_cvttps_epi32(_mm512_min_ps(_mm512_max_ps(_mm512_add_ps(r, _mm512_set1_ps(c.zero_point as f32)), _mm512_setzero_ps()), _mm512_set1_ps(255.0)));
+    match map {
+        Some(m) => unsafe { _mm512_i32gather_epi32::<4>(q, m.as_ptr()) },
+        None => q,
+    }
+}
+
+/// `c.map` for [`codes16`]: None for the identity.
+pub(super) fn gather_map(c: &InputCodes) -> Option<[i32; 256]> {
+    let identity = c.map.iter().enumerate().all(|(i, &m)| m as usize == i);
+    (!identity).then(|| std::array::from_fn(|i| c.map[i] as i32))
+}
+
+/// [`InputCodes::code`] on a slice, 16 values at a time.
 #[target_feature(enable = "avx512f")]
 pub(super) unsafe fn codes512(x: &[f32], y: &mut [u8], c: &InputCodes) {
     let n = x.len().min(y.len());
-    let identity = c.map.iter().enumerate().all(|(i, &m)| m as usize == i);
-    let map: [i32; 256] = std::array::from_fn(|i| c.map[i] as i32);
-    let (inv, zp, hi) = (_mm512_set1_ps(f32::from_bits(c.inv_scale)), _mm512_set1_ps(c.zero_point as f32), _mm512_set1_ps(255.0));
+    let map = gather_map(c);
     let mut i = 0;
     while i < n {
         let mask = first_lanes(n - i);
-        let v = _mm512_mul_ps(unsafe { _mm512_maskz_loadu_ps(mask, x.as_ptr().add(i)) }, inv);
-        let v = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask::<_CMP_ORD_Q>(v, v), v);
-        let r = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(v);
-        let q = _mm512_cvttps_epi32(_mm512_min_ps(_mm512_max_ps(_mm512_add_ps(r, zp), _mm512_setzero_ps()), hi));
-        let q = if identity { q } else { unsafe { _mm512_i32gather_epi32::<4>(q, map.as_ptr()) } };
+        let q = unsafe { codes16(_mm512_maskz_loadu_ps(mask, x.as_ptr().add(i)), c, map.as_ref()) };
         unsafe { _mm512_mask_cvtepi32_storeu_epi8(y.as_mut_ptr().add(i) as *mut i8, mask, q) };
         i += LANES;
     }
 }
 
+/// Pointers of one eval of an integer conv: input codes, packed codes, per-channel starts,
+/// scales and bias, output, and the epilogue's residual (null if none), SiLU and table.
 #[derive(Clone, Copy)]
-struct Ptrs {
-    x: *const u8,
-    w: *const i8,
-    start: *const i32,
-    scale: *const f32,
-    b: *const f32,
-    y: *mut f32,
-    /// The residual (null if none), SiLU and table of the epilogue.
-    r: *const f32,
-    silu: bool,
-    table: Option<TableRef>,
+pub(super) struct Ptrs {
+    pub x: *const u8,
+    pub w: *const i8,
+    pub start: *const i32,
+    pub scale: *const f32,
+    pub b: *const f32,
+    pub y: *mut f32,
+    pub r: *const f32,
+    pub silu: bool,
+    pub table: Option<TableRef>,
 }
 
-// Each task writes its own panels of `y`; the rest is read-only.
+impl Ptrs {
+    pub fn new(x: *const u8, w: &Packed, y: &mut [f32], residual: Option<&[f32]>, silu: bool, table: Option<TableRef>) -> Ptrs {
+        let r = residual.map_or(std::ptr::null(), |r| r.as_ptr());
+        Ptrs { x, w: w.codes.as_ptr(), start: w.start.as_ptr(), scale: w.scale.as_ptr(), b: w.bias.as_ptr(), y: y.as_mut_ptr(), r, silu, table }
+    }
+}
+
+// Each task writes its own part of `y`; the rest is read-only.
 unsafe impl Send for Ptrs {}
 unsafe impl Sync for Ptrs {}
 
@@ -269,25 +291,13 @@ unsafe fn tile<const M: usize, const V: usize>(g: &Geo, p: Ptrs, j: usize, p0: u
 #[target_feature(enable = "avx512f,avx512vnni")]
 unsafe fn panel(g: &Geo, p: Ptrs, j: usize, px: std::ops::Range<usize>) {
     let wide = panel_width(g, j) > LANES;
-    let tiles = px.len().div_ceil(MR);
     let k4 = groups(g);
     let mut k0 = 0;
     while k0 < k4 {
         let kc = KC4.min(k4 - k0);
         let blk = Block { k0, kc, first: k0 == 0, last: k0 + kc == k4 };
-        for t in 0..tiles {
-            let p0 = px.start + t * px.len() / tiles;
-            let m = px.start + (t + 1) * px.len() / tiles - p0;
-            macro_rules! by_rows {
-                ($($n:literal)*) => {
-                    match (m, wide) {
-                        $(($n, true) => tile::<$n, 2>(g, p, j, p0, blk),
-                          ($n, false) => tile::<$n, 1>(g, p, j, p0, blk),)*
-                        _ => unreachable!("tiles are 1..=12 pixels"),
-                    }
-                };
-            }
-            unsafe { by_rows!(1 2 3 4 5 6 7 8 9 10 11 12) }
+        for (p0, m) in even_tiles(px.clone()) {
+            unsafe { by_rows!(tile, m, wide, (g, p, j, p0, blk)) }
         }
         k0 += kc;
     }
@@ -313,6 +323,16 @@ pub struct Packed<'a> {
     pub bias: &'a [f32],
 }
 
+/// Whether packed constants fit `g`.
+pub fn check(g: &Geo, w: &Packed) -> TractResult<()> {
+    let padded = panels(g) * NR;
+    ensure!(
+        w.codes.len() == padded * 4 * groups(g) && [w.start.len(), w.scale.len(), w.bias.len()] == [padded; 3],
+        "Effv2Int8Pointwise: packed constants do not fit {g:?}"
+    );
+    Ok(())
+}
+
 /// The conv of one image: `x` as [`Geo`] says, taken to codes as `input` says, `y`
 /// `[pixels, cout]`, then what `f` adds (no gate: a gated input is not on a grid).
 ///
@@ -326,8 +346,7 @@ pub unsafe fn run(g: &Geo, input: &InputCodes, x: &[f32], w: &Packed, y: &mut [f
     thread_local!(static CODES: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) });
     CODES.with_borrow_mut(|codes| {
         codes_of_input(x, g, input, codes);
-        let r = f.residual.map_or(std::ptr::null(), |r| r.as_ptr());
-        let p = Ptrs { x: codes.as_ptr(), w: w.codes.as_ptr(), start: w.start.as_ptr(), scale: w.scale.as_ptr(), b: w.bias.as_ptr(), y: y.as_mut_ptr(), r, silu: f.silu, table: f.table };
+        let p = Ptrs::new(codes.as_ptr(), w, y, f.residual, f.silu, f.table);
         let threads = pool_threads();
         let per_panel = if threads == 1 { 1 } else { (4 * threads).div_ceil(panels(g)).min(g.pixels.div_ceil(MR)) };
         spread(panels(g) * per_panel, |t| {
@@ -337,85 +356,11 @@ pub unsafe fn run(g: &Geo, input: &InputCodes, x: &[f32], w: &Packed, y: &mut [f
     });
 }
 
-/// The op in tract's graph: inputs the image (`[c, h, w]` or `[h, w, c]`, f32; `input` says how
-/// it becomes codes: values on a grid, or a table op's input when this op took the table in), the
-/// packed codes (i8), the sums' starts (i32), scales and bias (f32), then with `residual` a
-/// `[h, w, cout]` tensor to add. Output `[(n,) h, w, cout]` f32, as `Pointwise`'s.
-#[derive(Clone, Debug, Hash, PartialEq, Eq)]
-pub struct Int8Pointwise {
-    pub geo: Geo,
-    pub input: InputCodes,
-    pub images: usize,
-    pub out_shape: TVec<usize>,
-    pub silu: bool,
-    pub residual: bool,
-    pub table: Option<QuantTable>,
-}
-
-impl Op for Int8Pointwise {
-    fn name(&self) -> StaticName {
-        "Effv2Int8Pointwise".into()
-    }
-
-    fn info(&self) -> TractResult<Vec<String>> {
-        let g = &self.geo;
-        let extra = if self.silu { ", SiLU" } else if self.residual { ", + residual" } else { "" };
-        let table = if self.table.is_some() { ", int8 table" } else { "" };
-        Ok(vec![format!("1x1 u8×i8 {}→{} ch, {} × {} px, {} → hwc{extra}{table}", g.cin, g.cout, self.images, g.pixels, if g.in_last { "hwc" } else { "chw" })])
-    }
-
-    fn validation(&self) -> Validation {
-        Validation::Rounding
-    }
-
-    fn as_typed(&self) -> Option<&dyn TypedOp> {
-        Some(self)
-    }
-}
-
-impl EvalOp for Int8Pointwise {
-    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        let wanted = 5 + self.residual as usize;
-        ensure!(inputs.len() == wanted, "Effv2Int8Pointwise takes {wanted} inputs, got {}", inputs.len());
-        let g = &self.geo;
-        let f32s = |i: usize| -> TractResult<&[f32]> { inputs[i].try_as_plain_ram()?.as_slice::<f32>() };
-        let (x, scale, bias) = (f32s(0)?, f32s(3)?, f32s(4)?);
-        let (codes, start) = (inputs[1].try_as_plain_ram()?.as_slice::<i8>()?, inputs[2].try_as_plain_ram()?.as_slice::<i32>()?);
-        let residual = if self.residual { Some(f32s(5)?) } else { None };
-        let (n, xs, ys) = (self.images, g.pixels * g.cin, g.pixels * g.cout);
-        ensure!(x.len() == n * xs && residual.is_none_or(|r| r.len() == n * ys), "Effv2Int8Pointwise: input of {} values for {n} x {g:?}", x.len());
-        let padded = panels(g) * NR;
-        ensure!(codes.len() == padded * 4 * groups(g) && [start.len(), scale.len(), bias.len()] == [padded; 3], "Effv2Int8Pointwise: packed constants do not fit {g:?}");
-        let w = Packed { codes, start, scale, bias };
-        let y = super::filled_f32(&self.out_shape, |y| {
-            for i in 0..n {
-                let f = Fused { silu: self.silu, residual: residual.map(|r| &r[i * ys..][..ys]), gate: None, table: self.table.as_ref().map(QuantTable::epilogue) };
-                unsafe { run(g, &self.input, &x[i * xs..][..xs], &w, &mut y[i * ys..][..ys], f) };
-            }
-        })?;
-        Ok(tvec!(y))
-    }
-
-    tract_onnx::tract_core::op_out_of_plan!();
-}
-
-impl TypedOp for Int8Pointwise {
-    tract_onnx::tract_core::as_op!();
-
-    fn output_facts(&self, _inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        Ok(tvec!(f32::fact(&*self.out_shape)))
-    }
-
-    fn cost(&self, _inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
-        let g = &self.geo;
-        Ok(tvec!((Cost::FMA(i8::datum_type()), (self.images * g.pixels * g.cout * g.cin).into())))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::backends::tract::avx512::testing::*;
+    use crate::backends::tract::qdq::QuantTable;
 
     /// Random per-row i8 weights as a quantizer writes them (largest code ±127) and their f32
     /// values.

@@ -18,6 +18,7 @@ use tract_onnx::tract_core::ops::einsum::EinSum;
 
 use super::avx512::{first_lanes as mask, pool_threads, spread, switched_on};
 use super::int8_pointwise::{self, codes512};
+use super::plain;
 use super::qdq::{Grid, InputCodes};
 
 const LANES: usize = 16;
@@ -147,16 +148,20 @@ pub unsafe fn run(g: &Geo, w: &[f32], x: &[f32], y: &mut [f32]) {
 pub struct MatVec {
     geo: Geo,
     out_shape: TVec<usize>,
+    /// Integer dot products ([`run_int8`]) of a vector on this grid; the inputs are then the
+    /// vector, the codes packed by [`pack_int8`] (i8), the rows' starts (i32) and scales (f32).
+    int8: Option<Grid>,
 }
 
 impl Op for MatVec {
     fn name(&self) -> StaticName {
-        "Effv2MatVec".into()
+        if self.int8.is_some() { "Effv2Int8MatVec" } else { "Effv2MatVec" }.into()
     }
 
     fn info(&self) -> TractResult<Vec<String>> {
         let form = if self.geo.transposed() { "scaled rows" } else { "dot products" };
-        Ok(vec![format!("{}x{} matrix · vector, {form}", self.geo.n, self.geo.k)])
+        let kind = if self.int8.is_some() { "i8 matrix · u8 vector" } else { "matrix · vector" };
+        Ok(vec![format!("{}x{} {kind}, {form}", self.geo.n, self.geo.k)])
     }
 
     fn validation(&self) -> Validation {
@@ -170,12 +175,22 @@ impl Op for MatVec {
 
 impl EvalOp for MatVec {
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        let [x, w] = &*inputs else { bail!("Effv2MatVec takes 2 inputs") };
         let g = &self.geo;
-        let (x, w) = (x.to_plain_array_view::<f32>()?, w.to_plain_array_view::<f32>()?);
-        let (x, w) = (x.as_slice().context("contiguous vector")?, w.as_slice().context("packed matrix")?);
-        ensure!(x.len() == g.k && w.len() == g.n * g.k, "Effv2MatVec: {} values for a {}x{} matrix", x.len(), g.n, g.k);
-        let y = super::filled_f32(&self.out_shape, |y| unsafe { run(g, w, x, y) })?;
+        let wanted = if self.int8.is_some() { 4 } else { 2 };
+        ensure!(inputs.len() == wanted, "Effv2MatVec takes {wanted} inputs, got {}", inputs.len());
+        let x = plain::<f32>(&inputs[0])?;
+        let y = match self.int8 {
+            Some(grid) => {
+                let (w, start, scale) = (plain::<i8>(&inputs[1])?, plain::<i32>(&inputs[2])?, plain::<f32>(&inputs[3])?);
+                ensure!(x.len() == g.k && w.len() == g.n * padded_k(g.k) && start.len() == g.n && scale.len() == g.n, "Effv2MatVec: {} values for a {}x{} int8 matrix", x.len(), g.n, g.k);
+                super::filled_f32(&self.out_shape, |y| unsafe { run_int8(g, grid, w, start, scale, x, y) })?
+            }
+            None => {
+                let w = plain::<f32>(&inputs[1])?;
+                ensure!(x.len() == g.k && w.len() == g.n * g.k, "Effv2MatVec: {} values for a {}x{} matrix", x.len(), g.n, g.k);
+                super::filled_f32(&self.out_shape, |y| unsafe { run(g, w, x, y) })?
+            }
+        };
         Ok(tvec!(y))
     }
 
@@ -190,7 +205,8 @@ impl TypedOp for MatVec {
     }
 
     fn cost(&self, _inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
-        Ok(tvec!((Cost::FMA(f32::datum_type()), (self.geo.n * self.geo.k).into())))
+        let dt = if self.int8.is_some() { i8::datum_type() } else { f32::datum_type() };
+        Ok(tvec!((Cost::FMA(dt), (self.geo.n * self.geo.k).into())))
     }
 }
 
@@ -255,59 +271,6 @@ pub unsafe fn run_int8(g: &Geo, grid: Grid, w: &[i8], start: &[i32], scale: &[f3
         spread(tasks, task);
     } else {
         (0..tasks).for_each(task);
-    }
-}
-
-/// [`MatVec`] of an int8 graph: inputs the vector (on `grid`), the packed codes (i8), the rows'
-/// starts (i32) and scales (f32).
-#[derive(Clone, Debug, Hash, PartialEq, Eq)]
-pub struct Int8MatVec {
-    geo: Geo,
-    grid: Grid,
-    out_shape: TVec<usize>,
-}
-
-impl Op for Int8MatVec {
-    fn name(&self) -> StaticName {
-        "Effv2Int8MatVec".into()
-    }
-
-    fn info(&self) -> TractResult<Vec<String>> {
-        Ok(vec![format!("{}x{} i8 matrix · u8 vector, dot products", self.geo.n, self.geo.k)])
-    }
-
-    fn validation(&self) -> Validation {
-        Validation::Rounding
-    }
-
-    fn as_typed(&self) -> Option<&dyn TypedOp> {
-        Some(self)
-    }
-}
-
-impl EvalOp for Int8MatVec {
-    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        let [x, w, start, scale] = &*inputs else { bail!("Effv2Int8MatVec takes 4 inputs") };
-        let g = &self.geo;
-        let (x, scale) = (x.try_as_plain_ram()?.as_slice::<f32>()?, scale.try_as_plain_ram()?.as_slice::<f32>()?);
-        let (w, start) = (w.try_as_plain_ram()?.as_slice::<i8>()?, start.try_as_plain_ram()?.as_slice::<i32>()?);
-        ensure!(x.len() == g.k && w.len() == g.n * padded_k(g.k) && start.len() == g.n && scale.len() == g.n, "Effv2Int8MatVec: {} values for a {}x{} matrix", x.len(), g.n, g.k);
-        let y = super::filled_f32(&self.out_shape, |y| unsafe { run_int8(g, self.grid, w, start, scale, x, y) })?;
-        Ok(tvec!(y))
-    }
-
-    tract_onnx::tract_core::op_out_of_plan!();
-}
-
-impl TypedOp for Int8MatVec {
-    tract_onnx::tract_core::as_op!();
-
-    fn output_facts(&self, _inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        Ok(tvec!(f32::fact(&*self.out_shape)))
-    }
-
-    fn cost(&self, _inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
-        Ok(tvec!((Cost::FMA(i8::datum_type()), (self.geo.n * self.geo.k).into())))
     }
 }
 
@@ -378,11 +341,11 @@ pub fn rewrite(model: &mut TypedModel) -> TractResult<usize> {
             inputs.push(patch.add_const(format!("{name}.codes"), Tensor::from_shape(&[packed.len()], &packed)?)?);
             inputs.push(patch.add_const(format!("{name}.start"), Tensor::from_shape(&[n], &start[..n])?)?);
             inputs.push(patch.add_const(format!("{name}.scale"), Tensor::from_shape(&[n], &scale[..n])?)?);
-            patch.wire_node(format!("{name}.int8_matvec"), Int8MatVec { geo, grid, out_shape }, &inputs)?[0]
+            patch.wire_node(format!("{name}.int8_matvec"), MatVec { geo, out_shape, int8: Some(grid) }, &inputs)?[0]
         } else {
             let packed = pack(&rows, &geo);
             inputs.push(patch.add_const(format!("{name}.packed"), Tensor::from_shape(&[packed.len()], &packed)?)?);
-            patch.wire_node(format!("{name}.matvec"), MatVec { geo, out_shape }, &inputs)?[0]
+            patch.wire_node(format!("{name}.matvec"), MatVec { geo, out_shape, int8: None }, &inputs)?[0]
         };
         patch.shunt_outside(model, OutletId::new(id, 0), y)?;
         patch.apply(model)?;

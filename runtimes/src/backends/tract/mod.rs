@@ -63,6 +63,11 @@ fn filled_f32(shape: &[usize], fill: impl FnOnce(&mut [f32])) -> TractResult<TVa
     Ok(out.into_tvalue())
 }
 
+/// A contiguous tensor's values (an input of one of our ops).
+fn plain<T: Datum>(t: &TValue) -> TractResult<&[T]> {
+    t.try_as_plain_ram()?.as_slice::<T>()
+}
+
 /// The only reader of `id`'s output when it is an `op_name` node (and the output not a model
 /// output): an op our kernel can take over.
 fn single_reader<'m>(model: &'m TypedModel, id: usize, op_name: &str) -> TractResult<Option<&'m TypedNode>> {
@@ -87,9 +92,7 @@ fn grid_of(model: &TypedModel, outlet: OutletId) -> Option<qdq::Grid> {
     let table = match () {
         _ if node.op_is::<qdq::QuantTable>() => node.op_as::<qdq::QuantTable>(),
         _ if node.op_is::<pointwise::Pointwise>() => node.op_as::<pointwise::Pointwise>()?.table.as_ref(),
-        _ if node.op_is::<int8_pointwise::Int8Pointwise>() => node.op_as::<int8_pointwise::Int8Pointwise>()?.table.as_ref(),
         _ if node.op_is::<direct_conv::DirectConv>() => node.op_as::<direct_conv::DirectConv>()?.table.as_ref(),
-        _ if node.op_is::<int8_direct_conv::Int8DirectConv>() => node.op_as::<int8_direct_conv::Int8DirectConv>()?.table.as_ref(),
         _ if node.op_is::<depthwise_block::Depthwise>() => node.op_as::<depthwise_block::Depthwise>()?.table.as_ref(),
         _ => None,
     };

@@ -24,8 +24,8 @@ use tract_onnx::tract_core::optim::change_axes::change_axes;
 
 use super::avx512::{first_lanes, pool_threads, silu512, spread, switched_on};
 use super::int8_pointwise;
-use super::qdq::{absorb_table, lookup512, QuantTable, TableRef};
-use super::{single_add, single_reader};
+use super::qdq::{absorb_table, lookup512, InputCodes, QuantTable, TableRef};
+use super::{plain, single_add, single_reader};
 
 /// Output channels per panel: two zmm registers.
 const NR: usize = 32;
@@ -218,6 +218,31 @@ pub(super) unsafe fn finish(val: __m512, bias: __m512, silu: bool, r: *const f32
     val
 }
 
+/// The register tiles of pixel range `px`: (first pixel, pixels), as even as they can be, at most
+/// [`MR`] pixels each.
+pub(super) fn even_tiles(px: std::ops::Range<usize>) -> impl Iterator<Item = (usize, usize)> {
+    let tiles = px.len().div_ceil(MR);
+    (0..tiles).map(move |t| {
+        let p0 = px.start + t * px.len() / tiles;
+        (p0, px.start + (t + 1) * px.len() / tiles - p0)
+    })
+}
+
+/// `$tile::<M, V>$args` for a tile of `m` pixels (1..=12, constant in the kernel) and two
+/// vectors of output channels if `wide`, else one.
+macro_rules! by_rows {
+    ($tile:ident, $m:expr, $wide:expr, $args:tt) => {
+        by_rows!(@ $tile, $m, $wide, $args, 1 2 3 4 5 6 7 8 9 10 11 12)
+    };
+    (@ $tile:ident, $m:expr, $wide:expr, $args:tt, $($n:literal)*) => {
+        match ($m, $wide) {
+            $(($n, true) => $tile::<$n, 2> $args, ($n, false) => $tile::<$n, 1> $args,)*
+            _ => unreachable!("tiles are 1..=12 pixels"),
+        }
+    };
+}
+pub(super) use by_rows;
+
 /// Pixels `px` of panel `j`, K block by K block (the block's weights stay in L1 across tiles).
 /// Tiles are as even as they can be: 49 pixels as 10+10+10+10+9, not 4×12 + 1, whose last tile
 /// would load two weight vectors per two products.
@@ -225,7 +250,6 @@ pub(super) unsafe fn finish(val: __m512, bias: __m512, silu: bool, r: *const f32
 unsafe fn panel(g: &Geo, p: Ptrs, j: usize, px: std::ops::Range<usize>, silu: bool) {
     let width = g.panel_width(j);
     let wide = width > LANES;
-    let tiles = px.len().div_ceil(MR);
     let mut gated = std::mem::MaybeUninit::<[f32; KC * NR]>::uninit();
     let mut k0 = 0;
     while k0 < g.cin {
@@ -248,19 +272,8 @@ unsafe fn panel(g: &Geo, p: Ptrs, j: usize, px: std::ops::Range<usize>, silu: bo
         let next = if j + 1 < g.panels() { j + 1 } else { j };
         let ahead = p.w.wrapping_add(next * NR * g.cin + k0 * g.panel_width(next));
         let blk = Block { w, k0, kc, first: k0 == 0, last: k0 + kc == g.cin, silu, ahead };
-        for t in 0..tiles {
-            let p0 = px.start + t * px.len() / tiles;
-            let m = px.start + (t + 1) * px.len() / tiles - p0;
-            macro_rules! by_rows {
-                ($($n:literal)*) => {
-                    match (m, wide) {
-                        $(($n, true) => tile::<$n, 2>(g, p, j, p0, blk),
-                          ($n, false) => tile::<$n, 1>(g, p, j, p0, blk),)*
-                        _ => unreachable!("tiles are 1..=12 pixels"),
-                    }
-                };
-            }
-            unsafe { by_rows!(1 2 3 4 5 6 7 8 9 10 11 12) }
+        for (p0, m) in even_tiles(px.clone()) {
+            unsafe { by_rows!(tile, m, wide, (g, p, j, p0, blk)) }
         }
         k0 += kc;
     }
@@ -305,6 +318,10 @@ pub unsafe fn run(g: &Geo, x: &[f32], w: &[f32], bias: &[f32], y: &mut [f32], f:
 /// with `residual` a `[h, w, cout]` tensor to add.
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct Pointwise {
+    /// The integer kernel (`int8_pointwise`), taking its input to codes as this says, or the
+    /// f32 one. Its inputs are then the image, the four constants of
+    /// `int8_pointwise::wire_constants` and the residual (no gate: a gated input is on no grid).
+    pub(super) int8: Option<InputCodes>,
     geo: Geo,
     /// Images in the batch, each its own product (a gate is per image).
     images: usize,
@@ -319,7 +336,7 @@ pub struct Pointwise {
 
 impl Op for Pointwise {
     fn name(&self) -> StaticName {
-        "Effv2Pointwise".into()
+        if self.int8.is_some() { "Effv2Int8Pointwise" } else { "Effv2Pointwise" }.into()
     }
 
     fn info(&self) -> TractResult<Vec<String>> {
@@ -333,7 +350,8 @@ impl Op for Pointwise {
         let gate = if self.gate { " · SE gate" } else { "" };
         let batch = if self.images > 1 { format!("{} × ", self.images) } else { String::new() };
         let table = if self.table.is_some() { ", int8 table" } else { "" };
-        Ok(vec![format!("1x1 {}→{} ch, {batch}{} px, {layout}{gate} → hwc{extra}{table}", g.cin, g.cout, g.pixels)])
+        let kind = if self.int8.is_some() { "u8×i8 " } else { "" };
+        Ok(vec![format!("1x1 {kind}{}→{} ch, {batch}{} px, {layout}{gate} → hwc{extra}{table}", g.cin, g.cout, g.pixels)])
     }
 
     fn validation(&self) -> Validation {
@@ -345,19 +363,35 @@ impl Op for Pointwise {
     }
 }
 
+/// What an eval multiplies by: f32 weights and bias, or the integer kernel's codes and constants.
+enum Weights<'a> {
+    F32(&'a [f32], &'a [f32]),
+    Int8(&'a InputCodes, int8_pointwise::Packed<'a>),
+}
+
 impl EvalOp for Pointwise {
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        let wanted = 3 + self.gate as usize + self.residual as usize;
+        let consts = if self.int8.is_some() { 4 } else { 2 };
+        let wanted = 1 + consts + self.gate as usize + self.residual as usize;
         ensure!(inputs.len() == wanted, "Effv2Pointwise takes {wanted} inputs, got {}", inputs.len());
         let g = &self.geo;
-        let views = inputs.iter().map(|t| t.to_plain_array_view::<f32>()).collect::<TractResult<Vec<_>>>()?;
-        let slices = views.iter().map(|v| v.as_slice().context("Effv2Pointwise: a non-contiguous input")).collect::<TractResult<Vec<_>>>()?;
-        let (x, w, b) = (slices[0], slices[1], slices[2]);
-        let gate = self.gate.then(|| slices[3]);
-        let residual = self.residual.then(|| slices[wanted - 1]);
+        let x = plain::<f32>(&inputs[0])?;
+        let gate = if self.gate { Some(plain::<f32>(&inputs[1 + consts])?) } else { None };
+        let residual = if self.residual { Some(plain::<f32>(&inputs[wanted - 1])?) } else { None };
         let (n, xs, ys) = (self.images, g.pixels * g.cin, g.pixels * g.cout);
         ensure!(x.len() == n * xs && residual.is_none_or(|r| r.len() == n * ys) && gate.is_none_or(|s| s.len() == n * g.cin), "Effv2Pointwise: input of {} values for {n} x {g:?}", x.len());
-        ensure!(w.len() == g.panels() * NR * g.cin && b.len() == g.panels() * NR, "Effv2Pointwise: packed constants do not fit {g:?}");
+        let weights = match &self.int8 {
+            Some(input) => {
+                let w = int8_pointwise::Packed { codes: plain(&inputs[1])?, start: plain(&inputs[2])?, scale: plain(&inputs[3])?, bias: plain(&inputs[4])? };
+                int8_pointwise::check(g, &w)?;
+                Weights::Int8(input, w)
+            }
+            None => {
+                let (w, b) = (plain::<f32>(&inputs[1])?, plain::<f32>(&inputs[2])?);
+                ensure!(w.len() == g.panels() * NR * g.cin && b.len() == g.panels() * NR, "Effv2Pointwise: packed constants do not fit {g:?}");
+                Weights::F32(w, b)
+            }
+        };
         // The kernel writes every element of the output.
         let y = super::filled_f32(&self.out_shape, |y| {
             for i in 0..n {
@@ -367,7 +401,11 @@ impl EvalOp for Pointwise {
                     gate: gate.map(|s| &s[i * g.cin..][..g.cin]),
                     table: self.table.as_ref().map(QuantTable::epilogue),
                 };
-                unsafe { run(g, &x[i * xs..][..xs], w, b, &mut y[i * ys..][..ys], f) };
+                let (x, y) = (&x[i * xs..][..xs], &mut y[i * ys..][..ys]);
+                match &weights {
+                    Weights::F32(w, b) => unsafe { run(g, x, w, b, y, f) },
+                    Weights::Int8(input, w) => unsafe { int8_pointwise::run(g, input, x, w, y, f) },
+                }
             }
         })?;
         Ok(tvec!(y))
@@ -539,11 +577,11 @@ pub fn rewrite(model: &mut TypedModel) -> TractResult<usize> {
             if let Some((_, r)) = residual {
                 inputs.push(patch.tap_model(model, r)?);
             }
-            let op = int8_pointwise::Int8Pointwise { geo, input, images: n, out_shape, silu: silu.is_some(), residual: residual.is_some(), table };
+            let op = Pointwise { int8: Some(input), geo, images: n, out_shape, silu: silu.is_some(), gate: false, residual: residual.is_some(), table };
             patch.wire_node(format!("{name}.int8_pointwise"), op, &inputs)?[0]
         } else {
             let mut inputs = vec![patch.tap_model(model, xi)?];
-            let op = Pointwise { geo, images: n, out_shape, silu: silu.is_some(), gate: gate.is_some(), residual: residual.is_some(), table };
+            let op = Pointwise { int8: None, geo, images: n, out_shape, silu: silu.is_some(), gate: gate.is_some(), residual: residual.is_some(), table };
             let packed = pack_weights(w, &geo);
             let bias = pad_bias(bias, &geo);
             inputs.push(patch.add_const(format!("{name}.packed"), Tensor::from_shape(&[packed.len()], &packed)?)?);
