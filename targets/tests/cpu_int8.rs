@@ -283,6 +283,10 @@ fn integer_convs_take_every_dense_and_1x1_conv_and_agree_with_onnxruntime() {
             assert!(int8 >= 20 && float == 0, "{name}: {int8} integer convs, {float} float convs left");
             // The classifier at least (1280 inputs; the SE reduce products with over 128 too).
             assert!(matvecs >= 1, "{name}: no integer matrix-vector product");
+            // The SE gate products went into the project convs' input codes: no gate Mul left
+            // (counted in the batch-1 build, whose names these are).
+            let gates = one.nodes().iter().filter(|n| ["Effv2ChannelScale", "OptMulUnicast"].contains(&&*n.op().name())).count();
+            assert_eq!(gates, 0, "{name}: {gates} SE gate products left");
         }
         let run = |m: TypedModel| -> Vec<f32> {
             let t = tract_onnx::prelude::Tensor::from_shape(x.shape(), x.data()).unwrap();

@@ -117,7 +117,7 @@ pub fn epilogue_constants(q: &[i8], w_scales: &[f32], bias: &[f32], g: &Geo, inp
 
 /// One image's f32 input (`[cin, pixels]`, or `[pixels, cin]` with `in_last`) as codes,
 /// `[pixels][4·groups]` (the padding channels 0).
-fn codes_of_input(x: &[f32], g: &Geo, c: &InputCodes, out: &mut Vec<u8>) {
+fn codes_of_input(x: &[f32], g: &Geo, c: &InputCodes, gate: Option<&[f32]>, out: &mut Vec<u8>) {
     let row = 4 * groups(g);
     out.clear();
     out.resize(g.pixels * row, 0);
@@ -130,13 +130,16 @@ fn codes_of_input(x: &[f32], g: &Geo, c: &InputCodes, out: &mut Vec<u8>) {
             for p in t * g.pixels / tasks..(t + 1) * g.pixels / tasks {
                 // Each task writes its own pixels' rows.
                 let dst = unsafe { std::slice::from_raw_parts_mut(dst.at(p * row), g.cin) };
-                unsafe { codes512(&x[p * g.cin..][..g.cin], dst, c) };
+                unsafe { codes512(&x[p * g.cin..][..g.cin], gate, dst, c) };
             }
         });
     } else {
         let mut line = vec![0u8; g.pixels];
         for (i, src) in x.chunks(g.pixels).take(g.cin).enumerate() {
-            unsafe { codes512(src, &mut line, c) };
+            match gate {
+                Some(s) => unsafe { codes512(&src.iter().map(|v| v * s[i]).collect::<Vec<f32>>(), None, &mut line, c) },
+                None => unsafe { codes512(src, None, &mut line, c) },
+            }
             for (p, &c) in line.iter().enumerate() {
                 out[p * row + i] = c;
             }
@@ -178,15 +181,20 @@ pub(super) fn gather_map(c: &InputCodes) -> Option<[i32; 256]> {
     (!identity).then(|| std::array::from_fn(|i| c.map[i] as i32))
 }
 
-/// [`InputCodes::code`] on a slice, 16 values at a time.
+/// [`InputCodes::code`] on a slice, 16 values at a time; of `x[i] · gate[i]` with a gate (an SE
+/// gate product taken in: the same f32 product as the Mul it replaces).
 #[target_feature(enable = "avx512f")]
-pub(super) unsafe fn codes512(x: &[f32], y: &mut [u8], c: &InputCodes) {
+pub(super) unsafe fn codes512(x: &[f32], gate: Option<&[f32]>, y: &mut [u8], c: &InputCodes) {
     let n = x.len().min(y.len());
     let map = gather_map(c);
     let mut i = 0;
     while i < n {
         let mask = first_lanes(n - i);
-        let q = unsafe { codes16(_mm512_maskz_loadu_ps(mask, x.as_ptr().add(i)), c, map.as_ref()) };
+        let mut v = unsafe { _mm512_maskz_loadu_ps(mask, x.as_ptr().add(i)) };
+        if let Some(s) = gate {
+            v = _mm512_mul_ps(v, unsafe { _mm512_maskz_loadu_ps(mask, s.as_ptr().add(i)) });
+        }
+        let q = unsafe { codes16(v, c, map.as_ref()) };
         unsafe { _mm512_mask_cvtepi32_storeu_epi8(y.as_mut_ptr().add(i) as *mut i8, mask, q) };
         i += LANES;
     }
@@ -333,8 +341,8 @@ pub fn check(g: &Geo, w: &Packed) -> TractResult<()> {
     Ok(())
 }
 
-/// The conv of one image: `x` as [`Geo`] says, taken to codes as `input` says, `y`
-/// `[pixels, cout]`, then what `f` adds (no gate: a gated input is not on a grid).
+/// The conv of one image: `x` as [`Geo`] says (times `f.gate` per input channel, if given) taken
+/// to codes as `input` says, `y` `[pixels, cout]`, then what `f` adds.
 ///
 /// # Safety
 /// The CPU has AVX-512F and VNNI ([`enabled`]).
@@ -342,10 +350,10 @@ pub unsafe fn run(g: &Geo, input: &InputCodes, x: &[f32], w: &Packed, y: &mut [f
     let out = g.pixels * g.cout;
     let n = panels(g) * NR;
     assert!(x.len() >= g.cin * g.pixels && w.codes.len() >= n * 4 * groups(g) && y.len() >= out);
-    assert!(w.start.len() >= n && w.scale.len() >= n && w.bias.len() >= n && f.gate.is_none() && f.residual.is_none_or(|r| r.len() >= out));
+    assert!(w.start.len() >= n && w.scale.len() >= n && w.bias.len() >= n && f.gate.is_none_or(|s| s.len() >= g.cin) && f.residual.is_none_or(|r| r.len() >= out));
     thread_local!(static CODES: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) });
     CODES.with_borrow_mut(|codes| {
-        codes_of_input(x, g, input, codes);
+        codes_of_input(x, g, input, f.gate, codes);
         let p = Ptrs::new(codes.as_ptr(), w, y, f.residual, f.silu, f.table);
         let threads = pool_threads();
         let per_panel = if threads == 1 { 1 } else { (4 * threads).div_ceil(panels(g)).min(g.pixels.div_ceil(MR)) };
@@ -410,7 +418,7 @@ mod tests {
         let through = InputCodes::through(&QuantTable::new(9.0, 40, &table).on_grid(0.05, 113)).unwrap();
         for c in [InputCodes::of_grid(grid), through] {
             let mut got = vec![0u8; xs.len()];
-            unsafe { codes512(&xs, &mut got, &c) };
+            unsafe { codes512(&xs, None, &mut got, &c) };
             for (x, got) in xs.iter().zip(got) {
                 assert_eq!(got, c.code(*x), "x {x}");
             }
@@ -457,6 +465,13 @@ mod tests {
                     let mut want_q = vec![0.0; want.len()];
                     table.apply(&runs[0], &mut want_q);
                     assert!(got.iter().zip(&want_q).all(|(a, b)| a.to_bits() == b.to_bits()), "{g:?} silu {silu} with a table");
+                    // An SE gate taken in: the conv of the gated input, to the bit.
+                    let gate: Vec<f32> = (0..cin).map(|_| 0.6 + 0.5 * rnd()).collect();
+                    let gated: Vec<f32> = (0..cin * pixels).map(|i| x[i] * gate[if in_last { i % cin } else { i / pixels }]).collect();
+                    let (mut with, mut want) = (vec![f32::NAN; cout * pixels], vec![f32::NAN; cout * pixels]);
+                    unsafe { run(&g, &InputCodes::of_grid(grid), &x, &pw, &mut with, Fused { gate: Some(&gate), ..f }) };
+                    unsafe { run(&g, &InputCodes::of_grid(grid), &gated, &pw, &mut want, f) };
+                    assert!(with.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "{g:?} silu {silu} with a gate");
                 }
             }
         }

@@ -569,15 +569,24 @@ pub fn rewrite(model: &mut TypedModel) -> TractResult<usize> {
             None if int8_pointwise::enabled() => super::input_codes(model, xi)?.and_then(|input| Some((input, int8_pointwise::int8_rows(w, cout, cin)?))),
             _ => None,
         };
+        // An int8 graph's SE gate product, read only by the table this conv took in: the gate is
+        // applied to the input as it becomes codes (the f32 kernel folds it into the weights).
+        let int8_gate = match &int8 {
+            Some(((read, _), _)) if in_last => se_gate(model, *read, &gate_shape)?,
+            _ => None,
+        };
         let mut patch = TypedModelPatch::new("effv2-pointwise");
         let y = if let Some(((read, input), (scales, codes))) = int8 {
             let (start, scale, bias) = int8_pointwise::epilogue_constants(&codes, &scales, bias, &geo, input.grid);
-            let mut inputs = vec![patch.tap_model(model, read)?];
+            let mut inputs = vec![patch.tap_model(model, int8_gate.map_or(read, |(image, _)| image))?];
             inputs.extend(int8_pointwise::wire_constants(&mut patch, &name, &int8_pointwise::pack_codes(&codes, &geo), &start, &scale, &bias)?);
+            if let Some((_, s)) = int8_gate {
+                inputs.push(patch.tap_model(model, s)?);
+            }
             if let Some((_, r)) = residual {
                 inputs.push(patch.tap_model(model, r)?);
             }
-            let op = Pointwise { int8: Some(input), geo, images: n, out_shape, silu: silu.is_some(), gate: false, residual: residual.is_some(), table };
+            let op = Pointwise { int8: Some(input), geo, images: n, out_shape, silu: silu.is_some(), gate: int8_gate.is_some(), residual: residual.is_some(), table };
             patch.wire_node(format!("{name}.int8_pointwise"), op, &inputs)?[0]
         } else {
             let mut inputs = vec![patch.tap_model(model, xi)?];
