@@ -71,6 +71,19 @@ pub fn spread(tasks: usize, task: impl Fn(usize) + Send + Sync) {
     }
 }
 
+/// A buffer that tasks write disjoint parts of.
+#[derive(Clone, Copy)]
+pub struct Shared<T>(pub *mut T);
+unsafe impl<T> Send for Shared<T> {}
+unsafe impl<T> Sync for Shared<T> {}
+
+impl<T> Shared<T> {
+    /// (A method, so closures capture the wrapper rather than its raw pointer.)
+    pub fn at(self, i: usize) -> *mut T {
+        self.0.wrapping_add(i)
+    }
+}
+
 /// Test helpers of the kernels' tests.
 #[cfg(test)]
 pub mod testing {

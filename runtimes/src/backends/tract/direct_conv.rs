@@ -9,9 +9,8 @@
 //! vector once for all eight channels; padding is masked loads, stride 2 an even-lane permute,
 //! bias and SiLU applied before the store, rows spread over tract's worker pool when it has one.
 //! Only where the CPU has AVX-512 and the conv fits (f32, group 1, square kernel ≤ 7, stride 1
-//! or 2, no dilation, constant weights, output rows of 12 pixels or more unless an int8 graph's conv
-//! goes integer, `int8_direct_conv`); everything else stays
-//! tract's.
+//! or 2, no dilation, constant weights, output rows of 12 pixels or more unless an int8 graph's
+//! conv goes integer, `int8_direct_conv`); everything else stays tract's.
 
 use std::arch::x86_64::*;
 
@@ -433,10 +432,11 @@ fn rewrite_convs(model: &mut TypedModel) -> TractResult<usize> {
         let Some((geo, has_n)) = geometry(conv, xf, wf) else { continue };
         let Some(bias) = bf.konst.clone().filter(|b| b.len() == geo.cout && b.datum_type() == f32::datum_type()) else { continue };
         let weights = wf.konst.clone().expect("checked by geometry");
+        let int8 = int8_form(model, *xi, &weights, &geo)?;
         // Rows are vectorised along the output width: below 12 pixels most lanes idle, and tract's
         // im2col product wins in f32 (b0 with every stage fused: its 7x7 stage ran 3.6% slower
         // here). The integer kernel, four times as dense, still wins there.
-        if geo.ow < MIN_OW && int8_form(model, *xi, &weights, &geo)?.is_none() {
+        if geo.ow < MIN_OW && int8.is_none() {
             continue;
         }
         // A SiLU that is the conv's only reader is computed before the store.
@@ -444,17 +444,18 @@ fn rewrite_convs(model: &mut TypedModel) -> TractResult<usize> {
         let last = silu.unwrap_or(id);
         let (last, table) = absorb_table(model, last)?;
         let op = DirectConv { int8: None, geo, in_has_n: has_n, out_has_n: has_n, silu: silu.is_some(), residual: false, table };
-        swap_in(model, id, last, op, *xi, &weights, &bias, None)?;
+        swap_in(model, id, last, op, *xi, int8, &weights, &bias, None)?;
         done += 1;
     }
     Ok(done)
 }
 
-/// An int8 graph's conv of an input on a u8 grid with i8-grid weights, which the integer kernel
-/// takes: the outlet it reads and how it gets the codes (`input_codes`), the weight rows' scales
-/// and codes.
-#[allow(clippy::type_complexity)]
-fn int8_form(model: &TypedModel, x: OutletId, weights: &Tensor, g: &Geo) -> TractResult<Option<((OutletId, InputCodes), (Vec<f32>, Vec<i8>))>> {
+/// What the integer kernel needs of an int8 graph's conv: the outlet it reads and how it gets the
+/// codes (`input_codes`), the weight rows' scales and codes.
+type Int8Form = ((OutletId, InputCodes), (Vec<f32>, Vec<i8>));
+
+/// The [`Int8Form`] of a conv of an input on a u8 grid with i8-grid weights, if it is one.
+fn int8_form(model: &TypedModel, x: OutletId, weights: &Tensor, g: &Geo) -> TractResult<Option<Int8Form>> {
     if !int8_pointwise::enabled() {
         return Ok(None);
     }
@@ -465,18 +466,19 @@ fn int8_form(model: &TypedModel, x: OutletId, weights: &Tensor, g: &Geo) -> Trac
 }
 
 /// Put `op` in place of the nodes from `first` (whose name it takes) to `last`: it reads `x`,
-/// the OIHW `weights` packed for the kernel, the per-channel `bias` and maybe a `residual`.
+/// the OIHW `weights` packed for the kernel (the integer one with `int8`), the per-channel `bias`
+/// and maybe a `residual`.
 #[allow(clippy::too_many_arguments)]
-fn swap_in(model: &mut TypedModel, first: usize, last: usize, op: DirectConv, x: OutletId, weights: &Tensor, bias: &Tensor, residual: Option<OutletId>) -> TractResult<()> {
+fn swap_in(model: &mut TypedModel, first: usize, last: usize, op: DirectConv, x: OutletId, int8: Option<Int8Form>, weights: &Tensor, bias: &Tensor, residual: Option<OutletId>) -> TractResult<()> {
     let name = model.node(first).name.clone();
     let g = op.geo;
     let mut patch = TypedModelPatch::new("effv2-direct-conv");
-    let y = if let Some(((read, input), (scales, codes))) = int8_form(model, x, weights, &g)? {
+    let y = if let Some(((read, input), (scales, codes))) = int8 {
         let mut inputs = vec![patch.tap_model(model, read)?];
         let bias = bias.cast_to::<f32>()?;
         let bias = bias.to_plain_array_view::<f32>()?;
         let (start, scale, bias) = int8_direct_conv::epilogue_constants(&codes, &scales, bias.as_slice().context("contiguous bias")?, &g, input.grid);
-        inputs.extend(int8_pointwise::wire_constants(&mut patch, &name, &int8_direct_conv::pack_codes(&codes, &g), &start, &scale, &bias)?);
+        inputs.extend(int8_pointwise::wire_constants(&mut patch, &name, &int8_direct_conv::pack_codes(&codes, &g), &start, &scale, Some(&bias))?);
         if let Some(r) = residual {
             inputs.push(patch.tap_model(model, r)?);
         }
@@ -527,7 +529,8 @@ fn rewrite_projections(model: &mut TypedModel) -> TractResult<usize> {
         let last = residual.map_or(bias_add, |(add, _)| add);
         let (last, table) = absorb_table(model, last)?;
         let op = DirectConv { int8: None, geo, in_has_n, out_has_n: out_fact.rank() == 4, silu: false, residual: residual.is_some(), table };
-        swap_in(model, id, last, op, *xi, &w, &bias, residual.map(|(_, r)| r))?;
+        let int8 = int8_form(model, *xi, &w, &geo)?;
+        swap_in(model, id, last, op, *xi, int8, &w, &bias, residual.map(|(_, r)| r))?;
         done += 1;
     }
     Ok(done)

@@ -15,10 +15,10 @@ use std::cell::RefCell;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 
-use super::avx512::{lanes, spread};
+use super::avx512::{lanes, spread, Shared};
 use super::direct_conv::{Epilogue, Geo};
 pub use super::int8_pointwise::Packed;
-use super::int8_pointwise::{codes16, gather_map, Ptrs, Shared};
+use super::int8_pointwise::{codes16, gather_map, row_constants, Ptrs};
 use super::pointwise::finish;
 use super::qdq::{Grid, InputCodes};
 
@@ -58,17 +58,9 @@ pub fn pack_codes(q: &[i8], g: &Geo) -> Vec<i8> {
     out
 }
 
-/// Per output channel (padded to whole blocks): the sums' start `−zp·Σq`, the scale `s_x·s_w`
-/// and the bias.
+/// `int8_pointwise::row_constants` of a dense conv, padded to whole blocks.
 pub fn epilogue_constants(q: &[i8], w_scales: &[f32], bias: &[f32], g: &Geo, input: Grid) -> (Vec<i32>, Vec<f32>, Vec<f32>) {
-    let (n, per) = (blocks(g) * OCB, g.cin * g.k * g.k);
-    let (mut start, mut scale, mut b) = (vec![0i32; n], vec![0f32; n], vec![0f32; n]);
-    for o in 0..g.cout {
-        start[o] = -(input.zero_point as i32) * q[o * per..][..per].iter().map(|&v| v as i32).sum::<i32>();
-        scale[o] = input.scale() * w_scales[o];
-        b[o] = bias[o];
-    }
-    (start, scale, b)
+    row_constants(q, w_scales, bias, g.cin * g.k * g.k, blocks(g) * OCB, input)
 }
 
 /// One image `[cin, h, w]` as the padded image of codes (dwords, see [`padded`]).

@@ -19,13 +19,10 @@ use std::cell::RefCell;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 
-use super::avx512::{first_lanes, pool_threads, spread};
-use super::pointwise::{by_rows, even_tiles, finish, Fused, Geo};
+use super::avx512::{first_lanes, pool_threads, spread, Shared};
+use super::pointwise::{by_rows, even_tiles, finish, spread_panels, Fused, Geo, LANES, MR, NR};
 use super::qdq::{Grid, InputCodes, TableRef};
 
-const NR: usize = 32;
-const MR: usize = 12;
-const LANES: usize = 16;
 /// Groups of 4 input channels per K block: 256 × 4 × 32 bytes of weights = 32 KB of L1.
 const KC4: usize = 256;
 
@@ -77,23 +74,15 @@ fn groups(g: &Geo) -> usize {
     g.cin.div_ceil(4)
 }
 
-fn panels(g: &Geo) -> usize {
-    g.cout.div_ceil(NR)
-}
-
-fn panel_width(g: &Geo, j: usize) -> usize {
-    (g.cout - j * NR).min(NR).div_ceil(LANES) * LANES
-}
-
 /// The codes as the kernel reads them: panel `j` (at `j·32·4·groups`) holds, for each group of
 /// 4 input channels, its `panel_width(j)` output channels' 4 codes side by side (zeros past `cout`
 /// and `cin`).
 pub fn pack_codes(q: &[i8], g: &Geo) -> Vec<i8> {
     let k4 = groups(g);
-    let mut out = vec![0i8; panels(g) * NR * 4 * k4];
+    let mut out = vec![0i8; g.panels() * NR * 4 * k4];
     for o in 0..g.cout {
         let (j, c) = (o / NR, o % NR);
-        let width = panel_width(g, j);
+        let width = g.panel_width(j);
         for i in 0..g.cin {
             out[j * NR * 4 * k4 + (i / 4) * width * 4 + c * 4 + i % 4] = q[o * g.cin + i];
         }
@@ -101,18 +90,22 @@ pub fn pack_codes(q: &[i8], g: &Geo) -> Vec<i8> {
     out
 }
 
-/// Per output channel (padded to whole panels): the sums' start `−zp·Σq`, the scale `s_x·s_w`
-/// that takes a sum to the product's value, and the bias.
-pub fn epilogue_constants(q: &[i8], w_scales: &[f32], bias: &[f32], g: &Geo, input: Grid) -> (Vec<i32>, Vec<f32>, Vec<f32>) {
-    let n = panels(g) * NR;
-    let (mut start, mut scale, mut b) = (vec![0i32; n], vec![0f32; n], vec![0f32; n]);
-    for o in 0..g.cout {
-        let sum: i32 = q[o * g.cin..][..g.cin].iter().map(|&v| v as i32).sum();
-        start[o] = -(input.zero_point as i32) * sum;
-        scale[o] = input.scale() * w_scales[o];
-        b[o] = bias[o];
+/// Per weight row of `per_row` codes (`w_scales.len()` rows), padded with zeros to `padded` rows:
+/// the sums' start `−zp·Σq`, the scale `s_x·s_w` that takes a sum to the product's value, and
+/// the bias (as many values as given). What every integer kernel's epilogue reads.
+pub fn row_constants(q: &[i8], w_scales: &[f32], bias: &[f32], per_row: usize, padded: usize, input: Grid) -> (Vec<i32>, Vec<f32>, Vec<f32>) {
+    let (mut start, mut scale, mut b) = (vec![0i32; padded], vec![0f32; padded], vec![0f32; padded]);
+    for (o, &s) in w_scales.iter().enumerate() {
+        start[o] = -(input.zero_point as i32) * q[o * per_row..][..per_row].iter().map(|&v| v as i32).sum::<i32>();
+        scale[o] = input.scale() * s;
     }
+    b[..bias.len()].copy_from_slice(bias);
     (start, scale, b)
+}
+
+/// [`row_constants`] of a 1x1 conv, padded to whole panels.
+pub fn epilogue_constants(q: &[i8], w_scales: &[f32], bias: &[f32], g: &Geo, input: Grid) -> (Vec<i32>, Vec<f32>, Vec<f32>) {
+    row_constants(q, w_scales, bias, g.cin, g.panels() * NR, input)
 }
 
 /// One image's f32 input (`[cin, pixels]`, or `[pixels, cin]` with `in_last`) as codes,
@@ -144,19 +137,6 @@ fn codes_of_input(x: &[f32], g: &Geo, c: &InputCodes, gate: Option<&[f32]>, out:
                 out[p * row + i] = c;
             }
         }
-    }
-}
-
-/// A buffer that tasks write disjoint parts of.
-#[derive(Clone, Copy)]
-pub(super) struct Shared<T>(pub *mut T);
-unsafe impl<T> Send for Shared<T> {}
-unsafe impl<T> Sync for Shared<T> {}
-
-impl<T> Shared<T> {
-    /// (A method, so closures capture the wrapper rather than its raw pointer.)
-    pub fn at(self, i: usize) -> *mut T {
-        self.0.wrapping_add(i)
     }
 }
 
@@ -298,7 +278,7 @@ unsafe fn tile<const M: usize, const V: usize>(g: &Geo, p: Ptrs, j: usize, p0: u
 /// Pixels `px` of panel `j`, K block by K block.
 #[target_feature(enable = "avx512f,avx512vnni")]
 unsafe fn panel(g: &Geo, p: Ptrs, j: usize, px: std::ops::Range<usize>) {
-    let wide = panel_width(g, j) > LANES;
+    let wide = g.panel_width(j) > LANES;
     let k4 = groups(g);
     let mut k0 = 0;
     while k0 < k4 {
@@ -312,14 +292,18 @@ unsafe fn panel(g: &Geo, p: Ptrs, j: usize, px: std::ops::Range<usize>) {
 }
 
 /// The packed codes and per-channel constants of an integer op as constants of `patch`, in the
-/// order the ops take them (after the image): codes, starts, scales, bias.
-pub fn wire_constants(patch: &mut TypedModelPatch, name: &str, codes: &[i8], start: &[i32], scale: &[f32], bias: &[f32]) -> TractResult<Vec<OutletId>> {
-    Ok(vec![
+/// order the ops take them (after the image): codes, starts, scales, and the bias if the op has
+/// one (the matrix-vector product has none).
+pub fn wire_constants(patch: &mut TypedModelPatch, name: &str, codes: &[i8], start: &[i32], scale: &[f32], bias: Option<&[f32]>) -> TractResult<Vec<OutletId>> {
+    let mut wires = vec![
         patch.add_const(format!("{name}.codes"), Tensor::from_shape(&[codes.len()], codes)?)?,
         patch.add_const(format!("{name}.start"), Tensor::from_shape(&[start.len()], start)?)?,
         patch.add_const(format!("{name}.scale"), Tensor::from_shape(&[scale.len()], scale)?)?,
-        patch.add_const(format!("{name}.bias_padded"), Tensor::from_shape(&[bias.len()], bias)?)?,
-    ])
+    ];
+    if let Some(b) = bias {
+        wires.push(patch.add_const(format!("{name}.bias_padded"), Tensor::from_shape(&[b.len()], b)?)?);
+    }
+    Ok(wires)
 }
 
 /// The packed weights and per-channel constants of one conv (see [`pack_codes`],
@@ -333,7 +317,7 @@ pub struct Packed<'a> {
 
 /// Whether packed constants fit `g`.
 pub fn check(g: &Geo, w: &Packed) -> TractResult<()> {
-    let padded = panels(g) * NR;
+    let padded = g.panels() * NR;
     ensure!(
         w.codes.len() == padded * 4 * groups(g) && [w.start.len(), w.scale.len(), w.bias.len()] == [padded; 3],
         "Effv2Int8Pointwise: packed constants do not fit {g:?}"
@@ -348,19 +332,14 @@ pub fn check(g: &Geo, w: &Packed) -> TractResult<()> {
 /// The CPU has AVX-512F and VNNI ([`enabled`]).
 pub unsafe fn run(g: &Geo, input: &InputCodes, x: &[f32], w: &Packed, y: &mut [f32], f: Fused) {
     let out = g.pixels * g.cout;
-    let n = panels(g) * NR;
+    let n = g.panels() * NR;
     assert!(x.len() >= g.cin * g.pixels && w.codes.len() >= n * 4 * groups(g) && y.len() >= out);
     assert!(w.start.len() >= n && w.scale.len() >= n && w.bias.len() >= n && f.gate.is_none_or(|s| s.len() >= g.cin) && f.residual.is_none_or(|r| r.len() >= out));
     thread_local!(static CODES: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) });
     CODES.with_borrow_mut(|codes| {
         codes_of_input(x, g, input, f.gate, codes);
         let p = Ptrs::new(codes.as_ptr(), w, y, f.residual, f.silu, f.table);
-        let threads = pool_threads();
-        let per_panel = if threads == 1 { 1 } else { (4 * threads).div_ceil(panels(g)).min(g.pixels.div_ceil(MR)) };
-        spread(panels(g) * per_panel, |t| {
-            let (j, s) = (t / per_panel, t % per_panel);
-            unsafe { panel(g, p, j, s * g.pixels / per_panel..(s + 1) * g.pixels / per_panel) }
-        });
+        spread_panels(g, |j, px| unsafe { panel(g, p, j, px) });
     });
 }
 

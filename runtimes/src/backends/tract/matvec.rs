@@ -16,7 +16,7 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::einsum::EinSum;
 
-use super::avx512::{first_lanes as mask, pool_threads, spread, switched_on};
+use super::avx512::{first_lanes as mask, pool_threads, spread, switched_on, Shared};
 use super::int8_pointwise::{self, codes512};
 use super::plain;
 use super::qdq::{Grid, InputCodes};
@@ -104,16 +104,18 @@ unsafe fn scaled_rows(g: &Geo, wt: *const f32, x: &[f32], y: *mut f32) {
     }
 }
 
-#[derive(Clone, Copy)]
-struct Out(*mut f32);
-// Each task writes its own rows.
-unsafe impl Send for Out {}
-unsafe impl Sync for Out {}
-
-impl Out {
-    // A method, so closures capture the `Send` wrapper rather than its raw pointer.
-    fn ptr(self) -> *mut f32 {
-        self.0
+/// `task(rows)` over the rows of `y`, in blocks of [`ROWS_PER_TASK`]: over the rayon pool the
+/// caller runs in when there are enough blocks, else one after another (a matrix of few row
+/// blocks is not worth waking the other threads for).
+fn split_rows(g: &Geo, y: &mut [f32], task: impl Fn(*mut f32, std::ops::Range<usize>) + Send + Sync) {
+    let tasks = g.n.div_ceil(ROWS_PER_TASK);
+    // Each task writes its own rows.
+    let out = Shared(y.as_mut_ptr());
+    let block = |t: usize| task(out.at(0), t * ROWS_PER_TASK..((t + 1) * ROWS_PER_TASK).min(g.n));
+    if tasks >= 2 * pool_threads() {
+        spread(tasks, block);
+    } else {
+        (0..tasks).for_each(block);
     }
 }
 
@@ -127,19 +129,7 @@ pub unsafe fn run(g: &Geo, w: &[f32], x: &[f32], y: &mut [f32]) {
     if g.transposed() {
         return unsafe { scaled_rows(g, w.as_ptr(), x, y.as_mut_ptr()) };
     }
-    let threads = pool_threads();
-    let tasks = g.n.div_ceil(ROWS_PER_TASK);
-    let out = Out(y.as_mut_ptr());
-    let task = |t: usize| {
-        let rows = t * ROWS_PER_TASK..((t + 1) * ROWS_PER_TASK).min(g.n);
-        unsafe { dots(g, w.as_ptr(), x, out.ptr(), rows) }
-    };
-    // A matrix of few row blocks is not worth waking the other threads for.
-    if tasks >= 2 * threads {
-        spread(tasks, task);
-    } else {
-        (0..tasks).for_each(task);
-    }
+    split_rows(g, y, |y, rows| unsafe { dots(g, w.as_ptr(), x, y, rows) });
 }
 
 /// The op in tract's graph: inputs the vector (`k` values in any shape) and the packed matrix
@@ -251,7 +241,7 @@ unsafe fn dots_u8(g: &Geo, w: *const i8, x: &[u8], start: &[i32], scale: &[f32],
 }
 
 /// `y = w x` for `x` on `grid` and `w` packed by [`pack_int8`], with the per-row `start`
-/// (`−zp·Σq`) and `scale` (`s_x·s_w`) of `int8_pointwise::epilogue_constants`.
+/// (`−zp·Σq`) and `scale` (`s_x·s_w`) of `int8_pointwise::row_constants`.
 ///
 /// # Safety
 /// The CPU has AVX-512F and VNNI (`int8_pointwise::enabled`).
@@ -260,18 +250,7 @@ pub unsafe fn run_int8(g: &Geo, grid: Grid, w: &[i8], start: &[i32], scale: &[f3
     assert!(w.len() >= g.n * kp && x.len() >= g.k && y.len() >= g.n && start.len() >= g.n && scale.len() >= g.n);
     let mut codes = vec![0u8; kp];
     unsafe { codes512(&x[..g.k], None, &mut codes, &InputCodes::of_grid(grid)) };
-    let threads = pool_threads();
-    let tasks = g.n.div_ceil(ROWS_PER_TASK);
-    let out = Out(y.as_mut_ptr());
-    let task = |t: usize| {
-        let rows = t * ROWS_PER_TASK..((t + 1) * ROWS_PER_TASK).min(g.n);
-        unsafe { dots_u8(g, w.as_ptr(), &codes, start, scale, out.ptr(), rows) }
-    };
-    if tasks >= 2 * threads {
-        spread(tasks, task);
-    } else {
-        (0..tasks).for_each(task);
-    }
+    split_rows(g, y, |y, rows| unsafe { dots_u8(g, w.as_ptr(), &codes, start, scale, y, rows) });
 }
 
 /// Whether the rewrite is on: AVX-512 here and not turned off with `EFFV2_TRACT_MATVEC=0`.
@@ -335,12 +314,8 @@ pub fn rewrite(model: &mut TypedModel) -> TractResult<usize> {
             _ => None,
         };
         let y = if let Some((grid, (scales, codes))) = int8 {
-            let pw = super::pointwise::Geo { cin: k, cout: n, pixels: 1, in_last: true };
-            let (start, scale, _) = int8_pointwise::epilogue_constants(&codes, &scales, &vec![0.0; n], &pw, grid);
-            let packed = pack_int8(&codes, &geo);
-            inputs.push(patch.add_const(format!("{name}.codes"), Tensor::from_shape(&[packed.len()], &packed)?)?);
-            inputs.push(patch.add_const(format!("{name}.start"), Tensor::from_shape(&[n], &start[..n])?)?);
-            inputs.push(patch.add_const(format!("{name}.scale"), Tensor::from_shape(&[n], &scale[..n])?)?);
+            let (start, scale, _) = int8_pointwise::row_constants(&codes, &scales, &[], k, n, grid);
+            inputs.extend(int8_pointwise::wire_constants(&mut patch, &name, &pack_int8(&codes, &geo), &start, &scale, None)?);
             patch.wire_node(format!("{name}.int8_matvec"), MatVec { geo, out_shape, int8: Some(grid) }, &inputs)?[0]
         } else {
             let packed = pack(&rows, &geo);
@@ -401,8 +376,7 @@ mod tests {
             let x: Vec<f32> = (0..k).map(|_| grid.value(((rnd() + 1.0) * 127.9) as u8)).collect();
             let want: Vec<f64> = (0..n).map(|r| (0..k).map(|c| w[r * k + c] as f64 * x[c] as f64).sum()).collect();
             let (scales, q) = int8_pointwise::int8_rows(&w, n, k).expect("rows on grids");
-            let pw = crate::backends::tract::pointwise::Geo { cin: k, cout: n, pixels: 1, in_last: true };
-            let (start, scale, _) = int8_pointwise::epilogue_constants(&q, &scales, &vec![0.0; n], &pw, grid);
+            let (start, scale, _) = int8_pointwise::row_constants(&q, &scales, &[], k, n, grid);
             let packed = pack_int8(&q, &g);
             let runs = both_ways(2, || {
                 let mut y = vec![f32::NAN; n];

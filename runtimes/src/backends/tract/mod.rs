@@ -89,13 +89,10 @@ fn single_add(model: &TypedModel, id: usize) -> TractResult<Option<(usize, Outle
 #[cfg(target_arch = "x86_64")]
 fn grid_of(model: &TypedModel, outlet: OutletId) -> Option<qdq::Grid> {
     let node = model.node(outlet.node);
-    let table = match () {
-        _ if node.op_is::<qdq::QuantTable>() => node.op_as::<qdq::QuantTable>(),
-        _ if node.op_is::<pointwise::Pointwise>() => node.op_as::<pointwise::Pointwise>()?.table.as_ref(),
-        _ if node.op_is::<direct_conv::DirectConv>() => node.op_as::<direct_conv::DirectConv>()?.table.as_ref(),
-        _ if node.op_is::<depthwise_block::Depthwise>() => node.op_as::<depthwise_block::Depthwise>()?.table.as_ref(),
-        _ => None,
-    };
+    let table = (node.op_as::<qdq::QuantTable>())
+        .or_else(|| node.op_as::<pointwise::Pointwise>()?.table.as_ref())
+        .or_else(|| node.op_as::<direct_conv::DirectConv>()?.table.as_ref())
+        .or_else(|| node.op_as::<depthwise_block::Depthwise>()?.table.as_ref());
     table?.grid()
 }
 

@@ -28,12 +28,12 @@ use super::qdq::{absorb_table, lookup512, InputCodes, QuantTable, TableRef};
 use super::{plain, single_add, single_reader};
 
 /// Output channels per panel: two zmm registers.
-const NR: usize = 32;
+pub(super) const NR: usize = 32;
 /// Pixels per register tile (12 × 2 accumulators + 2 weight vectors of the 32 registers).
-const MR: usize = 12;
+pub(super) const MR: usize = 12;
 /// Input channels per block: a 256 × 32 block of weights is 32 KB, inside a 48 KB L1.
 const KC: usize = 256;
-const LANES: usize = 16;
+pub(super) const LANES: usize = 16;
 
 /// One 1x1 conv on one image of `pixels` pixels. The input is `[cin, pixels]` or, with
 /// `in_last`, `[pixels, cin]`; the output is `[pixels, cout]`.
@@ -46,12 +46,12 @@ pub struct Geo {
 }
 
 impl Geo {
-    fn panels(&self) -> usize {
+    pub(super) fn panels(&self) -> usize {
         self.cout.div_ceil(NR)
     }
 
     /// Width of panel `j` in floats: 32, or the last one's channels rounded up to a vector.
-    fn panel_width(&self, j: usize) -> usize {
+    pub(super) fn panel_width(&self, j: usize) -> usize {
         (self.cout - j * NR).min(NR).div_ceil(LANES) * LANES
     }
 
@@ -303,13 +303,18 @@ pub unsafe fn run(g: &Geo, x: &[f32], w: &[f32], bias: &[f32], y: &mut [f32], f:
     let null_or = |t: Option<&[f32]>| t.map_or(std::ptr::null(), |t| t.as_ptr());
     let p = Ptrs { x: x.as_ptr(), w: w.as_ptr(), b: bias.as_ptr(), y: y.as_mut_ptr(), r: null_or(f.residual), gate: null_or(f.gate), table: f.table };
     let silu = f.silu;
-    // Tasks are panels, each cut into even pixel ranges (at most one per tile) when there are
-    // too few panels to keep every thread busy (a 96-channel project conv is three panels).
+    spread_panels(g, |j, px| unsafe { panel(g, p, j, px, silu) });
+}
+
+/// `task(panel, pixels)` over the output: tasks are panels, each cut into even pixel ranges (at
+/// most one per tile) when there are too few panels to keep every thread of the caller's pool
+/// busy (a 96-channel project conv is three panels).
+pub(super) fn spread_panels(g: &Geo, task: impl Fn(usize, std::ops::Range<usize>) + Send + Sync) {
     let threads = pool_threads();
     let per_panel = if threads == 1 { 1 } else { (4 * threads).div_ceil(g.panels()).min(g.pixels.div_ceil(MR)) };
     spread(g.panels() * per_panel, |t| {
         let (j, s) = (t / per_panel, t % per_panel);
-        unsafe { panel(g, p, j, s * g.pixels / per_panel..(s + 1) * g.pixels / per_panel, silu) }
+        task(j, s * g.pixels / per_panel..(s + 1) * g.pixels / per_panel)
     });
 }
 
@@ -318,9 +323,9 @@ pub unsafe fn run(g: &Geo, x: &[f32], w: &[f32], bias: &[f32], y: &mut [f32], f:
 /// with `residual` a `[h, w, cout]` tensor to add.
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct Pointwise {
-    /// The integer kernel (`int8_pointwise`), taking its input to codes as this says, or the
-    /// f32 one. Its inputs are then the image, the four constants of
-    /// `int8_pointwise::wire_constants` and the residual (no gate: a gated input is on no grid).
+    /// The integer kernel (`int8_pointwise`), taking its input (times the gate, if any) to codes
+    /// as this says, or the f32 one. Its inputs are then the image, the four constants of
+    /// `int8_pointwise::wire_constants`, the gate and the residual.
     pub(super) int8: Option<InputCodes>,
     geo: Geo,
     /// Images in the batch, each its own product (a gate is per image).
@@ -579,7 +584,7 @@ pub fn rewrite(model: &mut TypedModel) -> TractResult<usize> {
         let y = if let Some(((read, input), (scales, codes))) = int8 {
             let (start, scale, bias) = int8_pointwise::epilogue_constants(&codes, &scales, bias, &geo, input.grid);
             let mut inputs = vec![patch.tap_model(model, int8_gate.map_or(read, |(image, _)| image))?];
-            inputs.extend(int8_pointwise::wire_constants(&mut patch, &name, &int8_pointwise::pack_codes(&codes, &geo), &start, &scale, &bias)?);
+            inputs.extend(int8_pointwise::wire_constants(&mut patch, &name, &int8_pointwise::pack_codes(&codes, &geo), &start, &scale, Some(&bias))?);
             if let Some((_, s)) = int8_gate {
                 inputs.push(patch.tap_model(model, s)?);
             }

@@ -54,10 +54,10 @@ impl Grid {
         f32::from_bits(self.scale)
     }
 
-    /// The code of a value on the grid, as the int8 kernels compute it (x · (1/scale), rounded
-    /// half to even, + zero point, clamped).
+    /// The code of a value on the grid, as the int8 kernels compute it (quantized as the table
+    /// op quantizes, with 1/scale).
     pub fn code(&self, x: f32) -> u8 {
-        ((x * (1.0 / self.scale())).round_ties_even() + self.zero_point as f32).clamp(0.0, 255.0) as u8
+        index(x, 1.0 / self.scale(), self.zero_point as f32) as u8
     }
 
     /// The value of `code`, to the bit as tract's DequantizeLinear gives it.
