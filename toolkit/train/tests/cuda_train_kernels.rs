@@ -489,6 +489,7 @@ fn loss_optimizers_and_ema_equal_the_cpu_maths() {
 fn train_kernels_on_a_gpu_equal_the_cpu_maths_or_name_what_is_missing() {
     use cudarc::driver::{CudaContext, LaunchConfig, PushKernelArg};
     use effv2_runtime::cuda::{compile_source, probe_libraries};
+    use effv2_runtime::plan::launch;
     if let Err(e) = probe_libraries() {
         assert!(e.to_string().contains("no CUDA driver found") || e.to_string().contains("NVRTC") || e.to_string().contains("cuDNN"), "{e}");
         eprintln!("skipped on this machine: {e}");
@@ -499,7 +500,9 @@ fn train_kernels_on_a_gpu_equal_the_cpu_maths_or_name_what_is_missing() {
     let ptx = compile_source(&train_kernels_source(), "effv2_train_kernels.cu", vec![], None).unwrap();
     let module = ctx.load_module(ptx).unwrap();
     let f = |n: &str| module.load_function(n).unwrap();
-    let cfg = |n: usize| LaunchConfig::for_num_elems(n as u32);
+    // The engine's launch shape (256-thread blocks): the channel-sum kernels use up to 128 registers a
+    // thread, which 1024-thread blocks (`LaunchConfig::for_num_elems`) cannot get on any GPU.
+    let cfg = |n: usize| LaunchConfig { grid_dim: (launch::grid(n), 1, 1), block_dim: (launch::BLOCK, 1, 1), shared_mem_bytes: 0 };
 
     // BN statistics of a [rows, c] tensor: chunk partials, ordered finish, f64 mean and mean square.
     let (rows, c) = (1000usize, 24usize);
