@@ -23,6 +23,7 @@ use tract_onnx::tract_core::ops::nn::DataFormat;
 
 use super::avx512::{lanes, silu512, spread, switched_on};
 use super::qdq::{absorb_table, lookup512, InputCodes, QuantTable, TableRef};
+use super::int8_pointwise::Weights;
 use super::{int8_direct_conv, int8_pointwise};
 use super::{plain, single_add, single_reader};
 
@@ -308,12 +309,6 @@ impl Op for DirectConv {
     }
 }
 
-/// What an eval multiplies by: f32 weights and bias, or the integer kernel's codes and constants.
-enum Weights<'a> {
-    F32(&'a [f32], &'a [f32]),
-    Int8(&'a InputCodes, int8_direct_conv::Packed<'a>),
-}
-
 impl EvalOp for DirectConv {
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let consts = if self.int8.is_some() { 4 } else { 2 };
@@ -327,14 +322,10 @@ impl EvalOp for DirectConv {
         let (xs, ys) = (g.cin * g.h * g.w, g.cout * g.oh * g.ow);
         ensure!(x.len() == n * xs && res.is_none_or(|r| r.len() == n * ys), "Effv2DirectConv: input of {} values for {:?}", x.len(), shape);
         // The weights: f32 and bias, or the integer kernel's codes and constants.
-        let weights = match &self.int8 {
-            Some(input) => {
-                let w = int8_direct_conv::Packed { codes: plain(&inputs[1])?, start: plain(&inputs[2])?, scale: plain(&inputs[3])?, bias: plain(&inputs[4])? };
-                int8_direct_conv::check(g, &w)?;
-                Weights::Int8(input, w)
-            }
-            None => Weights::F32(plain(&inputs[1])?, plain(&inputs[2])?),
-        };
+        let weights = Weights::of(self.int8.as_ref(), &inputs[1..1 + consts])?;
+        if let Weights::Int8(_, w) = &weights {
+            int8_direct_conv::check(g, w)?;
+        }
         // The kernel writes every element of the output.
         let y = super::filled_f32(&self.out_shape(n), |y| {
             for i in 0..n {

@@ -114,6 +114,9 @@ fn codes_of_input(x: &[f32], g: &Geo, c: &InputCodes, gate: Option<&[f32]>, out:
     let row = 4 * groups(g);
     out.clear();
     out.resize(g.pixels * row, 0);
+    // Once per image: the slice routine runs once per pixel row.
+    let map = gather_map(c);
+    let map = map.as_ref();
     if g.in_last {
         // Pixel ranges over the pool (a pass over the image: one thread does not reach the
         // bandwidth of two).
@@ -123,16 +126,22 @@ fn codes_of_input(x: &[f32], g: &Geo, c: &InputCodes, gate: Option<&[f32]>, out:
             for p in t * g.pixels / tasks..(t + 1) * g.pixels / tasks {
                 // Each task writes its own pixels' rows.
                 let dst = unsafe { std::slice::from_raw_parts_mut(dst.at(p * row), g.cin) };
-                unsafe { codes512(&x[p * g.cin..][..g.cin], gate, dst, c) };
+                unsafe { codes512(&x[p * g.cin..][..g.cin], gate, dst, c, map) };
             }
         });
     } else {
-        let mut line = vec![0u8; g.pixels];
+        let (mut line, mut gated) = (vec![0u8; g.pixels], Vec::new());
         for (i, src) in x.chunks(g.pixels).take(g.cin).enumerate() {
-            match gate {
-                Some(s) => unsafe { codes512(&src.iter().map(|v| v * s[i]).collect::<Vec<f32>>(), None, &mut line, c) },
-                None => unsafe { codes512(src, None, &mut line, c) },
-            }
+            // A gate is one factor per channel here: the channel's row times it, in one buffer.
+            let src = match gate {
+                Some(s) => {
+                    gated.clear();
+                    gated.extend(src.iter().map(|v| v * s[i]));
+                    &gated[..]
+                }
+                None => src,
+            };
+            unsafe { codes512(src, None, &mut line, c, map) };
             for (p, &c) in line.iter().enumerate() {
                 out[p * row + i] = c;
             }
@@ -162,11 +171,11 @@ pub(super) fn gather_map(c: &InputCodes) -> Option<[i32; 256]> {
 }
 
 /// [`InputCodes::code`] on a slice, 16 values at a time; of `x[i] · gate[i]` with a gate (an SE
-/// gate product taken in: the same f32 product as the Mul it replaces).
+/// gate product taken in: the same f32 product as the Mul it replaces). `map` is
+/// [`gather_map`]`(c)`, made once by the caller.
 #[target_feature(enable = "avx512f")]
-pub(super) unsafe fn codes512(x: &[f32], gate: Option<&[f32]>, y: &mut [u8], c: &InputCodes) {
+pub(super) unsafe fn codes512(x: &[f32], gate: Option<&[f32]>, y: &mut [u8], c: &InputCodes, map: Option<&[i32; 256]>) {
     let n = x.len().min(y.len());
-    let map = gather_map(c);
     let mut i = 0;
     while i < n {
         let mask = first_lanes(n - i);
@@ -174,7 +183,7 @@ pub(super) unsafe fn codes512(x: &[f32], gate: Option<&[f32]>, y: &mut [u8], c: 
         if let Some(s) = gate {
             v = _mm512_mul_ps(v, unsafe { _mm512_maskz_loadu_ps(mask, s.as_ptr().add(i)) });
         }
-        let q = unsafe { codes16(v, c, map.as_ref()) };
+        let q = unsafe { codes16(v, c, map) };
         unsafe { _mm512_mask_cvtepi32_storeu_epi8(y.as_mut_ptr().add(i) as *mut i8, mask, q) };
         i += LANES;
     }
@@ -315,6 +324,25 @@ pub struct Packed<'a> {
     pub bias: &'a [f32],
 }
 
+/// What the eval of a conv op that has an integer mode (`Pointwise`, `DirectConv`) multiplies by:
+/// f32 weights and bias, or the integer kernel's input codes and packed constants.
+pub(super) enum Weights<'a> {
+    F32(&'a [f32], &'a [f32]),
+    Int8(&'a InputCodes, Packed<'a>),
+}
+
+impl<'a> Weights<'a> {
+    /// From the op's constant inputs (those after the image): with `int8`, the four of
+    /// [`wire_constants`]; else the packed f32 weights and the bias.
+    pub fn of(int8: Option<&'a InputCodes>, consts: &'a [TValue]) -> TractResult<Weights<'a>> {
+        use super::plain;
+        Ok(match int8 {
+            Some(input) => Weights::Int8(input, Packed { codes: plain(&consts[0])?, start: plain(&consts[1])?, scale: plain(&consts[2])?, bias: plain(&consts[3])? }),
+            None => Weights::F32(plain(&consts[0])?, plain(&consts[1])?),
+        })
+    }
+}
+
 /// Whether packed constants fit `g`.
 pub fn check(g: &Geo, w: &Packed) -> TractResult<()> {
     let padded = g.panels() * NR;
@@ -397,7 +425,7 @@ mod tests {
         let through = InputCodes::through(&QuantTable::new(9.0, 40, &table).on_grid(0.05, 113)).unwrap();
         for c in [InputCodes::of_grid(grid), through] {
             let mut got = vec![0u8; xs.len()];
-            unsafe { codes512(&xs, None, &mut got, &c) };
+            unsafe { codes512(&xs, None, &mut got, &c, gather_map(&c).as_ref()) };
             for (x, got) in xs.iter().zip(got) {
                 assert_eq!(got, c.code(*x), "x {x}");
             }

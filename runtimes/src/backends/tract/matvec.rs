@@ -249,7 +249,7 @@ pub unsafe fn run_int8(g: &Geo, grid: Grid, w: &[i8], start: &[i32], scale: &[f3
     let kp = padded_k(g.k);
     assert!(w.len() >= g.n * kp && x.len() >= g.k && y.len() >= g.n && start.len() >= g.n && scale.len() >= g.n);
     let mut codes = vec![0u8; kp];
-    unsafe { codes512(&x[..g.k], None, &mut codes, &InputCodes::of_grid(grid)) };
+    unsafe { codes512(&x[..g.k], None, &mut codes, &InputCodes::of_grid(grid), None) }; // identity map
     split_rows(g, y, |y, rows| unsafe { dots_u8(g, w.as_ptr(), &codes, start, scale, y, rows) });
 }
 

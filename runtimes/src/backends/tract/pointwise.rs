@@ -23,7 +23,7 @@ use tract_onnx::tract_core::ops::einsum::EinSum;
 use tract_onnx::tract_core::optim::change_axes::change_axes;
 
 use super::avx512::{first_lanes, pool_threads, silu512, spread, switched_on};
-use super::int8_pointwise;
+use super::int8_pointwise::{self, Weights};
 use super::qdq::{absorb_table, lookup512, InputCodes, QuantTable, TableRef};
 use super::{plain, single_add, single_reader};
 
@@ -368,12 +368,6 @@ impl Op for Pointwise {
     }
 }
 
-/// What an eval multiplies by: f32 weights and bias, or the integer kernel's codes and constants.
-enum Weights<'a> {
-    F32(&'a [f32], &'a [f32]),
-    Int8(&'a InputCodes, int8_pointwise::Packed<'a>),
-}
-
 impl EvalOp for Pointwise {
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let consts = if self.int8.is_some() { 4 } else { 2 };
@@ -385,18 +379,11 @@ impl EvalOp for Pointwise {
         let residual = if self.residual { Some(plain::<f32>(&inputs[wanted - 1])?) } else { None };
         let (n, xs, ys) = (self.images, g.pixels * g.cin, g.pixels * g.cout);
         ensure!(x.len() == n * xs && residual.is_none_or(|r| r.len() == n * ys) && gate.is_none_or(|s| s.len() == n * g.cin), "Effv2Pointwise: input of {} values for {n} x {g:?}", x.len());
-        let weights = match &self.int8 {
-            Some(input) => {
-                let w = int8_pointwise::Packed { codes: plain(&inputs[1])?, start: plain(&inputs[2])?, scale: plain(&inputs[3])?, bias: plain(&inputs[4])? };
-                int8_pointwise::check(g, &w)?;
-                Weights::Int8(input, w)
-            }
-            None => {
-                let (w, b) = (plain::<f32>(&inputs[1])?, plain::<f32>(&inputs[2])?);
-                ensure!(w.len() == g.panels() * NR * g.cin && b.len() == g.panels() * NR, "Effv2Pointwise: packed constants do not fit {g:?}");
-                Weights::F32(w, b)
-            }
-        };
+        let weights = Weights::of(self.int8.as_ref(), &inputs[1..1 + consts])?;
+        match &weights {
+            Weights::Int8(_, w) => int8_pointwise::check(g, w)?,
+            Weights::F32(w, b) => ensure!(w.len() == g.panels() * NR * g.cin && b.len() == g.panels() * NR, "Effv2Pointwise: packed constants do not fit {g:?}"),
+        }
         // The kernel writes every element of the output.
         let y = super::filled_f32(&self.out_shape, |y| {
             for i in 0..n {
